@@ -1,0 +1,83 @@
+"""The backend matrix shared by the tests and the benchmarks (not shipped with mlxp).
+
+``cases()`` enumerates every (library, device) pair mlxp knows, usable here or
+not (with the reason); a :class:`Case` converts NumPy arrays there and back and
+synchronises its device for timing. Install recipes: ``cpu.txt`` (what CI uses),
+``cuda12.txt`` and ``cuda13.txt`` (GPU machines).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import mlxp
+from mlxp._backend import BACKEND_NAMES, Backend, backend_report, make_backend
+
+__all__ = ["Case", "cases"]
+
+# Device entries expected on a GPU machine, listed (and skipped) when absent.
+_GPU_DEVICES = {"torch": "cuda:0", "cupy": "cuda:0", "jax": "cuda:0"}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One (library, device) pair; ``backend`` is None and ``reason`` set when unusable."""
+
+    name: str
+    device_name: str
+    backend: Backend | None = None
+    reason: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.device_name}"
+
+    @property
+    def xp(self) -> Any:
+        return self.backend.xp
+
+    @property
+    def device(self) -> Any:
+        return self.backend.device
+
+    @property
+    def float_dtypes(self) -> tuple[str, ...]:
+        """The real floating dtypes this device supports ("float32", "float64")."""
+        info = self.xp.__array_namespace_info__()
+        try:
+            supported = info.dtypes(device=self.device, kind="real floating")
+        except TypeError:
+            supported = info.dtypes(kind="real floating")
+        return tuple(name for name in ("float32", "float64") if name in supported)
+
+    def dtype(self, name: str) -> Any:
+        return getattr(self.xp, name)
+
+    def asarray(self, a: Any, dtype: str | None = None) -> Any:
+        """A NumPy array (or array-like) as an array of this case, optionally cast."""
+        x = self.backend.asarray(np.asarray(a))
+        return x if dtype is None else self.xp.astype(x, self.dtype(dtype))
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return mlxp.to_numpy(x)
+
+    def synchronize(self, x: Any) -> None:
+        mlxp.synchronize(x)
+
+
+def cases() -> list[Case]:
+    """Every known (library, device) pair, usable ones first in each library."""
+    out = []
+    for row in backend_report():
+        name = row["name"]
+        if row["reason"] is not None:
+            out.append(Case(name, _GPU_DEVICES.get(name, "cpu"), reason=row["reason"]))
+            continue
+        out.extend(Case(name, dev, backend=make_backend(name, dev)) for dev in row["devices"])
+        gpu = _GPU_DEVICES.get(name)
+        if gpu and gpu not in row["devices"]:
+            out.append(Case(name, gpu, reason=f"{name}: no CUDA device was found"))
+    order = {name: i for i, name in enumerate(BACKEND_NAMES)}
+    return sorted(out, key=lambda c: (order[c.name], c.backend is None))

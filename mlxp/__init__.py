@@ -1,0 +1,36 @@
+"""mlxp: machine-learning foundations written once against the Python Array API standard.
+
+The same code runs on NumPy, CuPy, PyTorch, JAX and array-api-strict. Choose where
+to compute with :func:`set_backend`, :func:`use_backend` or ``MLXP_BACKEND=name[:device]``;
+by default mlxp computes where the input arrays live.
+"""
+
+from mlxp._backend import (
+    Backend,
+    BackendUnavailableError,
+    _from_environment,
+    available_backends,
+    get_backend,
+    set_backend,
+    use_backend,
+)
+from mlxp._compat import Generator, synchronize, to_numpy
+from mlxp._validation import NotFittedError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "BackendUnavailableError",
+    "Generator",
+    "NotFittedError",
+    "__version__",
+    "available_backends",
+    "get_backend",
+    "set_backend",
+    "synchronize",
+    "to_numpy",
+    "use_backend",
+]
+
+_from_environment()

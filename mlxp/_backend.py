@@ -1,0 +1,334 @@
+"""Backend selection: which array library and device mlxp computes with.
+
+A backend is a (library, device) pair. With none chosen -- the default -- mlxp
+computes in the namespace and on the device of its input arrays. One can be
+chosen globally with :func:`set_backend`, for a block with :func:`use_backend`,
+or for the whole process with the environment variable ``MLXP_BACKEND=name[:device]``
+read at import. Libraries are imported lazily, only when asked for, so
+``import mlxp`` never fails because CuPy, a CUDA driver, PyTorch or JAX is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import array_api_compat as aac
+
+from mlxp._compat import move
+
+__all__ = [
+    "Backend",
+    "BackendUnavailableError",
+    "available_backends",
+    "backend_report",
+    "get_backend",
+    "set_backend",
+    "use_backend",
+]
+
+BACKEND_NAMES = ("numpy", "cupy", "torch", "jax", "array_api_strict")
+_ALIASES = {"array-api-strict": "array_api_strict", "strict": "array_api_strict", "np": "numpy"}
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend is known but cannot be used on this machine."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A compute target: the library ``name``, its Array API namespace ``xp`` and a ``device``.
+
+    ``device`` is the library's own device object (what ``xp.asarray(..., device=)``
+    takes); ``device_name`` is its short text form, as in ``MLXP_BACKEND=torch:cuda:0``.
+    """
+
+    name: str
+    device_name: str
+    xp: ModuleType = field(repr=False, compare=False)
+    device: Any = field(repr=False, compare=False)
+
+    def asarray(self, x: Any) -> Any:
+        """``x`` as an array of this backend, on its device (no copy if already there)."""
+        return move(x, self.xp, self.device)
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.device_name}"
+
+
+@dataclass(frozen=True)
+class _Library:
+    version: str
+    xp: ModuleType
+    devices: dict[str, Any]  # device name -> library device object, default first
+
+
+# --------------------------------------------------------------------------- the libraries
+def _load_numpy() -> _Library:
+    import array_api_compat.numpy as xp
+    import numpy
+
+    return _Library(numpy.__version__, xp, {"cpu": "cpu"})
+
+
+def _load_array_api_strict() -> _Library:
+    import array_api_strict as xp
+
+    devices = xp.__array_namespace_info__().devices()
+    return _Library(xp.__version__, xp, {d._device: d for d in devices})
+
+
+def _load_torch() -> _Library:
+    import array_api_compat.torch as xp
+    import torch
+
+    devices = {"cpu": torch.device("cpu")}
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            devices[f"cuda:{i}"] = torch.device(f"cuda:{i}")
+    if torch.backends.mps.is_available():
+        devices["mps"] = torch.device("mps")
+    return _Library(torch.__version__, xp, devices)
+
+
+def _load_jax() -> _Library:
+    import jax
+
+    # Without x64, JAX silently truncates float64 to float32; mlxp keeps dtypes.
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as xp
+
+    devices = {"cpu": jax.devices("cpu")[0]}
+    try:
+        gpus = jax.devices("gpu")
+    except RuntimeError:
+        gpus = []
+    devices.update({f"cuda:{i}": d for i, d in enumerate(gpus)})
+    return _Library(jax.__version__, xp, devices)
+
+
+def _load_cupy() -> _Library:
+    import cupy  # imports fine without a GPU; the first allocation would fail
+
+    try:
+        count = cupy.cuda.runtime.getDeviceCount() if cupy.cuda.is_available() else 0
+    except Exception:  # a missing or broken driver raises CUDARuntimeError
+        count = 0
+    if count == 0:
+        raise BackendUnavailableError(
+            "no CUDA device was found (CuPy is installed but cupy.cuda.is_available() is False)"
+        )
+    import array_api_compat.cupy as xp
+
+    devices = {f"cuda:{i}": cupy.cuda.Device(i) for i in range(count)}
+    return _Library(cupy.__version__, xp, devices)
+
+
+_LOADERS = {
+    "numpy": _load_numpy,
+    "cupy": _load_cupy,
+    "torch": _load_torch,
+    "jax": _load_jax,
+    "array_api_strict": _load_array_api_strict,
+}
+
+
+@functools.cache
+def _library(name: str) -> _Library | BackendUnavailableError:
+    """Import a library once; remember why it failed if it did."""
+    try:
+        return _LOADERS[name]()
+    except BackendUnavailableError as exc:
+        return exc
+    except ImportError as exc:
+        return BackendUnavailableError(f"{name} is not installed ({exc})")
+    except Exception as exc:  # e.g. a broken CUDA install raising at import
+        return BackendUnavailableError(f"{name} failed to load: {type(exc).__name__}: {exc}")
+
+
+def _canonical(name: str) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"backend name must be a str, got {type(name).__name__}")
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in _LOADERS:
+        available = ", ".join(f"{n}:{d}" for n, d in available_backends())
+        raise ValueError(
+            f"Unknown backend {name!r}. Known backends: {', '.join(BACKEND_NAMES)}; "
+            f"available here: {available}."
+        )
+    return key
+
+
+def available_backends() -> list[tuple[str, str]]:
+    """The (name, device) pairs usable on this machine: importable and with a working device."""
+    pairs = []
+    for name in BACKEND_NAMES:
+        lib = _library(name)
+        if isinstance(lib, _Library):
+            pairs.extend((name, dev) for dev in lib.devices)
+    return pairs
+
+
+def backend_report() -> list[dict[str, Any]]:
+    """For every known backend: its version and devices, or why it is unavailable."""
+    rows = []
+    for name in BACKEND_NAMES:
+        lib = _library(name)
+        if isinstance(lib, _Library):
+            rows.append(
+                {"name": name, "version": lib.version, "devices": list(lib.devices), "reason": None}
+            )
+        else:
+            rows.append({"name": name, "version": None, "devices": [], "reason": str(lib)})
+    return rows
+
+
+def make_backend(name: str, device: Any = None) -> Backend:
+    """Resolve a name and a device (text, library object or ``None`` for the default)."""
+    name = _canonical(name)
+    lib = _library(name)
+    if not isinstance(lib, _Library):
+        raise BackendUnavailableError(f"Backend {name!r} is unavailable: {lib}")
+    if device is None:
+        device_name, dev = next(iter(lib.devices.items()))
+        return Backend(name, device_name, lib.xp, dev)
+    for device_name, dev in lib.devices.items():
+        if device == device_name or (not isinstance(device, str) and device == dev):
+            return Backend(name, device_name, lib.xp, dev)
+    if isinstance(device, str) and device in ("cuda", "gpu"):
+        return make_backend(name, "cuda:0")
+    raise ValueError(
+        f"Backend {name!r} has no device {device!r}; its devices here: {', '.join(lib.devices)}."
+    )
+
+
+def parse_backend_spec(spec: str) -> Backend:
+    """Parse ``name[:device]``, e.g. ``torch``, ``torch:cuda:1``, ``array_api_strict:device1``."""
+    name, _, device = spec.strip().partition(":")
+    return make_backend(name, device or None)
+
+
+# --------------------------------------------------------------------------- the active backend
+_global: Backend | None = None
+_scoped: contextvars.ContextVar[Backend | str | None] = contextvars.ContextVar(
+    "mlxp_backend", default="unset"
+)
+
+
+def set_backend(name: str | None, device: Any = None) -> Backend | None:
+    """Compute on ``name`` (and ``device``) from now on; ``None`` to follow the inputs again.
+
+    Raises ``ValueError`` for an unknown name or device and
+    :class:`BackendUnavailableError` for a known backend that cannot run here.
+    """
+    global _global
+    _global = None if name is None else make_backend(name, device)
+    return _global
+
+
+def get_backend() -> Backend | None:
+    """The backend in force, or ``None`` when computation follows the input arrays."""
+    scoped = _scoped.get()
+    return _global if scoped == "unset" else scoped
+
+
+@contextlib.contextmanager
+def use_backend(name: str | None, device: Any = None) -> Iterator[Backend | None]:
+    """Compute on ``name``/``device`` inside a ``with`` block (thread- and task-local)."""
+    backend = None if name is None else make_backend(name, device)
+    token = _scoped.set(backend)
+    try:
+        yield backend
+    finally:
+        _scoped.reset(token)
+
+
+def _from_environment() -> None:
+    spec = os.environ.get("MLXP_BACKEND", "").strip()
+    if not spec:
+        return
+    global _global
+    try:
+        _global = parse_backend_spec(spec)
+    except (ValueError, BackendUnavailableError) as exc:
+        raise type(exc)(f"MLXP_BACKEND={spec!r}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- where to compute
+def _library_name(xp: ModuleType) -> str:
+    for name, test in (
+        ("numpy", aac.is_numpy_namespace),
+        ("torch", aac.is_torch_namespace),
+        ("jax", aac.is_jax_namespace),
+        ("cupy", aac.is_cupy_namespace),
+        ("array_api_strict", aac.is_array_api_strict_namespace),
+    ):
+        if test(xp):
+            return name
+    return getattr(xp, "__name__", str(xp))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a call computes (``xp``, ``device``) and where its results go (``out_xp``...)."""
+
+    xp: ModuleType
+    device: Any
+    out_xp: ModuleType
+    out_device: Any
+
+    def to_compute(self, x: Any) -> Any:
+        return None if x is None else move(x, self.xp, self.device)
+
+    def to_caller(self, x: Any) -> Any:
+        return move(x, self.out_xp, self.out_device)
+
+
+def input_placement(*, mixed_ok: bool = False, **arrays: Any) -> tuple[ModuleType, Any]:
+    """The namespace and device shared by the named input arrays.
+
+    Non-array inputs (lists, ``None``, data frames) do not vote; with no arrays at
+    all the answer is NumPy on the CPU. Arrays from two libraries or on two devices
+    raise a ``ValueError`` naming both, unless ``mixed_ok`` (then the first one wins).
+    """
+    found: list[tuple[str, ModuleType, Any]] = []
+    for arg, x in arrays.items():
+        if x is not None and aac.is_array_api_obj(x) and not _is_numpy_scalar(x):
+            found.append((arg, aac.array_namespace(x), aac.device(x)))
+    if not found:
+        return make_backend("numpy").xp, "cpu"
+    first_arg, xp, dev = found[0]
+    for arg, other_xp, other_dev in [] if mixed_ok else found[1:]:
+        if other_xp is not xp:
+            raise ValueError(
+                f"{first_arg} is a {_library_name(xp)} array but {arg} is a "
+                f"{_library_name(other_xp)} array; pass arrays from one library, or choose "
+                "a backend with mlxp.set_backend(...) to have them moved there."
+            )
+        if other_dev != dev:
+            raise ValueError(
+                f"{first_arg} is on device {dev} but {arg} is on device {other_dev}; "
+                "move them to one device, or choose a backend with mlxp.set_backend(...)."
+            )
+    return xp, dev
+
+
+def _is_numpy_scalar(x: Any) -> bool:
+    import numpy
+
+    return isinstance(x, numpy.generic)
+
+
+def placement(**arrays: Any) -> Placement:
+    """Where to compute for these inputs: the chosen backend, else the inputs' own place."""
+    backend = get_backend()
+    out_xp, out_dev = input_placement(mixed_ok=backend is not None, **arrays)
+    if backend is None:
+        return Placement(out_xp, out_dev, out_xp, out_dev)
+    return Placement(backend.xp, backend.device, out_xp, out_dev)

@@ -1,0 +1,238 @@
+"""What the Array API standard lacks and mlxp needs, in one place.
+
+Model code calls only standard functions; the few things the standard does not
+define live here, each as a portable fallback written in standard operations
+with, where a library offers something better, a small named fast path beside it:
+
+* :class:`Generator` -- random numbers that are the same on every backend;
+* :func:`to_numpy` / :func:`move` -- arrays to the host, or to another namespace/device;
+* :func:`synchronize` -- wait for queued device work (for timing);
+* :func:`scatter_add` -- ``out[index[i]] += values[i]`` with repeated indices;
+* :func:`sliding_windows` -- strided windows along one axis (for convolutions).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat as aac
+import numpy as np
+
+__all__ = [
+    "Generator",
+    "check_random_state",
+    "default_float",
+    "move",
+    "scatter_add",
+    "sliding_windows",
+    "synchronize",
+    "to_numpy",
+]
+
+
+# --------------------------------------------------------------------------- conversion
+def to_numpy(x: Any) -> np.ndarray:
+    """Copy an array of any supported library to a NumPy array on the host."""
+    if isinstance(x, np.ndarray) or np.isscalar(x):
+        return np.asarray(x)
+    if aac.is_torch_array(x):
+        return x.detach().cpu().resolve_conj().numpy()
+    if aac.is_cupy_array(x):
+        return x.get()
+    if aac.is_jax_array(x):
+        return np.asarray(x)
+    if hasattr(x, "__dlpack__"):  # array-api-strict and other standard libraries
+        try:
+            return np.from_dlpack(x)
+        except (BufferError, RuntimeError, TypeError, ValueError):
+            pass
+    return np.asarray(x)
+
+
+def as_host_array(obj: Any, name: str = "X") -> np.ndarray:
+    """Turn a list, tuple, data frame or other array-like into a NumPy array.
+
+    Sparse matrices are refused (mlxp is dense), and object arrays are converted
+    to float64 or refused with the value that could not be converted.
+    """
+    if (
+        hasattr(obj, "tocsr")
+        or hasattr(obj, "todense")
+        or type(obj).__name__.startswith(("csr_", "csc_", "coo_", "bsr_", "lil_", "dok_", "dia_"))
+    ):
+        raise TypeError(
+            f"Sparse data was passed for {name}, but dense data is required. "
+            "Use '.toarray()' to convert to a dense numpy array."
+        )
+    try:
+        arr = np.asarray(obj)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} could not be converted to an array: {exc}") from None
+    if arr.dtype.kind in "OUS":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            message = f"{name} must hold real numbers; could not convert it to float: {exc}"
+            raise type(exc)(message) from None
+    return arr
+
+
+def move(x: Any, xp: Any, device: Any) -> Any:
+    """Return ``x`` as an array of namespace ``xp`` on ``device`` (no copy if already there)."""
+    if _namespace_of(x) is xp:
+        return x if aac.device(x) == device else aac.to_device(x, device)
+    return xp.asarray(to_numpy(x), device=device)
+
+
+def _namespace_of(x: Any) -> Any:
+    try:
+        return aac.array_namespace(x)
+    except TypeError:
+        return None
+
+
+def default_float(xp: Any, device: Any) -> Any:
+    """The real floating dtype ``xp`` uses by default on ``device``."""
+    info = xp.__array_namespace_info__()
+    try:
+        return info.default_dtypes(device=device)["real floating"]
+    except TypeError:  # libraries whose info object takes no device
+        return info.default_dtypes()["real floating"]
+
+
+def synchronize(x: Any = None) -> None:
+    """Block until the work queued for ``x`` (an array) is finished; a no-op on eager CPUs."""
+    if x is None:
+        return
+    if aac.is_jax_array(x):
+        x.block_until_ready()
+    elif aac.is_torch_array(x) and x.device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(x.device)
+    elif aac.is_cupy_array(x):
+        x.device.synchronize()
+
+
+# --------------------------------------------------------------------------- random numbers
+class Generator:
+    """Random numbers that are identical on every backend and device.
+
+    Draws on the host with NumPy's PCG64 bit generator, in float64, then casts
+    and moves the result to the requested namespace and device. A seed thus fixes
+    the numbers everywhere: the basis of "same seed, same model on every backend".
+    The host draw costs a host-to-device copy, never a device-to-host read.
+    """
+
+    def __init__(self, seed: int | np.random.Generator | None = None) -> None:
+        if isinstance(seed, np.random.Generator):
+            self._rng = seed
+        else:
+            self._rng = np.random.default_rng(seed)
+
+    def _out(self, a: np.ndarray, xp: Any, dtype: Any, device: Any) -> Any:
+        if dtype is None:
+            dtype = default_float(xp, device)
+        return xp.asarray(a, dtype=dtype, device=device)
+
+    def normal(self, shape, *, xp, device=None, dtype=None, loc=0.0, scale=1.0) -> Any:
+        """Samples of N(loc, scale²) of the given shape."""
+        return self._out(self._rng.normal(loc, scale, size=shape), xp, dtype, device)
+
+    def uniform(self, shape, *, xp, device=None, dtype=None, low=0.0, high=1.0) -> Any:
+        """Samples of U[low, high) of the given shape."""
+        return self._out(self._rng.uniform(low, high, size=shape), xp, dtype, device)
+
+    def permutation(self, n: int, *, xp, device=None) -> Any:
+        """A random permutation of ``range(n)`` as an index array."""
+        perm = self._rng.permutation(n)
+        return xp.asarray(perm, dtype=_index_dtype(xp, device), device=device)
+
+    def integers(self, low: int, high: int, shape, *, xp, device=None) -> Any:
+        """Uniform integers in [low, high) as an index array."""
+        draw = self._rng.integers(low, high, size=shape)
+        return xp.asarray(draw, dtype=_index_dtype(xp, device), device=device)
+
+
+def _index_dtype(xp: Any, device: Any) -> Any:
+    info = xp.__array_namespace_info__()
+    try:
+        return info.default_dtypes(device=device)["indexing"]
+    except TypeError:
+        return info.default_dtypes()["indexing"]
+
+
+def check_random_state(seed: Any) -> Generator:
+    """A :class:`Generator` from ``None``, an int, a NumPy Generator or a :class:`Generator`."""
+    if isinstance(seed, Generator):
+        return seed
+    if isinstance(seed, np.random.RandomState):
+        return Generator(int(seed.randint(0, 2**31 - 1)))
+    if seed is None or isinstance(seed, np.random.Generator):
+        return Generator(seed)
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        return Generator(int(seed))
+    raise ValueError(f"random_state must be None, an int or a Generator; got {seed!r}.")
+
+
+# --------------------------------------------------------------------------- scatter / windows
+def scatter_add(n: int, index: Any, values: Any, *, xp: Any = None) -> Any:
+    """Sum rows of ``values`` into ``n`` slots: ``out[index[i]] += values[i]``.
+
+    ``index`` has shape (m,), ``values`` shape (m, ...); the result has shape (n, ...).
+    Repeated indices accumulate. Portable fallback: a one-hot matrix product
+    (m·n memory), replaced by the library's own scatter where there is one.
+    """
+    xp = xp or aac.array_namespace(values)
+    dev = aac.device(values)
+    tail = tuple(values.shape[1:])
+    if aac.is_numpy_namespace(xp):
+        out = np.zeros((n, *tail), dtype=values.dtype)
+        np.add.at(out, np.asarray(index), np.asarray(values))
+        return out
+    if aac.is_torch_namespace(xp):
+        out = xp.zeros((n, *tail), dtype=values.dtype, device=dev)
+        return out.index_add_(0, index.to(dtype=xp.int64), values)
+    if aac.is_jax_namespace(xp):
+        return xp.zeros((n, *tail), dtype=values.dtype).at[index].add(values)
+    if aac.is_cupy_namespace(xp):
+        import cupyx
+
+        out = xp.zeros((n, *tail), dtype=values.dtype)
+        cupyx.scatter_add(out, index, values)
+        return out
+    slots = xp.arange(n, dtype=index.dtype, device=dev)
+    one_hot = xp.astype(index[None, :] == slots[:, None], values.dtype)  # (n, m)
+    flat = xp.reshape(values, (values.shape[0], -1))
+    return xp.reshape(one_hot @ flat, (n, *tail))
+
+
+def sliding_windows(x: Any, window: int, *, axis: int = -1, stride: int = 1, xp: Any = None):
+    """Windows of length ``window`` taken every ``stride`` steps along ``axis``.
+
+    The windowed axis of length L becomes two axes (n_windows, window), with
+    n_windows = (L - window) // stride + 1, placed where ``axis`` was. NumPy and
+    CuPy return a read-only strided view; the portable fallback gathers with
+    ``take`` and a (n_windows·window,) index array.
+    """
+    xp = xp or aac.array_namespace(x)
+    axis = axis % x.ndim
+    length = x.shape[axis]
+    if window > length:
+        raise ValueError(f"window {window} is longer than axis {axis} of length {length}.")
+    n_windows = (length - window) // stride + 1
+    if aac.is_numpy_namespace(xp) or aac.is_cupy_namespace(xp):
+        if aac.is_numpy_namespace(xp):
+            lib = np
+        else:
+            import cupy as lib
+        view = lib.lib.stride_tricks.sliding_window_view(x, window, axis=axis)
+        view = xp.moveaxis(view, -1, axis + 1)
+        index = [slice(None)] * view.ndim
+        index[axis] = slice(None, None, stride)
+        return view[tuple(index)]
+    dev = aac.device(x)
+    starts = xp.arange(n_windows, device=dev) * stride
+    idx = xp.reshape(starts[:, None] + xp.arange(window, device=dev)[None, :], (-1,))
+    taken = xp.take(x, idx, axis=axis)
+    return xp.reshape(taken, (*x.shape[:axis], n_windows, window, *x.shape[axis + 1 :]))

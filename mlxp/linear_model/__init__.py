@@ -1,0 +1,7 @@
+"""Linear models: least squares and ridge regression, exact and iterative solvers."""
+
+from mlxp.linear_model._exact import SolverError
+from mlxp.linear_model._iterative import DivergenceError
+from mlxp.linear_model._linear import LinearRegression, Ridge
+
+__all__ = ["DivergenceError", "LinearRegression", "Ridge", "SolverError"]

@@ -1,0 +1,239 @@
+"""Linear regression and ridge regression estimators."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+from mlxp._compat import check_random_state
+from mlxp._validation import check_is_fitted, validate_data
+from mlxp.base import BaseEstimator, RegressorMixin
+from mlxp.linear_model._exact import solve_auto, solve_cholesky, solve_qr, solve_svd
+from mlxp.linear_model._iterative import gradient_descent, sgd
+
+__all__ = ["LinearRegression", "Ridge"]
+
+SOLVERS = ("auto", "cholesky", "qr", "svd", "gd", "sgd")
+_EXACT = {"cholesky": solve_cholesky, "qr": solve_qr, "svd": solve_svd}
+
+
+def _check_number(
+    name: str,
+    value: Any,
+    *,
+    low: float,
+    integer: bool = False,
+    allow_none: bool = False,
+    strict: bool = False,
+) -> None:
+    if value is None and allow_none:
+        return
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        expected = "an int" if integer else "a real number"
+        raise TypeError(f"{name} must be {expected}; got {value!r}.")
+    if value < low or (strict and value == low):
+        bound = ">" if strict else ">="
+        raise ValueError(f"{name} must be {bound} {low}; got {value!r}.")
+
+
+class _LinearModel(RegressorMixin, BaseEstimator):
+    """Shared fit/predict for min ‖W‖ over (‖XW + b − Y‖²_s + α‖W‖²), s the sample weights.
+
+    With an intercept, X and Y are centred by their weighted means; rows are then
+    scaled by √sᵢ, the centred problem solved for W, and b = ȳ − x̄ W.
+    """
+
+    _alpha = 0.0
+
+    def _validate_params(self) -> None:
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}; got {self.solver!r}.")
+        if not isinstance(self.fit_intercept, bool):
+            raise TypeError(f"fit_intercept must be a bool; got {self.fit_intercept!r}.")
+        _check_number("max_iter", self.max_iter, low=1, integer=True)
+        _check_number("tol", self.tol, low=0)
+        _check_number("learning_rate", self.learning_rate, low=0, strict=True, allow_none=True)
+        _check_number("batch_size", self.batch_size, low=1, integer=True)
+        check_random_state(self.random_state)
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> _LinearModel:
+        """Fit on X of shape (n_samples, n_features) and y of shape (n_samples[, n_targets]).
+
+        ``sample_weight`` (n_samples,) weighs each squared residual. On any error the
+        estimator is left exactly as it was before the call.
+        """
+        self._validate_params()
+        place, X, y, sw = validate_data(self, X, y, sample_weight, reset=True, require_y=True)
+        xp = place.xp
+        Y = y[:, None] if y.ndim == 1 else y
+        if self.fit_intercept:
+            weights = (
+                xp.ones((X.shape[0],), dtype=X.dtype, device=place.device) if sw is None else sw
+            )
+            total = xp.sum(weights)
+            x_mean = (weights @ X) / total
+            y_mean = (weights @ Y) / total
+            X, Y = X - x_mean, Y - y_mean
+        if sw is not None:
+            root = xp.sqrt(sw)[:, None]
+            X, Y = X * root, Y * root
+
+        solver, n_iter = self.solver, 1
+        if solver == "auto":
+            W, solver = solve_auto(xp, X, Y, self._alpha)
+        elif solver in _EXACT:
+            W = _EXACT[solver](xp, X, Y, self._alpha)
+        elif solver == "gd":
+            W, n_iter = gradient_descent(
+                xp,
+                X,
+                Y,
+                alpha=self._alpha,
+                learning_rate=self.learning_rate,
+                max_iter=self.max_iter,
+                tol=self.tol,
+            )
+        else:
+            W, n_iter = sgd(
+                xp,
+                X,
+                Y,
+                alpha=self._alpha,
+                learning_rate=self.learning_rate,
+                max_iter=self.max_iter,
+                tol=self.tol,
+                batch_size=self.batch_size,
+                rng=check_random_state(self.random_state),
+            )
+
+        coef = W.T  # (k, p)
+        if self.fit_intercept:
+            intercept = y_mean - x_mean @ W
+        else:
+            intercept = xp.zeros((Y.shape[1],), dtype=X.dtype, device=place.device)
+        if y.ndim == 1:
+            coef, intercept = coef[0, :], intercept[0]
+        # Only now, with everything computed, is the estimator updated.
+        self.coef_, self.intercept_ = coef, intercept
+        self.n_features_in_ = X.shape[1]
+        self.solver_ = solver
+        self.n_iter_ = n_iter
+        return self
+
+    def predict(self, X: Any) -> Any:
+        """ŷ = X coefᵀ + intercept, of shape (n_samples,) or (n_samples, n_targets)."""
+        check_is_fitted(self)
+        place, X, _, _ = validate_data(self, X, reset=False)
+        coef, intercept = place.to_compute(self.coef_), place.to_compute(self.intercept_)
+        if X.dtype != coef.dtype:
+            X = place.xp.astype(X, coef.dtype)
+        return place.to_caller(X @ coef.T + intercept)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags
+
+
+class LinearRegression(_LinearModel):
+    """Ordinary least squares: minimise ‖Xw + b − y‖² over w and b.
+
+    Parameters
+    ----------
+    fit_intercept : bool, default True
+        Fit the intercept b (else b = 0).
+    solver : {"auto", "cholesky", "qr", "svd", "gd", "sgd"}, default "auto"
+        Exact solvers: normal equations via Cholesky, Householder QR, or the SVD
+        (minimum-norm solution on rank-deficient data); "auto" picks among them
+        by shape and conditioning. Iterative: full-batch gradient descent ("gd")
+        or shuffled mini-batch SGD ("sgd") on ½n⁻¹‖Xw − y‖².
+    max_iter : int, default 1000
+        Iterations ("gd") or epochs ("sgd") at most.
+    tol : float, default 1e-4
+        "gd" stops when ‖∇f‖ ≤ tol·‖∇f(0)‖; "sgd" when the epoch loss improves by
+        less than tol (relative) for 5 epochs.
+    learning_rate : float or None, default None
+        Step size of "gd"/"sgd"; None derives it from the data (1/L).
+    batch_size : int, default 32
+        Mini-batch size of "sgd".
+    random_state : int, Generator or None
+        Seed of the shuffles of "sgd" (same seed, same result on every backend).
+
+    Attributes
+    ----------
+    coef_ : array of shape (n_features,) or (n_targets, n_features)
+    intercept_ : 0-d array or array of shape (n_targets,)
+    n_features_in_ : int
+    n_iter_ : int
+        Iterations ("gd") or epochs ("sgd") run; 1 for the exact solvers (one factorisation).
+    solver_ : str
+        The solver actually used ("auto" resolved).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mlxp.linear_model import LinearRegression
+    >>> X = np.array([[0.0], [1.0], [2.0]])
+    >>> model = LinearRegression().fit(X, 3 * X[:, 0] + 1)
+    >>> np.round(model.coef_, 6), np.round(float(model.intercept_), 6)
+    (array([3.]), 1.0)
+    """
+
+    def __init__(
+        self,
+        *,
+        fit_intercept: bool = True,
+        solver: str = "auto",
+        max_iter: int = 1000,
+        tol: float = 1e-4,
+        learning_rate: float | None = None,
+        batch_size: int = 32,
+        random_state: Any = None,
+    ) -> None:
+        self.fit_intercept = fit_intercept
+        self.solver = solver
+        self.max_iter = max_iter
+        self.tol = tol
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.random_state = random_state
+
+
+class Ridge(_LinearModel):
+    """Ridge regression: minimise ‖Xw + b − y‖² + α‖w‖² (the intercept b is not penalised).
+
+    Parameters are those of :class:`LinearRegression`, plus ``alpha`` (≥ 0, default
+    1.0), the strength of the L2 penalty. With α > 0 the problem is always well
+    posed, so "auto" takes the Cholesky path on tall data.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        *,
+        fit_intercept: bool = True,
+        solver: str = "auto",
+        max_iter: int = 1000,
+        tol: float = 1e-4,
+        learning_rate: float | None = None,
+        batch_size: int = 32,
+        random_state: Any = None,
+    ) -> None:
+        self.alpha = alpha
+        self.fit_intercept = fit_intercept
+        self.solver = solver
+        self.max_iter = max_iter
+        self.tol = tol
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.random_state = random_state
+
+    def _validate_params(self) -> None:
+        _check_number("alpha", self.alpha, low=0)
+        super()._validate_params()
+
+    @property
+    def _alpha(self) -> float:
+        return float(self.alpha)

@@ -1,0 +1,59 @@
+"""One fixture, ``backend``, runs a test on every (library, device) pair mlxp knows.
+
+Pairs that cannot run here (no GPU, library not installed) are skipped with the
+reason, which ``-ra`` shows in the summary. ``dtype`` adds float32 and float64
+wherever the device supports them.
+"""
+
+from __future__ import annotations
+
+import os
+
+# scikit-learn runs its array-API conformance check only with this set (before SciPy loads).
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
+import numpy as np
+import pytest
+
+import backends
+import mlxp
+
+CASES = backends.cases()
+
+
+@pytest.fixture(params=CASES, ids=str)
+def backend(request) -> backends.Case:
+    case = request.param
+    if case.backend is None:
+        pytest.skip(f"{case}: {case.reason}")
+    return case
+
+
+@pytest.fixture
+def xp(backend):
+    return backend.xp
+
+
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request, backend) -> str:
+    if request.param not in backend.float_dtypes:
+        pytest.skip(f"{backend} does not support {request.param}")
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _no_backend_leaks():
+    """Every test starts and ends with no backend chosen."""
+    mlxp.set_backend(None)
+    yield
+    mlxp.set_backend(None)
+
+
+def rtol_for(dtype: str) -> float:
+    """A tolerance that scales with the precision of ``dtype``."""
+    return 1e-4 if dtype == "float32" else 1e-9
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

@@ -1,0 +1,40 @@
+"""scikit-learn's own conformance suite, run on every mlxp estimator."""
+
+import pytest
+
+pytest.importorskip("sklearn")
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from mlxp.linear_model import LinearRegression, Ridge
+
+ESTIMATORS = [
+    LinearRegression(),
+    LinearRegression(solver="qr"),
+    LinearRegression(solver="gd", tol=1e-8, max_iter=20000),
+    Ridge(),
+    Ridge(alpha=0.1, solver="svd"),
+    Ridge(solver="sgd", random_state=0),
+]
+
+
+def expected_failures(estimator) -> dict[str, str]:
+    """Variants that knowingly differ from scikit-learn's expectations, with the reason."""
+    if estimator.solver == "qr":
+        return {
+            "check_sample_weight_equivalence_on_dense_data": (
+                "solver='qr' refuses rank-deficient data, as zero weights in this "
+                "underdetermined problem make it; 'auto' and 'svd' take the minimum-norm path"
+            ),
+        }
+    if estimator.solver == "sgd":
+        return {
+            "check_sample_weight_equivalence_on_dense_data": (
+                "SGD stops within tol of the optimum, not within the check's 1e-7"
+            ),
+        }
+    return {}
+
+
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failures)
+def test_sklearn_conformance(estimator, check):
+    check(estimator)
