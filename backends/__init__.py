@@ -57,8 +57,7 @@ class Case:
 
     def asarray(self, a: Any, dtype: str | None = None) -> Any:
         """A NumPy array (or array-like) as an array of this case, optionally cast."""
-        x = self.backend.asarray(np.asarray(a))
-        return x if dtype is None else self.xp.astype(x, self.dtype(dtype))
+        return self.backend.asarray(np.asarray(a, dtype=dtype))
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return mlxp.to_numpy(x)

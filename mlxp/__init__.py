@@ -15,13 +15,14 @@ from mlxp._backend import (
     use_backend,
 )
 from mlxp._compat import Generator, synchronize, to_numpy
-from mlxp._validation import NotFittedError
+from mlxp.exceptions import ConvergenceWarning, NotFittedError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Backend",
     "BackendUnavailableError",
+    "ConvergenceWarning",
     "Generator",
     "NotFittedError",
     "__version__",

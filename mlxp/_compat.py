@@ -80,8 +80,30 @@ def as_host_array(obj: Any, name: str = "X") -> np.ndarray:
 def move(x: Any, xp: Any, device: Any) -> Any:
     """Return ``x`` as an array of namespace ``xp`` on ``device`` (no copy if already there)."""
     if _namespace_of(x) is xp:
-        return x if aac.device(x) == device else aac.to_device(x, device)
-    return xp.asarray(to_numpy(x), device=device)
+        if aac.device(x) == device:
+            return x
+        wide = next((w for w in _NARROWER if x.dtype == getattr(xp, w, None)), None)
+        if wide is not None and not _supports(xp, device, wide):
+            x = xp.astype(x, getattr(xp, _NARROWER[wide]))
+        return aac.to_device(x, device)
+    host = to_numpy(x)
+    narrower = _NARROWER.get(host.dtype.name)
+    if narrower is not None and not _supports(xp, device, host.dtype.name):
+        host = host.astype(narrower)
+    return xp.asarray(host, device=device)
+
+
+# 64-bit dtypes some devices lack (Apple's MPS, array-api-strict's no_float64 and no_x64)
+# and what move() narrows them to there.
+_NARROWER = {"float64": "float32", "complex128": "complex64", "int64": "int32"}
+
+
+def _supports(xp: Any, device: Any, dtype_name: str) -> bool:
+    info = xp.__array_namespace_info__()
+    try:
+        return dtype_name in info.dtypes(device=device)
+    except TypeError:
+        return dtype_name in info.dtypes()
 
 
 def _namespace_of(x: Any) -> Any:

@@ -6,37 +6,21 @@ problem (wording follows scikit-learn's, which users of that ecosystem know).
 
 from __future__ import annotations
 
-import functools
-import sys
 from typing import Any
 
 import array_api_compat as aac
 
 from mlxp._backend import Placement, placement
 from mlxp._compat import as_host_array, default_float
+from mlxp.exceptions import NotFittedError, ecosystem_class
 
 __all__ = ["NotFittedError", "check_is_fitted", "validate_data"]
-
-
-class NotFittedError(ValueError, AttributeError):
-    """Raised when ``predict`` (or similar) is called before ``fit``."""
-
-
-@functools.cache
-def _not_fitted_error_class(sklearn_class: type | None) -> type:
-    # When scikit-learn is loaded, raise a class that is also its NotFittedError, so
-    # code catching scikit-learn's exception (its own checks included) catches ours.
-    if sklearn_class is None:
-        return NotFittedError
-    return type("NotFittedError", (NotFittedError, sklearn_class), {"__module__": __name__})
 
 
 def check_is_fitted(estimator: Any, attribute: str = "coef_") -> None:
     """Raise :class:`NotFittedError` unless ``estimator`` has been fitted."""
     if not hasattr(estimator, attribute):
-        sklearn_exceptions = sys.modules.get("sklearn.exceptions")
-        error = _not_fitted_error_class(getattr(sklearn_exceptions, "NotFittedError", None))
-        raise error(
+        raise ecosystem_class(NotFittedError, "NotFittedError")(
             f"This {type(estimator).__name__} instance is not fitted yet. Call 'fit' with "
             "appropriate arguments before using this estimator."
         )

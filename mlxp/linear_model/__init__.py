@@ -1,7 +1,6 @@
 """Linear models: least squares and ridge regression, exact and iterative solvers."""
 
-from mlxp.linear_model._exact import SolverError
-from mlxp.linear_model._iterative import DivergenceError
+from mlxp.exceptions import DivergenceError, SolverError
 from mlxp.linear_model._linear import LinearRegression, Ridge
 
 __all__ = ["DivergenceError", "LinearRegression", "Ridge", "SolverError"]

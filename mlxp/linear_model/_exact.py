@@ -21,11 +21,9 @@ from typing import Any
 
 from array_api_compat import device as _device
 
+from mlxp.exceptions import SolverError
+
 __all__ = ["SolverError", "solve_auto", "solve_cholesky", "solve_qr", "solve_svd"]
-
-
-class SolverError(ValueError):
-    """A factorisation failed because the problem is (numerically) singular."""
 
 
 def _eps(xp: Any, dtype: Any) -> float:
@@ -95,9 +93,12 @@ def solve_svd(xp: Any, X: Any, Y: Any, alpha: float = 0.0) -> Any:
 
 
 def solve_cholesky(xp: Any, X: Any, Y: Any, alpha: float = 0.0) -> Any:
-    """Normal equations (XᵀX + αI) W = XᵀY via Cholesky; fastest for tall data."""
-    W, _ = _cholesky(xp, X, Y, alpha)
-    if not bool(xp.all(xp.isfinite(W))):
+    """Normal equations (XᵀX + αI) W = XᵀY via Cholesky; fastest for tall data.
+
+    Raises :class:`SolverError` when the matrix is numerically singular (κ ≥ 1/ε).
+    """
+    W, condition = _cholesky(xp, X, Y, alpha)
+    if not _is_good(xp, W, condition, 1 / _eps(xp, X.dtype)):
         raise SolverError(
             "solver='cholesky' failed: XᵀX + alpha·I is singular or not positive definite "
             f"{_shape_note(X)}. Use solver='svd' or solver='auto'."
@@ -106,9 +107,12 @@ def solve_cholesky(xp: Any, X: Any, Y: Any, alpha: float = 0.0) -> Any:
 
 
 def solve_qr(xp: Any, X: Any, Y: Any, alpha: float = 0.0) -> Any:
-    """Householder QR of the design, X = QR, solving the triangular system R W = QᵀY."""
-    W, _ = _qr(xp, X, Y, alpha)
-    if not bool(xp.all(xp.isfinite(W))):
+    """Householder QR of the design, X = QR, solving the triangular system R W = QᵀY.
+
+    Raises :class:`SolverError` when R is numerically singular (κ(R) ≥ 1/ε).
+    """
+    W, condition = _qr(xp, X, Y, alpha)
+    if not _is_good(xp, W, condition, 1 / _eps(xp, X.dtype)):
         raise SolverError(
             f"solver='qr' failed: R is singular because X is rank-deficient {_shape_note(X)}. "
             "Use solver='svd' or solver='auto'."

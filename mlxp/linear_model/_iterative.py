@@ -9,17 +9,15 @@ tuning. The loss is read back to the host only at check points (every
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from array_api_compat import device as _device
 
 from mlxp._compat import Generator
+from mlxp.exceptions import ConvergenceWarning, DivergenceError, ecosystem_class
 
 __all__ = ["DivergenceError", "gradient_descent", "largest_eigenvalue", "sgd"]
-
-
-class DivergenceError(ValueError):
-    """The loss became non-finite or blew up: the learning rate is too large."""
 
 
 def largest_eigenvalue(xp: Any, X: Any, n_iter: int = 30) -> Any:
@@ -29,13 +27,13 @@ def largest_eigenvalue(xp: Any, X: Any, n_iter: int = 30) -> Any:
     v = v / xp.linalg.vector_norm(v)
     for _ in range(n_iter):
         w = X.T @ (X @ v)
-        v = w / (xp.linalg.vector_norm(w) + xp.finfo(X.dtype).tiny)
+        v = w / (xp.linalg.vector_norm(w) + xp.finfo(X.dtype).smallest_normal)
     return xp.linalg.vector_norm(X.T @ (X @ v)) / n
 
 
 def _inverse(xp: Any, curvature: Any) -> Any:
     """1/L as a step size; L = 0 (all-constant X: nothing to fit) gives a harmless 1/ε."""
-    return 1 / xp.maximum(curvature, xp.asarray(xp.finfo(curvature.dtype).eps))
+    return 1 / xp.maximum(curvature, xp.full_like(curvature, xp.finfo(curvature.dtype).eps))
 
 
 def _loss(xp: Any, X: Any, Y: Any, W: Any, alpha: float) -> Any:
@@ -46,6 +44,16 @@ def _gradient(X: Any, Y: Any, W: Any, alpha: float, n_total: int) -> Any:
     """(Xᵀ(XW − Y) + α·(m/n)·W) / m for a batch of m of the n rows."""
     m = X.shape[0]
     return (X.T @ (X @ W - Y) + (alpha * m / n_total) * W) / m
+
+
+def _warn_not_converged(name: str, max_iter: int, unit: str) -> None:
+    warnings.warn(
+        ecosystem_class(ConvergenceWarning, "ConvergenceWarning")(
+            f"{name} stopped after max_iter={max_iter} {unit} without reaching tol; "
+            "increase max_iter, loosen tol, or use an exact solver."
+        ),
+        stacklevel=4,
+    )
 
 
 def _check_divergence(xp: Any, loss: Any, loss0: Any, learning_rate: Any, name: str) -> None:
@@ -88,6 +96,7 @@ def gradient_descent(
             _check_divergence(xp, _loss(xp, X, Y, W, alpha), loss0, lr, "Gradient descent")
             if bool(xp.linalg.vector_norm(grad) <= threshold):
                 return W, it
+    _warn_not_converged("Gradient descent", max_iter, "iterations")
     return W, max_iter
 
 
@@ -109,7 +118,7 @@ def sgd(
     The default step 1/(L + R²/m), with R² the largest squared row norm and m the
     batch size, bounds the curvature of every mini-batch loss. When the epoch's loss
     has not improved by more than ``tol`` (relative) for ``n_iter_no_change`` epochs
-    in a row, the step is divided by 5 (so SGD settles on the minimiser instead of
+    in a row, the step is halved (so SGD settles on the minimiser instead of
     hovering around it); training stops once it has shrunk 10⁶-fold.
     """
     n, p = X.shape
@@ -127,7 +136,7 @@ def sgd(
     for epoch in range(1, max_iter + 1):
         order = rng.permutation(n, xp=xp, device=dev)
         for start in range(0, n, m):
-            rows = order[start : start + m]
+            rows = order[start : min(start + m, n)]
             Xb, Yb = xp.take(X, rows, axis=0), xp.take(Y, rows, axis=0)
             W = W - lr * _gradient(Xb, Yb, W, alpha, n)
         loss = _loss(xp, X, Y, W, alpha)
@@ -136,7 +145,8 @@ def sgd(
         stalled = stalled + 1 if loss > best - tol * abs(best) else 0
         best = min(best, loss)
         if stalled >= n_iter_no_change:
-            lr, stalled = lr / 5, 0
+            lr, stalled = lr / 2, 0
             if bool(lr < lr0 * 1e-6):
                 return W, epoch
+    _warn_not_converged("SGD", max_iter, "epochs")
     return W, max_iter

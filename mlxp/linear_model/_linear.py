@@ -128,7 +128,8 @@ class _LinearModel(RegressorMixin, BaseEstimator):
         coef, intercept = place.to_compute(self.coef_), place.to_compute(self.intercept_)
         if X.dtype != coef.dtype:
             X = place.xp.astype(X, coef.dtype)
-        return place.to_caller(X @ coef.T + intercept)
+        scores = X @ coef if coef.ndim == 1 else X @ coef.T
+        return place.to_caller(scores + intercept)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

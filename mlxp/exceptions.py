@@ -1,0 +1,49 @@
+"""The exceptions and warnings mlxp raises (all ``ValueError`` subclasses are bad-input errors)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+from mlxp._backend import BackendUnavailableError
+
+__all__ = [
+    "BackendUnavailableError",
+    "ConvergenceWarning",
+    "DivergenceError",
+    "NotFittedError",
+    "SolverError",
+]
+
+
+class NotFittedError(ValueError, AttributeError):
+    """``predict`` (or similar) was called before ``fit``."""
+
+
+class DivergenceError(ValueError):
+    """The loss became non-finite or blew up: the learning rate is too large."""
+
+
+class SolverError(ValueError):
+    """A factorisation failed because the problem is (numerically) singular."""
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative solver stopped at ``max_iter`` before meeting its tolerance."""
+
+
+@functools.cache
+def _with_sklearn_base(cls: type, sklearn_class: type | None) -> type:
+    if sklearn_class is None:
+        return cls
+    return type(cls.__name__, (cls, sklearn_class), {"__module__": __name__})
+
+
+def ecosystem_class(cls: type, sklearn_name: str) -> type:
+    """``cls``, also deriving from scikit-learn's class of that name when it is loaded.
+
+    Code that catches scikit-learn's ``NotFittedError`` or ``ConvergenceWarning``
+    (its own checks included) then catches ours; scikit-learn is never imported here.
+    """
+    sklearn_exceptions = sys.modules.get("sklearn.exceptions")
+    return _with_sklearn_base(cls, getattr(sklearn_exceptions, sklearn_name, None))
