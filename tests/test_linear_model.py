@@ -254,7 +254,7 @@ def test_integer_inputs_become_the_default_float(backend, rng):
 
 
 def test_lists_and_read_only_arrays_are_accepted_and_not_modified(rng):
-    X, y, W, b = _data(rng)
+    X, y, W, _ = _data(rng)
     X.setflags(write=False)
     before = X.copy()
     model = LinearRegression().fit(X.tolist(), y.tolist(), sample_weight=[1.0] * len(y))
