@@ -1,0 +1,163 @@
+"""Bad input gets a clear error before any work, and never damages a fitted model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mlxp
+from mlxp.linear_model import LinearRegression, Ridge, _linear
+
+rng = np.random.default_rng(0)
+X_GOOD = rng.normal(size=(20, 3))
+Y_GOOD = X_GOOD @ np.array([1.0, -1.0, 2.0]) + 0.5
+
+
+def _with(X=X_GOOD, y=Y_GOOD, **kwargs):
+    return {"X": X, "y": y, **kwargs}
+
+
+def _nan_at(a, index):
+    a = a.copy()
+    a[index] = np.nan
+    return a
+
+
+def _inf_at(a, index):
+    a = a.copy()
+    a[index] = np.inf
+    return a
+
+
+BAD_FIT_INPUTS = {
+    "1-D X": (_with(X=X_GOOD[:, 0]), ValueError, "Expected 2D array, got 1D array"),
+    "3-D X": (_with(X=X_GOOD[:, :, None]), ValueError, "Expected 2D array, got 3D array"),
+    "no samples": (_with(X=np.empty((0, 3)), y=np.empty(0)), ValueError, r"0 sample\(s\)"),
+    "no features": (_with(X=np.empty((20, 0))), ValueError, r"0 feature\(s\)"),
+    "NaN in X": (_with(X=_nan_at(X_GOOD, (3, 1))), ValueError, "Input X contains NaN"),
+    "inf in X": (_with(X=_inf_at(X_GOOD, (0, 0))), ValueError, "Input X contains infinity"),
+    "NaN in y": (_with(y=_nan_at(Y_GOOD, 4)), ValueError, "Input y contains NaN"),
+    "complex X": (_with(X=X_GOOD + 1j), ValueError, "Complex data not supported"),
+    "strings in X": (_with(X=np.array([["a", "b", "c"]] * 20)), ValueError, "real numbers"),
+    "object X": (_with(X=np.array([[{}, 1, 2]] * 20, dtype=object)), TypeError, "real number"),
+    "y too short": (
+        _with(y=Y_GOOD[:-1]),
+        ValueError,
+        r"samples: \[20, 19\]",
+    ),
+    "3-D y": (_with(y=Y_GOOD[:, None, None]), ValueError, "y must be 1-D or 2-D"),
+    "no y": (_with(y=None), ValueError, "requires y to be passed"),
+    "short weights": (
+        _with(sample_weight=np.ones(5)),
+        ValueError,
+        r"\.shape == \(5,\)",
+    ),
+    "2-D weights": (_with(sample_weight=np.ones((20, 2))), ValueError, "sample_weight.shape"),
+    "negative weight": (_with(sample_weight=-np.ones(20)), ValueError, "Negative values"),
+    "zero weights": (_with(sample_weight=np.zeros(20)), ValueError, "at least one non-zero"),
+    "NaN weight": (
+        _with(sample_weight=_nan_at(np.ones(20), 0)),
+        ValueError,
+        "weight contains NaN",
+    ),
+}
+
+BAD_PARAMS = {
+    "solver": (dict(solver="lsqr"), ValueError, "solver must be one of"),
+    "alpha": (dict(alpha=-1.0), ValueError, "alpha must be >= 0"),
+    "alpha type": (dict(alpha="big"), TypeError, "alpha must be a real number"),
+    "max_iter": (dict(max_iter=0), ValueError, "max_iter must be >= 1"),
+    "max_iter type": (dict(max_iter=2.5), TypeError, "max_iter must be an int"),
+    "tol": (dict(tol=-1e-3), ValueError, "tol must be >= 0"),
+    "learning_rate": (dict(learning_rate=0.0), ValueError, "learning_rate must be > 0"),
+    "batch_size": (dict(batch_size=0), ValueError, "batch_size must be >= 1"),
+    "fit_intercept": (dict(fit_intercept="yes"), TypeError, "fit_intercept must be a bool"),
+    "random_state": (dict(random_state="seed"), ValueError, "random_state must be"),
+}
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Make any solver call fail the test: errors must come before the work."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a solver ran although the input was invalid")
+
+    for name in ["solve_auto", "gradient_descent", "sgd"]:
+        monkeypatch.setattr(_linear, name, forbidden)
+    monkeypatch.setattr(_linear, "_EXACT", dict.fromkeys(_linear._EXACT, forbidden))
+
+
+@pytest.mark.parametrize("case", BAD_FIT_INPUTS, ids=str)
+def test_bad_fit_input_raises_before_work_and_keeps_the_fit(case, request):
+    kwargs, error, message = BAD_FIT_INPUTS[case]
+    model = Ridge().fit(X_GOOD, Y_GOOD)
+    before = dict(vars(model))
+    request.getfixturevalue("no_work")
+    with pytest.raises(error, match=message):
+        model.fit(kwargs.pop("X"), kwargs.pop("y"), **kwargs)
+    assert vars(model) == before and all(vars(model)[k] is v for k, v in before.items())
+
+
+def test_sparse_input_is_refused_with_a_hint():
+    sparse = pytest.importorskip("scipy.sparse")
+    with pytest.raises(TypeError, match=r"Sparse data was passed for X.*toarray"):
+        LinearRegression().fit(sparse.csr_array(X_GOOD), Y_GOOD)
+
+
+@pytest.mark.parametrize("case", BAD_PARAMS, ids=str)
+def test_bad_hyperparameters_raise_in_fit_not_init(case, no_work):
+    params, error, message = BAD_PARAMS[case]
+    model = Ridge(**params)  # accepted here, as scikit-learn requires
+    with pytest.raises(error, match=message):
+        model.fit(X_GOOD, Y_GOOD)
+    assert not hasattr(model, "coef_")
+
+
+def test_bad_input_on_every_backend(backend):
+    X = backend.asarray(_nan_at(X_GOOD, (2, 2)))
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        LinearRegression().fit(X, backend.asarray(Y_GOOD))
+    with pytest.raises(ValueError, match="Expected 2D array"):
+        LinearRegression().fit(backend.asarray(X_GOOD[:, 0]), backend.asarray(Y_GOOD))
+    model = LinearRegression().fit(backend.asarray(X_GOOD), backend.asarray(Y_GOOD))
+    with pytest.raises(ValueError, match="X has 2 features, but LinearRegression is expecting 3"):
+        model.predict(backend.asarray(X_GOOD[:, :2]))
+    with pytest.raises(ValueError, match="Input X contains infinity"):
+        model.predict(backend.asarray(_inf_at(X_GOOD, (0, 1))))
+
+
+def test_mixed_libraries_are_named_in_the_error():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError, match=r"X is a numpy array but y is a torch array"):
+        LinearRegression().fit(X_GOOD, torch.asarray(Y_GOOD))
+
+
+def test_mixed_devices_are_named_in_the_error():
+    strict = pytest.importorskip("array_api_strict")
+    X = strict.asarray(X_GOOD, device=strict.Device("device1"))
+    y = strict.asarray(Y_GOOD, device=strict.Device("device2"))
+    with pytest.raises(ValueError, match=r"X is on .*device1.* but y is on .*device2"):
+        LinearRegression().fit(X, y)
+    with mlxp.use_backend("array_api_strict", "device1"):  # a chosen backend gathers them
+        model = LinearRegression().fit(X, y)
+    np.testing.assert_allclose(mlxp.to_numpy(model.coef_), [1.0, -1.0, 2.0], rtol=1e-9)
+
+
+def test_predict_before_fit_says_to_call_fit():
+    with pytest.raises(mlxp.NotFittedError, match=r"not fitted yet\. Call 'fit'") as info:
+        LinearRegression().predict(X_GOOD)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, AttributeError)
+
+
+def test_not_fitted_error_is_scikit_learns_too_once_it_is_loaded():
+    exceptions = pytest.importorskip("sklearn.exceptions")
+    with pytest.raises(exceptions.NotFittedError):  # scikit-learn code catches ours
+        Ridge().predict(X_GOOD)
+
+
+def test_failed_iterative_fit_leaves_no_half_fitted_model():
+    model = LinearRegression(solver="gd", learning_rate=100.0)
+    with pytest.raises(mlxp.linear_model.DivergenceError):
+        model.fit(X_GOOD, Y_GOOD)
+    assert not any(k.endswith("_") for k in vars(model))
