@@ -8,7 +8,7 @@ import pytest
 
 import mlxp
 from mlxp.linear_model import DivergenceError, LinearRegression, Ridge, SolverError
-from mlxp.linear_model._iterative import _gradient, _loss
+from mlxp.linear_model._iterative import LeastSquaresObjective
 from tests.conftest import rtol_for
 
 EXACT = ["auto", "cholesky", "qr", "svd"]
@@ -161,15 +161,20 @@ def test_integer_weights_equal_repeated_rows(backend, rng):
 # --------------------------------------------------------------------------- iterative solvers
 def test_gradient_matches_finite_differences(rng):
     X, Y = rng.normal(size=(20, 4)), rng.normal(size=(20, 2))
-    W, alpha, xp = rng.normal(size=(4, 2)), 0.3, aac.array_namespace(X)
-    analytic = _gradient(X, Y, W, alpha, n_total=20)
-    numeric = np.zeros_like(W)
-    h = 1e-6
-    for i in np.ndindex(W.shape):
-        step = np.zeros_like(W)
-        step[i] = h
-        numeric[i] = (_loss(xp, X, Y, W + step, alpha) - _loss(xp, X, Y, W - step, alpha)) / (2 * h)
-    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-9)
+    W, xp = rng.normal(size=(4, 2)), aac.array_namespace(X)
+    for objective in [
+        LeastSquaresObjective(xp, X, Y, alpha=0.3),
+        LeastSquaresObjective(xp, X, Y, alpha=0.3).batch(np.array([1, 5, 7, 7])),
+    ]:
+        _, analytic, _ = objective.value_grad(W)
+        numeric = np.zeros_like(W)
+        h = 1e-6
+        for i in np.ndindex(W.shape):
+            step = np.zeros_like(W)
+            step[i] = h
+            numeric[i] = (objective.value(W + step) - objective.value(W - step)) / (2 * h)
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-9)
+        assert objective.value(W) == pytest.approx(float(objective.value_grad(W)[0]))
 
 
 @pytest.mark.parametrize("solver", ["gd", "sgd"])

@@ -28,12 +28,6 @@ def expected_failures(estimator) -> dict[str, str]:
             "check_sample_weight_equivalence_on_dense_data": reason,
             "check_array_api_input": reason,
         }
-    if estimator.solver == "sgd":
-        return {
-            "check_sample_weight_equivalence_on_dense_data": (
-                "SGD stops within tol of the optimum, not within the check's 1e-7"
-            ),
-        }
     return {}
 
 

@@ -83,7 +83,7 @@ def no_work(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a solver ran although the input was invalid")
 
-    for name in ["solve_auto", "gradient_descent", "sgd"]:
+    for name in ["solve_auto", "minimize_sgd"]:
         monkeypatch.setattr(_linear, name, forbidden)
     monkeypatch.setattr(_linear, "_EXACT", dict.fromkeys(_linear._EXACT, forbidden))
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Any
 
 from mlxp._compat import check_random_state
 from mlxp._validation import check_is_fitted, validate_data
 from mlxp.base import BaseEstimator, RegressorMixin
+from mlxp.exceptions import ConvergenceWarning, ecosystem_class
 from mlxp.linear_model._exact import solve_auto, solve_cholesky, solve_qr, solve_svd
-from mlxp.linear_model._iterative import gradient_descent, sgd
+from mlxp.linear_model._iterative import LeastSquaresObjective
+from mlxp.linear_model._stochastic import OPTIMIZERS, minimize_sgd
+from mlxp.optim import Optimizer
 
 __all__ = ["LinearRegression", "Ridge"]
 
@@ -55,6 +59,12 @@ class _LinearModel(RegressorMixin, BaseEstimator):
         _check_number("tol", self.tol, low=0)
         _check_number("learning_rate", self.learning_rate, low=0, strict=True, allow_none=True)
         _check_number("batch_size", self.batch_size, low=1, integer=True)
+        named = isinstance(self.optimizer, str) and self.optimizer in OPTIMIZERS
+        if not (named or isinstance(self.optimizer, Optimizer)):
+            raise ValueError(
+                f"optimizer must be one of {tuple(OPTIMIZERS)} or an mlxp.optim optimiser; "
+                f"got {self.optimizer!r}."
+            )
         check_random_state(self.random_state)
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> _LinearModel:
@@ -84,28 +94,8 @@ class _LinearModel(RegressorMixin, BaseEstimator):
             W, solver = solve_auto(xp, X, Y, self._alpha)
         elif solver in _EXACT:
             W = _EXACT[solver](xp, X, Y, self._alpha)
-        elif solver == "gd":
-            W, n_iter = gradient_descent(
-                xp,
-                X,
-                Y,
-                alpha=self._alpha,
-                learning_rate=self.learning_rate,
-                max_iter=self.max_iter,
-                tol=self.tol,
-            )
         else:
-            W, n_iter = sgd(
-                xp,
-                X,
-                Y,
-                alpha=self._alpha,
-                learning_rate=self.learning_rate,
-                max_iter=self.max_iter,
-                tol=self.tol,
-                batch_size=self.batch_size,
-                rng=check_random_state(self.random_state),
-            )
+            W, n_iter = self._minimize(xp, X, Y, place.device)
 
         coef = W.T  # (k, p)
         if self.fit_intercept:
@@ -120,6 +110,30 @@ class _LinearModel(RegressorMixin, BaseEstimator):
         self.solver_ = solver
         self.n_iter_ = n_iter
         return self
+
+    def _minimize(self, xp: Any, X: Any, Y: Any, device: Any) -> tuple[Any, int]:
+        """Run "gd" (full batch, plain steps) or "sgd" (mini-batches, ``optimizer``) from W = 0."""
+        full = self.solver == "gd"
+        W, n_iter, converged = minimize_sgd(
+            LeastSquaresObjective(xp, X, Y, alpha=self._alpha),
+            xp.zeros((X.shape[1], Y.shape[1]), dtype=X.dtype, device=device),
+            tol=self.tol,
+            max_iter=self.max_iter,
+            batch_size=X.shape[0] if full else self.batch_size,
+            optimizer="sgd" if full else self.optimizer,
+            learning_rate=self.learning_rate,
+            rng=check_random_state(self.random_state),
+        )
+        if not converged:
+            unit = "iterations" if full else "epochs"
+            warnings.warn(
+                ecosystem_class(ConvergenceWarning, "ConvergenceWarning")(
+                    f"{self.solver} stopped after max_iter={self.max_iter} {unit} without "
+                    "reaching tol; increase max_iter, loosen tol, or use an exact solver."
+                ),
+                stacklevel=3,
+            )
+        return W, n_iter
 
     def predict(self, X: Any) -> Any:
         """ŷ = X coefᵀ + intercept, of shape (n_samples,) or (n_samples, n_targets)."""
@@ -159,6 +173,8 @@ class LinearRegression(_LinearModel):
         Step size of "gd"/"sgd"; None derives it from the data (1/L).
     batch_size : int, default 32
         Mini-batch size of "sgd".
+    optimizer : {"sgd", "momentum", "adam"} or an :mod:`mlxp.optim` optimiser, default "sgd"
+        Update rule of "sgd": plain steps, Nesterov momentum 0.9, or Adam.
     random_state : int, Generator or None
         Seed of the shuffles of "sgd" (same seed, same result on every backend).
 
@@ -191,6 +207,7 @@ class LinearRegression(_LinearModel):
         tol: float = 1e-4,
         learning_rate: float | None = None,
         batch_size: int = 32,
+        optimizer: str | Optimizer = "sgd",
         random_state: Any = None,
     ) -> None:
         self.fit_intercept = fit_intercept
@@ -199,6 +216,7 @@ class LinearRegression(_LinearModel):
         self.tol = tol
         self.learning_rate = learning_rate
         self.batch_size = batch_size
+        self.optimizer = optimizer
         self.random_state = random_state
 
 
@@ -220,6 +238,7 @@ class Ridge(_LinearModel):
         tol: float = 1e-4,
         learning_rate: float | None = None,
         batch_size: int = 32,
+        optimizer: str | Optimizer = "sgd",
         random_state: Any = None,
     ) -> None:
         self.alpha = alpha
@@ -229,6 +248,7 @@ class Ridge(_LinearModel):
         self.tol = tol
         self.learning_rate = learning_rate
         self.batch_size = batch_size
+        self.optimizer = optimizer
         self.random_state = random_state
 
     def _validate_params(self) -> None:
