@@ -22,6 +22,7 @@ __all__ = [
     "Generator",
     "check_random_state",
     "default_float",
+    "encode_labels",
     "move",
     "scatter_add",
     "sliding_windows",
@@ -258,3 +259,67 @@ def sliding_windows(x: Any, window: int, *, axis: int = -1, stride: int = 1, xp:
     idx = xp.reshape(starts[:, None] + xp.arange(window, device=dev)[None, :], (-1,))
     taken = xp.take(x, idx, axis=axis)
     return xp.reshape(taken, (*x.shape[:axis], n_windows, window, *x.shape[axis + 1 :]))
+
+
+# --------------------------------------------------------------------------- class labels
+def encode_labels(y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Class labels of any kind (ints, strings, booleans) to (classes, indices), on the host.
+
+    ``classes`` is sorted as by ``np.unique``; ``indices`` (int64) maps each sample to
+    its class. Done once per fit: labels are data about the problem, not math.
+    """
+    labels = labels_to_host(y)
+    if labels.dtype.kind == "f":
+        if np.isnan(labels).any():
+            raise ValueError("Input y contains NaN.")
+        if not np.isfinite(labels).all():
+            raise ValueError("Input y contains infinity.")
+        if np.any(labels != np.round(labels)):
+            raise ValueError(
+                "Unknown label type: continuous. A classifier needs discrete class labels, "
+                "not continuous values (use a regressor for those)."
+            )
+    if labels.dtype.kind == "c":
+        raise ValueError("Complex data not supported in y.")
+    try:
+        classes, indices = np.unique(labels, return_inverse=True)
+    except TypeError as exc:
+        raise TypeError(f"y mixes label types that cannot be ordered: {exc}") from None
+    return classes, indices.reshape(-1).astype(np.int64)
+
+
+def labels_to_host(y: Any) -> np.ndarray:
+    """Labels as a NumPy array, whatever library they came from."""
+    if hasattr(y, "__array_namespace__") or hasattr(y, "__dlpack__"):
+        return to_numpy(y)
+    return np.asarray(y)
+
+
+def encode_label_pair(y_true: Any, y_pred: Any, labels: Any = None):
+    """(classes, true indices, predicted indices) for two label arrays, on the host.
+
+    Classes are ``labels`` if given (values outside them raise), else the sorted union.
+    """
+    true_host, pred_host = labels_to_host(y_true), labels_to_host(y_pred)
+    if true_host.ndim != 1 or pred_host.ndim != 1:
+        raise ValueError("y_true and y_pred must be 1-D arrays of labels.")
+    if true_host.shape[0] != pred_host.shape[0]:
+        raise ValueError(
+            f"y_true and y_pred have different lengths: {true_host.shape[0]} and "
+            f"{pred_host.shape[0]}."
+        )
+    if true_host.shape[0] == 0:
+        raise ValueError("y_true is empty: a metric needs at least one sample.")
+    both = np.concatenate([true_host, pred_host])
+    if labels is None:
+        classes, indices = encode_labels(both)
+    else:
+        classes = np.asarray(labels_to_host(labels))
+        order = np.argsort(classes)
+        positions = np.searchsorted(classes, both, sorter=order)
+        positions = np.clip(positions, 0, len(classes) - 1)
+        indices = order[positions]
+        if np.any(classes[indices] != both):
+            raise ValueError("y contains labels that are not in labels=.")
+    n = true_host.shape[0]
+    return classes, indices[:n], indices[n:]

@@ -6,13 +6,14 @@ problem (wording follows scikit-learn's, which users of that ecosystem know).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import array_api_compat as aac
 
 from mlxp._backend import Placement, placement
-from mlxp._compat import as_host_array, default_float
-from mlxp.exceptions import NotFittedError, ecosystem_class
+from mlxp._compat import as_host_array, default_float, labels_to_host
+from mlxp.exceptions import DataConversionWarning, NotFittedError, ecosystem_class
 
 __all__ = ["NotFittedError", "check_is_fitted", "validate_data"]
 
@@ -62,6 +63,7 @@ def validate_data(
     reset: bool,
     require_y: bool = False,
     multi_output: bool = True,
+    labels: bool = False,
 ) -> tuple[Placement, Any, Any, Any]:
     """Check and convert ``X`` (and ``y``, ``sample_weight``) for ``estimator``.
 
@@ -70,13 +72,17 @@ def validate_data(
     floating dtype (float32 and float64 kept, integers and booleans cast to the
     backend's default float), ``y`` of shape (n_samples,) or (n_samples, n_targets)
     and ``sample_weight`` of shape (n_samples,), both in ``X``'s dtype.
+    With ``labels=True``, ``y`` holds class labels: it stays where it was (any dtype,
+    strings included), flattened to (n_samples,) with a warning if it was a column.
     With ``reset=False``, ``X`` must have ``estimator.n_features_in_`` columns.
     """
     cls = type(estimator).__name__
     if require_y and y is None:
         raise ValueError(f"{cls} requires y to be passed, but the target y is None.")
     X = _to_array(X, "X")
-    y = None if y is None else _to_array(y, "y")
+    if y is not None:
+        on_host = not aac.is_array_api_obj(y) or aac.is_numpy_array(y)
+        y = labels_to_host(y) if labels and on_host else _to_array(y, "y")
     sw_is_array = sample_weight is not None and not isinstance(sample_weight, (int, float))
     if sw_is_array:
         sample_weight = _to_array(sample_weight, "sample_weight")
@@ -112,7 +118,9 @@ def validate_data(
     X = _as_float(xp, X, float_dtype)
     _check_finite(xp, X, "X")
 
-    if y is not None:
+    if y is not None and labels:
+        y = _check_labels(y, n_samples)
+    elif y is not None:
         y = place.to_compute(y)
         _check_dtype(xp, y, "y")
         if y.ndim not in ((1, 2) if multi_output else (1,)):
@@ -130,6 +138,26 @@ def validate_data(
     if sample_weight is not None:
         sample_weight = _check_sample_weight(xp, dev, sample_weight, n_samples, float_dtype, place)
     return place, X, y, sample_weight
+
+
+def _check_labels(y: Any, n_samples: int) -> Any:
+    if y.ndim == 2 and y.shape[1] == 1:
+        warnings.warn(
+            ecosystem_class(DataConversionWarning, "DataConversionWarning")(
+                "A column-vector y was passed when a 1d array was expected. Please change "
+                "the shape of y to (n_samples, ), for example using ravel()."
+            ),
+            stacklevel=4,
+        )
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"y should be a 1d array of class labels; got shape {tuple(y.shape)}.")
+    if y.shape[0] != n_samples:
+        raise ValueError(
+            "Found input variables with inconsistent numbers of samples: "
+            f"[{n_samples}, {y.shape[0]}] (X has {n_samples} rows, y has {y.shape[0]})."
+        )
+    return y
 
 
 def _check_sample_weight(xp, dev, sample_weight, n_samples, dtype, place) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-__all__ = ["BaseEstimator", "RegressorMixin"]
+__all__ = ["BaseEstimator", "ClassifierMixin", "RegressorMixin"]
 
 
 class BaseEstimator:
@@ -98,5 +98,26 @@ class RegressorMixin:
         tags = super().__sklearn_tags__()
         tags.estimator_type = "regressor"
         tags.regressor_tags = RegressorTags()
+        tags.target_tags.required = True
+        return tags
+
+
+class ClassifierMixin:
+    """``score`` as the (weighted) accuracy of ``predict(X)``."""
+
+    _estimator_type = "classifier"
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Accuracy = Σ wᵢ [ŷᵢ = yᵢ] / Σ wᵢ."""
+        from mlxp.metrics import accuracy_score
+
+        return float(accuracy_score(y, self.predict(X), sample_weight=sample_weight))
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import ClassifierTags
+
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "classifier"
+        tags.classifier_tags = ClassifierTags()
         tags.target_tags.required = True
         return tags

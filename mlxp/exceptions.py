@@ -10,6 +10,7 @@ from mlxp._backend import BackendUnavailableError
 __all__ = [
     "BackendUnavailableError",
     "ConvergenceWarning",
+    "DataConversionWarning",
     "DivergenceError",
     "NotFittedError",
     "SolverError",
@@ -30,6 +31,10 @@ class SolverError(ValueError):
 
 class ConvergenceWarning(UserWarning):
     """An iterative solver stopped at ``max_iter`` before meeting its tolerance."""
+
+
+class DataConversionWarning(UserWarning):
+    """Input was reshaped or converted implicitly (e.g. a column-vector ``y``)."""
 
 
 @functools.cache

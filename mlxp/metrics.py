@@ -1,14 +1,18 @@
-"""Regression metrics, computed on the inputs' device; each returns a 0-d array there."""
+"""Metrics, computed on the inputs' device.
+
+Each returns an array of the inputs' namespace and device (a 0-d array for scores),
+or NumPy when the labels are strings. Class labels are encoded on the host once.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from mlxp._backend import placement
-from mlxp._compat import default_float
+from mlxp._compat import default_float, encode_label_pair
 from mlxp._validation import _to_array
 
-__all__ = ["mean_squared_error", "r2_score"]
+__all__ = ["accuracy_score", "confusion_matrix", "log_loss", "mean_squared_error", "r2_score"]
 
 
 def _prepare(y_true: Any, y_pred: Any, sample_weight: Any):
@@ -63,3 +67,78 @@ def r2_score(y_true: Any, y_pred: Any, *, sample_weight: Any = None) -> Any:
         1 - residual / safe_total,
     )
     return place.to_caller(xp.mean(score))
+
+
+def _placed_labels(y_true: Any, y_pred: Any, sample_weight: Any, labels: Any = None):
+    """Class indices of both label arrays, on the inputs' device, and the weights."""
+    classes, true_idx, pred_idx = encode_label_pair(y_true, y_pred, labels)
+    arrays = {"y_true": y_true, "y_pred": y_pred, "sample_weight": sample_weight}
+    place = placement(**{k: v for k, v in arrays.items() if hasattr(v, "shape")})
+    xp, dev = place.xp, place.device
+    true_idx, pred_idx = xp.asarray(true_idx, device=dev), xp.asarray(pred_idx, device=dev)
+    dtype = default_float(xp, dev)
+    if sample_weight is None:
+        w = xp.ones(true_idx.shape, dtype=dtype, device=dev)
+    else:
+        w = xp.astype(place.to_compute(_to_array(sample_weight, "sample_weight")), dtype)
+        if w.shape != true_idx.shape:
+            raise ValueError(
+                f"sample_weight has shape {tuple(w.shape)}; expected {tuple(true_idx.shape)}."
+            )
+    return place, xp, classes, true_idx, pred_idx, w
+
+
+def accuracy_score(
+    y_true: Any, y_pred: Any, *, normalize: bool = True, sample_weight: Any = None
+) -> Any:
+    """Accuracy Σ wᵢ[ŷᵢ = yᵢ] / Σ wᵢ (the weighted count of hits if not ``normalize``)."""
+    place, xp, _, true_idx, pred_idx, w = _placed_labels(y_true, y_pred, sample_weight)
+    hits = xp.sum(w * xp.astype(true_idx == pred_idx, w.dtype))
+    return place.to_caller(hits / xp.sum(w) if normalize else hits)
+
+
+def confusion_matrix(
+    y_true: Any, y_pred: Any, *, labels: Any = None, sample_weight: Any = None
+) -> Any:
+    """C[i, j] = Σ w over samples of true class i predicted as class j, classes sorted.
+
+    Computed as a product of one-hot matrices, Tᵀ·diag(w)·P, on the inputs' device.
+    """
+    place, xp, classes, true_idx, pred_idx, w = _placed_labels(
+        y_true, y_pred, sample_weight, labels
+    )
+    slots = xp.arange(len(classes), device=place.device)
+    T = xp.astype(true_idx[:, None] == slots[None, :], w.dtype)
+    P = xp.astype(pred_idx[:, None] == slots[None, :], w.dtype)
+    counts = (T * w[:, None]).T @ P
+    if sample_weight is None:
+        counts = xp.astype(xp.round(counts), slots.dtype)
+    return place.to_caller(counts)
+
+
+def log_loss(y_true: Any, y_prob: Any, *, labels: Any = None, sample_weight: Any = None) -> Any:
+    """Cross-entropy −Σ wᵢ log pᵢ,yᵢ / Σ wᵢ of predicted probabilities ``y_prob``.
+
+    ``y_prob`` has shape (n, n_classes), columns in sorted class order, or (n,) with the
+    probability of the larger class of two. Probabilities are clipped to [ε, 1 − ε].
+    """
+    y_prob = _to_array(y_prob, "y_prob")
+    place = placement(y_prob=y_prob)
+    xp = place.xp
+    prob = place.to_compute(y_prob)
+    if not xp.isdtype(prob.dtype, "real floating"):
+        prob = xp.astype(prob, default_float(xp, place.device))
+    if prob.ndim == 1:
+        prob = xp.stack([1 - prob, prob], axis=1)
+    classes, true_idx, _ = encode_label_pair(y_true, y_true, labels)
+    if len(classes) != prob.shape[1]:
+        raise ValueError(
+            f"y_prob has {prob.shape[1]} columns but there are {len(classes)} classes "
+            f"({list(classes)!r}); pass labels= to name them all."
+        )
+    _, _, _, true_idx, _, w = _placed_labels(y_true, y_true, sample_weight, classes)
+    w = xp.astype(w, prob.dtype)
+    eps = xp.finfo(prob.dtype).eps
+    prob = xp.clip(prob, eps, 1 - eps)
+    picked = xp.take_along_axis(prob, true_idx[:, None], axis=1)[:, 0]
+    return place.to_caller(-xp.sum(w * xp.log(picked)) / xp.sum(w))
