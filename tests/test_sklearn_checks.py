@@ -5,7 +5,7 @@ import pytest
 pytest.importorskip("sklearn")
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from mlxp.linear_model import LinearRegression, Ridge
+from mlxp.linear_model import LinearRegression, LogisticRegression, Ridge
 
 ESTIMATORS = [
     LinearRegression(),
@@ -14,6 +14,10 @@ ESTIMATORS = [
     Ridge(),
     Ridge(alpha=0.1, solver="svd"),
     Ridge(solver="sgd", random_state=0),
+    LogisticRegression(),
+    LogisticRegression(solver="newton"),
+    LogisticRegression(solver="sgd", batch_size=8, max_iter=300, tol=1e-3, random_state=0),
+    LogisticRegression(class_weight="balanced", C=10.0),
 ]
 
 
@@ -28,9 +32,18 @@ def expected_failures(estimator) -> dict[str, str]:
             "check_sample_weight_equivalence_on_dense_data": reason,
             "check_array_api_input": reason,
         }
+    if estimator.solver == "sgd" and isinstance(estimator, LogisticRegression):
+        return {
+            "check_sample_weight_equivalence_on_dense_data": (
+                "SGD stops within tol of the optimum (first-order, ill-conditioned data), "
+                "not within the check's 1e-7"
+            ),
+        }
     return {}
 
 
+# The suite fits with default max_iter on data it picks; hitting max_iter is not its concern.
+@pytest.mark.filterwarnings("ignore::mlxp.ConvergenceWarning")
 @parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failures)
 def test_sklearn_conformance(estimator, check):
     check(estimator)

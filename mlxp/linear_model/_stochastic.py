@@ -1,6 +1,6 @@
 """Gradient descent and mini-batch SGD for any objective, with an :mod:`mlxp.optim` optimiser.
 
-The objective provides ``value_grad(θ) -> (f, ∇f, _)``, ``batch(rows)`` (the unbiased
+The objective provides ``value(θ)``, ``value_grad(θ) -> (f, ∇f, _)``, ``batch(rows)`` (the unbiased
 estimate of f on some rows) and ``curvature(m)`` (an upper bound L on ∇²f for
 batches of m rows). The update rule is the optimiser's: θ ← θ − η∇f for plain
 SGD, with momentum or Adam's moments otherwise; the default step is η = 1/L
@@ -107,7 +107,7 @@ def minimize_sgd(
             rows = order[begin : min(begin + m, n)]
             _, batch_grad, _ = objective.batch(rows).value_grad(params["theta"])
             params = opt.step(params, {"theta": batch_grad})
-        value = objective.value_grad(params["theta"])[0]
+        value = objective.value(params["theta"])
         _check_divergence(xp, value, start, opt.lr)
         scale = plateau.step(float(value))  # one host read per epoch
         if scale < 1e-6:
