@@ -20,8 +20,8 @@ from mlxp._backend import (
     get_backend,
     parse_backend_spec,
 )
-from mlxp.datasets import load_diabetes
-from mlxp.linear_model import LinearRegression, Ridge
+from mlxp.datasets import load_diabetes, load_digits
+from mlxp.linear_model import LinearRegression, LogisticRegression, Ridge
 
 Split = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # X_train, X_test, y_train, y_test
 
@@ -38,7 +38,16 @@ def diabetes() -> Split:
     return train_test_split(*load_diabetes())
 
 
+def digits() -> Split:
+    X, y = load_digits()
+    return train_test_split(X / 16.0, y)  # pixels 0..16 scaled to [0, 1]
+
+
 def r2(model: Any, X: Any, y: Any) -> float:
+    return model.score(X, y)
+
+
+def accuracy(model: Any, X: Any, y: Any) -> float:
     return model.score(X, y)
 
 
@@ -63,6 +72,22 @@ DEMOS: list[DemoEntry] = [
     DemoEntry("LinearRegression", "diabetes", diabetes, LinearRegression),
     DemoEntry("LinearRegression(solver='gd', max_iter=5000)", "diabetes", diabetes, _gd),
     DemoEntry("Ridge(alpha=1.0)", "diabetes", diabetes, lambda: Ridge(alpha=1.0)),
+    DemoEntry(
+        "LogisticRegression",
+        "digits",
+        digits,
+        lambda: LogisticRegression(max_iter=1000),
+        "test accuracy",
+        accuracy,
+    ),
+    DemoEntry(
+        "LogisticRegression(solver='newton')",
+        "digits",
+        digits,
+        lambda: LogisticRegression(solver="newton"),
+        "test accuracy",
+        accuracy,
+    ),
 ]
 
 COLUMNS = ("model", "data", "backend", "device", "metric", "value", "fit time (s)")

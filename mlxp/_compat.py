@@ -323,3 +323,24 @@ def encode_label_pair(y_true: Any, y_pred: Any, labels: Any = None):
             raise ValueError("y contains labels that are not in labels=.")
     n = true_host.shape[0]
     return classes, indices[:n], indices[n:]
+
+
+def argmax(x: Any, axis: int = -1) -> Any:
+    """Index of the first maximum along ``axis``, in the device's default index dtype.
+
+    ``xp.argmax`` where it can; on devices without int64 (array-api-strict's no_x64,
+    whose argmax still produces int64), the first index reaching the maximum, found
+    with ``where`` and ``min`` over ``arange``.
+    """
+    xp = aac.array_namespace(x)
+    dev = aac.device(x)
+    index_dtype = _index_dtype(xp, dev)
+    if index_dtype == getattr(xp, "int64", None):
+        return xp.argmax(x, axis=axis)
+    axis = axis % x.ndim
+    n = x.shape[axis]
+    shape = [1] * x.ndim
+    shape[axis] = n
+    positions = xp.reshape(xp.arange(n, dtype=index_dtype, device=dev), tuple(shape))
+    at_max = x == xp.max(x, axis=axis, keepdims=True)
+    return xp.min(xp.where(at_max, positions, xp.full_like(positions, n)), axis=axis)

@@ -86,7 +86,10 @@ def validate_data(
     sw_is_array = sample_weight is not None and not isinstance(sample_weight, (int, float))
     if sw_is_array:
         sample_weight = _to_array(sample_weight, "sample_weight")
-    place = placement(X=X, y=y, sample_weight=sample_weight if sw_is_array else None)
+    host_labels = labels and aac.is_numpy_array(y)  # labels may stay on the host (strings)
+    place = placement(
+        X=X, y=None if host_labels else y, sample_weight=sample_weight if sw_is_array else None
+    )
     xp, dev = place.xp, place.device
 
     X = place.to_compute(X)

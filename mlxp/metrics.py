@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlxp._backend import placement
-from mlxp._compat import default_float, encode_label_pair
+from mlxp._compat import default_float, encode_label_pair, move
 from mlxp._validation import _to_array
 
 __all__ = ["accuracy_score", "confusion_matrix", "log_loss", "mean_squared_error", "r2_score"]
@@ -69,18 +69,24 @@ def r2_score(y_true: Any, y_pred: Any, *, sample_weight: Any = None) -> Any:
     return place.to_caller(xp.mean(score))
 
 
-def _placed_labels(y_true: Any, y_pred: Any, sample_weight: Any, labels: Any = None):
+def _placed_labels(
+    y_true: Any, y_pred: Any, sample_weight: Any, labels: Any = None, dtype: Any = None
+):
     """Class indices of both label arrays, on the inputs' device, and the weights."""
     classes, true_idx, pred_idx = encode_label_pair(y_true, y_pred, labels)
     arrays = {"y_true": y_true, "y_pred": y_pred, "sample_weight": sample_weight}
     place = placement(**{k: v for k, v in arrays.items() if hasattr(v, "shape")})
     xp, dev = place.xp, place.device
-    true_idx, pred_idx = xp.asarray(true_idx, device=dev), xp.asarray(pred_idx, device=dev)
-    dtype = default_float(xp, dev)
+    true_idx, pred_idx = move(true_idx, xp, dev), move(pred_idx, xp, dev)
+    if sample_weight is not None:
+        sample_weight = place.to_compute(_to_array(sample_weight, "sample_weight"))
+        if dtype is None and xp.isdtype(sample_weight.dtype, "real floating"):
+            dtype = sample_weight.dtype
+    dtype = default_float(xp, dev) if dtype is None else dtype
     if sample_weight is None:
         w = xp.ones(true_idx.shape, dtype=dtype, device=dev)
     else:
-        w = xp.astype(place.to_compute(_to_array(sample_weight, "sample_weight")), dtype)
+        w = xp.astype(sample_weight, dtype)
         if w.shape != true_idx.shape:
             raise ValueError(
                 f"sample_weight has shape {tuple(w.shape)}; expected {tuple(true_idx.shape)}."
@@ -136,8 +142,9 @@ def log_loss(y_true: Any, y_prob: Any, *, labels: Any = None, sample_weight: Any
             f"y_prob has {prob.shape[1]} columns but there are {len(classes)} classes "
             f"({list(classes)!r}); pass labels= to name them all."
         )
-    _, _, _, true_idx, _, w = _placed_labels(y_true, y_true, sample_weight, classes)
-    w = xp.astype(w, prob.dtype)
+    _, _, _, true_idx, _, w = _placed_labels(
+        y_true, y_true, sample_weight, classes, dtype=prob.dtype
+    )
     eps = xp.finfo(prob.dtype).eps
     prob = xp.clip(prob, eps, 1 - eps)
     picked = xp.take_along_axis(prob, true_idx[:, None], axis=1)[:, 0]

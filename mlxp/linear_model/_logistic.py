@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from mlxp._compat import check_random_state, encode_labels, to_numpy
+from mlxp._compat import argmax, check_random_state, encode_labels, move, to_numpy
 from mlxp._validation import check_is_fitted, validate_data
 from mlxp.base import BaseEstimator, ClassifierMixin
 from mlxp.exceptions import ConvergenceWarning, ecosystem_class
@@ -162,7 +162,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         xp, dev, dtype = place.xp, place.device, X.dtype
         n, p = X.shape
         K = len(classes)
-        idx = xp.asarray(indices, device=dev)
+        idx = move(indices, xp, dev)  # int32 where the device has no int64
         one_hot = xp.astype(idx[:, None] == xp.arange(K, device=dev)[None, :], dtype)
         weights = xp.ones((n,), dtype=dtype, device=dev) if sw is None else sw
         if self.class_weight is not None:
@@ -269,7 +269,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         xp = place.xp
         if Z.shape[1] == 1:
             Z = xp.concat([xp.zeros_like(Z), Z], axis=1)  # class 1 iff z > 0
-        best = xp.argmax(Z, axis=1)
+        best = argmax(Z, axis=1)
         return self._labels_of(place, best)
 
     def _labels_of(self, place: Any, indices: Any) -> Any:

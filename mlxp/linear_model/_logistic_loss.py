@@ -57,7 +57,7 @@ class LogisticObjective:
         self.l2_scaled, self.fit_intercept = l2_scaled, fit_intercept
         p = X.shape[1]
         mask = xp.ones((p + 1, 1), dtype=X.dtype, device=_device(X))
-        self.penalised = xp.concat([mask[:p], 0 * mask[p:]], axis=0)  # no penalty on b
+        self.penalised = xp.concat([mask[:p, :], 0 * mask[p:, :]], axis=0)  # no penalty on b
         self.fitted_rows = mask if fit_intercept else self.penalised  # b fixed at 0
 
     @classmethod

@@ -31,9 +31,8 @@ def _line_search(
     slope = xp.sum(grad * direction)
     values = objective.line_values(theta, Z, direction, steps)
     ok = (values <= value + _ARMIJO * steps * slope) & xp.isfinite(values)
-    first = xp.argmax(xp.astype(ok, xp.int8))  # ladder is decreasing: first True is largest
     accepted = xp.any(ok) & (slope < 0)
-    alpha = xp.where(accepted, xp.take(steps, xp.reshape(first, (1,)))[0], 0 * steps[0])
+    alpha = xp.max(xp.where(ok & accepted, steps, xp.zeros_like(steps)))
     return alpha, accepted
 
 
