@@ -110,7 +110,7 @@ def test_objective_gradient_and_hessian_by_finite_differences(backend, binary, f
         l2=0.7,
         fit_intercept=fit_intercept,
     )
-    value, grad, Z = objective.value_grad(backend.asarray(theta))
+    _, grad, Z = objective.value_grad(backend.asarray(theta))
     H = backend.to_numpy(objective.hessian(backend.asarray(theta), Z))
     h = 1e-6
     for i in np.ndindex(theta.shape):
