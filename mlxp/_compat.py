@@ -344,3 +344,12 @@ def argmax(x: Any, axis: int = -1) -> Any:
     positions = xp.reshape(xp.arange(n, dtype=index_dtype, device=dev), tuple(shape))
     at_max = x == xp.max(x, axis=axis, keepdims=True)
     return xp.min(xp.where(at_max, positions, xp.full_like(positions, n)), axis=axis)
+
+
+def on_host(xp: Any) -> bool:
+    """Whether ``xp``'s arrays live in host memory (NumPy), so reading a flag is free.
+
+    Solvers use it to pick a sequential variant (same result, less work) of a loop
+    that on a device is written without host reads.
+    """
+    return aac.is_numpy_namespace(xp)

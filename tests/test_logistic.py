@@ -129,8 +129,9 @@ def test_objective_gradient_and_hessian_by_finite_differences(backend, binary, f
     direction = rng.normal(size=theta.shape)
     if not fit_intercept:
         direction[-1] = 0
+    D = backend.asarray(direction)
     along = backend.to_numpy(
-        objective.line_values(backend.asarray(theta), Z, backend.asarray(direction), steps)
+        objective.line_values(backend.asarray(theta), Z, D, steps, objective.margins(D))
     )
     for a, v in zip([1.0, 0.5, 0.0], along, strict=True):
         assert v == pytest.approx(float(objective.value(backend.asarray(theta + a * direction))))
@@ -304,3 +305,14 @@ def test_digits_accuracy_on_a_held_out_split():
     test, train = order[:450], order[450:]
     model = LogisticRegression(max_iter=1000).fit(X[train] / 16, y[train])
     assert model.score(X[test] / 16, y[test]) > 0.95
+
+
+@pytest.mark.parametrize("data", ["binary", "multiclass"])
+def test_host_and_device_line_searches_take_the_same_steps(data):
+    """NumPy tries the ladder of steps one by one; a device evaluates it at once."""
+    strict = pytest.importorskip("array_api_strict")
+    X, y = BINARY if data == "binary" else IRIS
+    host = LogisticRegression(tol=1e-8, max_iter=300).fit(X, y)
+    device = LogisticRegression(tol=1e-8, max_iter=300).fit(strict.asarray(X), strict.asarray(y))
+    assert host.n_iter_ == device.n_iter_
+    np.testing.assert_allclose(mlxp.to_numpy(device.coef_), host.coef_, rtol=1e-9, atol=1e-12)

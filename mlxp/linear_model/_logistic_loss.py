@@ -13,7 +13,9 @@ which has scikit-learn's minimiser (C·Σ sᵢℓᵢ + ½‖W‖², divided by C
 
 both written in overflow-free forms (finite at margins of ±1e4). Because Z is linear
 in θ, the objective along a line θ + αD needs X·D only once: :meth:`line_values`
-evaluates many step sizes α for the price of a few element-wise passes.
+evaluates many step sizes α for the price of a few element-wise passes, and the
+margins of the accepted point are Z + α·X·D, so an iteration costs two products
+with X (X·D and Xᵀ·R).
 """
 
 from __future__ import annotations
@@ -106,11 +108,15 @@ class LogisticObjective:
         """Z = X W + b, shape (n, K)."""
         return self.X @ theta[:-1, :] + theta[-1:, :]
 
-    def _losses(self, Z: Any) -> Any:
-        """Σᵢ sᵢℓᵢ for margins of shape (..., n, K), summed over the last two axes."""
+    def _losses(self, Z: Any, e: Any = None) -> Any:
+        """Σᵢ sᵢℓᵢ for margins of shape (..., n, K), summed over the last two axes.
+
+        ``e`` = e^−|Z|, when the caller has it, saves recomputing it (binary case).
+        """
         xp = self.xp
         if self.binary:
-            per_sample = softplus(xp, Z) - self.Y * Z
+            e = xp.exp(-xp.abs(Z)) if e is None else e
+            per_sample = xp.maximum(Z, xp.zeros_like(Z)) + xp.log1p(e) - self.Y * Z
         else:
             per_sample = -self.Y * log_softmax(xp, Z)
         return xp.sum(xp.sum(self.s * per_sample, axis=-1), axis=-1)
@@ -120,22 +126,31 @@ class LogisticObjective:
         W = theta * self.penalised
         return self._losses(self.margins(theta)) + 0.5 * self.l2_scaled * self.xp.sum(W**2)
 
-    def value_grad(self, theta: Any) -> tuple[Any, Any, Any]:
-        """(f(θ), ∇f(θ), Z): ∇_W = Xᵀ R + λ̃W, ∇_b = Σᵢ Rᵢ, with R = s ⊙ ∂ℓ/∂Z."""
+    def value_grad(self, theta: Any, Z: Any = None) -> tuple[Any, Any, Any]:
+        """(f(θ), ∇f(θ), Z): ∇_W = Xᵀ R + λ̃W, ∇_b = Σᵢ Rᵢ, with R = s ⊙ ∂ℓ/∂Z.
+
+        Pass the margins ``Z`` of θ when known (after a line search) to skip X·W.
+        """
         xp = self.xp
-        Z = self.margins(theta)
+        Z = self.margins(theta) if Z is None else Z
         W = theta * self.penalised
-        value = self._losses(Z) + 0.5 * self.l2_scaled * xp.sum(W**2)
-        P = sigmoid(xp, Z) if self.binary else xp.exp(log_softmax(xp, Z))
+        if self.binary:
+            e = xp.exp(-xp.abs(Z))
+            value = self._losses(Z, e)
+            P = xp.where(Z >= 0, 1 / (1 + e), e / (1 + e))  # σ(Z), as in sigmoid()
+        else:
+            log_p = log_softmax(xp, Z)
+            value = -xp.sum(self.s * self.Y * log_p)
+            P = xp.exp(log_p)
+        value = value + 0.5 * self.l2_scaled * xp.sum(W**2)
         R = self.s * (P - self.Y)
         grad = xp.concat([self.X.T @ R, xp.sum(R, axis=0, keepdims=True)], axis=0)
         grad = (grad + self.l2_scaled * W) * self.fitted_rows
         return value, grad, Z
 
-    def line_values(self, theta: Any, Z: Any, direction: Any, steps: Any) -> Any:
-        """f(θ + αD) for every α in ``steps`` (m,), from Z and one product X·D."""
+    def line_values(self, theta: Any, Z: Any, direction: Any, steps: Any, dZ: Any) -> Any:
+        """f(θ + αD) for every α in ``steps`` (m,), from the margins Z of θ and dZ of D."""
         xp = self.xp
-        dZ = self.margins(direction)
         Zs = Z[None, :, :] + steps[:, None, None] * dZ[None, :, :]
         W, D = theta * self.penalised, direction * self.penalised
         ww, wd, dd = xp.sum(W * W), xp.sum(W * D), xp.sum(D * D)
