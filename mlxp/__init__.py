@@ -16,6 +16,7 @@ from mlxp._backend import (
 )
 from mlxp._compat import Generator, synchronize, to_numpy
 from mlxp.exceptions import ConvergenceWarning, NotFittedError
+from mlxp.io import load, save
 
 __version__ = "0.1.0"
 
@@ -28,6 +29,8 @@ __all__ = [
     "__version__",
     "available_backends",
     "get_backend",
+    "load",
+    "save",
     "set_backend",
     "synchronize",
     "to_numpy",

@@ -22,6 +22,7 @@ from mlxp._backend import (
 )
 from mlxp.datasets import load_diabetes, load_digits
 from mlxp.linear_model import LinearRegression, LogisticRegression, Ridge
+from mlxp.nn import MLPClassifier
 
 Split = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # X_train, X_test, y_train, y_test
 
@@ -88,6 +89,14 @@ DEMOS: list[DemoEntry] = [
         "test accuracy",
         accuracy,
     ),
+    DemoEntry(
+        "MLPClassifier((256,))",
+        "digits",
+        digits,
+        lambda: MLPClassifier((256,), max_iter=300, random_state=0),
+        "test accuracy",
+        accuracy,
+    ),
 ]
 
 COLUMNS = ("model", "data", "backend", "device", "metric", "value", "fit time (s)")
@@ -105,7 +114,7 @@ def run_demo(backend: Backend) -> list[tuple[str, ...]]:
             model = entry.make()
             start = time.perf_counter()
             model.fit(X_train, y_train)
-            mlxp.synchronize(model.coef_)
+            mlxp.synchronize(model.coefs_[-1] if hasattr(model, "coefs_") else model.coef_)
             seconds = time.perf_counter() - start
             value = entry.metric(model, X_test, y_test)
             row = (entry.name, entry.data, backend.name, backend.device_name, entry.metric_name)

@@ -171,6 +171,10 @@ class Generator:
         perm = self._rng.permutation(n)
         return xp.asarray(perm, dtype=_index_dtype(xp, device), device=device)
 
+    def spawn_seed(self) -> int:
+        """A fresh int seed drawn from this generator (to seed a model from a random_state)."""
+        return int(self._rng.integers(0, 2**31 - 1))
+
     def integers(self, low: int, high: int, shape, *, xp, device=None) -> Any:
         """Uniform integers in [low, high) as an index array."""
         draw = self._rng.integers(low, high, size=shape)

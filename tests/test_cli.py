@@ -111,21 +111,61 @@ def test_bench_quick(tmp_path):
     assert result.returncode == 0, result.stderr
     data = json.loads((tmp_path / "results.json").read_text())
     assert set(data) >= {"machine", "settings", "rows"}
-    assert {"platform", "cpu_count", "versions"} <= set(data["machine"])
-    assert data["settings"]["repeat"] == 2
-    assert data["rows"]
-    backends_seen = {row["backend"] for row in data["rows"]}
-    assert "numpy:cpu" in backends_seen
-    for row in data["rows"]:
+    assert {"platform", "cpu_count", "versions", "threads"} <= set(data["machine"])
+    assert "OMP_NUM_THREADS" in data["machine"]["threads"]
+    settings = data["settings"]
+    assert settings["repeat"] == 2
+    assert settings["models"] == ["linear", "logistic"]
+    assert settings["sizes"] == {"linear": ["200x5", "1000x10"], "logistic": ["200x5", "1000x10"]}
+    rows = data["rows"]
+    assert {row["backend"] for row in rows} >= {"numpy:cpu", "scikit-learn"}
+    for row in rows:
         assert row["median_s"] > 0
         assert row["min_s"] <= row["median_s"] <= row["max_s"]
         assert len(row["times_s"]) == 2
-        assert row["r2_train"] > 0.9
-        if row["max_abs_diff_coef_vs_sklearn"] is not None:
-            tol = 1e-3 if row["dtype"] == "float32" else 1e-8
-            assert row["max_abs_diff_coef_vs_sklearn"] < tol
-    solvers = {row["solver"] for row in data["rows"] if row["backend"] == "numpy:cpu"}
-    assert solvers == {"auto", "cholesky", "qr", "svd"}
+        loose = row["dtype"] == "float32"
+        if row["model"] == "LinearRegression":
+            assert row["r2_train"] > 0.9
+            diff = row["max_abs_diff_coef_vs_sklearn"]
+            tol = 1e-3 if loose else 1e-8
+        else:
+            assert row["model"] == "LogisticRegression"
+            assert row["accuracy_train"] > 0.7
+            assert row["n_iter"] >= 1
+            diff = row["max_abs_diff_proba_vs_sklearn"]
+            # float32 L-BFGS stops ~1e-3 away: its line search cannot lower f any further.
+            tol = 5e-3 if loose else 1e-4
+        # None only for the peer's own rows (no difference to itself).
+        assert (diff is None) == (row["backend"] == "scikit-learn")
+        assert diff is None or diff < tol
+    numpy_rows = [row for row in rows if row["backend"] == "numpy:cpu"]
+    solvers = {(row["model"], row["solver"]) for row in numpy_rows}
+    assert solvers == {
+        ("LinearRegression", "auto"),
+        ("LinearRegression", "cholesky"),
+        ("LinearRegression", "qr"),
+        ("LinearRegression", "svd"),
+        ("LogisticRegression", "lbfgs"),
+        ("LogisticRegression", "newton"),
+    }
     table = (tmp_path / "results.md").read_text()
     assert "| model | solver | size | numpy:cpu" in table
-    assert table.count("| LinearRegression |") == 4 * len(data["settings"]["sizes"])
+    assert "| scikit-learn | numpy:cpu / peer |" in table
+    assert table.count("| LinearRegression |") == 4 * 2
+    assert table.count("| LogisticRegression |") == 2 * 2
+
+
+def test_bench_models_and_sizes(tmp_path):
+    """``--models`` picks the registry entries; ``--sizes MODEL=…`` applies to that model only."""
+    args = ["--models", "logistic", "--backends", "numpy", "--repeat", "1"]
+    args += ["--sizes", "300x4", "--sizes", "logistic=400x3", "--out", str(tmp_path)]
+    result = run("bench/run.py", *args)
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["settings"]["sizes"] == {"logistic": ["400x3"]}
+    assert {(r["model"], r["n_samples"], r["n_features"]) for r in data["rows"]} == {
+        ("LogisticRegression", 400, 3)
+    }
+    bad = run("bench/run.py", "--models", "linear,mlp", "--out", str(tmp_path))
+    assert bad.returncode == 2
+    assert "--models" in bad.stderr

@@ -6,6 +6,7 @@ pytest.importorskip("sklearn")
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mlxp.linear_model import LinearRegression, LogisticRegression, Ridge
+from mlxp.nn import MLPClassifier, MLPRegressor
 
 ESTIMATORS = [
     LinearRegression(),
@@ -18,6 +19,8 @@ ESTIMATORS = [
     LogisticRegression(solver="newton"),
     LogisticRegression(solver="sgd", batch_size=8, max_iter=300, tol=1e-3, random_state=0),
     LogisticRegression(class_weight="balanced", C=10.0),
+    MLPClassifier(random_state=0),
+    MLPRegressor(random_state=0),
 ]
 
 

@@ -10,9 +10,10 @@ from mlxp._validation import check_is_fitted, validate_data
 from mlxp.base import BaseEstimator, ClassifierMixin
 from mlxp.exceptions import ConvergenceWarning, ecosystem_class
 from mlxp.linear_model._linear import _check_number
-from mlxp.linear_model._logistic_loss import LogisticObjective, log_softmax, sigmoid
+from mlxp.linear_model._logistic_loss import LogisticObjective
 from mlxp.linear_model._minimize import minimize_lbfgs, minimize_newton
 from mlxp.linear_model._stochastic import OPTIMIZERS, minimize_sgd
+from mlxp.nn.functional import log_softmax, sigmoid
 from mlxp.optim import Optimizer
 
 __all__ = ["LogisticRegression"]

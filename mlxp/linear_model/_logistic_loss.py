@@ -25,23 +25,7 @@ from typing import Any
 from array_api_compat import device as _device
 
 from mlxp.linear_model._iterative import largest_eigenvalue
-
-
-def softplus(xp: Any, z: Any) -> Any:
-    """log(1 + eᶻ) = max(z, 0) + log1p(e^−|z|), finite for any finite z."""
-    return xp.maximum(z, xp.zeros_like(z)) + xp.log1p(xp.exp(-xp.abs(z)))
-
-
-def sigmoid(xp: Any, z: Any) -> Any:
-    """σ(z) = 1/(1 + e⁻ᶻ), via e^−|z| so that neither branch overflows."""
-    e = xp.exp(-xp.abs(z))
-    return xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
-
-
-def log_softmax(xp: Any, Z: Any, axis: int = -1) -> Any:
-    """Z − logsumexp(Z) along ``axis``, shifted by the maximum first."""
-    shifted = Z - xp.max(Z, axis=axis, keepdims=True)
-    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+from mlxp.nn.functional import log_softmax, sigmoid
 
 
 class LogisticObjective:

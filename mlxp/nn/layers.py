@@ -1,0 +1,327 @@
+"""Layers: parameter holders with ``forward`` and ``backward`` (math in :mod:`mlxp.nn.functional`).
+
+A layer's parameters live in ``layer.params`` (a dict of arrays) and, after
+``backward``, their gradients in ``layer.grads`` under the same names. Parameters
+are created by ``initialize`` with the portable generator, so that a seed fixes
+them on every backend; ``forward`` caches what ``backward`` needs.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+from array_api_compat import array_namespace
+from array_api_compat import device as _device
+
+from mlxp._compat import Generator
+from mlxp.nn import functional as F
+from mlxp.nn.init import INITIALIZERS
+
+__all__ = [
+    "GELU",
+    "BatchNorm1d",
+    "Dense",
+    "Dropout",
+    "Layer",
+    "LeakyReLU",
+    "ReLU",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
+]
+
+
+def _check_real(
+    name: str,
+    value: Any,
+    *,
+    low: float = -math.inf,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """Raise ValueError naming ``name`` unless ``value`` is a real number in the interval."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
+        raise ValueError(f"{name} must be a real number; got {value!r}.")
+    if value < low or value > high or (low_open and value == low) or (high_open and value == high):
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be in {interval}; got {value!r}.")
+
+
+class Layer:
+    """Base class: no parameters, identity ``initialize``; subclasses override the rest.
+
+    ``get_config()`` returns the constructor arguments (JSON types only), so a model
+    file can rebuild the layer without running any stored code.
+    """
+
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+        self.grads: dict[str, Any] = {}
+        self.buffers: dict[str, Any] = {}  # state that is saved but not trained
+
+    def initialize(self, rng: Generator, *, xp: Any, device: Any, dtype: Any) -> None:
+        """Create the parameters (and buffers) on ``device`` in ``dtype``."""
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        raise NotImplementedError
+
+    def backward(self, grad_out: Any) -> Any:
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Dense(Layer):
+    """Fully connected layer y = xW + b.
+
+    ``params["W"]`` has shape (in_features, out_features) and ``params["b"]`` shape
+    (out_features,); W is drawn by ``init`` (see :mod:`mlxp.nn.init`), b starts at 0.
+    """
+
+    def __init__(
+        self, in_features: int, out_features: int, *, init: str = "glorot_uniform"
+    ) -> None:
+        super().__init__()
+        if init not in INITIALIZERS:
+            raise ValueError(f"init must be one of {tuple(INITIALIZERS)}; got {init!r}.")
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int; got {value!r}.")
+        self.in_features, self.out_features = in_features, out_features
+        self.init = init
+
+    def initialize(self, rng: Generator, *, xp: Any, device: Any, dtype: Any) -> None:
+        shape = (self.in_features, self.out_features)
+        self.params["W"] = INITIALIZERS[self.init](
+            rng, shape, self.in_features, self.out_features, xp=xp, device=device, dtype=dtype
+        )
+        self.params["b"] = xp.zeros((self.out_features,), dtype=dtype, device=device)
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(
+                f"Dense expects input of shape (n, {self.in_features}); got {tuple(x.shape)}."
+            )
+        self._x = x
+        return F.dense(x, self.params["W"], self.params["b"])
+
+    def backward(self, grad_out: Any) -> Any:
+        dx, dW, db = F.dense_backward(self._x, self.params["W"], grad_out)
+        self.grads = {"W": dW, "b": db}
+        return dx
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "init": self.init,
+        }
+
+
+# --------------------------------------------------------------------------- activations
+class ReLU(Layer):
+    """y = max(x, 0), element-wise; any shape."""
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        self._x = x
+        return F.relu(x)
+
+    def backward(self, grad_out: Any) -> Any:
+        return F.relu_backward(self._x, grad_out)
+
+
+class LeakyReLU(Layer):
+    """y = x for x > 0, else a·x with a = ``negative_slope``; any shape."""
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        super().__init__()
+        _check_real("negative_slope", negative_slope, low_open=True, high_open=True)
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        self._x = x
+        return F.leaky_relu(x, self.negative_slope)
+
+    def backward(self, grad_out: Any) -> Any:
+        return F.leaky_relu_backward(self._x, grad_out, self.negative_slope)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"negative_slope": self.negative_slope}
+
+
+class Sigmoid(Layer):
+    """y = σ(x) = 1/(1 + e⁻ˣ), element-wise, computed without overflow; any shape."""
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        self._y = F.sigmoid(array_namespace(x), x)
+        return self._y
+
+    def backward(self, grad_out: Any) -> Any:
+        return F.sigmoid_backward(self._y, grad_out)
+
+
+class Tanh(Layer):
+    """y = tanh(x), element-wise; any shape."""
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        self._y = F.tanh(x)
+        return self._y
+
+    def backward(self, grad_out: Any) -> Any:
+        return F.tanh_backward(self._y, grad_out)
+
+
+class GELU(Layer):
+    """y = ½x(1 + tanh(√(2/π)(x + 0.044715x³))), element-wise; any shape.
+
+    The tanh approximation of x·Φ(x) (PyTorch's ``GELU(approximate="tanh")``): the
+    exact form needs erf, which the Array API standard does not define.
+    """
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        self._x = x
+        return F.gelu(x)
+
+    def backward(self, grad_out: Any) -> Any:
+        return F.gelu_backward(self._x, grad_out)
+
+
+class Softmax(Layer):
+    """y = exp(x − logsumexp(x)) along ``axis``; any shape. Backward: s ⊙ (g − Σ g ⊙ s)."""
+
+    def __init__(self, axis: int = -1) -> None:
+        super().__init__()
+        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+            raise ValueError(f"axis must be an int; got {axis!r}.")
+        self.axis = int(axis)
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        if not -x.ndim <= self.axis < x.ndim:
+            raise ValueError(
+                f"axis {self.axis} is out of range for input of shape {tuple(x.shape)}."
+            )
+        self._y = F.softmax(x, axis=self.axis)
+        return self._y
+
+    def backward(self, grad_out: Any) -> Any:
+        return F.softmax_backward(self._y, grad_out, axis=self.axis)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"axis": self.axis}
+
+
+# --------------------------------------------------------------------------- regularisation
+class Dropout(Layer):
+    """Inverted dropout: in training y = x ⊙ m/(1 − p), m ~ Bernoulli(1 − p); else y = x.
+
+    The mask is drawn at each training forward from the generator given to
+    ``initialize`` (uᵢ ~ U[0, 1), mᵢ = [uᵢ ≥ p]), so a seed fixes it on every backend.
+    Any input shape; scaling by 1/(1 − p) keeps the expected output equal to x.
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        _check_real("p", p, low=0.0, high=1.0, high_open=True)
+        self.p = float(p)
+        self._rng: Generator | None = None
+        self._mask: Any = None
+
+    def initialize(self, rng: Generator, *, xp: Any, device: Any, dtype: Any) -> None:
+        self._rng = rng
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        if not training or self.p == 0.0:
+            self._mask = None
+            return x
+        if self._rng is None:
+            raise RuntimeError("Dropout needs a generator: call initialize(rng, ...) first.")
+        xp = array_namespace(x)
+        u = self._rng.uniform(tuple(x.shape), xp=xp, device=_device(x), dtype=x.dtype)
+        self._mask = xp.astype(u >= self.p, x.dtype) / (1 - self.p)
+        return x * self._mask
+
+    def backward(self, grad_out: Any) -> Any:
+        return grad_out if self._mask is None else grad_out * self._mask
+
+    def get_config(self) -> dict[str, Any]:
+        return {"p": self.p}
+
+
+class BatchNorm1d(Layer):
+    """Batch normalisation over the features (axis 1) of x (n, C) or (n, C, L).
+
+    y = γ (x − μ)/√(σ² + ε) + β per feature. In training μ, σ² are the batch mean
+    and biased variance, and the buffers move towards the batch statistics:
+    running_mean ← (1 − momentum)·running_mean + momentum·μ, and likewise
+    running_var with the unbiased variance. In evaluation the running statistics
+    are used. Parameters ``gamma`` (ones) and ``beta`` (zeros) and buffers
+    ``running_mean`` (zeros) and ``running_var`` (ones) have shape (C,). As
+    ``torch.nn.BatchNorm1d``.
+    """
+
+    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        if (
+            isinstance(num_features, bool)
+            or not isinstance(num_features, numbers.Integral)
+            or num_features < 1
+        ):
+            raise ValueError(f"num_features must be a positive int; got {num_features!r}.")
+        _check_real("momentum", momentum, low=0.0, high=1.0)
+        _check_real("eps", eps, low=0.0, low_open=True, high_open=True)
+        self.num_features = int(num_features)
+        self.momentum, self.eps = float(momentum), float(eps)
+
+    def initialize(self, rng: Generator, *, xp: Any, device: Any, dtype: Any) -> None:
+        shape = (self.num_features,)
+        self.params["gamma"] = xp.ones(shape, dtype=dtype, device=device)
+        self.params["beta"] = xp.zeros(shape, dtype=dtype, device=device)
+        self.buffers["running_mean"] = xp.zeros(shape, dtype=dtype, device=device)
+        self.buffers["running_var"] = xp.ones(shape, dtype=dtype, device=device)
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        if x.ndim not in (2, 3) or x.shape[1] != self.num_features:
+            raise ValueError(
+                f"BatchNorm1d expects x of shape (n, {self.num_features}) or "
+                f"(n, {self.num_features}, L); got {tuple(x.shape)}."
+            )
+        gamma, beta = self.params["gamma"], self.params["beta"]
+        self._training = training
+        if not training:
+            y, self._x_hat, self._inv_std = F.batch_norm_eval(
+                x,
+                gamma,
+                beta,
+                self.buffers["running_mean"],
+                self.buffers["running_var"],
+                self.eps,
+            )
+            return y
+        if math.prod(x.shape) // self.num_features < 2:
+            raise ValueError(
+                f"BatchNorm1d needs more than one value per feature in training; "
+                f"got x of shape {tuple(x.shape)}."
+            )
+        y, self._x_hat, self._inv_std, mean, var = F.batch_norm_train(x, gamma, beta, self.eps)
+        m = self.momentum
+        self.buffers["running_mean"] = (1 - m) * self.buffers["running_mean"] + m * mean
+        self.buffers["running_var"] = (1 - m) * self.buffers["running_var"] + m * var
+        return y
+
+    def backward(self, grad_out: Any) -> Any:
+        dx, d_gamma, d_beta = F.batch_norm_backward(
+            self._x_hat, self._inv_std, self.params["gamma"], grad_out, self._training
+        )
+        self.grads = {"gamma": d_gamma, "beta": d_beta}
+        return dx
+
+    def get_config(self) -> dict[str, Any]:
+        return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}

@@ -1,0 +1,429 @@
+"""Multi-layer perceptrons with scikit-learn's interface: ``MLPClassifier`` and ``MLPRegressor``."""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from typing import Any
+
+from mlxp._compat import (
+    Generator,
+    argmax,
+    check_random_state,
+    encode_labels,
+    labels_to_host,
+    move,
+    to_numpy,
+)
+from mlxp._validation import check_is_fitted, validate_data
+from mlxp.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from mlxp.exceptions import ConvergenceWarning, ecosystem_class
+from mlxp.io import register_model
+from mlxp.nn import layers as L
+from mlxp.nn.functional import log_softmax, sigmoid
+from mlxp.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from mlxp.nn.sequential import Sequential
+from mlxp.optim import SGD, Adam
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+ACTIVATIONS = {"relu": L.ReLU, "tanh": L.Tanh, "logistic": L.Sigmoid, "identity": None}
+
+
+class _SklearnStopping:
+    """scikit-learn's rule: stop after ``n_iter_no_change`` epochs without a ``tol`` gain.
+
+    The monitored value is the training loss (with the L2 term), or with
+    ``validation`` the validation score, whose best weights are restored at the end.
+    """
+
+    def __init__(self, estimator: _BaseMLP, validation: tuple[Any, Any] | None) -> None:
+        self.est, self.validation = estimator, validation
+        self.loss_curve: list[float] = []
+        self.scores: list[float] = []
+        self.best_loss, self.best_score, self.best_weights, self.count = float("inf"), None, None, 0
+        self.converged = False
+
+    def on_train_begin(self, model: Sequential) -> None:
+        pass
+
+    def on_epoch_end(self, model: Sequential, epoch: int, logs: dict[str, float]) -> bool:
+        est = self.est
+        xp = model._place[0]
+        penalty = sum(
+            float(xp.sum(layer.params["W"] ** 2))
+            for layer in model.layers
+            if isinstance(layer, L.Dense)
+        )
+        loss = logs["loss"] + 0.5 * est.alpha * penalty / est._n_train
+        self.loss_curve.append(loss)
+        if self.validation is not None:
+            score = est._score_network(model, *self.validation)
+            self.scores.append(score)
+            improved = self.best_score is None or score >= self.best_score + est.tol
+            if self.best_score is None or score > self.best_score:
+                self.best_score, self.best_weights = score, model.get_weights()
+        else:
+            improved = loss <= self.best_loss - est.tol
+            self.best_loss = min(self.best_loss, loss)
+        self.count = 0 if improved else self.count + 1
+        if self.count > est.n_iter_no_change:
+            self.converged = True
+            if self.best_weights is not None:
+                model.set_weights(self.best_weights)
+            return True
+        return False
+
+
+class _BaseMLP(BaseEstimator):
+    """Shared fitting: a :class:`Sequential` of Dense layers and activations, trained by
+    mini-batch Adam or SGD on the mean loss + ½·alpha·‖W‖²/n (biases not penalised)."""
+
+    def __init__(
+        self,
+        hidden_layer_sizes: tuple[int, ...] = (100,),
+        activation: str = "relu",
+        *,
+        solver: str = "adam",
+        alpha: float = 1e-4,
+        batch_size: int | str = "auto",
+        learning_rate_init: float = 1e-3,
+        max_iter: int = 200,
+        tol: float = 1e-4,
+        n_iter_no_change: int = 10,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        random_state: Any = None,
+        momentum: float = 0.9,
+        nesterovs_momentum: bool = True,
+        shuffle: bool = True,
+        verbose: bool = False,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        warm_start: bool = False,
+    ) -> None:
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.shuffle = shuffle
+        self.verbose = verbose
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.warm_start = warm_start
+
+    # ------------------------------------------------------------------ checks
+    def _validate_params(self) -> tuple[int, ...]:
+        sizes = self.hidden_layer_sizes
+        sizes = (sizes,) if isinstance(sizes, numbers.Integral) else tuple(sizes)
+        if not all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in sizes
+        ):
+            raise ValueError(f"hidden_layer_sizes must be positive ints; got {sizes!r}.")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {tuple(ACTIVATIONS)}; got {self.activation!r}."
+            )
+        if self.solver not in ("adam", "sgd"):
+            raise ValueError(f"solver must be 'adam' or 'sgd'; got {self.solver!r}.")
+        for name, low, strict in [
+            ("alpha", 0, False),
+            ("learning_rate_init", 0, True),
+            ("tol", 0, False),
+            ("momentum", 0, False),
+            ("epsilon", 0, True),
+        ]:
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or value < low
+                or (strict and value == low)
+            ):
+                raise ValueError(f"{name} must be {'>' if strict else '>='} {low}; got {value!r}.")
+        for name in ("max_iter", "n_iter_no_change"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1; got {value!r}.")
+        if self.batch_size != "auto" and (
+            isinstance(self.batch_size, bool)
+            or not isinstance(self.batch_size, numbers.Integral)
+            or self.batch_size < 1
+        ):
+            raise ValueError(f"batch_size must be 'auto' or an int >= 1; got {self.batch_size!r}.")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(
+                f"validation_fraction must be in (0, 1); got {self.validation_fraction!r}."
+            )
+        for name in ("beta_1", "beta_2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1); got {getattr(self, name)!r}.")
+        check_random_state(self.random_state)
+        return sizes
+
+    # ------------------------------------------------------------------ training
+    def _network(self, sizes: tuple[int, ...], n_in: int, n_out: int, seed: int) -> Sequential:
+        widths = [n_in, *sizes, n_out]
+        layers: list[Any] = []
+        activation = ACTIVATIONS[self.activation]
+        init = "he_uniform" if self.activation == "relu" else "glorot_uniform"
+        for i in range(len(widths) - 1):
+            layers.append(L.Dense(widths[i], widths[i + 1], init=init))
+            if activation is not None and i < len(widths) - 2:
+                layers.append(activation())
+        return Sequential(layers, seed=seed)
+
+    def _optimizer(self) -> Any:
+        if self.solver == "adam":
+            return Adam(self.learning_rate_init, betas=(self.beta_1, self.beta_2), eps=self.epsilon)
+        return SGD(
+            self.learning_rate_init,
+            momentum=self.momentum,
+            nesterov=self.nesterovs_momentum and self.momentum > 0,
+        )
+
+    def _train(self, place: Any, X: Any, targets: Any, n_out: int, loss: Any) -> None:
+        sizes = self._validate_params()
+        xp, dev = place.xp, place.device
+        seed = check_random_state(self.random_state).spawn_seed()
+        n, p = X.shape
+        previous = getattr(self, "_model", None)
+        reuse = (
+            self.warm_start
+            and previous is not None
+            and previous.layers[0].in_features == p
+            and previous.layers[-1].out_features == n_out
+        )
+        model = self._copy(previous) if reuse else self._network(sizes, p, n_out, seed)
+        validation = None
+        if self.early_stopping:
+            order = Generator(seed).permutation(n, xp=xp, device=dev)
+            n_val = max(1, round(self.validation_fraction * n))
+            val_rows, rows = order[:n_val], order[n_val:]
+            validation = (xp.take(X, val_rows, axis=0), xp.take(targets, val_rows, axis=0))
+            X, targets = xp.take(X, rows, axis=0), xp.take(targets, rows, axis=0)
+        self._n_train = X.shape[0]
+        stopping = _SklearnStopping(self, validation)
+        batch = (
+            min(200, X.shape[0]) if self.batch_size == "auto" else min(self.batch_size, X.shape[0])
+        )
+        history = model.fit(
+            X,
+            targets,
+            loss=loss,
+            optimizer=self._optimizer(),
+            epochs=self.max_iter,
+            batch_size=batch,
+            shuffle=self.shuffle,
+            callbacks=[stopping],
+            progress=self.verbose,
+            weight_decay=self.alpha,
+        )
+        if not stopping.converged:
+            warnings.warn(
+                ecosystem_class(ConvergenceWarning, "ConvergenceWarning")(
+                    f"Stochastic optimizer: maximum iterations ({self.max_iter}) reached and "
+                    "the optimization hasn't converged yet."
+                ),
+                stacklevel=3,
+            )
+        dense = [layer for layer in model.layers if isinstance(layer, L.Dense)]
+        self._model = model
+        self.coefs_ = [layer.params["W"] for layer in dense]
+        self.intercepts_ = [layer.params["b"] for layer in dense]
+        self.loss_curve_ = stopping.loss_curve
+        self.loss_ = stopping.loss_curve[-1]
+        self.best_loss_ = None if self.early_stopping else min(stopping.loss_curve)
+        if self.early_stopping:
+            self.validation_scores_ = stopping.scores
+            self.best_validation_score_ = stopping.best_score
+        self.n_iter_ = len(history["loss"])
+        self.n_layers_ = len(dense) + 1
+        self.n_outputs_ = n_out
+        self.n_features_in_ = p
+
+    @staticmethod
+    def _copy(model: Sequential) -> Sequential:
+        copy = Sequential.__new__(Sequential)
+        copy.__dict__.update(model.__dict__)
+        return copy
+
+    def _outputs(self, X: Any) -> tuple[Any, Any]:
+        check_is_fitted(self, "coefs_")
+        place, X, _, _ = validate_data(self, X, reset=False)
+        return place, self._model.forward(place.xp.astype(X, self.coefs_[0].dtype))
+
+    # ------------------------------------------------------------------ model files
+    def _get_model_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        check_is_fitted(self, "coefs_")
+        config, arrays = self._model._get_model_state()
+        fitted = {
+            "loss_curve_": self.loss_curve_,
+            "n_features_in_": self.n_features_in_,
+            "n_outputs_": self.n_outputs_,
+            "_y_1d": getattr(self, "_y_1d", True),
+        }
+        if hasattr(self, "classes_"):
+            fitted["classes_"] = self.classes_.tolist()
+        return {
+            "class": type(self).__name__,
+            "params": self.get_params(),
+            "network": config,
+            "fitted": fitted,
+        }, arrays
+
+    @classmethod
+    def _from_model_state(cls, config: dict[str, Any], arrays: dict[str, Any]) -> _BaseMLP:
+        params = dict(config["params"])
+        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+        est = cls(**params)
+        model = Sequential._from_model_state(config["network"], arrays)
+        fitted = config["fitted"]
+        dense = [layer for layer in model.layers if isinstance(layer, L.Dense)]
+        est._model = model
+        est.coefs_ = [layer.params["W"] for layer in dense]
+        est.intercepts_ = [layer.params["b"] for layer in dense]
+        est.loss_curve_ = list(fitted["loss_curve_"])
+        est.loss_ = est.loss_curve_[-1]
+        est.n_iter_ = len(est.loss_curve_)
+        est.n_layers_ = len(dense) + 1
+        est.n_outputs_ = fitted["n_outputs_"]
+        est.n_features_in_ = fitted["n_features_in_"]
+        est._y_1d = fitted["_y_1d"]
+        if "classes_" in fitted:
+            est.classes_ = labels_to_host(fitted["classes_"])
+        return est
+
+
+@register_model
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multi-layer perceptron classifier trained on the cross-entropy.
+
+    Hidden layers Dense → activation; the output is one logit with the sigmoid
+    for two classes, K logits with the softmax otherwise. Minimises the mean
+    cross-entropy + ½·alpha·‖W‖²/n with Adam or SGD (Nesterov momentum) on mini-batches,
+    stopping as scikit-learn does (no ``tol`` gain for ``n_iter_no_change`` epochs, on the
+    training loss or, with ``early_stopping``, the validation accuracy). Parameters and
+    fitted attributes (``coefs_``, ``intercepts_``, ``classes_``, ``loss_``,
+    ``loss_curve_``, ``n_iter_``) are scikit-learn's.
+
+    Examples
+    --------
+    >>> from mlxp.datasets import load_digits
+    >>> from mlxp.nn import MLPClassifier
+    >>> X, y = load_digits()
+    >>> clf = MLPClassifier((64,), max_iter=30, random_state=0).fit(X / 16, y)
+    >>> clf.score(X / 16, y) > 0.95
+    True
+    """
+
+    def fit(self, X: Any, y: Any) -> MLPClassifier:
+        """Train on X (n_samples, n_features) and class labels y (n_samples,)."""
+        self._validate_params()
+        place, X, y, _ = validate_data(self, X, y, reset=True, require_y=True, labels=True)
+        classes, indices = encode_labels(y)
+        if len(classes) < 2:
+            raise ValueError(
+                "MLPClassifier needs samples of at least 2 classes in the data, but the data "
+                f"contains only one class: {classes[0]!r}."
+            )
+        xp, dev = place.xp, place.device
+        idx = move(indices, xp, dev)
+        if len(classes) == 2:
+            targets, n_out, loss = xp.astype(idx, X.dtype)[:, None], 1, BCEWithLogitsLoss()
+        else:
+            targets, n_out, loss = idx, len(classes), CrossEntropyLoss()
+        self._train(place, X, targets, n_out, loss)
+        self.classes_ = classes
+        self.out_activation_ = "logistic" if n_out == 1 else "softmax"
+        return self
+
+    def _score_network(self, model: Sequential, X: Any, targets: Any) -> float:
+        xp = model._place[0]
+        out = model.forward(X)
+        if out.shape[1] == 1:
+            hits = xp.astype(out[:, 0] > 0, X.dtype) == targets[:, 0]
+        else:
+            hits = argmax(out, axis=1) == targets
+        return float(xp.mean(xp.astype(hits, X.dtype)))
+
+    def predict_proba(self, X: Any) -> Any:
+        """Class probabilities, shape (n_samples, n_classes), columns in ``classes_`` order."""
+        place, out = self._outputs(X)
+        xp = place.xp
+        if out.shape[1] == 1:
+            positive = sigmoid(xp, out)
+            return place.to_caller(xp.concat([1 - positive, positive], axis=1))
+        return place.to_caller(xp.exp(log_softmax(xp, out)))
+
+    def predict_log_proba(self, X: Any) -> Any:
+        """log of :meth:`predict_proba`, computed without overflow."""
+        place, out = self._outputs(X)
+        xp = place.xp
+        if out.shape[1] == 1:
+            out = xp.concat([-out, out], axis=1) / 2
+        return place.to_caller(log_softmax(xp, out))
+
+    def predict(self, X: Any) -> Any:
+        """The most probable label of each sample (numeric labels in the input's namespace)."""
+        place, out = self._outputs(X)
+        xp = place.xp
+        if out.shape[1] == 1:
+            out = xp.concat([xp.zeros_like(out), out], axis=1)
+        best = argmax(out, axis=1)
+        if self.classes_.dtype.kind in "biuf":
+            return place.out_xp.take(place.to_caller(self.classes_), place.to_caller(best))
+        return self.classes_[to_numpy(best)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = True
+        return tags
+
+
+@register_model
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multi-layer perceptron regressor: identity output, mean squared error + ½·alpha·‖W‖²/n.
+
+    Targets may have several columns (shape (n, k)); otherwise as :class:`MLPClassifier`.
+    """
+
+    def fit(self, X: Any, y: Any) -> MLPRegressor:
+        """Train on X (n_samples, n_features) and y (n_samples,) or (n_samples, n_targets)."""
+        self._validate_params()
+        place, X, y, _ = validate_data(self, X, y, reset=True, require_y=True)
+        y_1d = y.ndim == 1
+        Y = y[:, None] if y_1d else y
+        self._train(place, X, Y, Y.shape[1], MSELoss())
+        self._y_1d = y_1d
+        self.out_activation_ = "identity"
+        return self
+
+    def _score_network(self, model: Sequential, X: Any, Y: Any) -> float:
+        xp = model._place[0]
+        residual = xp.sum((Y - model.forward(X)) ** 2, axis=0)
+        total = xp.sum((Y - xp.mean(Y, axis=0)) ** 2, axis=0)
+        safe = xp.where(total == 0, xp.ones_like(total), total)
+        return float(xp.mean(1 - residual / safe))
+
+    def predict(self, X: Any) -> Any:
+        """Network outputs: shape (n_samples,) if fitted on 1-D y, else (n_samples, n_targets)."""
+        place, out = self._outputs(X)
+        return place.to_caller(out[:, 0] if self._y_1d else out)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags

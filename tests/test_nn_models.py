@@ -1,0 +1,250 @@
+"""Sequential and the MLP estimators: gradients, training, reproducibility across backends."""
+
+from __future__ import annotations
+
+import array_api_compat as aac
+import numpy as np
+import pytest
+
+import mlxp
+from mlxp.nn import (
+    BatchNorm1d,
+    CrossEntropyLoss,
+    Dense,
+    Dropout,
+    EarlyStopping,
+    MLPClassifier,
+    MLPRegressor,
+    MSELoss,
+    ReLU,
+    Sequential,
+    Tanh,
+)
+
+
+def _float64(backend):
+    if "float64" not in backend.float_dtypes:
+        pytest.skip(f"{backend} has no float64")
+
+
+def _net(seed=0):
+    return Sequential([Dense(4, 6), Tanh(), Dense(6, 5), ReLU(), Dense(5, 3)], seed=seed)
+
+
+def test_backward_matches_finite_differences_end_to_end(backend):
+    _float64(backend)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(7, 4)), rng.integers(0, 3, size=7)
+    model = _net()
+    loss = CrossEntropyLoss()
+    Xb, yb = backend.asarray(X), backend.asarray(y)
+    model.build(backend.xp, backend.device, backend.xp.float64)
+    loss.forward(model.forward(Xb, training=True), yb)
+    grad_input = backend.to_numpy(model.backward(loss.backward()))
+    analytic = {k: backend.to_numpy(v) for k, v in model.gradients().items()}
+    weights = {k: backend.to_numpy(v) for k, v in model.parameters.items()}
+
+    def value(ws, x=X):
+        model.set_weights({k: backend.asarray(v) for k, v in ws.items()})
+        return float(loss.forward(model.forward(backend.asarray(x)), yb))
+
+    h = 1e-6
+    for name, w in weights.items():
+        for i in [tuple(j) for j in np.ndindex(w.shape)][:6]:
+            up, down = dict(weights), dict(weights)
+            up[name], down[name] = w.copy(), w.copy()
+            up[name][i] += h
+            down[name][i] -= h
+            numeric = (value(up) - value(down)) / (2 * h)
+            assert analytic[name][i] == pytest.approx(numeric, rel=1e-5, abs=1e-9), name
+    step = np.zeros_like(X)
+    step[2, 1] = h
+    numeric = (value(weights, X + step) - value(weights, X - step)) / (2 * h)
+    assert grad_input[2, 1] == pytest.approx(numeric, rel=1e-5, abs=1e-9)
+
+
+def test_same_seed_same_trained_weights_on_every_backend(backend):
+    _float64(backend)
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(64, 4)), rng.integers(0, 3, size=64)
+
+    def train(to):
+        model = Sequential([Dense(4, 8), ReLU(), Dropout(0.2), Dense(8, 3)], seed=7)
+        model.fit(to(X), to(y), loss="cross_entropy", epochs=3, batch_size=16, progress=False)
+        return {k: mlxp.to_numpy(v) for k, v in model.parameters.items()}
+
+    reference = train(lambda a: a)
+    trained = train(backend.asarray)
+    for name, value in reference.items():
+        np.testing.assert_allclose(trained[name], value, rtol=1e-10, atol=1e-12)
+
+
+def test_fit_history_predict_evaluate(backend, dtype, capsys):
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(200, 3))
+    y = X @ np.array([[1.0], [-2.0], [0.5]]) + 0.1
+    model = Sequential([Dense(3, 16), ReLU(), Dense(16, 1)], seed=0)
+    Xb, yb = backend.asarray(X, dtype), backend.asarray(y, dtype)
+    history = model.fit(Xb, yb, loss=MSELoss(), epochs=30, batch_size=20, validation_data=(Xb, yb))
+    assert capsys.readouterr().err == ""  # no progress bar when stderr is not a terminal
+    assert len(history["loss"]) == 30 and history["loss"][-1] < 0.1 * history["loss"][0]
+    assert set(history) == {"loss", "val_loss"}
+    pred = model.predict(Xb, batch_size=64)
+    assert aac.device(pred) == backend.device and pred.dtype == backend.dtype(dtype)
+    np.testing.assert_allclose(
+        backend.to_numpy(pred), backend.to_numpy(model.predict(Xb)), rtol=1e-5
+    )
+    assert model.evaluate(Xb, yb)["loss"] == pytest.approx(history["val_loss"][-1], rel=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's overflow warnings on the way
+def test_divergence_keeps_the_last_good_weights():
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(50, 3)) * 100, rng.normal(size=(50, 1)) * 100
+    model = Sequential([Dense(3, 8), ReLU(), Dense(8, 1)], seed=0)
+    model.fit(X, y, epochs=1, progress=False, optimizer=mlxp.optim.SGD(1e-9))
+    good = {k: np.array(v) for k, v in model.parameters.items()}
+    with pytest.raises(mlxp.exceptions.DivergenceError, match="learning rate 1e\\+06"):
+        model.fit(X, y, epochs=5, progress=False, optimizer=mlxp.optim.SGD(1e6))
+    for name, value in model.parameters.items():  # diverged in epoch 1: back to the start
+        np.testing.assert_array_equal(value, good[name])
+
+
+def test_early_stopping_restores_the_best_weights():
+    rng = np.random.default_rng(4)
+    X, y = rng.normal(size=(40, 5)), rng.normal(size=(40, 1))  # pure noise: overfits
+    X_val, y_val = rng.normal(size=(40, 5)), rng.normal(size=(40, 1))
+    model = Sequential([Dense(5, 64), ReLU(), Dense(64, 1)], seed=0)
+    stop = EarlyStopping("val_loss", patience=3)
+    history = model.fit(
+        X,
+        y,
+        epochs=200,
+        batch_size=8,
+        validation_data=(X_val, y_val),
+        callbacks=[stop],
+        optimizer=mlxp.optim.Adam(1e-2),
+        progress=False,
+    )
+    assert len(history["loss"]) < 200
+    best = min(history["val_loss"])
+    assert model.evaluate(X_val, y_val)["loss"] == pytest.approx(best, rel=1e-9)
+
+
+def test_batchnorm_and_dropout_inside_a_model_train_and_infer():
+    rng = np.random.default_rng(5)
+    X, y = rng.normal(size=(128, 6)), rng.integers(0, 2, size=128)
+    model = Sequential([Dense(6, 16), BatchNorm1d(16), ReLU(), Dropout(0.3), Dense(16, 2)], seed=0)
+    history = model.fit(X, y, loss="cross_entropy", epochs=20, batch_size=32, progress=False)
+    assert history["loss"][-1] < history["loss"][0]
+    np.testing.assert_array_equal(model.predict(X), model.predict(X))  # eval is deterministic
+
+
+# --------------------------------------------------------------------------- estimators
+def _digits_split():
+    from mlxp.datasets import load_digits
+
+    X, y = load_digits()
+    order = np.random.default_rng(0).permutation(len(y))
+    test, train = order[:450], order[450:]
+    return X[train] / 16, X[test] / 16, y[train], y[test]
+
+
+def test_mlp_classifier_reaches_97_percent_on_digits():
+    X_train, X_test, y_train, y_test = _digits_split()
+    clf = MLPClassifier(hidden_layer_sizes=(256,), max_iter=300, random_state=0)
+    clf.fit(X_train, y_train)
+    assert clf.score(X_test, y_test) >= 0.97
+    assert [w.shape for w in clf.coefs_] == [(64, 256), (256, 10)]
+    assert len(clf.loss_curve_) == clf.n_iter_ and clf.loss_ == clf.loss_curve_[-1]
+    proba = clf.predict_proba(X_test)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(clf.classes_[proba.argmax(axis=1)], clf.predict(X_test))
+
+
+def test_mlp_regressor_fits_several_targets(backend):
+    _float64(backend)
+    rng = np.random.default_rng(6)
+    X = rng.uniform(-1, 1, size=(300, 2))
+    Y = np.column_stack([np.sin(2 * X[:, 0]), X[:, 0] * X[:, 1]])
+    reg = MLPRegressor(
+        (32, 32), activation="tanh", max_iter=400, random_state=0, learning_rate_init=1e-2
+    )
+    reg.fit(backend.asarray(X), backend.asarray(Y))
+    pred = reg.predict(backend.asarray(X))
+    assert pred.shape == (300, 2) and aac.device(pred) == backend.device
+    assert reg.score(backend.asarray(X), backend.asarray(Y)) > 0.9
+
+
+def test_mlp_labels_early_stopping_and_bad_input():
+    X_train, X_test, y_train, y_test = _digits_split()
+    names = np.array(
+        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    )
+    clf = MLPClassifier((32,), early_stopping=True, random_state=0, max_iter=200)
+    clf.fit(X_train, names[y_train])
+    assert clf.n_iter_ < 200 and len(clf.validation_scores_) == clf.n_iter_
+    assert (clf.predict(X_test) == names[y_test]).mean() > 0.9
+    with pytest.raises(ValueError, match="only one class"):
+        MLPClassifier().fit(X_train, np.zeros(len(X_train)))
+    with pytest.raises(ValueError, match="hidden_layer_sizes"):
+        MLPClassifier(hidden_layer_sizes=(0,)).fit(X_train, y_train)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        MLPRegressor(activation="swish").fit(X_train, y_train)
+    with pytest.raises(mlxp.NotFittedError):
+        MLPRegressor().predict(X_test)
+
+
+# --------------------------------------------------------------------------- model files
+@pytest.fixture(scope="module")
+def trained_classifier():
+    X_train, X_test, y_train, _ = _digits_split()
+    clf = MLPClassifier((32,), max_iter=20, random_state=0)
+    with pytest.warns(mlxp.ConvergenceWarning):
+        clf.fit(X_train, y_train)
+    return clf, X_test
+
+
+def test_saved_models_load_on_every_backend_with_identical_predictions(
+    backend, trained_classifier, tmp_path
+):
+    _float64(backend)
+    clf, X_test = trained_classifier
+    path = tmp_path / "digits.mlxp"
+    mlxp.save(clf, path)
+    loaded = mlxp.load(path, backend=mlxp._backend.make_backend(backend.name, backend.device))
+    assert aac.device(loaded.coefs_[0]) == backend.device
+    np.testing.assert_array_equal(
+        backend.to_numpy(loaded.predict(backend.asarray(X_test))), clf.predict(X_test)
+    )
+    np.testing.assert_allclose(
+        backend.to_numpy(loaded.predict_proba(backend.asarray(X_test))),
+        clf.predict_proba(X_test),
+        rtol=1e-10,
+        atol=1e-12,
+    )
+    assert loaded.get_params() == clf.get_params() and loaded.loss_curve_ == clf.loss_curve_
+
+    net = _net(seed=3)
+    X = np.random.default_rng(0).normal(size=(5, 4))
+    expected = net.predict(X)
+    mlxp.save(net, tmp_path / "net.mlxp")
+    again = mlxp.load(tmp_path / "net.mlxp", backend=f"{backend.name}:{backend.device_name}")
+    np.testing.assert_allclose(
+        backend.to_numpy(again.predict(backend.asarray(X))), expected, rtol=1e-12
+    )
+
+
+def test_damaged_model_files_are_refused(trained_classifier, tmp_path):
+    clf, _ = trained_classifier
+    path = tmp_path / "model.mlxp"
+    mlxp.save(clf, path)
+    data = path.read_bytes()
+    (tmp_path / "cut.mlxp").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError):
+        mlxp.load(tmp_path / "cut.mlxp")
+    tampered = bytearray(data)
+    tampered[-5] ^= 0xFF
+    (tmp_path / "tampered.mlxp").write_bytes(bytes(tampered))
+    with pytest.raises(ValueError, match=r"checksum|damaged|tamper"):
+        mlxp.load(tmp_path / "tampered.mlxp")
