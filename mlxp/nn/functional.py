@@ -55,10 +55,13 @@ def dense(x: Any, W: Any, b: Any) -> Any:
     return x @ W + b
 
 
-def dense_backward(x: Any, W: Any, grad: Any) -> tuple[Any, Any, Any]:
-    """(∂L/∂x, ∂L/∂W, ∂L/∂b) = (g Wᵀ, xᵀ g, Σₙ g) for g = ∂L/∂y of shape (n, out)."""
+def dense_backward(x: Any, W: Any, grad: Any, input_grad: bool = True) -> tuple[Any, Any, Any]:
+    """(∂L/∂x, ∂L/∂W, ∂L/∂b) = (g Wᵀ, xᵀ g, Σₙ g) for g = ∂L/∂y of shape (n, out).
+
+    With ``input_grad=False`` the first term is skipped (returned as None).
+    """
     xp = array_namespace(grad)
-    return grad @ W.T, x.T @ grad, xp.sum(grad, axis=0)
+    return (grad @ W.T if input_grad else None), x.T @ grad, xp.sum(grad, axis=0)
 
 
 # --------------------------------------------------------------------------- stable primitives

@@ -113,8 +113,10 @@ class Dense(Layer):
         self._x = x
         return F.dense(x, self.params["W"], self.params["b"])
 
-    def backward(self, grad_out: Any) -> Any:
-        dx, dW, db = F.dense_backward(self._x, self.params["W"], grad_out)
+    def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
+        """Fill ``grads``; return ∂L/∂x, or None with ``input_grad=False`` (a first layer,
+        whose input needs no gradient: that saves a third of its backward cost)."""
+        dx, dW, db = F.dense_backward(self._x, self.params["W"], grad_out, input_grad=input_grad)
         self.grads = {"W": dW, "b": db}
         return dx
 

@@ -15,6 +15,7 @@ from mlxp._compat import Generator, default_float, move, synchronize
 from mlxp._validation import _to_array
 from mlxp.exceptions import DivergenceError
 from mlxp.io import register_model
+from mlxp.nn.layers import Dense
 from mlxp.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
 from mlxp.optim import SGD, Adam, Optimizer
 
@@ -190,6 +191,16 @@ class Sequential:
             grad = layer.backward(grad)
         return grad
 
+    def _backward_for_training(self, grad: Any) -> None:
+        """:meth:`backward` without ∂L/∂input, which training never uses."""
+        for i in range(len(self.layers) - 1, 0, -1):
+            grad = self.layers[i].backward(grad)
+        first = self.layers[0]
+        if isinstance(first, Dense):
+            first.backward(grad, input_grad=False)
+        else:
+            first.backward(grad)
+
     # ------------------------------------------------------------------ training
     def fit(
         self,
@@ -205,6 +216,7 @@ class Sequential:
         callbacks: list[Any] | None = None,
         progress: bool = True,
         weight_decay: float = 0.0,
+        metrics: tuple[str, ...] = (),
     ) -> History:
         """Mini-batch training; returns the :class:`History` of per-epoch losses (and accuracy).
 
@@ -212,6 +224,7 @@ class Sequential:
         ``optimizer.step`` on every parameter; ``weight_decay`` adds λW/m to the weight
         gradients (an L2 penalty ½λ‖W‖²/n per sample). Batches are gathered on the
         device; the loss is accumulated there and read back once per epoch.
+        ``metrics=("accuracy",)`` also records the accuracy (an extra pass over the data).
         """
         loss_fn = _make_loss(loss)
         opt = OPTIMIZERS[optimizer]() if isinstance(optimizer, str) else optimizer
@@ -248,7 +261,7 @@ class Sequential:
                     rows = order[lo:hi]
                     xb, yb = xp.take(X, rows, axis=0), xp.take(y, rows, axis=0)
                 value = loss_fn.forward(self.forward(xb, training=True), yb)
-                self.backward(loss_fn.backward())
+                self._backward_for_training(loss_fn.backward())
                 grads = self.gradients()
                 if weight_decay:
                     grads = {
@@ -275,15 +288,11 @@ class Sequential:
                 )
             good = self.get_weights()
             logs = {"loss": epoch_loss}
-            if isinstance(loss_fn, _ACCURACY_LOSSES):
+            if "accuracy" in metrics:
                 logs["accuracy"] = self._accuracy(X, y, loss_fn, batch_size)
             if validation_data is not None:
-                logs.update(
-                    {
-                        f"val_{k}": v
-                        for k, v in self._evaluate(X_val, y_val, loss_fn, batch_size).items()
-                    }
-                )
+                val = self._evaluate(X_val, y_val, loss_fn, batch_size, metrics)
+                logs.update({f"val_{k}": v for k, v in val.items()})
             for key, value in logs.items():
                 history.setdefault(key, []).append(value)
             bar.end_epoch(epoch, logs, time.perf_counter() - start)
@@ -313,9 +322,12 @@ class Sequential:
         loss_fn = _make_loss(loss)
         place = placement(X=_to_array(X, "X"), y=_to_array(y, "y"))
         Xc = self._ensure_built(place.to_compute(_to_array(X, "X")), place.xp, place.device)
-        return self._evaluate(Xc, place.to_compute(_to_array(y, "y")), loss_fn, batch_size)
+        metrics = ("accuracy",) if isinstance(loss_fn, _ACCURACY_LOSSES) else ()
+        return self._evaluate(Xc, place.to_compute(_to_array(y, "y")), loss_fn, batch_size, metrics)
 
-    def _evaluate(self, X: Any, y: Any, loss_fn: Loss, batch_size: int) -> dict[str, float]:
+    def _evaluate(
+        self, X: Any, y: Any, loss_fn: Loss, batch_size: int, metrics: tuple[str, ...] = ()
+    ) -> dict[str, float]:
         xp = _namespace(X)
         total = xp.zeros((), dtype=X.dtype, device=_device(X))
         for i in range(0, X.shape[0], batch_size):
@@ -323,7 +335,7 @@ class Sequential:
             xb, yb = X[i:end, ...], y[i:end, ...]
             total = total + loss_fn.forward(self.forward(xb), yb) * xb.shape[0]
         logs = {"loss": float(total) / X.shape[0]}
-        if isinstance(loss_fn, _ACCURACY_LOSSES):
+        if "accuracy" in metrics:
             logs["accuracy"] = self._accuracy(X, y, loss_fn, batch_size)
         return logs
 
