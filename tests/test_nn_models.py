@@ -248,3 +248,14 @@ def test_damaged_model_files_are_refused(trained_classifier, tmp_path):
     (tmp_path / "tampered.mlxp").write_bytes(bytes(tampered))
     with pytest.raises(ValueError, match=r"checksum|damaged|tamper"):
         mlxp.load(tmp_path / "tampered.mlxp")
+
+
+def test_inference_elsewhere_leaves_the_model_where_it_is(trained_classifier):
+    strict = pytest.importorskip("array_api_strict")
+    clf, X_test = trained_classifier
+    device1 = strict.asarray(X_test, device=strict.Device("device1"))
+    pred = clf.predict(device1)  # weights copied to device1 for this call only
+    assert aac.device(pred) == strict.Device("device1")
+    assert isinstance(clf.coefs_[0], np.ndarray)
+    assert all(isinstance(v, np.ndarray) for v in clf._model.parameters.values())
+    np.testing.assert_array_equal(mlxp.to_numpy(pred), clf.predict(X_test))

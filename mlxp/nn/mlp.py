@@ -263,7 +263,8 @@ class _BaseMLP(BaseEstimator):
     def _outputs(self, X: Any) -> tuple[Any, Any]:
         check_is_fitted(self, "coefs_")
         place, X, _, _ = validate_data(self, X, reset=False)
-        return place, self._model.forward(place.xp.astype(X, self.coefs_[0].dtype))
+        model, X = self._model._on(X, place.xp, place.device)
+        return place, model.forward(X)
 
     # ------------------------------------------------------------------ model files
     def _get_model_state(self) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -167,16 +168,35 @@ class Sequential:
             (layer.params if key in layer.params else layer.buffers)[key] = value
 
     def _ensure_built(self, X: Any, xp: Any, device: Any) -> Any:
+        """Build on first use; for training elsewhere, move the weights there. X cast to fit."""
         dtype = X.dtype if xp.isdtype(X.dtype, "real floating") else default_float(xp, device)
         if not self.built:
             self.build(xp, device, dtype)
-        else:
-            built_xp, built_device, built_dtype = self._place
-            if built_xp is not xp or built_device != device:
-                self.set_weights({k: move(v, xp, device) for k, v in self.get_weights().items()})
-                self._place = (xp, device, built_dtype)
-            dtype = built_dtype
+        elif self._place[0] is not xp or self._place[1] != device:
+            self.set_weights({k: move(v, xp, device) for k, v in self.get_weights().items()})
+            self._place = (xp, device, next(iter(self.get_weights().values())).dtype)
+        dtype = self._place[2]
         return X if X.dtype == dtype else xp.astype(X, dtype)
+
+    def _on(self, X: Any, xp: Any, device: Any) -> tuple[Sequential, Any]:
+        """(model, X) for inference on ``device``: this model, or a copy whose weights were
+        moved there (inference never moves the model itself); X cast to its dtype."""
+        if not self.built:
+            return self, self._ensure_built(X, xp, device)
+        model = self
+        if self._place[0] is not xp or self._place[1] != device:
+            model = copy.copy(self)
+            model.layers = [copy.copy(layer) for layer in self.layers]
+            for layer in model.layers:
+                layer.params, layer.buffers, layer.grads = (
+                    dict(layer.params),
+                    dict(layer.buffers),
+                    {},
+                )
+            model.set_weights({k: move(v, xp, device) for k, v in self.get_weights().items()})
+            model._place = (xp, device, next(iter(model.get_weights().values())).dtype)
+        dtype = model._place[2]
+        return model, X if X.dtype == dtype else xp.astype(X, dtype)
 
     # ------------------------------------------------------------------ propagation
     def forward(self, x: Any, training: bool = False) -> Any:
@@ -308,11 +328,13 @@ class Sequential:
         X = _to_array(X, "X")
         place = placement(X=X)
         xp = place.xp
-        Xc = self._ensure_built(place.to_compute(X), xp, place.device)
-        if batch_size is None or batch_size >= Xc.shape[0]:
-            return place.to_caller(self.forward(Xc))
+        model, Xc = self._on(place.to_compute(X), xp, place.device)
         n = Xc.shape[0]
-        parts = [self.forward(Xc[i : min(i + batch_size, n), ...]) for i in range(0, n, batch_size)]
+        if batch_size is None or batch_size >= n:
+            return place.to_caller(model.forward(Xc))
+        parts = [
+            model.forward(Xc[i : min(i + batch_size, n), ...]) for i in range(0, n, batch_size)
+        ]
         return place.to_caller(xp.concat(parts, axis=0))
 
     def evaluate(
@@ -321,9 +343,10 @@ class Sequential:
         """The mean ``loss`` on (X, y), and the accuracy for classification losses."""
         loss_fn = _make_loss(loss)
         place = placement(X=_to_array(X, "X"), y=_to_array(y, "y"))
-        Xc = self._ensure_built(place.to_compute(_to_array(X, "X")), place.xp, place.device)
+        model, Xc = self._on(place.to_compute(_to_array(X, "X")), place.xp, place.device)
         metrics = ("accuracy",) if isinstance(loss_fn, _ACCURACY_LOSSES) else ()
-        return self._evaluate(Xc, place.to_compute(_to_array(y, "y")), loss_fn, batch_size, metrics)
+        yc = place.to_compute(_to_array(y, "y"))
+        return model._evaluate(Xc, yc, loss_fn, batch_size, metrics)
 
     def _evaluate(
         self, X: Any, y: Any, loss_fn: Loss, batch_size: int, metrics: tuple[str, ...] = ()
