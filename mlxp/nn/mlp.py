@@ -126,6 +126,7 @@ class _BaseMLP(BaseEstimator):
 
     # ------------------------------------------------------------------ checks
     def _validate_params(self) -> tuple[int, ...]:
+        """Check the architecture; returns what :meth:`_network` needs (the layer sizes)."""
         sizes = self.hidden_layer_sizes
         sizes = (sizes,) if isinstance(sizes, numbers.Integral) else tuple(sizes)
         if not all(
@@ -136,6 +137,11 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(
                 f"activation must be one of {tuple(ACTIVATIONS)}; got {self.activation!r}."
             )
+        self._validate_training()
+        return sizes
+
+    def _validate_training(self) -> None:
+        """Check the parameters of the optimiser and of the stopping rule."""
         if self.solver not in ("adam", "sgd"):
             raise ValueError(f"solver must be 'adam' or 'sgd'; got {self.solver!r}.")
         for name, low, strict in [
@@ -171,7 +177,6 @@ class _BaseMLP(BaseEstimator):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1); got {getattr(self, name)!r}.")
         check_random_state(self.random_state)
-        return sizes
 
     # ------------------------------------------------------------------ training
     def _network(self, sizes: tuple[int, ...], n_in: int, n_out: int, seed: int) -> Sequential:
@@ -203,8 +208,8 @@ class _BaseMLP(BaseEstimator):
         reuse = (
             self.warm_start
             and previous is not None
-            and previous.layers[0].in_features == p
-            and previous.layers[-1].out_features == n_out
+            and self.n_features_in_ == p
+            and self.n_outputs_ == n_out
         )
         model = self._copy(previous) if reuse else self._network(sizes, p, n_out, seed)
         validation = None
@@ -287,9 +292,7 @@ class _BaseMLP(BaseEstimator):
 
     @classmethod
     def _from_model_state(cls, config: dict[str, Any], arrays: dict[str, Any]) -> _BaseMLP:
-        params = dict(config["params"])
-        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
-        est = cls(**params)
+        est = cls(**{k: _tuples(v) for k, v in config["params"].items()})
         model = Sequential._from_model_state(config["network"], arrays)
         fitted = config["fitted"]
         dense = [layer for layer in model.layers if isinstance(layer, L.Dense)]
@@ -306,6 +309,11 @@ class _BaseMLP(BaseEstimator):
         if "classes_" in fitted:
             est.classes_ = labels_to_host(fitted["classes_"])
         return est
+
+
+def _tuples(value: Any) -> Any:
+    """JSON turned tuples into lists; parameters such as layer sizes are tuples again."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 @register_model
