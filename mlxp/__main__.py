@@ -22,7 +22,7 @@ from mlxp._backend import (
 )
 from mlxp.datasets import load_diabetes, load_digits
 from mlxp.linear_model import LinearRegression, LogisticRegression, Ridge
-from mlxp.nn import MLPClassifier
+from mlxp.nn import CNNClassifier, MLPClassifier
 
 Split = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # X_train, X_test, y_train, y_test
 
@@ -94,6 +94,14 @@ DEMOS: list[DemoEntry] = [
         "digits",
         digits,
         lambda: MLPClassifier((256,), max_iter=300, random_state=0),
+        "test accuracy",
+        accuracy,
+    ),
+    DemoEntry(
+        "CNNClassifier(conv 16-32, dense 64)",
+        "digits",
+        digits,
+        lambda: CNNClassifier(image_shape=(1, 8, 8), tol=1e-2, random_state=0),
         "test accuracy",
         accuracy,
     ),

@@ -169,7 +169,7 @@ class Generator:
     def permutation(self, n: int, *, xp, device=None) -> Any:
         """A random permutation of ``range(n)`` as an index array."""
         perm = self._rng.permutation(n)
-        return xp.asarray(perm, dtype=_index_dtype(xp, device), device=device)
+        return xp.asarray(perm, dtype=index_dtype(xp, device), device=device)
 
     def spawn_seed(self) -> int:
         """A fresh int seed drawn from this generator (to seed a model from a random_state)."""
@@ -178,10 +178,11 @@ class Generator:
     def integers(self, low: int, high: int, shape, *, xp, device=None) -> Any:
         """Uniform integers in [low, high) as an index array."""
         draw = self._rng.integers(low, high, size=shape)
-        return xp.asarray(draw, dtype=_index_dtype(xp, device), device=device)
+        return xp.asarray(draw, dtype=index_dtype(xp, device), device=device)
 
 
-def _index_dtype(xp: Any, device: Any) -> Any:
+def index_dtype(xp: Any, device: Any) -> Any:
+    """The default integer dtype ``xp`` uses for indices on ``device``."""
     info = xp.__array_namespace_info__()
     try:
         return info.default_dtypes(device=device)["indexing"]
@@ -248,16 +249,17 @@ def sliding_windows(x: Any, window: int, *, axis: int = -1, stride: int = 1, xp:
     if window > length:
         raise ValueError(f"window {window} is longer than axis {axis} of length {length}.")
     n_windows = (length - window) // stride + 1
+    if aac.is_torch_namespace(xp):
+        return xp.moveaxis(x.unfold(axis, window, stride), -1, axis + 1)
     if aac.is_numpy_namespace(xp) or aac.is_cupy_namespace(xp):
+        shape = (*x.shape[:axis], n_windows, window, *x.shape[axis + 1 :])
+        step = x.strides[axis]
+        strides = (*x.strides[:axis], step * stride, step, *x.strides[axis + 1 :])
         if aac.is_numpy_namespace(xp):
-            lib = np
-        else:
-            import cupy as lib
-        view = lib.lib.stride_tricks.sliding_window_view(x, window, axis=axis)
-        view = xp.moveaxis(view, -1, axis + 1)
-        index = [slice(None)] * view.ndim
-        index[axis] = slice(None, None, stride)
-        return view[tuple(index)]
+            return np.lib.stride_tricks.as_strided(x, shape, strides, writeable=False)
+        import cupy
+
+        return cupy.lib.stride_tricks.as_strided(x, shape, strides)
     dev = aac.device(x)
     starts = xp.arange(n_windows, device=dev) * stride
     idx = xp.reshape(starts[:, None] + xp.arange(window, device=dev)[None, :], (-1,))
@@ -338,14 +340,14 @@ def argmax(x: Any, axis: int = -1) -> Any:
     """
     xp = aac.array_namespace(x)
     dev = aac.device(x)
-    index_dtype = _index_dtype(xp, dev)
-    if index_dtype == getattr(xp, "int64", None):
+    dtype = index_dtype(xp, dev)
+    if dtype == getattr(xp, "int64", None):
         return xp.argmax(x, axis=axis)
     axis = axis % x.ndim
     n = x.shape[axis]
     shape = [1] * x.ndim
     shape[axis] = n
-    positions = xp.reshape(xp.arange(n, dtype=index_dtype, device=dev), tuple(shape))
+    positions = xp.reshape(xp.arange(n, dtype=dtype, device=dev), tuple(shape))
     at_max = x == xp.max(x, axis=axis, keepdims=True)
     return xp.min(xp.where(at_max, positions, xp.full_like(positions, n)), axis=axis)
 

@@ -169,3 +169,32 @@ def test_bench_models_and_sizes(tmp_path):
     bad = run("bench/run.py", "--models", "linear,mlp", "--out", str(tmp_path))
     assert bad.returncode == 2
     assert "--models" in bad.stderr
+
+
+def test_epoch_benchmark_quick(tmp_path):
+    pytest.importorskip("torch")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "bench/epochs.py",
+            "--quick",
+            "--models",
+            "mlp,cnn",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "epochs.json").read_text())["rows"]
+    assert {(r["model"], r["who"].split()[0]) for r in rows} == {
+        ("mlp", "mlxp"),
+        ("mlp", "torch"),
+        ("cnn", "mlxp"),
+        ("cnn", "torch"),
+    }
+    assert all(r["seconds"] > 0 and r["gflops"] > 0 for r in rows)
+    assert "| mlp | mlxp numpy:cpu |" in (tmp_path / "epochs.md").read_text()

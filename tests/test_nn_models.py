@@ -9,10 +9,14 @@ import pytest
 import mlxp
 from mlxp.nn import (
     BatchNorm1d,
+    CNNClassifier,
+    Conv2D,
     CrossEntropyLoss,
     Dense,
     Dropout,
     EarlyStopping,
+    Flatten,
+    MaxPool2D,
     MLPClassifier,
     MLPRegressor,
     MSELoss,
@@ -31,11 +35,21 @@ def _net(seed=0):
     return Sequential([Dense(4, 6), Tanh(), Dense(6, 5), ReLU(), Dense(5, 3)], seed=seed)
 
 
-def test_backward_matches_finite_differences_end_to_end(backend):
+def _conv_net(seed=0):
+    return Sequential(
+        [Conv2D(2, 3, 3, padding=1), ReLU(), MaxPool2D(2), Flatten(), Dense(18, 3)], seed=seed
+    )
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_backward_matches_finite_differences_end_to_end(backend, kind):
     _float64(backend)
     rng = np.random.default_rng(0)
-    X, y = rng.normal(size=(7, 4)), rng.integers(0, 3, size=7)
-    model = _net()
+    if kind == "dense":
+        X, model = rng.normal(size=(7, 4)), _net()
+    else:
+        X, model = rng.normal(size=(7, 2, 4, 6)), _conv_net()
+    y = rng.integers(0, 3, size=7)
     loss = CrossEntropyLoss()
     Xb, yb = backend.asarray(X), backend.asarray(y)
     model.build(backend.xp, backend.device, backend.xp.float64)
@@ -57,10 +71,11 @@ def test_backward_matches_finite_differences_end_to_end(backend):
             down[name][i] -= h
             numeric = (value(up) - value(down)) / (2 * h)
             assert analytic[name][i] == pytest.approx(numeric, rel=1e-5, abs=1e-9), name
-    step = np.zeros_like(X)
-    step[2, 1] = h
-    numeric = (value(weights, X + step) - value(weights, X - step)) / (2 * h)
-    assert grad_input[2, 1] == pytest.approx(numeric, rel=1e-5, abs=1e-9)
+    for index in [(2, 1), (4, 3)] if kind == "dense" else [(2, 1, 1, 2), (5, 0, 3, 5)]:
+        step = np.zeros_like(X)
+        step[index] = h
+        numeric = (value(weights, X + step) - value(weights, X - step)) / (2 * h)
+        assert grad_input[index] == pytest.approx(numeric, rel=1e-5, abs=1e-9)
 
 
 def test_same_seed_same_trained_weights_on_every_backend(backend):
@@ -259,3 +274,39 @@ def test_inference_elsewhere_leaves_the_model_where_it_is(trained_classifier):
     assert isinstance(clf.coefs_[0], np.ndarray)
     assert all(isinstance(v, np.ndarray) for v in clf._model.parameters.values())
     np.testing.assert_array_equal(mlxp.to_numpy(pred), clf.predict(X_test))
+
+
+def test_cnn_classifier_reaches_98_percent_on_digits():
+    X_train, X_test, y_train, y_test = _digits_split()
+    cnn = CNNClassifier(image_shape=(1, 8, 8), tol=1e-2, random_state=0).fit(X_train, y_train)
+    assert cnn.score(X_test, y_test) >= 0.98
+    images = CNNClassifier(tol=1e-2, random_state=0, max_iter=3)
+    with pytest.warns(mlxp.ConvergenceWarning):
+        images.fit(X_train.reshape(-1, 1, 8, 8), y_train)
+    flat = CNNClassifier(image_shape=(1, 8, 8), tol=1e-2, random_state=0, max_iter=3)
+    with pytest.warns(mlxp.ConvergenceWarning):
+        flat.fit(X_train, y_train)
+    np.testing.assert_allclose(images.coefs_[-1], flat.coefs_[-1])  # same model either way
+    np.testing.assert_array_equal(images.predict(X_test.reshape(-1, 1, 8, 8)), flat.predict(X_test))
+    with pytest.raises(ValueError, match="image_shape"):
+        CNNClassifier(image_shape=(1, 7, 7)).fit(X_train, y_train)
+
+
+def test_learning_rate_schedules_drive_the_optimizer():
+    rng = np.random.default_rng(8)
+    X, y = rng.normal(size=(64, 3)), rng.normal(size=(64, 1))
+    model = Sequential([Dense(3, 1)], seed=0)
+    opt = mlxp.optim.SGD(0.1)
+    model.fit(
+        X,
+        y,
+        epochs=4,
+        optimizer=opt,
+        progress=False,
+        schedule=mlxp.optim.StepLR(0.1, step_size=2, gamma=0.5),
+    )
+    assert opt.lr == pytest.approx(0.05)  # epochs 0, 1 at 0.1; epochs 2, 3 at 0.05
+    plateau = mlxp.optim.ReduceLROnPlateau(0.1, factor=0.5, patience=0, threshold=0.5)
+    noise = rng.normal(size=(64, 1))
+    model.fit(X, noise, epochs=6, optimizer=opt, progress=False, schedule=plateau)
+    assert opt.lr < 0.1

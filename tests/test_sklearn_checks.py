@@ -6,7 +6,7 @@ pytest.importorskip("sklearn")
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mlxp.linear_model import LinearRegression, LogisticRegression, Ridge
-from mlxp.nn import MLPClassifier, MLPRegressor
+from mlxp.nn import CNNClassifier, MLPClassifier, MLPRegressor
 
 ESTIMATORS = [
     LinearRegression(),
@@ -21,6 +21,7 @@ ESTIMATORS = [
     LogisticRegression(class_weight="balanced", C=10.0),
     MLPClassifier(random_state=0),
     MLPRegressor(random_state=0),
+    CNNClassifier(conv_layers=((4, 3),), dense_units=(16,), random_state=0),
 ]
 
 

@@ -19,21 +19,32 @@ from typing import Any
 from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
+from mlxp._compat import index_dtype, scatter_add, sliding_windows
+
 __all__ = [
+    "IM2COL_MAX_BYTES",
+    "avg_pool2d",
+    "avg_pool2d_backward",
     "batch_norm_backward",
     "batch_norm_eval",
     "batch_norm_train",
     "bce_with_logits",
     "bce_with_logits_backward",
+    "conv2d",
+    "conv2d_backward",
     "cross_entropy",
     "cross_entropy_backward",
     "dense",
     "dense_backward",
     "gelu",
     "gelu_backward",
+    "global_avg_pool2d",
+    "global_avg_pool2d_backward",
     "leaky_relu",
     "leaky_relu_backward",
     "log_softmax",
+    "max_pool2d",
+    "max_pool2d_backward",
     "mse",
     "mse_backward",
     "one_hot",
@@ -90,9 +101,13 @@ def relu(x: Any) -> Any:
 
 
 def relu_backward(x: Any, grad: Any) -> Any:
-    """∂L/∂x = g ⊙ [x > 0] (0 at x = 0, as PyTorch)."""
+    """∂L/∂x = g ⊙ [x > 0] (0 at x = 0, as PyTorch).
+
+    A product with the 0/1 mask rather than ``where``, which branches on every element
+    (on NumPy 10× slower for random signs); a non-finite g at x ≤ 0 thus gives NaN.
+    """
     xp = array_namespace(grad)
-    return xp.where(x > 0, grad, xp.zeros_like(grad))
+    return grad * xp.astype(x > 0, grad.dtype)
 
 
 def leaky_relu(x: Any, negative_slope: float = 0.01) -> Any:
@@ -281,3 +296,384 @@ def bce_with_logits_backward(logits: Any, target: Any) -> Any:
     xp = array_namespace(logits)
     n = math.prod(logits.shape)
     return (sigmoid(xp, logits) - _like(target, logits)) / n
+
+
+# --------------------------------------------------------------------------- convolution
+# Images are NCHW: x (N, C, H, W). A window geometry is a kernel (kh, kw), a stride
+# (sh, sw), a padding ((top, bottom), (left, right)) and a dilation (dh, dw); the
+# output has OH = ⌊(H + top + bottom − dh(kh − 1) − 1)/sh⌋ + 1 rows (likewise OW).
+
+IM2COL_MAX_BYTES = 256 * 2**20
+"""Bound on the buffers that grow with the kernel area (kh·kw values per output element:
+the window matrix of a convolution and its scatter index, the spread gradient of an
+average pool): a batch that would exceed it is processed in chunks along N, each within
+the bound (at least one image per chunk). The pools' forward passes and the max pool's
+backward read strided views and need no such buffer on NumPy, CuPy and PyTorch."""
+
+Pair = tuple[int, int]
+Pads = tuple[Pair, Pair]
+
+
+def _pair(value: int | tuple[int, int]) -> Pair:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def _pads(padding: int | tuple[int, int] | Pads) -> Pads:
+    """((top, bottom), (left, right)) from p, (ph, pw) or the pairs themselves."""
+    if isinstance(padding, int):
+        return ((padding, padding), (padding, padding))
+    return tuple((p, p) if isinstance(p, int) else (int(p[0]), int(p[1])) for p in padding)
+
+
+def _out_size(x: Any, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair, name: str) -> Pair:
+    """(OH, OW), or a ValueError naming the shapes when the dilated kernel exceeds the input."""
+    padded = tuple(x.shape[2 + a] + sum(pads[a]) for a in (0, 1))
+    span = tuple(dilation[a] * (kernel[a] - 1) + 1 for a in (0, 1))
+    if span[0] > padded[0] or span[1] > padded[1]:
+        raise ValueError(
+            f"{name}: the (dilated) kernel {span} is larger than the padded input {padded} "
+            f"(input of shape {tuple(x.shape)}, padding {pads})."
+        )
+    return ((padded[0] - span[0]) // stride[0] + 1, (padded[1] - span[1]) // stride[1] + 1)
+
+
+def _pad(x: Any, pads: Pads, value: float, xp: Any) -> Any:
+    """x (N, C, H, W) surrounded by ``value``: (N, C, H + top + bottom, W + left + right)."""
+    for axis, (before, after) in ((2, pads[0]), (3, pads[1])):
+        if before or after:
+            shape = list(x.shape)
+            blocks = []
+            for size in (before, after):
+                shape[axis] = size
+                blocks.append(xp.full(tuple(shape), value, dtype=x.dtype, device=_device(x)))
+            x = xp.concat([blocks[0], x, blocks[1]], axis=axis)
+    return x
+
+
+def _windows(x: Any, kernel: Pair, stride: Pair, dilation: Pair, xp: Any) -> Any:
+    """Windows of x (N, C, H, W) as v (N, C, OH, kh, OW, kw), v[n, c, h, i, w, j] =
+    x[n, c, h·sh + i·dh, w·sw + j·dw]: a strided view where the library has one."""
+    v = sliding_windows(x, dilation[0] * (kernel[0] - 1) + 1, axis=2, stride=stride[0], xp=xp)
+    if dilation[0] > 1:
+        v = v[:, :, :, :: dilation[0], :]
+    v = sliding_windows(v, dilation[1] * (kernel[1] - 1) + 1, axis=4, stride=stride[1], xp=xp)
+    return v[..., :: dilation[1]] if dilation[1] > 1 else v
+
+
+_INDEX_CACHE: dict[tuple, Any] = {}
+
+
+def _window_index(
+    xp: Any,
+    dev: Any,
+    padded: tuple,
+    kernel: Pair,
+    out: Pair,
+    stride: Pair,
+    dilation: Pair,
+    order: str,
+) -> Any:
+    """Flat positions in the padded input (N, C, Hp, Wp) of every window element, in ``order``.
+
+    ``order`` names the axes: n, c (image, channel), i, j (kernel row, column), h, w
+    (output row, column); the position is ((n·C + c)·Hp + h·sh + i·dh)·Wp + w·sw + j·dw.
+    Computed once per geometry and kept (a few of them) for the next call.
+    """
+    key = (xp, str(dev), padded, kernel, out, stride, dilation, order)
+    if key not in _INDEX_CACHE:
+        N, C, Hp, Wp = padded
+        dt = index_dtype(xp, dev)
+        terms = {
+            "n": (N, C * Hp * Wp),
+            "c": (C, Hp * Wp),
+            "i": (kernel[0], dilation[0] * Wp),
+            "j": (kernel[1], dilation[1]),
+            "h": (out[0], stride[0] * Wp),
+            "w": (out[1], stride[1]),
+        }
+        index = xp.zeros((1,) * 6, dtype=dt, device=dev)
+        for axis, name in enumerate(order):
+            size, step = terms[name]
+            shape = [1] * 6
+            shape[axis] = size
+            index = index + xp.reshape(xp.arange(size, dtype=dt, device=dev) * step, tuple(shape))
+        if len(_INDEX_CACHE) >= 16:
+            del _INDEX_CACHE[next(iter(_INDEX_CACHE))]
+        _INDEX_CACHE[key] = xp.reshape(index, (-1,))
+    return _INDEX_CACHE[key]
+
+
+def _chunks(n: int, bytes_per_image: int, max_bytes: int) -> list[slice]:
+    """Slices of the batch holding at most ``max_bytes`` of buffers each (≥ 1 image)."""
+    per = max(1, max_bytes // max(1, bytes_per_image))
+    return [slice(lo, min(lo + per, n)) for lo in range(0, n, per)]
+
+
+def _nbytes(xp: Any, dtype: Any) -> int:
+    return (xp.finfo(dtype) if xp.isdtype(dtype, "real floating") else xp.iinfo(dtype)).bits // 8
+
+
+def _cat(parts: list[Any], xp: Any) -> Any:
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+
+
+def _rows(x: Any, rows: slice) -> Any:
+    """x[rows] along the batch axis; x itself when that is all of it."""
+    return x if rows.start == 0 and rows.stop == x.shape[0] else x[rows, ...]
+
+
+def _unpad(x: Any, pads: Pads) -> Any:
+    """The inverse of :func:`_pad`: crop the borders of x (N, C, Hp, Wp)."""
+    (top, bottom), (left, right) = pads
+    return x[:, :, top : x.shape[2] - bottom, left : x.shape[3] - right]
+
+
+def _scatter_windows(
+    values: Any,
+    padded: tuple,
+    kernel: Pair,
+    out: Pair,
+    stride: Pair,
+    dilation: Pair,
+    order: str,
+    xp: Any,
+) -> Any:
+    """Sum window values (in ``order``, see :func:`_window_index`) into the padded input."""
+    dev = _device(values)
+    index = _window_index(xp, dev, padded, kernel, out, stride, dilation, order)
+    total = math.prod(padded)
+    return xp.reshape(scatter_add(total, index, xp.reshape(values, (-1,)), xp=xp), padded)
+
+
+def conv2d(
+    x: Any,
+    W: Any,
+    b: Any = None,
+    stride: int | Pair = 1,
+    padding: int | Pair | Pads = 0,
+    dilation: int | Pair = 1,
+    *,
+    max_bytes: int = IM2COL_MAX_BYTES,
+    xp: Any = None,
+) -> tuple[Any, Any]:
+    """2-D cross-correlation of x (N, C, H, W) with W (K, C, kh, kw), plus b (K,) or None.
+
+    y[n, k, h, w] = b[k] + Σ_{c,i,j} W[k, c, i, j] · x̃[n, c, h·sh + i·dh, w·sw + j·dw],
+    x̃ the zero-padded input. The windows of x̃ form a matrix X̃ of shape
+    (C·kh·kw, N·OH·OW), and Y = W̃X̃ is one matrix product, W̃ being W reshaped to
+    (K, C·kh·kw). Returns (y (N, K, OH, OW), X̃); X̃ is None when the batch was
+    processed in chunks (see :data:`IM2COL_MAX_BYTES`), and :func:`conv2d_backward`
+    then extracts the windows again. ``padding`` is p, (ph, pw) or
+    ((top, bottom), (left, right)); ``xp`` overrides the namespace of x.
+    """
+    xp = xp or array_namespace(x)
+    kernel, stride, pads, dilation = _geometry(W, stride, padding, dilation)
+    out = _out_size(x, kernel, stride, pads, dilation, "conv2d")
+    N, K = x.shape[0], W.shape[0]
+    W2 = xp.reshape(W, (K, -1))
+    parts, cols = [], None
+    for rows in _chunks(N, _conv_bytes(W2, out, x, xp), max_bytes):
+        cols = _im2col(_rows(x, rows), kernel, stride, pads, dilation, xp)
+        Y = W2 @ cols if b is None else W2 @ cols + xp.reshape(b, (K, 1))
+        parts.append(xp.permute_dims(xp.reshape(Y, (K, -1, *out)), (1, 0, 2, 3)))
+    return _cat(parts, xp), (cols if len(parts) == 1 else None)
+
+
+def _geometry(W: Any, stride: Any, padding: Any, dilation: Any) -> tuple[Pair, Pair, Pads, Pair]:
+    return (W.shape[2], W.shape[3]), _pair(stride), _pads(padding), _pair(dilation)
+
+
+def _conv_bytes(W2: Any, out: Pair, x: Any, xp: Any) -> int:
+    """Bytes per image of the window matrix and of its scatter index."""
+    index_bytes = _nbytes(xp, index_dtype(xp, _device(x)))
+    return W2.shape[1] * out[0] * out[1] * (_nbytes(xp, x.dtype) + index_bytes)
+
+
+def _im2col(x: Any, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair, xp: Any) -> Any:
+    """The window matrix (C·kh·kw, N·OH·OW) of x (N, C, H, W), rows ordered (c, i, j)."""
+    w = _windows(_pad(x, pads, 0.0, xp), kernel, stride, dilation, xp)
+    N, C, OH, kh, OW, kw = w.shape
+    return xp.reshape(xp.permute_dims(w, (1, 3, 5, 0, 2, 4)), (C * kh * kw, N * OH * OW))
+
+
+def conv2d_backward(
+    x: Any,
+    W: Any,
+    grad: Any,
+    stride: int | Pair = 1,
+    padding: int | Pair | Pads = 0,
+    dilation: int | Pair = 1,
+    *,
+    cols: Any = None,
+    bias: bool = True,
+    input_grad: bool = True,
+    max_bytes: int = IM2COL_MAX_BYTES,
+    xp: Any = None,
+) -> tuple[Any, Any, Any]:
+    """(∂L/∂x, ∂L/∂W, ∂L/∂b) of :func:`conv2d` for g = ∂L/∂y (N, K, OH, OW).
+
+    With G = g as (K, N·OH·OW): ∂L/∂W̃ = G X̃ᵀ, ∂L/∂b = Σ_{n,h,w} g, and the window
+    gradients (∂L/∂X̃)ᵀ = GᵀW̃ are summed back into the pixels they were taken from
+    (``scatter_add`` through flat indices), then the padding is cropped. ``cols`` is the
+    X̃ returned by the forward pass (None: extracted again). ∂L/∂x is None with
+    ``input_grad=False``, ∂L/∂b None with ``bias=False``.
+    """
+    xp = xp or array_namespace(grad)
+    kernel, stride, pads, dilation = _geometry(W, stride, padding, dilation)
+    N, C, H, Wd = x.shape
+    K, out = W.shape[0], (grad.shape[2], grad.shape[3])
+    W2 = xp.reshape(W, (K, -1))
+    padded_per_image = (C, H + sum(pads[0]), Wd + sum(pads[1]))
+    if cols is not None:
+        chunks = [slice(0, N)]
+    else:
+        chunks = _chunks(N, _conv_bytes(W2, out, x, xp), max_bytes)
+    dW, dx_parts = None, []
+    for rows in chunks:
+        g = _rows(grad, rows)
+        Gt = xp.matrix_transpose(xp.reshape(xp.permute_dims(g, (1, 0, 2, 3)), (K, -1)))
+        X = _im2col(_rows(x, rows), kernel, stride, pads, dilation, xp) if cols is None else cols
+        part = xp.matrix_transpose(X @ Gt)  # (X̃Gᵀ)ᵀ: on OpenBLAS twice as fast as G X̃ᵀ
+        dW = part if dW is None else dW + part
+        if input_grad:
+            padded = (g.shape[0], *padded_per_image)
+            dcols = Gt @ W2  # (∂L/∂X̃)ᵀ: rows (n, h, w), columns (c, i, j)
+            dpad = _scatter_windows(dcols, padded, kernel, out, stride, dilation, "nhwcij", xp)
+            dx_parts.append(_unpad(dpad, pads))
+    dx = _cat(dx_parts, xp) if input_grad else None
+    db = xp.sum(grad, axis=(0, 2, 3)) if bias else None
+    return dx, xp.reshape(dW, W.shape), db
+
+
+# --------------------------------------------------------------------------- pooling
+def _pool_geometry(kernel_size: Any, stride: Any, padding: Any) -> tuple[Pair, Pair, Pads]:
+    kernel = _pair(kernel_size)
+    return kernel, kernel if stride is None else _pair(stride), _pads(padding)
+
+
+def max_pool2d(
+    x: Any,
+    kernel_size: int | Pair,
+    stride: int | Pair | None = None,
+    padding: int | Pair = 0,
+    *,
+    xp: Any = None,
+) -> Any:
+    """y[n, c, h, w] = max_{i,j} x̃[n, c, h·sh + i, w·sw + j], x̃ padded with −∞.
+
+    x is (N, C, H, W), y (N, C, OH, OW); stride defaults to the kernel size. Computed
+    as an element-wise maximum over the kh·kw offsets (i, j) of strided views: no
+    window buffer, and no reduction along a short axis.
+    """
+    xp = xp or array_namespace(x)
+    kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
+    _out_size(x, kernel, stride, pads, (1, 1), "max_pool2d")
+    w = _windows(_pad(x, pads, -math.inf, xp), kernel, stride, (1, 1), xp)
+    y = w[:, :, :, 0, :, 0]
+    for i, j in _offsets(kernel)[1:]:
+        y = xp.maximum(y, w[:, :, :, i, :, j])
+    return y
+
+
+def _offsets(kernel: Pair) -> list[Pair]:
+    """The kernel offsets (i, j) in row-major order."""
+    return [(i, j) for i in range(kernel[0]) for j in range(kernel[1])]
+
+
+def max_pool2d_backward(
+    x: Any,
+    y: Any,
+    grad: Any,
+    kernel_size: int | Pair,
+    stride: int | Pair | None = None,
+    padding: int | Pair = 0,
+    *,
+    xp: Any = None,
+) -> Any:
+    """∂L/∂x of :func:`max_pool2d` from its input x and output y: each g[n, c, h, w] goes
+    to the first maximum of its window in row-major order (as PyTorch), summed where
+    overlapping windows share it.
+
+    The first maximum's offset a = i·kw + j is found with boolean masks (hit = [w_a = y]
+    and no earlier hit), then g is added at position (h·sh + i, w·sw + j) of the padded
+    input by ``scatter_add``, and the padding cropped.
+    """
+    xp = xp or array_namespace(grad)
+    kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
+    w = _windows(_pad(x, pads, -math.inf, xp), kernel, stride, (1, 1), xp)
+    N, C, H, W = x.shape
+    padded = (N, C, H + sum(pads[0]), W + sum(pads[1]))
+    out, dev = (grad.shape[2], grad.shape[3]), _device(grad)
+    corner = _window_index(xp, dev, padded, (1, 1), out, stride, (1, 1), "ncijhw")
+    found = w[:, :, :, 0, :, 0] == y
+    offset = xp.zeros(y.shape, dtype=corner.dtype, device=dev)
+    for i, j in _offsets(kernel)[1:]:
+        hit = (w[:, :, :, i, :, j] == y) & ~found
+        offset = offset + xp.astype(hit, corner.dtype) * (i * padded[3] + j)
+        found = found | hit
+    index = corner + xp.reshape(offset, (-1,))
+    dpad = scatter_add(math.prod(padded), index, xp.reshape(grad, (-1,)), xp=xp)
+    return _unpad(xp.reshape(dpad, padded), pads)
+
+
+def avg_pool2d(
+    x: Any,
+    kernel_size: int | Pair,
+    stride: int | Pair | None = None,
+    padding: int | Pair = 0,
+    *,
+    xp: Any = None,
+) -> Any:
+    """y[n, c, h, w] = (1/(kh·kw)) Σ_{i,j} x̃[n, c, h·sh + i, w·sw + j], x̃ zero-padded.
+
+    The padding counts in the mean (PyTorch's ``count_include_pad=True``). x is
+    (N, C, H, W), y (N, C, OH, OW); stride defaults to the kernel size. Summed over
+    the kh·kw offsets (i, j) of strided views, as :func:`max_pool2d`.
+    """
+    xp = xp or array_namespace(x)
+    kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
+    _out_size(x, kernel, stride, pads, (1, 1), "avg_pool2d")
+    w = _windows(_pad(x, pads, 0.0, xp), kernel, stride, (1, 1), xp)
+    total = w[:, :, :, 0, :, 0]
+    for i, j in _offsets(kernel)[1:]:
+        total = total + w[:, :, :, i, :, j]
+    return total / (kernel[0] * kernel[1])
+
+
+def avg_pool2d_backward(
+    x_shape: tuple[int, ...],
+    grad: Any,
+    kernel_size: int | Pair,
+    stride: int | Pair | None = None,
+    padding: int | Pair = 0,
+    *,
+    max_bytes: int = IM2COL_MAX_BYTES,
+    xp: Any = None,
+) -> Any:
+    """∂L/∂x (``x_shape``) of :func:`avg_pool2d`: g[n, c, h, w]/(kh·kw) added to every
+    pixel of its window (summed where windows overlap), the padding cropped."""
+    xp = xp or array_namespace(grad)
+    kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
+    N, C, H, W = x_shape
+    out, size = (grad.shape[2], grad.shape[3]), kernel[0] * kernel[1]
+    bytes_per = _nbytes(xp, grad.dtype) + _nbytes(xp, index_dtype(xp, _device(grad)))
+    parts = []
+    for rows in _chunks(N, C * out[0] * out[1] * size * bytes_per, max_bytes):
+        g = _rows(grad, rows) / size
+        values = xp.broadcast_to(g[..., None, None], (*g.shape, *kernel))
+        padded = (g.shape[0], C, H + sum(pads[0]), W + sum(pads[1]))
+        dpad = _scatter_windows(values, padded, kernel, out, stride, (1, 1), "nchwij", xp)
+        parts.append(_unpad(dpad, pads))
+    return _cat(parts, xp)
+
+
+def global_avg_pool2d(x: Any) -> Any:
+    """y[n, c] = mean_{h,w} x[n, c, h, w]: (N, C, H, W) → (N, C)."""
+    return array_namespace(x).mean(x, axis=(2, 3))
+
+
+def global_avg_pool2d_backward(x_shape: tuple[int, ...], grad: Any) -> Any:
+    """∂L/∂x[n, c, h, w] = g[n, c]/(H·W), of shape ``x_shape`` (N, C, H, W)."""
+    xp = array_namespace(grad)
+    scale = 1 / (x_shape[2] * x_shape[3])
+    return xp.broadcast_to(grad[:, :, None, None] * scale, tuple(x_shape))

@@ -16,9 +16,9 @@ from mlxp._compat import Generator, default_float, move, synchronize
 from mlxp._validation import _to_array
 from mlxp.exceptions import DivergenceError
 from mlxp.io import register_model
-from mlxp.nn.layers import Dense
+from mlxp.nn.layers import Conv2D, Dense
 from mlxp.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
-from mlxp.optim import SGD, Adam, Optimizer
+from mlxp.optim import SGD, Adam, Optimizer, ReduceLROnPlateau, Schedule
 
 __all__ = ["EarlyStopping", "History", "Sequential"]
 
@@ -216,7 +216,7 @@ class Sequential:
         for i in range(len(self.layers) - 1, 0, -1):
             grad = self.layers[i].backward(grad)
         first = self.layers[0]
-        if isinstance(first, Dense):
+        if isinstance(first, (Dense, Conv2D)):
             first.backward(grad, input_grad=False)
         else:
             first.backward(grad)
@@ -237,6 +237,7 @@ class Sequential:
         progress: bool = True,
         weight_decay: float = 0.0,
         metrics: tuple[str, ...] = (),
+        schedule: Schedule | ReduceLROnPlateau | None = None,
     ) -> History:
         """Mini-batch training; returns the :class:`History` of per-epoch losses (and accuracy).
 
@@ -245,6 +246,8 @@ class Sequential:
         gradients (an L2 penalty ½λ‖W‖²/n per sample). Batches are gathered on the
         device; the loss is accumulated there and read back once per epoch.
         ``metrics=("accuracy",)`` also records the accuracy (an extra pass over the data).
+        ``schedule`` (from :mod:`mlxp.optim`) sets the learning rate of each epoch; a
+        ``ReduceLROnPlateau`` is stepped with the epoch's validation loss (else its loss).
         """
         loss_fn = _make_loss(loss)
         opt = OPTIMIZERS[optimizer]() if isinstance(optimizer, str) else optimizer
@@ -270,6 +273,8 @@ class Sequential:
         good = self.get_weights()
         first_batch = first_loss = None
         for epoch in range(1, epochs + 1):
+            if schedule is not None and not isinstance(schedule, ReduceLROnPlateau):
+                opt.lr = schedule(epoch - 1)
             start = time.perf_counter()
             order = self._rng.permutation(n, xp=xp, device=dev) if shuffle else None
             total = xp.zeros((), dtype=X.dtype, device=dev)
@@ -316,6 +321,8 @@ class Sequential:
             for key, value in logs.items():
                 history.setdefault(key, []).append(value)
             bar.end_epoch(epoch, logs, time.perf_counter() - start)
+            if isinstance(schedule, ReduceLROnPlateau):
+                opt.lr = schedule.step(logs.get("val_loss", logs["loss"]))
             stop = [callback.on_epoch_end(self, epoch, logs) for callback in callbacks]
             if any(stop):
                 break
