@@ -208,8 +208,10 @@ def scatter_add(n: int, index: Any, values: Any, *, xp: Any = None) -> Any:
     """Sum rows of ``values`` into ``n`` slots: ``out[index[i]] += values[i]``.
 
     ``index`` has shape (m,), ``values`` shape (m, ...); the result has shape (n, ...).
-    Repeated indices accumulate. Portable fallback: a one-hot matrix product
-    (m·n memory), replaced by the library's own scatter where there is one.
+    Repeated indices accumulate. Portable fallback: the scatter turned into K gathers,
+    K the largest multiplicity of an index: slot s sums ``values[inv[s, k]]`` over k,
+    with ``inv`` (n, K) built on the host from ``index`` (padding points at a zero row).
+    O((n + m)·K) time and memory, exact; the library's own scatter where there is one.
     """
     xp = xp or aac.array_namespace(values)
     dev = aac.device(values)
@@ -229,10 +231,27 @@ def scatter_add(n: int, index: Any, values: Any, *, xp: Any = None) -> Any:
         out = xp.zeros((n, *tail), dtype=values.dtype)
         cupyx.scatter_add(out, index, values)
         return out
-    slots = xp.arange(n, dtype=index.dtype, device=dev)
-    one_hot = xp.astype(index[None, :] == slots[:, None], values.dtype)  # (n, m)
+    inverse = _inverse_index(to_numpy(index), n)  # (n, K) positions into values, m = none
     flat = xp.reshape(values, (values.shape[0], -1))
-    return xp.reshape(one_hot @ flat, (n, *tail))
+    flat = xp.concat([flat, xp.zeros((1, flat.shape[1]), dtype=flat.dtype, device=dev)], axis=0)
+    out = xp.zeros((n, flat.shape[1]), dtype=flat.dtype, device=dev)
+    for k in range(inverse.shape[1]):
+        rows = xp.asarray(inverse[:, k], dtype=index_dtype(xp, dev), device=dev)
+        out = out + xp.take(flat, rows, axis=0)
+    return xp.reshape(out, (n, *tail))
+
+
+def _inverse_index(index: np.ndarray, n: int) -> np.ndarray:
+    """For each slot s < n, the positions i with index[i] = s, padded with len(index)."""
+    m = index.shape[0]
+    order = np.argsort(index, kind="stable")
+    counts = np.bincount(index, minlength=n)[:n]
+    width = max(int(counts.max(initial=0)), 1)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.arange(m) - np.repeat(starts, counts)  # position of each sorted entry in its slot
+    inverse = np.full((n, width), m, dtype=np.int64)
+    inverse[index[order], rank] = order
+    return inverse
 
 
 def sliding_windows(x: Any, window: int, *, axis: int = -1, stride: int = 1, xp: Any = None):
