@@ -5,7 +5,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from mlxp._compat import argmax, check_random_state, encode_labels, move, to_numpy
+from mlxp._classifier import MarginClassifierMixin
+from mlxp._compat import check_random_state, encode_labels, move, to_numpy
 from mlxp._validation import check_is_fitted, validate_data
 from mlxp.base import BaseEstimator, ClassifierMixin
 from mlxp.exceptions import ConvergenceWarning, ecosystem_class
@@ -13,7 +14,6 @@ from mlxp.linear_model._linear import _check_number
 from mlxp.linear_model._logistic_loss import LogisticObjective
 from mlxp.linear_model._minimize import minimize_lbfgs, minimize_newton
 from mlxp.linear_model._stochastic import OPTIMIZERS, minimize_sgd
-from mlxp.nn.functional import log_softmax, sigmoid
 from mlxp.optim import Optimizer
 
 __all__ = ["LogisticRegression"]
@@ -21,7 +21,7 @@ __all__ = ["LogisticRegression"]
 SOLVERS = ("lbfgs", "newton", "gd", "sgd")
 
 
-class LogisticRegression(ClassifierMixin, BaseEstimator):
+class LogisticRegression(MarginClassifierMixin, ClassifierMixin, BaseEstimator):
     """Logistic regression by maximum likelihood with an L2 penalty.
 
     Minimises C·Σᵢ sᵢ ℓᵢ + ½‖W‖² (the intercept is not penalised), where ℓᵢ is the
@@ -242,42 +242,6 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         """Margins XWᵀ + b: shape (n_samples,) for two classes, else (n_samples, n_classes)."""
         place, Z = self._margins(X)
         return place.to_caller(Z[:, 0] if Z.shape[1] == 1 else Z)
-
-    def predict_log_proba(self, X: Any) -> Any:
-        """log P(class | x), shape (n_samples, n_classes), computed without overflow."""
-        place, Z = self._margins(X)
-        xp = place.xp
-        if Z.shape[1] == 1:
-            Z = xp.concat([-Z, Z], axis=1) / 2  # softmax([−z/2, z/2]) = [1 − σ(z), σ(z)]
-        return place.to_caller(log_softmax(xp, Z))
-
-    def predict_proba(self, X: Any) -> Any:
-        """P(class | x): [1 − σ(z), σ(z)] for two classes, softmax(z) otherwise."""
-        place, Z = self._margins(X)
-        xp = place.xp
-        if Z.shape[1] == 1:
-            positive = sigmoid(xp, Z)
-            return place.to_caller(xp.concat([1 - positive, positive], axis=1))
-        return place.to_caller(xp.exp(log_softmax(xp, Z)))
-
-    def predict(self, X: Any) -> Any:
-        """The most probable label of each sample (labels as given to ``fit``).
-
-        Numeric and boolean labels come back in the input's namespace and device;
-        other labels (strings) as a NumPy array.
-        """
-        place, Z = self._margins(X)
-        xp = place.xp
-        if Z.shape[1] == 1:
-            Z = xp.concat([xp.zeros_like(Z), Z], axis=1)  # class 1 iff z > 0
-        best = argmax(Z, axis=1)
-        return self._labels_of(place, best)
-
-    def _labels_of(self, place: Any, indices: Any) -> Any:
-        if self.classes_.dtype.kind in "biuf":
-            classes = place.to_caller(self.classes_)
-            return place.out_xp.take(classes, place.to_caller(indices))
-        return self.classes_[to_numpy(indices)]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

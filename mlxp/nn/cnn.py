@@ -152,5 +152,5 @@ class CNNClassifier(MLPClassifier):
         finally:
             del self._input_image_shape
 
-    def _outputs(self, X: Any) -> tuple[Any, Any]:
-        return super()._outputs(self._flat(X))
+    def _margins(self, X: Any) -> tuple[Any, Any]:
+        return super()._margins(self._flat(X))

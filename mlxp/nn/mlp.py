@@ -6,6 +6,7 @@ import numbers
 import warnings
 from typing import Any
 
+from mlxp._classifier import MarginClassifierMixin
 from mlxp._compat import (
     Generator,
     argmax,
@@ -13,14 +14,12 @@ from mlxp._compat import (
     encode_labels,
     labels_to_host,
     move,
-    to_numpy,
 )
 from mlxp._validation import check_is_fitted, validate_data
 from mlxp.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from mlxp.exceptions import ConvergenceWarning, ecosystem_class
 from mlxp.io import register_model
 from mlxp.nn import layers as L
-from mlxp.nn.functional import log_softmax, sigmoid
 from mlxp.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from mlxp.nn.sequential import Sequential
 from mlxp.optim import SGD, Adam
@@ -265,7 +264,7 @@ class _BaseMLP(BaseEstimator):
         copy.__dict__.update(model.__dict__)
         return copy
 
-    def _outputs(self, X: Any) -> tuple[Any, Any]:
+    def _margins(self, X: Any) -> tuple[Any, Any]:
         check_is_fitted(self, "coefs_")
         place, X, _, _ = validate_data(self, X, reset=False)
         model, X = self._model._on(X, place.xp, place.device)
@@ -317,7 +316,7 @@ def _tuples(value: Any) -> Any:
 
 
 @register_model
-class MLPClassifier(ClassifierMixin, _BaseMLP):
+class MLPClassifier(MarginClassifierMixin, ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier trained on the cross-entropy.
 
     Hidden layers Dense → activation; the output is one logit with the sigmoid
@@ -368,34 +367,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             hits = argmax(out, axis=1) == targets
         return float(xp.mean(xp.astype(hits, X.dtype)))
 
-    def predict_proba(self, X: Any) -> Any:
-        """Class probabilities, shape (n_samples, n_classes), columns in ``classes_`` order."""
-        place, out = self._outputs(X)
-        xp = place.xp
-        if out.shape[1] == 1:
-            positive = sigmoid(xp, out)
-            return place.to_caller(xp.concat([1 - positive, positive], axis=1))
-        return place.to_caller(xp.exp(log_softmax(xp, out)))
-
-    def predict_log_proba(self, X: Any) -> Any:
-        """log of :meth:`predict_proba`, computed without overflow."""
-        place, out = self._outputs(X)
-        xp = place.xp
-        if out.shape[1] == 1:
-            out = xp.concat([-out, out], axis=1) / 2
-        return place.to_caller(log_softmax(xp, out))
-
-    def predict(self, X: Any) -> Any:
-        """The most probable label of each sample (numeric labels in the input's namespace)."""
-        place, out = self._outputs(X)
-        xp = place.xp
-        if out.shape[1] == 1:
-            out = xp.concat([xp.zeros_like(out), out], axis=1)
-        best = argmax(out, axis=1)
-        if self.classes_.dtype.kind in "biuf":
-            return place.out_xp.take(place.to_caller(self.classes_), place.to_caller(best))
-        return self.classes_[to_numpy(best)]
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_class = True
@@ -429,7 +400,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def predict(self, X: Any) -> Any:
         """Network outputs: shape (n_samples,) if fitted on 1-D y, else (n_samples, n_targets)."""
-        place, out = self._outputs(X)
+        place, out = self._margins(X)
         return place.to_caller(out[:, 0] if self._y_1d else out)
 
     def __sklearn_tags__(self):
