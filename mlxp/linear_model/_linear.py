@@ -12,7 +12,7 @@ from mlxp.base import BaseEstimator, RegressorMixin
 from mlxp.exceptions import ConvergenceWarning, ecosystem_class
 from mlxp.linear_model._exact import solve_auto, solve_cholesky, solve_qr, solve_svd
 from mlxp.linear_model._iterative import LeastSquaresObjective
-from mlxp.linear_model._stochastic import OPTIMIZERS, minimize_sgd
+from mlxp.linear_model._stochastic import check_optimizer, minimize_sgd
 from mlxp.optim import Optimizer
 
 __all__ = ["LinearRegression", "Ridge"]
@@ -59,12 +59,7 @@ class _LinearModel(RegressorMixin, BaseEstimator):
         _check_number("tol", self.tol, low=0)
         _check_number("learning_rate", self.learning_rate, low=0, strict=True, allow_none=True)
         _check_number("batch_size", self.batch_size, low=1, integer=True)
-        named = isinstance(self.optimizer, str) and self.optimizer in OPTIMIZERS
-        if not (named or isinstance(self.optimizer, Optimizer)):
-            raise ValueError(
-                f"optimizer must be one of {tuple(OPTIMIZERS)} or an mlxp.optim optimiser; "
-                f"got {self.optimizer!r}."
-            )
+        check_optimizer(self.optimizer)
         check_random_state(self.random_state)
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> _LinearModel:

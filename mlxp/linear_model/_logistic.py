@@ -13,8 +13,7 @@ from mlxp.exceptions import ConvergenceWarning, ecosystem_class
 from mlxp.linear_model._linear import _check_number
 from mlxp.linear_model._logistic_loss import LogisticObjective
 from mlxp.linear_model._minimize import minimize_lbfgs, minimize_newton
-from mlxp.linear_model._stochastic import OPTIMIZERS, minimize_sgd
-from mlxp.optim import Optimizer
+from mlxp.linear_model._stochastic import check_optimizer, minimize_sgd
 
 __all__ = ["LogisticRegression"]
 
@@ -125,12 +124,7 @@ class LogisticRegression(MarginClassifierMixin, ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"class_weight must be None, 'balanced' or a dict; got {self.class_weight!r}."
             )
-        named = isinstance(self.optimizer, str) and self.optimizer in OPTIMIZERS
-        if not (named or isinstance(self.optimizer, Optimizer)):
-            raise ValueError(
-                f"optimizer must be one of {tuple(OPTIMIZERS)} or an mlxp.optim optimiser; "
-                f"got {self.optimizer!r}."
-            )
+        check_optimizer(self.optimizer)
         check_random_state(self.random_state)
 
     def _class_weights(self, classes: Any, counts: list[float]) -> list[float]:

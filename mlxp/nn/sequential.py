@@ -287,15 +287,14 @@ class Sequential:
                     xb, yb = xp.take(X, rows, axis=0), xp.take(y, rows, axis=0)
                 value = loss_fn.forward(self.forward(xb, training=True), yb)
                 self._backward_for_training(loss_fn.backward())
-                grads = self.gradients()
+                params, grads = self.parameters, self.gradients()
                 if weight_decay:
+                    decay = weight_decay / (hi - lo)
                     grads = {
-                        k: g + (weight_decay / (hi - lo)) * self.parameters[k]
-                        if k.endswith(".W")
-                        else g
+                        k: g + decay * params[k] if k.endswith(".W") else g
                         for k, g in grads.items()
                     }
-                self.set_weights(opt.step(self.parameters, grads))
+                self.set_weights(opt.step(params, grads))
                 total = total + value * (hi - lo)
                 if first_batch is None:
                     first_batch = value  # the reference for "blowing up", read after epoch 1
