@@ -8,7 +8,8 @@ with, where a library offers something better, a small named fast path beside it
 * :func:`to_numpy` / :func:`move` -- arrays to the host, or to another namespace/device;
 * :func:`synchronize` -- wait for queued device work (for timing);
 * :func:`scatter_add` -- ``out[index[i]] += values[i]`` with repeated indices;
-* :func:`sliding_windows` -- strided windows along one axis (for convolutions).
+* :func:`sliding_windows` -- strided windows along one axis (for convolutions);
+* :func:`slice_add` -- parts summed into regions of one array (windows' adjoint).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "encode_labels",
     "move",
     "scatter_add",
+    "slice_add",
     "sliding_windows",
     "synchronize",
     "to_numpy",
@@ -284,6 +286,52 @@ def sliding_windows(x: Any, window: int, *, axis: int = -1, stride: int = 1, xp:
     idx = xp.reshape(starts[:, None] + xp.arange(window, device=dev)[None, :], (-1,))
     taken = xp.take(x, idx, axis=axis)
     return xp.reshape(taken, (*x.shape[:axis], n_windows, window, *x.shape[axis + 1 :]))
+
+
+def slice_add(
+    shape: tuple[int, ...], regions: list[tuple[slice, ...]], parts: list[Any], *, xp: Any = None
+) -> Any:
+    """A zero array of ``shape`` with ``out[region] += part`` for each region and part.
+
+    Regions are tuples of slices (positive steps), one per axis; where they overlap the
+    parts sum (the adjoint of reading each region: a transposed convolution sums window
+    gradients this way). NumPy, CuPy and PyTorch add in place into one buffer, JAX with
+    ``.at[region].add``; the portable fallback is one :func:`scatter_add` of all parts
+    through the flat positions of their regions.
+    """
+    xp = xp or aac.array_namespace(parts[0])
+    dtype, dev = parts[0].dtype, aac.device(parts[0])
+    in_place = (aac.is_numpy_namespace, aac.is_cupy_namespace, aac.is_torch_namespace)
+    if any(is_library(xp) for is_library in in_place):
+        out = xp.zeros(shape, dtype=dtype, device=dev)
+        for region, part in zip(regions, parts, strict=True):
+            out[region] += part
+        return out
+    if aac.is_jax_namespace(xp):
+        out = xp.zeros(shape, dtype=dtype)
+        for region, part in zip(regions, parts, strict=True):
+            out = out.at[region].add(part)
+        return out
+    index = xp.concat([_flat_positions(shape, region, xp, dev) for region in regions])
+    values = xp.concat([xp.reshape(part, (-1,)) for part in parts])
+    total = 1
+    for size in shape:
+        total *= size
+    return xp.reshape(scatter_add(total, index, values, xp=xp), shape)
+
+
+def _flat_positions(shape: tuple[int, ...], region: tuple[slice, ...], xp: Any, dev: Any) -> Any:
+    """The row-major flat positions of the elements of ``region`` in ``shape``, flattened."""
+    dt = index_dtype(xp, dev)
+    position, step = xp.zeros((1,) * len(shape), dtype=dt, device=dev), 1
+    for axis in reversed(range(len(shape))):
+        start, stop, stride = region[axis].indices(shape[axis])
+        along = xp.arange(start, stop, stride, dtype=dt, device=dev) * step
+        position = position + xp.reshape(
+            along, tuple(-1 if a == axis else 1 for a in range(len(shape)))
+        )
+        step *= shape[axis]
+    return xp.reshape(position, (-1,))
 
 
 # --------------------------------------------------------------------------- class labels

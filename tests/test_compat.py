@@ -17,6 +17,7 @@ from mlxp._compat import (
     default_float,
     move,
     scatter_add,
+    slice_add,
     sliding_windows,
     synchronize,
     to_numpy,
@@ -231,6 +232,32 @@ def test_scatter_add_matches_np_add_at(backend, dtype, tail, fallback, rng):
     assert tuple(out.shape) == expected.shape
     np.testing.assert_allclose(to_numpy(out), expected, rtol=rtol_for(dtype), atol=1e-6)
     assert not np.any(to_numpy(out)[[2, 4, 6]])
+
+
+# --------------------------------------------------------------------------- slice_add
+SLICE_SHAPE = (2, 7, 6)
+SLICE_REGIONS = [  # overlapping, strided, and one reaching the last element
+    (slice(None), slice(0, 5, 2), slice(1, 4)),
+    (slice(None), slice(1, 6, 2), slice(0, 6, 3)),
+    (slice(0, 1), slice(2, 7), slice(5, 6)),
+    (slice(None), slice(0, 5, 2), slice(1, 4)),  # the first region again: sums
+]
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["native", "fallback"])
+def test_slice_add_matches_in_place_numpy(backend, dtype, fallback, rng):
+    expected = np.zeros(SLICE_SHAPE, dtype=dtype)
+    parts = []
+    for region in SLICE_REGIONS:
+        part = rng.standard_normal(expected[region].shape).astype(dtype)
+        expected[region] += part
+        parts.append(part)
+    xp = _Unrecognised(backend.xp) if fallback else None
+    out = slice_add(SLICE_SHAPE, SLICE_REGIONS, [backend.asarray(p) for p in parts], xp=xp)
+    _assert_on(out, backend, backend.dtype(dtype))
+    assert tuple(out.shape) == SLICE_SHAPE
+    np.testing.assert_allclose(to_numpy(out), expected, rtol=rtol_for(dtype), atol=1e-6)
+    assert not np.any(to_numpy(out)[:, :, :][expected == 0])
 
 
 # --------------------------------------------------------------------------- sliding_windows

@@ -19,7 +19,7 @@ from typing import Any
 from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
-from mlxp._compat import index_dtype, scatter_add, sliding_windows
+from mlxp._compat import index_dtype, scatter_add, slice_add, sliding_windows
 
 __all__ = [
     "IM2COL_MAX_BYTES",
@@ -302,10 +302,13 @@ def bce_with_logits_backward(logits: Any, target: Any) -> Any:
 # Images are NCHW: x (N, C, H, W). A window geometry is a kernel (kh, kw), a stride
 # (sh, sw), a padding ((top, bottom), (left, right)) and a dilation (dh, dw); the
 # output has OH = ⌊(H + top + bottom − dh(kh − 1) − 1)/sh⌋ + 1 rows (likewise OW).
+# The shapes are NCHW whatever the storage: a convolution stores its output batch
+# innermost (C, H, W, N), element-wise layers and pools keep that order, and the next
+# convolution then reads its windows as long contiguous runs (see _window_matrix).
 
 IM2COL_MAX_BYTES = 256 * 2**20
 """Bound on the buffers that grow with the kernel area (kh·kw values per output element:
-the window matrix of a convolution and its scatter index, the spread gradient of an
+the window matrix of a convolution and its window gradients, the spread gradient of an
 average pool): a batch that would exceed it is processed in chunks along N, each within
 the bound (at least one image per chunk). The pools' forward passes and the max pool's
 backward read strided views and need no such buffer on NumPy, CuPy and PyTorch."""
@@ -337,9 +340,11 @@ def _out_size(x: Any, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair, na
     return ((padded[0] - span[0]) // stride[0] + 1, (padded[1] - span[1]) // stride[1] + 1)
 
 
-def _pad(x: Any, pads: Pads, value: float, xp: Any) -> Any:
-    """x (N, C, H, W) surrounded by ``value``: (N, C, H + top + bottom, W + left + right)."""
-    for axis, (before, after) in ((2, pads[0]), (3, pads[1])):
+def _pad(x: Any, pads: Pads, value: float, xp: Any, axes: Pair = (2, 3)) -> Any:
+    """x (N, C, H, W) surrounded by ``value``: (N, C, H + top + bottom, W + left + right).
+
+    ``axes`` names the image's (H, W) axes when they are not 2 and 3."""
+    for axis, (before, after) in zip(axes, pads, strict=True):
         if before or after:
             shape = list(x.shape)
             blocks = []
@@ -459,12 +464,15 @@ def conv2d(
     """2-D cross-correlation of x (N, C, H, W) with W (K, C, kh, kw), plus b (K,) or None.
 
     y[n, k, h, w] = b[k] + Σ_{c,i,j} W[k, c, i, j] · x̃[n, c, h·sh + i·dh, w·sw + j·dw],
-    x̃ the zero-padded input. The windows of x̃ form a matrix X̃ of shape
-    (C·kh·kw, N·OH·OW), and Y = W̃X̃ is one matrix product, W̃ being W reshaped to
-    (K, C·kh·kw). Returns (y (N, K, OH, OW), X̃); X̃ is None when the batch was
-    processed in chunks (see :data:`IM2COL_MAX_BYTES`), and :func:`conv2d_backward`
-    then extracts the windows again. ``padding`` is p, (ph, pw) or
-    ((top, bottom), (left, right)); ``xp`` overrides the namespace of x.
+    x̃ the zero-padded input. The windows of x̃ form a matrix X̃ (C·kh·kw, OH·OW·N)
+    (:func:`_window_matrix`), and Y = W̃X̃ is one matrix product, W̃ being W reshaped to
+    (K, C·kh·kw). Returns (y (N, K, OH, OW), X̃); X̃ is None when the batch was processed
+    in chunks (see :data:`IM2COL_MAX_BYTES`), and :func:`conv2d_backward` then extracts
+    the windows again. ``padding`` is p, (ph, pw) or ((top, bottom), (left, right));
+    ``xp`` overrides the namespace of x.
+
+    y is a view of Y with the batch innermost in memory, as X̃ is laid out; layers that
+    follow keep that order, so the next convolution finds its input already laid out.
     """
     xp = xp or array_namespace(x)
     kernel, stride, pads, dilation = _geometry(W, stride, padding, dilation)
@@ -473,9 +481,9 @@ def conv2d(
     W2 = xp.reshape(W, (K, -1))
     parts, cols = [], None
     for rows in _chunks(N, _conv_bytes(W2, out, x, xp), max_bytes):
-        cols = _im2col(_rows(x, rows), kernel, stride, pads, dilation, xp)
+        cols = _window_matrix(_rows(x, rows), kernel, stride, pads, dilation, xp)
         Y = W2 @ cols if b is None else W2 @ cols + xp.reshape(b, (K, 1))
-        parts.append(xp.permute_dims(xp.reshape(Y, (K, -1, *out)), (1, 0, 2, 3)))
+        parts.append(xp.permute_dims(xp.reshape(Y, (K, *out, -1)), (3, 0, 1, 2)))
     return _cat(parts, xp), (cols if len(parts) == 1 else None)
 
 
@@ -484,16 +492,46 @@ def _geometry(W: Any, stride: Any, padding: Any, dilation: Any) -> tuple[Pair, P
 
 
 def _conv_bytes(W2: Any, out: Pair, x: Any, xp: Any) -> int:
-    """Bytes per image of the window matrix and of its scatter index."""
+    """Bytes per image of the window matrix and of the scatter index its adjoint may need."""
     index_bytes = _nbytes(xp, index_dtype(xp, _device(x)))
     return W2.shape[1] * out[0] * out[1] * (_nbytes(xp, x.dtype) + index_bytes)
 
 
-def _im2col(x: Any, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair, xp: Any) -> Any:
-    """The window matrix (C·kh·kw, N·OH·OW) of x (N, C, H, W), rows ordered (c, i, j)."""
-    w = _windows(_pad(x, pads, 0.0, xp), kernel, stride, dilation, xp)
-    N, C, OH, kh, OW, kw = w.shape
-    return xp.reshape(xp.permute_dims(w, (1, 3, 5, 0, 2, 4)), (C * kh * kw, N * OH * OW))
+def _window_regions(kernel: Pair, stride: Pair, dilation: Pair, out: Pair) -> list[tuple]:
+    """For each kernel offset (i, j), row-major, the (rows, columns) slices of the padded
+    image that offset reads: rows i·dh + h·sh for h < OH, columns j·dw + w·sw for w < OW."""
+    return [
+        (
+            slice(i * dilation[0], i * dilation[0] + stride[0] * (out[0] - 1) + 1, stride[0]),
+            slice(j * dilation[1], j * dilation[1] + stride[1] * (out[1] - 1) + 1, stride[1]),
+        )
+        for i, j in _offsets(kernel)
+    ]
+
+
+def _window_matrix(x: Any, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair, xp: Any) -> Any:
+    """X̃ (C·kh·kw, OH·OW·N) of x (N, C, H, W): X̃[(c, i, j), (h, w, n)] = x̃[n, c, h·sh + i·dh,
+    w·sw + j·dw].
+
+    The padded input is laid out (C, Hp, Wp, N), batch innermost; each kernel offset reads
+    one strided slice of it, whose rows are runs of N (OW·N for stride 1) contiguous
+    values, and the kh·kw slices are stacked: no gather, and long copies.
+    """
+    N, C = x.shape[0], x.shape[1]
+    images = _pad(_batch_last(x, xp), pads, 0.0, xp, axes=(1, 2))
+    out = _out_size(x, kernel, stride, pads, dilation, "conv2d")
+    regions = _window_regions(kernel, stride, dilation, out)
+    windows = xp.stack([images[:, rows, cols, :] for rows, cols in regions], axis=1)
+    return xp.reshape(windows, (C * kernel[0] * kernel[1], out[0] * out[1] * N))
+
+
+def _batch_last(x: Any, xp: Any) -> Any:
+    """x (N, C, H, W) as (C, H, W, N), stored in that order (a copy unless it already is).
+
+    Flattening and unflattening is the standard's way to ask for row-major storage: free
+    when the permuted view is already contiguous, one copy otherwise."""
+    images = xp.permute_dims(x, (1, 2, 3, 0))
+    return xp.reshape(xp.reshape(images, (-1,)), images.shape)
 
 
 def conv2d_backward(
@@ -512,18 +550,19 @@ def conv2d_backward(
 ) -> tuple[Any, Any, Any]:
     """(∂L/∂x, ∂L/∂W, ∂L/∂b) of :func:`conv2d` for g = ∂L/∂y (N, K, OH, OW).
 
-    With G = g as (K, N·OH·OW): ∂L/∂W̃ = G X̃ᵀ, ∂L/∂b = Σ_{n,h,w} g, and the window
-    gradients (∂L/∂X̃)ᵀ = GᵀW̃ are summed back into the pixels they were taken from
-    (``scatter_add`` through flat indices), then the padding is cropped. ``cols`` is the
-    X̃ returned by the forward pass (None: extracted again). ∂L/∂x is None with
-    ``input_grad=False``, ∂L/∂b None with ``bias=False``.
+    With G = g as (K, OH·OW·N): ∂L/∂W̃ = G X̃ᵀ, ∂L/∂b = Σ_{n,h,w} g, and the window
+    gradients ∂L/∂X̃ = W̃ᵀG are summed back into the pixels they were taken from, one
+    strided slice per kernel offset (:func:`~mlxp._compat.slice_add`), then the padding
+    is cropped. ``cols`` is the X̃ returned by the forward pass (None: extracted again).
+    ∂L/∂x is None with ``input_grad=False``, ∂L/∂b None with ``bias=False``.
     """
     xp = xp or array_namespace(grad)
     kernel, stride, pads, dilation = _geometry(W, stride, padding, dilation)
     N, C, H, Wd = x.shape
     K, out = W.shape[0], (grad.shape[2], grad.shape[3])
     W2 = xp.reshape(W, (K, -1))
-    padded_per_image = (C, H + sum(pads[0]), Wd + sum(pads[1]))
+    padded = (C, H + sum(pads[0]), Wd + sum(pads[1]))
+    regions = _window_regions(kernel, stride, dilation, out)
     if cols is not None:
         chunks = [slice(0, N)]
     else:
@@ -531,15 +570,23 @@ def conv2d_backward(
     dW, dx_parts = None, []
     for rows in chunks:
         g = _rows(grad, rows)
-        Gt = xp.matrix_transpose(xp.reshape(xp.permute_dims(g, (1, 0, 2, 3)), (K, -1)))
-        X = _im2col(_rows(x, rows), kernel, stride, pads, dilation, xp) if cols is None else cols
-        part = xp.matrix_transpose(X @ Gt)  # (X̃Gᵀ)ᵀ: on OpenBLAS twice as fast as G X̃ᵀ
+        n = g.shape[0]
+        G = xp.reshape(xp.permute_dims(g, (1, 2, 3, 0)), (K, -1))
+        if cols is None:
+            X = _window_matrix(_rows(x, rows), kernel, stride, pads, dilation, xp)
+        else:
+            X = cols
+        part = xp.matrix_transpose(X @ xp.matrix_transpose(G))  # on OpenBLAS faster than G X̃ᵀ
         dW = part if dW is None else dW + part
         if input_grad:
-            padded = (g.shape[0], *padded_per_image)
-            dcols = Gt @ W2  # (∂L/∂X̃)ᵀ: rows (n, h, w), columns (c, i, j)
-            dpad = _scatter_windows(dcols, padded, kernel, out, stride, dilation, "nhwcij", xp)
-            dx_parts.append(_unpad(dpad, pads))
+            dX = xp.reshape(xp.matrix_transpose(W2) @ G, (C, len(regions), *out, n))
+            images = slice_add(
+                (*padded, n),
+                [(slice(None), r, c, slice(None)) for r, c in regions],
+                [dX[:, a, ...] for a in range(len(regions))],
+                xp=xp,
+            )
+            dx_parts.append(_unpad(xp.permute_dims(images, (3, 0, 1, 2)), pads))
     dx = _cat(dx_parts, xp) if input_grad else None
     db = xp.sum(grad, axis=(0, 2, 3)) if bias else None
     return dx, xp.reshape(dW, W.shape), db
