@@ -8,8 +8,8 @@ with, where a library offers something better, a small named fast path beside it
 * :func:`to_numpy` / :func:`move` -- arrays to the host, or to another namespace/device;
 * :func:`synchronize` -- wait for queued device work (for timing);
 * :func:`scatter_add` -- ``out[index[i]] += values[i]`` with repeated indices;
-* :func:`sliding_windows` -- strided windows along one axis (for convolutions);
-* :func:`slice_add` -- parts summed into regions of one array (windows' adjoint).
+* :func:`slice_add` -- parts summed into regions of one array (the adjoint of reading
+  convolution windows as strided slices).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ __all__ = [
     "move",
     "scatter_add",
     "slice_add",
-    "sliding_windows",
     "synchronize",
     "to_numpy",
 ]
@@ -254,38 +253,6 @@ def _inverse_index(index: np.ndarray, n: int) -> np.ndarray:
     inverse = np.full((n, width), m, dtype=np.int64)
     inverse[index[order], rank] = order
     return inverse
-
-
-def sliding_windows(x: Any, window: int, *, axis: int = -1, stride: int = 1, xp: Any = None):
-    """Windows of length ``window`` taken every ``stride`` steps along ``axis``.
-
-    The windowed axis of length L becomes two axes (n_windows, window), with
-    n_windows = (L - window) // stride + 1, placed where ``axis`` was. NumPy and
-    CuPy return a read-only strided view; the portable fallback gathers with
-    ``take`` and a (n_windows·window,) index array.
-    """
-    xp = xp or aac.array_namespace(x)
-    axis = axis % x.ndim
-    length = x.shape[axis]
-    if window > length:
-        raise ValueError(f"window {window} is longer than axis {axis} of length {length}.")
-    n_windows = (length - window) // stride + 1
-    if aac.is_torch_namespace(xp):
-        return xp.moveaxis(x.unfold(axis, window, stride), -1, axis + 1)
-    if aac.is_numpy_namespace(xp) or aac.is_cupy_namespace(xp):
-        shape = (*x.shape[:axis], n_windows, window, *x.shape[axis + 1 :])
-        step = x.strides[axis]
-        strides = (*x.strides[:axis], step * stride, step, *x.strides[axis + 1 :])
-        if aac.is_numpy_namespace(xp):
-            return np.lib.stride_tricks.as_strided(x, shape, strides, writeable=False)
-        import cupy
-
-        return cupy.lib.stride_tricks.as_strided(x, shape, strides)
-    dev = aac.device(x)
-    starts = xp.arange(n_windows, device=dev) * stride
-    idx = xp.reshape(starts[:, None] + xp.arange(window, device=dev)[None, :], (-1,))
-    taken = xp.take(x, idx, axis=axis)
-    return xp.reshape(taken, (*x.shape[:axis], n_windows, window, *x.shape[axis + 1 :]))
 
 
 def slice_add(

@@ -18,7 +18,6 @@ from mlxp._compat import (
     move,
     scatter_add,
     slice_add,
-    sliding_windows,
     synchronize,
     to_numpy,
 )
@@ -258,57 +257,6 @@ def test_slice_add_matches_in_place_numpy(backend, dtype, fallback, rng):
     assert tuple(out.shape) == SLICE_SHAPE
     np.testing.assert_allclose(to_numpy(out), expected, rtol=rtol_for(dtype), atol=1e-6)
     assert not np.any(to_numpy(out)[:, :, :][expected == 0])
-
-
-# --------------------------------------------------------------------------- sliding_windows
-def _windows_reference(a, window, axis, stride):
-    """Element by element: out[..., w, k, ...] = a[..., w * stride + k, ...]."""
-    axis %= a.ndim
-    n_windows = (a.shape[axis] - window) // stride + 1
-    out = np.empty((*a.shape[:axis], n_windows, window, *a.shape[axis + 1 :]), a.dtype)
-    for idx in np.ndindex(out.shape):
-        w, k = idx[axis], idx[axis + 1]
-        out[idx] = a[(*idx[:axis], w * stride + k, *idx[axis + 2 :])]
-    return out
-
-
-WINDOW_CASES = [
-    ((10,), 3, -1, 1),
-    ((10,), 3, 0, 2),
-    ((10,), 10, 0, 1),
-    ((10,), 1, 0, 3),
-    ((9,), 2, 0, 5),  # stride longer than the window
-    ((4, 9), 3, 1, 2),
-    ((9, 4), 2, 0, 1),
-    ((4, 9), 4, -1, 3),
-    ((2, 3, 8, 5), 3, 2, 2),
-    ((2, 3, 8, 5), 2, 1, 1),
-    ((2, 3, 8, 5), 5, -1, 1),
-    ((2, 3, 8, 5), 2, 0, 1),
-]
-
-
-@pytest.mark.parametrize("shape, window, axis, stride", WINDOW_CASES, ids=str)
-def test_sliding_windows_match_loops(backend, shape, window, axis, stride):
-    a = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
-    x = backend.asarray(a)
-    out = sliding_windows(x, window, axis=axis, stride=stride)
-    expected = _windows_reference(a, window, axis, stride)
-    _assert_on(out, backend, x.dtype)
-    assert tuple(out.shape) == expected.shape
-    np.testing.assert_array_equal(to_numpy(out), expected)
-
-
-def test_sliding_windows_fallback_matches_loops(rng):
-    a = rng.standard_normal((3, 11, 2))
-    out = sliding_windows(a, 4, axis=1, stride=3, xp=_Unrecognised(aac.array_namespace(a)))
-    np.testing.assert_array_equal(out, _windows_reference(a, 4, 1, 3))
-
-
-def test_sliding_windows_longer_than_the_axis(backend):
-    x = backend.asarray(np.zeros((3, 5), dtype=np.float32))
-    with pytest.raises(ValueError, match="window 6 is longer than axis 1 of length 5"):
-        sliding_windows(x, 6, axis=-1)
 
 
 # --------------------------------------------------------------------------- synchronize

@@ -19,7 +19,7 @@ from typing import Any
 from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
-from mlxp._compat import index_dtype, scatter_add, slice_add, sliding_windows
+from mlxp._compat import index_dtype, slice_add
 
 __all__ = [
     "IM2COL_MAX_BYTES",
@@ -355,59 +355,6 @@ def _pad(x: Any, pads: Pads, value: float, xp: Any, axes: Pair = (2, 3)) -> Any:
     return x
 
 
-def _windows(x: Any, kernel: Pair, stride: Pair, dilation: Pair, xp: Any) -> Any:
-    """Windows of x (N, C, H, W) as v (N, C, OH, kh, OW, kw), v[n, c, h, i, w, j] =
-    x[n, c, h·sh + i·dh, w·sw + j·dw]: a strided view where the library has one."""
-    v = sliding_windows(x, dilation[0] * (kernel[0] - 1) + 1, axis=2, stride=stride[0], xp=xp)
-    if dilation[0] > 1:
-        v = v[:, :, :, :: dilation[0], :]
-    v = sliding_windows(v, dilation[1] * (kernel[1] - 1) + 1, axis=4, stride=stride[1], xp=xp)
-    return v[..., :: dilation[1]] if dilation[1] > 1 else v
-
-
-_INDEX_CACHE: dict[tuple, Any] = {}
-
-
-def _window_index(
-    xp: Any,
-    dev: Any,
-    padded: tuple,
-    kernel: Pair,
-    out: Pair,
-    stride: Pair,
-    dilation: Pair,
-    order: str,
-) -> Any:
-    """Flat positions in the padded input (N, C, Hp, Wp) of every window element, in ``order``.
-
-    ``order`` names the axes: n, c (image, channel), i, j (kernel row, column), h, w
-    (output row, column); the position is ((n·C + c)·Hp + h·sh + i·dh)·Wp + w·sw + j·dw.
-    Computed once per geometry and kept (a few of them) for the next call.
-    """
-    key = (xp, str(dev), padded, kernel, out, stride, dilation, order)
-    if key not in _INDEX_CACHE:
-        N, C, Hp, Wp = padded
-        dt = index_dtype(xp, dev)
-        terms = {
-            "n": (N, C * Hp * Wp),
-            "c": (C, Hp * Wp),
-            "i": (kernel[0], dilation[0] * Wp),
-            "j": (kernel[1], dilation[1]),
-            "h": (out[0], stride[0] * Wp),
-            "w": (out[1], stride[1]),
-        }
-        index = xp.zeros((1,) * 6, dtype=dt, device=dev)
-        for axis, name in enumerate(order):
-            size, step = terms[name]
-            shape = [1] * 6
-            shape[axis] = size
-            index = index + xp.reshape(xp.arange(size, dtype=dt, device=dev) * step, tuple(shape))
-        if len(_INDEX_CACHE) >= 16:
-            del _INDEX_CACHE[next(iter(_INDEX_CACHE))]
-        _INDEX_CACHE[key] = xp.reshape(index, (-1,))
-    return _INDEX_CACHE[key]
-
-
 def _chunks(n: int, bytes_per_image: int, max_bytes: int) -> list[slice]:
     """Slices of the batch holding at most ``max_bytes`` of buffers each (≥ 1 image)."""
     per = max(1, max_bytes // max(1, bytes_per_image))
@@ -431,23 +378,6 @@ def _unpad(x: Any, pads: Pads) -> Any:
     """The inverse of :func:`_pad`: crop the borders of x (N, C, Hp, Wp)."""
     (top, bottom), (left, right) = pads
     return x[:, :, top : x.shape[2] - bottom, left : x.shape[3] - right]
-
-
-def _scatter_windows(
-    values: Any,
-    padded: tuple,
-    kernel: Pair,
-    out: Pair,
-    stride: Pair,
-    dilation: Pair,
-    order: str,
-    xp: Any,
-) -> Any:
-    """Sum window values (in ``order``, see :func:`_window_index`) into the padded input."""
-    dev = _device(values)
-    index = _window_index(xp, dev, padded, kernel, out, stride, dilation, order)
-    total = math.prod(padded)
-    return xp.reshape(scatter_add(total, index, xp.reshape(values, (-1,)), xp=xp), padded)
 
 
 def conv2d(
@@ -598,6 +528,26 @@ def _pool_geometry(kernel_size: Any, stride: Any, padding: Any) -> tuple[Pair, P
     return kernel, kernel if stride is None else _pair(stride), _pads(padding)
 
 
+def _pool_windows(x: Any, kernel: Pair, stride: Pair, pads: Pads, fill: float, xp: Any, name: str):
+    """The kh·kw window views of x (N, C, H, W) padded with ``fill``, batch innermost: for
+    each offset (i, j), row-major, the (C, OH, OW, N) slice x̃[:, i + h·sh, j + w·sw, :]."""
+    out = _out_size(x, kernel, stride, pads, (1, 1), name)
+    images = _pad(xp.permute_dims(x, (1, 2, 3, 0)), pads, fill, xp, axes=(1, 2))
+    return [images[:, rows, cols, :] for rows, cols in _window_regions(kernel, stride, (1, 1), out)]
+
+
+def _pool_regions(kernel: Pair, stride: Pair, out: Pair) -> list[tuple]:
+    """The regions of the padded (C, Hp, Wp, N) images the windows of :func:`_pool_windows`
+    read, for :func:`~mlxp._compat.slice_add`."""
+    regions = _window_regions(kernel, stride, (1, 1), out)
+    return [(slice(None), rows, cols, slice(None)) for rows, cols in regions]
+
+
+def _batch_first(images: Any, xp: Any) -> Any:
+    """(C, H, W, N) → (N, C, H, W), a view."""
+    return xp.permute_dims(images, (3, 0, 1, 2))
+
+
 def max_pool2d(
     x: Any,
     kernel_size: int | Pair,
@@ -614,12 +564,11 @@ def max_pool2d(
     """
     xp = xp or array_namespace(x)
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
-    _out_size(x, kernel, stride, pads, (1, 1), "max_pool2d")
-    w = _windows(_pad(x, pads, -math.inf, xp), kernel, stride, (1, 1), xp)
-    y = w[:, :, :, 0, :, 0]
-    for i, j in _offsets(kernel)[1:]:
-        y = xp.maximum(y, w[:, :, :, i, :, j])
-    return y
+    views = _pool_windows(x, kernel, stride, pads, -math.inf, xp, "max_pool2d")
+    y = views[0]
+    for view in views[1:]:
+        y = xp.maximum(y, view)
+    return _batch_first(y, xp)
 
 
 def _offsets(kernel: Pair) -> list[Pair]:
@@ -641,26 +590,28 @@ def max_pool2d_backward(
     to the first maximum of its window in row-major order (as PyTorch), summed where
     overlapping windows share it.
 
-    The first maximum's offset a = i·kw + j is found with boolean masks (hit = [w_a = y]
-    and no earlier hit), then g is added at position (h·sh + i, w·sw + j) of the padded
-    input by ``scatter_add``, and the padding cropped.
+    Offset by offset, hit = [x̃ window = y] and no earlier hit marks the first maximum;
+    g ⊙ hit is added into that offset's strided slice of the padded input
+    (:func:`~mlxp._compat.slice_add`), and the padding cropped.
     """
     xp = xp or array_namespace(grad)
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
-    w = _windows(_pad(x, pads, -math.inf, xp), kernel, stride, (1, 1), xp)
-    N, C, H, W = x.shape
-    padded = (N, C, H + sum(pads[0]), W + sum(pads[1]))
-    out, dev = (grad.shape[2], grad.shape[3]), _device(grad)
-    corner = _window_index(xp, dev, padded, (1, 1), out, stride, (1, 1), "ncijhw")
-    found = w[:, :, :, 0, :, 0] == y
-    offset = xp.zeros(y.shape, dtype=corner.dtype, device=dev)
-    for i, j in _offsets(kernel)[1:]:
-        hit = (w[:, :, :, i, :, j] == y) & ~found
-        offset = offset + xp.astype(hit, corner.dtype) * (i * padded[3] + j)
-        found = found | hit
-    index = corner + xp.reshape(offset, (-1,))
-    dpad = scatter_add(math.prod(padded), index, xp.reshape(grad, (-1,)), xp=xp)
-    return _unpad(xp.reshape(dpad, padded), pads)
+    views = _pool_windows(x, kernel, stride, pads, -math.inf, xp, "max_pool2d")
+    y_last, g_last = xp.permute_dims(y, (1, 2, 3, 0)), xp.permute_dims(grad, (1, 2, 3, 0))
+    found, parts = None, []
+    for view in views:
+        hit = view == y_last
+        if found is None:
+            found = hit
+        else:
+            hit = hit & ~found
+            found = found | hit
+        parts.append(g_last * xp.astype(hit, grad.dtype))
+    C, H, W, N = x.shape[1], x.shape[2], x.shape[3], x.shape[0]
+    padded = (C, H + sum(pads[0]), W + sum(pads[1]), N)
+    out = (grad.shape[2], grad.shape[3])
+    images = slice_add(padded, _pool_regions(kernel, stride, out), parts, xp=xp)
+    return _unpad(_batch_first(images, xp), pads)
 
 
 def avg_pool2d(
@@ -679,12 +630,11 @@ def avg_pool2d(
     """
     xp = xp or array_namespace(x)
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
-    _out_size(x, kernel, stride, pads, (1, 1), "avg_pool2d")
-    w = _windows(_pad(x, pads, 0.0, xp), kernel, stride, (1, 1), xp)
-    total = w[:, :, :, 0, :, 0]
-    for i, j in _offsets(kernel)[1:]:
-        total = total + w[:, :, :, i, :, j]
-    return total / (kernel[0] * kernel[1])
+    views = _pool_windows(x, kernel, stride, pads, 0.0, xp, "avg_pool2d")
+    total = views[0]
+    for view in views[1:]:
+        total = total + view
+    return _batch_first(total / (kernel[0] * kernel[1]), xp)
 
 
 def avg_pool2d_backward(
@@ -698,19 +648,23 @@ def avg_pool2d_backward(
     xp: Any = None,
 ) -> Any:
     """∂L/∂x (``x_shape``) of :func:`avg_pool2d`: g[n, c, h, w]/(kh·kw) added to every
-    pixel of its window (summed where windows overlap), the padding cropped."""
+    pixel of its window (summed where windows overlap), the padding cropped.
+
+    The same g/(kh·kw) goes into each offset's strided slice of the padded input
+    (:func:`~mlxp._compat.slice_add`); chunks along N bound the portable fallback's
+    scatter buffers (kh·kw values per output element)."""
     xp = xp or array_namespace(grad)
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
     N, C, H, W = x_shape
     out, size = (grad.shape[2], grad.shape[3]), kernel[0] * kernel[1]
+    regions = _pool_regions(kernel, stride, out)
     bytes_per = _nbytes(xp, grad.dtype) + _nbytes(xp, index_dtype(xp, _device(grad)))
     parts = []
     for rows in _chunks(N, C * out[0] * out[1] * size * bytes_per, max_bytes):
-        g = _rows(grad, rows) / size
-        values = xp.broadcast_to(g[..., None, None], (*g.shape, *kernel))
-        padded = (g.shape[0], C, H + sum(pads[0]), W + sum(pads[1]))
-        dpad = _scatter_windows(values, padded, kernel, out, stride, (1, 1), "nchwij", xp)
-        parts.append(_unpad(dpad, pads))
+        g = xp.permute_dims(_rows(grad, rows), (1, 2, 3, 0)) / size
+        padded = (C, H + sum(pads[0]), W + sum(pads[1]), g.shape[3])
+        images = slice_add(padded, regions, [g] * size, xp=xp)
+        parts.append(_unpad(_batch_first(images, xp), pads))
     return _cat(parts, xp)
 
 
