@@ -1,213 +1,298 @@
-"""Training-epoch benchmarks: mlxp's MLP and CNN against the same network and loop in PyTorch.
+"""Training-epoch benchmarks: mlxp's MLP and CNN beside the same networks written natively
+in PyTorch (CPU, and CUDA when present) and, for the MLP, scikit-learn's MLPClassifier.
 
-    python bench/epochs.py [--models mlp,cnn] [--backends numpy,torch] [--repeat 3]
-                           [--threads 2] [--out DIR] [--quick]
+Every library trains the same layers with Adam(lr=1e-3), the same batch size and a shuffle
+each epoch, in float32, from its own default initialisation. A timed unit is one epoch
+(after an untimed warm-up epoch), the network carrying on training across repeats;
+``predict`` is the forward pass over the training set, in batches of the training size.
+Quality: the last epoch's mean training loss, and the accuracy of ``predict``.
 
-Each timing is one full epoch (shuffle, mini-batches, forward, backward, Adam) after an
-untimed warm-up epoch, synchronised before the clock stops; the median of ``--repeat``.
-Achieved GFLOP/s count 6·(multiply-adds of one forward) per sample (forward + both
-backward products), set against the float32 matrix-multiply peak measured on the same
-backend. Writes ``epochs.json`` and ``epochs.md`` into ``--out``.
+Problem sizes are ``NxW``: N samples (28×28 images, 10 classes) and the network's width W:
+MLP 784-W-W/2-10, CNN conv5×5(W)-pool-conv5×5(2W)-pool-dense(10). Achieved GFLOP/s count
+2·(multiply-adds) for the forward pass, the weight gradients and the input gradients of
+every layer but the first (which none of the libraries computes), per sample.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import statistics
-import sys
-import time
-from pathlib import Path
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: `backends`
-
-import backends
-import mlxp
+from bench.timing import Peaks, Target, device_memory, host_target, timed
 from mlxp import nn
 from mlxp.optim import Adam
 
-MLP = {"n": 20_000, "shape": (784,), "batch": 128, "madds": 784 * 256 + 256 * 128 + 128 * 10}
-# LeNet-style on 28×28: conv1 24·24·8·25, conv2 8·8·16·8·25, dense 256·10 multiply-adds
-CNN = {
-    "n": 4_096,
-    "shape": (1, 28, 28),
-    "batch": 64,
-    "madds": 24 * 24 * 8 * 25 + 8 * 8 * 16 * 8 * 25 + 256 * 10,
-}
+LEARNING_RATE = 1e-3
+CLASSES = 10
+SKLEARN = "scikit-learn"
 
 
-def mlxp_network(model: str) -> nn.Sequential:
-    if model == "mlp":
-        layers = [nn.Dense(784, 256), nn.ReLU(), nn.Dense(256, 128), nn.ReLU(), nn.Dense(128, 10)]
+def image_data(n: int, width: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Images X (n, 1, 28, 28) ~ N(0, 1), float32, and learnable labels y (n,) int64:
+    the argmax of a fixed random linear map of the 4×4-block means (the width is unused)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 1, 28, 28), dtype=np.float32)
+    blocks = X.reshape(n, 7, 4, 7, 4).mean(axis=(2, 4)).reshape(n, 49)
+    y = np.argmax(blocks @ rng.standard_normal((49, CLASSES)), axis=1).astype(np.int64)
+    return X, y
+
+
+def flat_image_data(n: int, width: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`image_data` with each image flattened to 784 features, for the MLP."""
+    X, y = image_data(n, width, seed)
+    return X.reshape(n, 784), y
+
+
+def mlp_layers(w: int, lib: Any = nn) -> list[Any]:
+    """784-w-w/2-10 with ReLUs, from mlxp.nn (``lib=nn``) or torch.nn."""
+    h = max(1, w // 2)
+    if lib is nn:
+        return [nn.Dense(784, w), nn.ReLU(), nn.Dense(w, h), nn.ReLU(), nn.Dense(h, CLASSES)]
+    return [lib.Linear(784, w), lib.ReLU(), lib.Linear(w, h), lib.ReLU(), lib.Linear(h, CLASSES)]
+
+
+def cnn_layers(w: int, lib: Any = nn) -> list[Any]:
+    """LeNet-style on 28×28: conv 5×5 (w), ReLU, max-pool 2, conv 5×5 (2w), ReLU, max-pool 2,
+    dense 2w·4·4 → 10; from mlxp.nn (``lib=nn``) or torch.nn."""
+    if lib is nn:
+        conv, pool, dense = nn.Conv2D, nn.MaxPool2D, nn.Dense
     else:
-        layers = [
-            nn.Conv2D(1, 8, 5),
-            nn.ReLU(),
-            nn.MaxPool2D(2),
-            nn.Conv2D(8, 16, 5),
-            nn.ReLU(),
-            nn.MaxPool2D(2),
-            nn.Flatten(),
-            nn.Dense(256, 10),
-        ]
-    return nn.Sequential(layers, seed=0)
+        conv, pool, dense = lib.Conv2d, lib.MaxPool2d, lib.Linear
+    return [
+        conv(1, w, 5),
+        lib.ReLU(),
+        pool(2),
+        conv(w, 2 * w, 5),
+        lib.ReLU(),
+        pool(2),
+        lib.Flatten(),
+        dense(2 * w * 16, CLASSES),
+    ]
 
 
-def torch_network(model: str):
+def mlp_madds(w: int) -> tuple[int, int]:
+    """Multiply-adds of one sample's forward pass, and of them the first layer's."""
+    h = max(1, w // 2)
+    return 784 * w + w * h + h * CLASSES, 784 * w
+
+
+def cnn_madds(w: int) -> tuple[int, int]:
+    """Multiply-adds of one image's forward pass (24²·w·25, 8²·2w·w·25, 2w·16·10), first's."""
+    first = 24 * 24 * w * 25
+    return first + 8 * 8 * 2 * w * w * 25 + 2 * w * 16 * CLASSES, first
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A native implementation: ``train`` runs the epochs on ``target``; ``reason`` if absent."""
+
+    name: str
+    train: Callable[..., dict[str, Any]] | None = None
+    target: Target | None = None
+    reason: str | None = None
+
+
+def accuracy(outputs: np.ndarray, y: np.ndarray) -> float:
+    """Share of rows whose largest output is at the true class."""
+    return float(np.mean(np.argmax(outputs, axis=1) == y))
+
+
+def train_mlxp(bench: NetworkBench, w: int, target: Target, data: Any, repeat: int) -> dict:
+    """Epochs of ``Sequential.fit`` and batched ``predict`` on an mlxp backend."""
+    net = nn.Sequential(bench.layers(w), seed=0)
+    X, y = (target.to_device(a) for a in data)
+    target.sync(X)
+    opt = Adam(LEARNING_RATE)
+
+    def epoch() -> float:
+        kwargs = {"optimizer": opt, "epochs": 1, "batch_size": bench.batch, "progress": False}
+        return net.fit(X, y, loss="cross_entropy", **kwargs)["loss"][-1]
+
+    def trained(_: float) -> None:
+        target.sync(net.layers[-1].params["W"])
+
+    loss, fit = timed(epoch, trained, repeat, target.memory)
+
+    def predict() -> Any:
+        return net.predict(X, batch_size=bench.batch)
+
+    out, predicted = timed(predict, target.sync, repeat, prefix="predict_")
+    return {**fit, **predicted, "final_loss": loss, "outputs": target.to_host(out)}
+
+
+def train_torch(bench: NetworkBench, w: int, target: Target, data: Any, repeat: int) -> dict:
+    """The same epochs written natively in PyTorch (``torch.optim.Adam``, cross-entropy)."""
     import torch
 
-    if model == "mlp":
-        return torch.nn.Sequential(
-            torch.nn.Linear(784, 256),
-            torch.nn.ReLU(),
-            torch.nn.Linear(256, 128),
-            torch.nn.ReLU(),
-            torch.nn.Linear(128, 10),
-        )
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(1, 8, 5),
-        torch.nn.ReLU(),
-        torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(8, 16, 5),
-        torch.nn.ReLU(),
-        torch.nn.MaxPool2d(2),
-        torch.nn.Flatten(),
-        torch.nn.Linear(256, 10),
+    X, y = (target.to_device(a) for a in data)
+    n, batch, device = X.shape[0], bench.batch, X.device
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(*bench.layers(w, torch.nn)).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
+
+    def epoch() -> float:
+        total = torch.zeros((), device=device)
+        order = torch.randperm(n, device=device)
+        for lo in range(0, n, batch):
+            rows = order[lo : lo + batch]
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(net(X[rows]), y[rows])
+            loss.backward()
+            opt.step()
+            total += loss.detach() * rows.shape[0]
+        return float(total) / n  # one host read per epoch, as in mlxp
+
+    def predict() -> Any:
+        with torch.no_grad():
+            return torch.cat([net(X[i : i + batch]) for i in range(0, n, batch)])
+
+    def trained(_: float) -> None:
+        target.sync(net[-1].weight)
+
+    loss, fit = timed(epoch, trained, repeat, target.memory)
+    out, predicted = timed(predict, target.sync, repeat, prefix="predict_")
+    return {**fit, **predicted, "final_loss": loss, "outputs": target.to_host(out)}
+
+
+def train_sklearn(bench: NetworkBench, w: int, target: Target, data: Any, repeat: int) -> dict:
+    """scikit-learn's MLPClassifier: one epoch is one ``partial_fit`` (Adam, no L2 penalty)."""
+    from sklearn.neural_network import MLPClassifier
+
+    X, y = data
+    clf = MLPClassifier(
+        hidden_layer_sizes=(w, max(1, w // 2)),
+        solver="adam",
+        learning_rate_init=LEARNING_RATE,
+        batch_size=bench.batch,
+        alpha=0.0,
+        random_state=0,
+    )
+    classes = np.arange(CLASSES)
+
+    def epoch() -> float:
+        return clf.partial_fit(X, y, classes=classes).loss_
+
+    loss, fit = timed(epoch, target.sync, repeat, target.memory)
+    out, predicted = timed(lambda: clf.predict_proba(X), target.sync, repeat, prefix="predict_")
+    return {**fit, **predicted, "final_loss": float(loss), "outputs": out}
+
+
+def torch_target(device: str) -> Target:
+    """Native PyTorch on ``device``: tensors moved there, CUDA synchronised and its peak
+    memory read."""
+    import torch
+
+    cuda = device.startswith("cuda")
+    return Target(
+        name=f"PyTorch {device}",
+        to_device=lambda a: torch.from_numpy(a).to(device),
+        to_host=lambda t: t.detach().cpu().numpy(),
+        sync=(lambda _: torch.cuda.synchronize(device)) if cuda else (lambda _: None),
+        peak_key=f"torch:{device}",
+        memory=lambda: device_memory("torch", torch.device(device)),
     )
 
 
-def time_mlxp(
-    model: str, case: backends.Case, X: np.ndarray, y: np.ndarray, batch: int, repeat: int
-) -> list[float]:
-    net = mlxp_network(model)
-    Xb, yb = case.asarray(X), case.asarray(y)
-    opt = Adam(1e-3)
-    times = []
-    for i in range(repeat + 1):
-        start = time.perf_counter()
-        net.fit(
-            Xb, yb, loss="cross_entropy", optimizer=opt, epochs=1, batch_size=batch, progress=False
-        )
-        case.synchronize(net.layers[-1].params["W"])
-        if i:  # the first epoch is the warm-up
-            times.append(time.perf_counter() - start)
-    return times
+def torch_peers() -> list[Peer]:
+    """PyTorch on the CPU and on the first CUDA device, each with the reason when absent."""
+    try:
+        import torch
+    except ImportError as exc:
+        return [Peer("PyTorch cpu", reason=f"torch is not installed ({exc})")]
+    peers = [Peer("PyTorch cpu", train_torch, torch_target("cpu"))]
+    if torch.cuda.is_available():
+        return [*peers, Peer("PyTorch cuda:0", train_torch, torch_target("cuda:0"))]
+    return [*peers, Peer("PyTorch cuda:0", reason="torch sees no CUDA device")]
 
 
-def time_torch(
-    model: str, device: str, X: np.ndarray, y: np.ndarray, batch: int, repeat: int
-) -> list[float]:
-    import torch
-
-    torch.manual_seed(0)
-    net = torch_network(model).to(device)
-    opt = torch.optim.Adam(net.parameters(), 1e-3)
-    Xt, yt = torch.from_numpy(X).to(device), torch.from_numpy(y).to(device)
-    times = []
-    for i in range(repeat + 1):
-        start = time.perf_counter()
-        order = torch.randperm(len(Xt), device=device)
-        for lo in range(0, len(Xt), batch):
-            rows = order[lo : lo + batch]
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(net(Xt[rows]), yt[rows]).backward()
-            opt.step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        if i:
-            times.append(time.perf_counter() - start)
-    return times
+def sklearn_peer() -> Peer:
+    """scikit-learn's MLPClassifier on the host, if installed."""
+    if importlib.util.find_spec("sklearn") is None:
+        return Peer(SKLEARN, reason="scikit-learn is not installed")
+    return Peer(SKLEARN, train_sklearn, host_target(SKLEARN))
 
 
-def matmul_peak(case: backends.Case, size: int = 2048) -> float:
-    """float32 GFLOP/s of one size×size matrix product (best of 3) on ``case``."""
-    a = case.asarray(np.random.default_rng(0).standard_normal((size, size)), "float32")
-    case.synchronize(a @ a)
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        case.synchronize(a @ a)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
+@dataclass(frozen=True)
+class NetworkBench:
+    """One network of the registry: data, layers (mlxp or torch), cost model and peers."""
+
+    title: str
+    sizes: str  # default NxW list
+    quick_sizes: str
+    batch: int
+    data: Callable[[int, int], tuple[np.ndarray, np.ndarray]]
+    layers: Callable[..., list[Any]]  # (width, lib=mlxp.nn | torch.nn) -> layers
+    madds: Callable[[int], tuple[int, int]]  # width -> (forward multiply-adds, first layer's)
+    peers: Callable[[], list[Peer]]
+    repeat: int = 3
+    size_label: str = "n_samples × width"
+
+    def flops(self, n: int, w: int) -> int:
+        """Floating-point operations of one training epoch on n samples."""
+        total, first = self.madds(w)
+        return 2 * n * (3 * total - first)
+
+    def run(
+        self,
+        size: tuple[int, int],
+        data: tuple[np.ndarray, np.ndarray],
+        targets: list[Target],
+        peers: list[Peer],
+        repeat: int,
+        peaks: Peaks,
+    ) -> list[dict[str, Any]]:
+        """Rows for the available peers, then mlxp on every target."""
+        runs = [(p.train, p.target) for p in peers if p.target is not None]
+        runs += [(train_mlxp, target) for target in targets]
+        return [self.row(size, data, train, target, repeat, peaks) for train, target in runs]
+
+    def row(self, size, data, train, target: Target, repeat: int, peaks: Peaks) -> dict[str, Any]:
+        """One result row: timings, final loss, accuracy, GFLOP/s and the share of the peak."""
+        n, w = size
+        result = train(self, w, target, data, repeat)
+        gflops = self.flops(n, w) / result["median_s"] / 1e9
+        peak = peaks.of(target)["float32"]
+        return {
+            "model": self.title,
+            "solver": "adam",
+            "solver_used": "adam",
+            "backend": target.name,
+            "size": f"{n}x{w}",
+            "n_samples": n,
+            "width": w,
+            "batch_size": self.batch,
+            "dtype": "float32",
+            **{k: v for k, v in result.items() if k != "outputs"},
+            "accuracy_train": accuracy(result["outputs"], data[1]),
+            "flops_per_epoch": self.flops(n, w),
+            "gflops": gflops,
+            "peak_float32_gflops": peak,
+            "fraction_of_peak": None if not peak else gflops / peak,
+        }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="mlp,cnn")
-    parser.add_argument("--backends", default="numpy")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2, help="PyTorch CPU threads")
-    parser.add_argument("--out", default="bench/results")
-    parser.add_argument("--quick", action="store_true", help="a few batches, 1 repeat")
-    args = parser.parse_args(argv)
-    models = args.models.split(",")
-    wanted = set(args.backends.split(","))
-    cases = [c for c in backends.cases() if c.backend is not None and c.name in wanted]
-    rows = []
-    for model in models:
-        spec = MLP if model == "mlp" else CNN
-        n = 4 * spec["batch"] if args.quick else spec["n"]
-        repeat = 1 if args.quick else args.repeat
-        rng = np.random.default_rng(0)
-        X = rng.standard_normal((n, *spec["shape"])).astype(np.float32)
-        y = rng.integers(0, 10, size=n)
-        flops = 6 * spec["madds"] * n
-        for case in cases:
-            t = statistics.median(time_mlxp(model, case, X, y, spec["batch"], repeat))
-            rows.append(
-                {
-                    "model": model,
-                    "who": f"mlxp {case}",
-                    "seconds": t,
-                    "gflops": flops / t / 1e9,
-                    "peak": matmul_peak(case),
-                }
-            )
-        try:
-            import torch
-        except ImportError:
-            continue
-        torch.set_num_threads(args.threads)
-        t = statistics.median(time_torch(model, "cpu", X, y, spec["batch"], repeat))
-        rows.append(
-            {
-                "model": model,
-                "who": f"torch cpu ({args.threads} threads)",
-                "seconds": t,
-                "gflops": flops / t / 1e9,
-                "peak": None,
-            }
-        )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    info = {
-        "platform": platform.platform(),
-        "cpus": __import__("os").cpu_count(),
-        "numpy": np.__version__,
-        "mlxp": mlxp.__version__,
-    }
-    (out / "epochs.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=2))
-    lines = [
-        "| model | who | epoch (s) | vs torch | GFLOP/s | of matmul peak |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        torch_rows = [
-            r for r in rows if r["model"] == row["model"] and r["who"].startswith("torch")
-        ]
-        ratio = row["seconds"] / torch_rows[0]["seconds"] if torch_rows else float("nan")
-        share = f"{row['gflops'] / row['peak']:.0%}" if row["peak"] else ""
-        lines.append(
-            f"| {row['model']} | {row['who']} | {row['seconds']:.3f} | {ratio:.2f}x | "
-            f"{row['gflops']:.1f} | {share} |"
-        )
-    (out / "epochs.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+MLP = NetworkBench(
+    title="MLP",
+    sizes="2000x64,5000x128,20000x256",
+    quick_sizes="128x32,256x32",
+    batch=128,
+    data=flat_image_data,
+    layers=mlp_layers,
+    madds=mlp_madds,
+    peers=lambda: [*torch_peers(), sklearn_peer()],
+)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+CNN = NetworkBench(
+    title="CNN",
+    sizes="512x8,2048x8",
+    quick_sizes="64x4,128x4",
+    batch=64,
+    data=image_data,
+    layers=cnn_layers,
+    madds=cnn_madds,
+    peers=torch_peers,
+)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import backends
 import mlxp
 from mlxp.__main__ import DEMOS
 from mlxp._backend import BACKEND_NAMES
@@ -106,95 +107,155 @@ def test_demo_rejects_a_bad_backend(spec, message):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+BENCH_TITLES = {
+    "linear": "LinearRegression",
+    "ridge": "Ridge",
+    "logistic": "LogisticRegression",
+    "mlp": "MLP",
+    "cnn": "CNN",
+}
+
+
+def section(markdown: str, title: str) -> list[str]:
+    """The table rows (not header or rule) under ``## title`` in results.md."""
+    text = markdown.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+    lines = [ln for ln in text.splitlines() if ln.startswith("| ")]
+    return lines[2:]
+
+
+def check_row(row: dict) -> None:
+    """Timings well-formed and the quality of each model's fits as expected."""
+    for prefix in ("", "predict_"):
+        assert 0 < row[f"{prefix}min_s"] <= row[f"{prefix}median_s"] <= row[f"{prefix}max_s"]
+        assert len(row[f"{prefix}times_s"]) == 2
+        assert row[f"{prefix}warmup_s"] > 0
+    # CPU-only here: there is no device memory pool to grow.
+    assert row["memory_before_warmup_bytes"] is row["memory_after_warmup_bytes"] is None
+    loose = row["dtype"] == "float32"
+    if row["model"] in ("LinearRegression", "Ridge"):
+        assert row["r2_train"] > 0.9
+        diff = row["max_abs_diff_coef_vs_sklearn"]
+        tol = 1e-3 if loose else 1e-8
+    elif row["model"] == "LogisticRegression":
+        assert row["accuracy_train"] > 0.7
+        assert row["n_iter"] >= 1
+        diff = row["max_abs_diff_proba_vs_sklearn"]
+        # float32 L-BFGS stops ~1e-3 away: its line search cannot lower f any further.
+        tol = 1e-2 if loose else 1e-4
+    else:
+        assert row["model"] in ("MLP", "CNN")
+        assert 0 <= row["accuracy_train"] <= 1
+        assert 0 < row["final_loss"] < 20
+        assert row["gflops"] > 0 and row["flops_per_epoch"] > 0
+        assert row["fraction_of_peak"] > 0
+        return
+    # None only for the peer's own rows (no difference to itself).
+    assert (diff is None) == (row["backend"] == "scikit-learn")
+    assert diff is None or diff < tol
+
+
 def test_bench_quick(tmp_path):
+    """``--quick`` runs every model on every backend and peer, and writes well-formed files."""
     result = run("bench/run.py", "--quick", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     data = json.loads((tmp_path / "results.json").read_text())
-    assert set(data) >= {"machine", "settings", "rows"}
-    assert {"platform", "cpu_count", "versions", "threads"} <= set(data["machine"])
-    assert "OMP_NUM_THREADS" in data["machine"]["threads"]
+    assert set(data) == {"machine", "settings", "skipped", "peaks", "transfers", "rows"}
+    machine = data["machine"]
+    assert {"platform", "cpu_count", "versions", "devices", "threads", "load_average"} <= set(
+        machine
+    )
+    assert {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"} <= set(machine["threads"])
     settings = data["settings"]
-    assert settings["repeat"] == 2
-    assert settings["models"] == ["linear", "logistic"]
-    assert settings["sizes"] == {"linear": ["200x5", "1000x10"], "logistic": ["200x5", "1000x10"]}
+    assert settings["models"] == list(BENCH_TITLES)
+    assert settings["repeat"] == dict.fromkeys(BENCH_TITLES, 2)
+    assert settings["sizes"] == {
+        "linear": ["500x10"],
+        "ridge": ["500x10"],
+        "logistic": ["500x10"],
+        "mlp": ["128x32", "256x32"],
+        "cnn": ["64x4", "128x4"],
+    }
+    usable = [str(c) for c in backends.cases() if c.backend is not None]
+    for backend in usable:
+        peak = data["peaks"][backend]
+        assert peak["float32"] > 0
+        assert peak["float64"] is None or peak["float64"] > 0
+    assert data["peaks"]["numpy:cpu"]["float64"] > 0
+    transfers = {(t["model"], t["size"], t["backend"]): t for t in data["transfers"]}
+    for name, title in BENCH_TITLES.items():
+        for size in settings["sizes"][name]:
+            for backend in usable:
+                t = transfers[title, size, backend]
+                assert t["bytes"] > 0
+                assert 0 <= t["to_device_min_s"] <= t["to_device_median_s"]
+                assert 0 <= t["to_host_min_s"] <= t["to_host_median_s"]
     rows = data["rows"]
-    assert {row["backend"] for row in rows} >= {"numpy:cpu", "scikit-learn"}
     for row in rows:
-        assert row["median_s"] > 0
-        assert row["min_s"] <= row["median_s"] <= row["max_s"]
-        assert len(row["times_s"]) == 2
-        loose = row["dtype"] == "float32"
-        if row["model"] == "LinearRegression":
-            assert row["r2_train"] > 0.9
-            diff = row["max_abs_diff_coef_vs_sklearn"]
-            tol = 1e-3 if loose else 1e-8
-        else:
-            assert row["model"] == "LogisticRegression"
-            assert row["accuracy_train"] > 0.7
-            assert row["n_iter"] >= 1
-            diff = row["max_abs_diff_proba_vs_sklearn"]
-            # float32 L-BFGS stops ~1e-3 away: its line search cannot lower f any further.
-            tol = 5e-3 if loose else 1e-4
-        # None only for the peer's own rows (no difference to itself).
-        assert (diff is None) == (row["backend"] == "scikit-learn")
-        assert diff is None or diff < tol
-    numpy_rows = [row for row in rows if row["backend"] == "numpy:cpu"]
-    solvers = {(row["model"], row["solver"]) for row in numpy_rows}
+        check_row(row)
+    solvers = {(r["model"], r["solver"]) for r in rows if r["backend"] == "numpy:cpu"}
     assert solvers == {
         ("LinearRegression", "auto"),
         ("LinearRegression", "cholesky"),
         ("LinearRegression", "qr"),
         ("LinearRegression", "svd"),
+        ("Ridge", "auto"),
+        ("Ridge", "svd"),
         ("LogisticRegression", "lbfgs"),
         ("LogisticRegression", "newton"),
+        ("MLP", "adam"),
+        ("CNN", "adam"),
     }
+    ran = {(r["model"], r["backend"]) for r in rows}
+    assert {(title, b) for title in BENCH_TITLES.values() for b in usable} <= ran
+    peers = {("LinearRegression", "scikit-learn"), ("Ridge", "scikit-learn")}
+    peers |= {("LogisticRegression", "scikit-learn"), ("MLP", "scikit-learn")}
+    if "torch" in machine["versions"] and machine["versions"]["torch"]:
+        peers |= {("MLP", "PyTorch cpu"), ("CNN", "PyTorch cpu")}
+    assert peers <= {(r["model"], r["backend"]) for r in rows if r["peer"]}
+    skipped = {s["name"] for s in data["skipped"]}
+    if machine["versions"]["cuml"] is None:
+        assert {"cuML (linear)", "cuML (ridge)", "cuML (logistic)"} <= skipped
+
     table = (tmp_path / "results.md").read_text()
-    assert "| model | solver | size | numpy:cpu" in table
-    assert "| scikit-learn | numpy:cpu / peer |" in table
-    assert table.count("| LinearRegression |") == 4 * 2
-    assert table.count("| LogisticRegression |") == 2 * 2
+    for title in ("Fit time", "Predict time", "Quality", "Warm-up", "Host↔device transfer"):
+        assert f"## {title}" in table
+    assert "| model | solver | size | numpy:cpu |" in table
+    fit = section(table, "Fit time")  # one row per model × solver × size
+    assert len(fit) == sum(1 for r in rows if r["backend"] == "numpy:cpu")
+    for name, title in BENCH_TITLES.items():
+        for size in settings["sizes"][name]:
+            assert any(ln.startswith(f"| {title} | ") and f" | {size} | " in ln for ln in fit)
+    assert all(ln.count("|") == fit[0].count("|") for ln in fit)
+    assert "float32 GFLOP/s" in table
+    assert len(section(table, "Networks: achieved GFLOP/s")) == 4
+
+    if "matplotlib" in result.stderr and "no plots" in result.stderr:
+        assert machine["versions"]["matplotlib"] is None
+        return
+    for title in BENCH_TITLES.values():
+        assert (tmp_path / f"{title}.png").read_bytes()[:8] == PNG_MAGIC
 
 
 def test_bench_models_and_sizes(tmp_path):
     """``--models`` picks the registry entries; ``--sizes MODEL=…`` applies to that model only."""
-    args = ["--models", "logistic", "--backends", "numpy", "--repeat", "1"]
+    args = ["--models", "logistic,mlp", "--backends", "numpy", "--repeat", "1"]
     args += ["--sizes", "300x4", "--sizes", "logistic=400x3", "--out", str(tmp_path)]
     result = run("bench/run.py", *args)
     assert result.returncode == 0, result.stderr
     data = json.loads((tmp_path / "results.json").read_text())
-    assert data["settings"]["sizes"] == {"logistic": ["400x3"]}
-    assert {(r["model"], r["n_samples"], r["n_features"]) for r in data["rows"]} == {
-        ("LogisticRegression", 400, 3)
+    assert data["settings"]["sizes"] == {"logistic": ["400x3"], "mlp": ["300x4"]}
+    assert data["settings"]["repeat"] == {"logistic": 1, "mlp": 1}
+    assert {(r["model"], r["size"]) for r in data["rows"]} == {
+        ("LogisticRegression", "400x3"),
+        ("MLP", "300x4"),
     }
-    bad = run("bench/run.py", "--models", "linear,mlp", "--out", str(tmp_path))
+    assert {r["backend"] for r in data["rows"] if not r["peer"]} == {"numpy:cpu"}
+    mlp = next(r for r in data["rows"] if r["model"] == "MLP" and r["backend"] == "numpy:cpu")
+    assert (mlp["n_samples"], mlp["width"], mlp["batch_size"]) == (300, 4, 128)
+    bad = run("bench/run.py", "--models", "linear,nonsense", "--out", str(tmp_path))
     assert bad.returncode == 2
     assert "--models" in bad.stderr
-
-
-def test_epoch_benchmark_quick(tmp_path):
-    pytest.importorskip("torch")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "bench/epochs.py",
-            "--quick",
-            "--models",
-            "mlp,cnn",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    rows = json.loads((tmp_path / "epochs.json").read_text())["rows"]
-    assert {(r["model"], r["who"].split()[0]) for r in rows} == {
-        ("mlp", "mlxp"),
-        ("mlp", "torch"),
-        ("cnn", "mlxp"),
-        ("cnn", "torch"),
-    }
-    assert all(r["seconds"] > 0 and r["gflops"] > 0 for r in rows)
-    assert "| mlp | mlxp numpy:cpu |" in (tmp_path / "epochs.md").read_text()
+    bad = run("bench/run.py", "--sizes", "mlp=12", "--out", str(tmp_path))
+    assert bad.returncode == 2
+    assert "NxP" in bad.stderr

@@ -1,0 +1,196 @@
+"""How the benchmarks time things: where a run computes, warm-up apart, device synchronised.
+
+A :class:`Target` is where one column of the results computes: an mlxp backend case,
+or a peer library's own placement (scikit-learn on the host, PyTorch on its device,
+cuML on CuPy). :func:`timed` runs a call once untimed (the warm-up: compilation,
+caches, memory-pool growth), then ``repeat`` times, synchronising the device before
+each clock read. :func:`transfer` times moving the data there and back on its own;
+:func:`matmul_peak` measures the matrix-multiply rate that network runs are set against.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import backends
+
+PEAK_REPEAT = 3  # timings per matmul peak (the best is kept), after a warm-up product
+PEAK_SECONDS = 0.05  # the least each timing lasts
+
+
+def _no_memory() -> int | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a run computes: NumPy data moved there and back, its work awaited, its memory read.
+
+    ``peak_key`` names the matmul peak that applies (the backend doing the arithmetic);
+    ``host`` marks targets that compute on the caller's NumPy arrays (no transfer).
+    """
+
+    name: str
+    to_device: Callable[[np.ndarray], Any]
+    to_host: Callable[[Any], np.ndarray]
+    sync: Callable[[Any], None]
+    peak_key: str
+    float_dtypes: tuple[str, ...] = ("float32", "float64")
+    memory: Callable[[], int | None] = field(default=_no_memory)
+    host: bool = False
+
+
+def case_target(case: backends.Case) -> Target:
+    """The target of mlxp computing on a backend case of ``backends.cases()``."""
+    return Target(
+        name=str(case),
+        to_device=case.asarray,
+        to_host=case.to_numpy,
+        sync=case.synchronize,
+        peak_key=str(case),
+        float_dtypes=case.float_dtypes,
+        memory=lambda: device_memory(case.name, case.device),
+    )
+
+
+def host_target(name: str) -> Target:
+    """A peer computing on NumPy arrays in host memory (scikit-learn)."""
+    return Target(
+        name=name,
+        to_device=np.asarray,
+        to_host=np.asarray,
+        sync=lambda _: None,
+        peak_key="numpy:cpu",
+        host=True,
+    )
+
+
+def device_memory(library: str, device: Any) -> int | None:
+    """Bytes held by the device's memory pool (CuPy), or its peak use so far (PyTorch CUDA,
+    JAX GPU); None on CPUs, where there is no pool to grow."""
+    if library == "cupy":
+        import cupy
+
+        return int(cupy.get_default_memory_pool().total_bytes())
+    if library == "torch" and getattr(device, "type", None) == "cuda":
+        import torch
+
+        return int(torch.cuda.max_memory_allocated(device))
+    if library == "jax" and getattr(device, "platform", "cpu") != "cpu":
+        stats = device.memory_stats() or {}
+        return stats.get("peak_bytes_in_use")
+    return None
+
+
+def summary(times: Sequence[float], prefix: str = "") -> dict[str, Any]:
+    """``median_s``, ``min_s``, ``max_s`` and every time of a timed call, keys prefixed."""
+    return {
+        f"{prefix}median_s": statistics.median(times),
+        f"{prefix}min_s": min(times),
+        f"{prefix}max_s": max(times),
+        f"{prefix}times_s": list(times),
+    }
+
+
+def timed(
+    call: Callable[[], Any],
+    sync: Callable[[Any], None],
+    repeat: int,
+    memory: Callable[[], int | None] | None = None,
+    prefix: str = "",
+) -> tuple[Any, dict[str, Any]]:
+    """Run ``call()`` once untimed, then ``repeat`` times timed; the last result and the stats.
+
+    ``sync(result)`` waits for the device before the clock is read. The warm-up's own
+    time is reported beside the stats, and with ``memory`` the device memory read
+    before and after it (its growth: pools, caches, compiled kernels' workspaces).
+    """
+    before = memory() if memory else None
+    start = time.perf_counter()
+    sync(result := call())
+    warmup = time.perf_counter() - start
+    after = memory() if memory else None
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        sync(result := call())
+        times.append(time.perf_counter() - start)
+    stats = summary(times, prefix)
+    stats[f"{prefix}warmup_s"] = warmup
+    if memory:
+        stats[f"{prefix}memory_before_warmup_bytes"] = before
+        stats[f"{prefix}memory_after_warmup_bytes"] = after
+    return result, stats
+
+
+def transfer(target: Target, arrays: Sequence[np.ndarray], repeat: int) -> dict[str, Any]:
+    """Median seconds to move ``arrays`` to the target (synchronised) and back to NumPy.
+
+    One untimed round trip first, like every other measurement.
+    """
+    to_device, to_host = [], []
+    for i in range(repeat + 1):
+        start = time.perf_counter()
+        moved = [target.to_device(a) for a in arrays]
+        for m in moved:
+            target.sync(m)
+        middle = time.perf_counter()
+        for m in moved:
+            target.to_host(m)
+        end = time.perf_counter()
+        if i:
+            to_device.append(middle - start)
+            to_host.append(end - middle)
+    return {
+        "bytes": int(sum(a.nbytes for a in arrays)),
+        **summary(to_device, "to_device_"),
+        **summary(to_host, "to_host_"),
+    }
+
+
+def matmul_peak(target: Target, dtype: str, size: int) -> float | None:
+    """GFLOP/s of ``size``×``size`` products ``a @ a`` in ``dtype``; None where the target
+    lacks the dtype.
+
+    Each of a few timings covers enough back-to-back products to last about
+    ``PEAK_SECONDS`` (a single small product is at the mercy of thread wake-ups on a
+    busy machine); the best timing is kept, as a peak should be.
+    """
+    if dtype not in target.float_dtypes:
+        return None
+    rng = np.random.default_rng(0)
+    a = target.to_device(rng.standard_normal((size, size)).astype(dtype))
+    target.sync(a @ a)  # warm-up
+    start = time.perf_counter()
+    target.sync(a @ a)
+    count = max(1, math.ceil(PEAK_SECONDS / (time.perf_counter() - start)))
+    best = float("inf")
+    for _ in range(PEAK_REPEAT):
+        start = time.perf_counter()
+        for _ in range(count):
+            c = a @ a
+        target.sync(c)
+        best = min(best, (time.perf_counter() - start) / count)
+    return 2 * size**3 / best / 1e9
+
+
+class Peaks:
+    """Matmul peaks (float32 and float64 GFLOP/s) per ``peak_key``, measured on first use."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.measured: dict[str, dict[str, float | None]] = {}
+
+    def of(self, target: Target) -> dict[str, float | None]:
+        if target.peak_key not in self.measured:
+            self.measured[target.peak_key] = {
+                dtype: matmul_peak(target, dtype, self.size) for dtype in ("float32", "float64")
+            }
+        return self.measured[target.peak_key]
