@@ -178,7 +178,7 @@ class EstimatorBench:
 
 LINEAR = EstimatorBench(
     title="LinearRegression",
-    sizes="2000x20,20000x50,100000x100",
+    sizes="500x20,5000x50,50000x50",
     data=linear_data,
     estimator=LinearRegression,
     solvers=("auto", "cholesky", "qr", "svd"),
@@ -193,7 +193,7 @@ LINEAR = EstimatorBench(
 
 RIDGE = EstimatorBench(
     title="Ridge",
-    sizes="2000x20,20000x50,100000x100",
+    sizes="500x20,5000x50,50000x50",
     data=linear_data,
     estimator=Ridge,
     solvers=("auto", "svd"),
