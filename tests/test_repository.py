@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -40,6 +41,25 @@ def test_ci_runs_exactly_the_readme_test_command():
 def test_readme_demo_command_is_the_one_tested():
     demo = [c for c in _commands() if "mlxp demo" in c]
     assert demo and demo[0].endswith("python -m mlxp demo")
+
+
+BENCH_COMMANDS = [c for c in _commands() if c.startswith("python bench/run.py")]
+
+
+@pytest.mark.parametrize("command", BENCH_COMMANDS)
+def test_readme_bench_commands_parse(command, monkeypatch):
+    """Each benchmark command in the README is valid: its options parse and plan a run (the
+    runs themselves take minutes; `--quick` is run end to end in tests/test_cli.py)."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import run as bench_run
+
+    args = bench_run.parse_args(shlex.split(command)[2:])
+    sizes, repeats = bench_run.plan(args)
+    assert sizes and all(sizes.values()) and all(r >= 1 for r in repeats.values())
+
+
+def test_readme_quotes_bench_commands():
+    assert len(BENCH_COMMANDS) >= 2
 
 
 @pytest.mark.parametrize("index", range(len(_blocks("python"))))
