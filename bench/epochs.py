@@ -3,9 +3,8 @@ in PyTorch (CPU, and CUDA when present) and, for the MLP, scikit-learn's MLPClas
 
 Every library trains the same layers with Adam(lr=1e-3), the same batch size and a shuffle
 each epoch, in float32, from its own default initialisation. A timed unit is one epoch
-(after an untimed warm-up epoch), the network carrying on training across repeats, the
-libraries taking turns epoch by epoch; ``predict`` is the forward pass over the training
-set, in batches of the training size.
+(after an untimed warm-up epoch), the network carrying on training across repeats;
+``predict`` is the forward pass over the training set, in batches of the training size.
 Quality: the last epoch's mean training loss, and the accuracy of ``predict``.
 
 Problem sizes are ``NxW``: N samples (28×28 images, 10 classes) and the network's width W:
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.timing import Peaks, Target, Timed, device_memory, host_target, timed_in_turn
+from bench.timing import Peaks, Target, device_memory, host_target, timed
 from mlxp import nn
 from mlxp.optim import Adam
 
@@ -92,7 +91,7 @@ class Peer:
     """A native implementation: ``train`` runs the epochs on ``target``; ``reason`` if absent."""
 
     name: str
-    train: Callable[..., Session] | None = None
+    train: Callable[..., dict[str, Any]] | None = None
     target: Target | None = None
     reason: str | None = None
 
@@ -102,18 +101,7 @@ def accuracy(outputs: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(outputs, axis=1) == y))
 
 
-@dataclass(frozen=True)
-class Session:
-    """One library's network, ready to train: an epoch and a ``predict`` to time (in turn
-    with the other libraries', :func:`~bench.timing.timed_in_turn`), and how to read
-    ``predict``'s outputs back to NumPy."""
-
-    epoch: Timed
-    predict: Timed
-    to_host: Callable[[Any], np.ndarray]
-
-
-def train_mlxp(bench: NetworkBench, w: int, target: Target, data: Any) -> Session:
+def train_mlxp(bench: NetworkBench, w: int, target: Target, data: Any, repeat: int) -> dict:
     """Epochs of ``Sequential.fit`` and batched ``predict`` on an mlxp backend."""
     net = nn.Sequential(bench.layers(w), seed=0)
     X, y = (target.to_device(a) for a in data)
@@ -127,15 +115,16 @@ def train_mlxp(bench: NetworkBench, w: int, target: Target, data: Any) -> Sessio
     def trained(_: float) -> None:
         target.sync(net.layers[-1].params["W"])
 
+    loss, fit = timed(epoch, trained, repeat, target.memory)
+
     def predict() -> Any:
         return net.predict(X, batch_size=bench.batch)
 
-    return Session(
-        Timed(epoch, trained, target.memory), Timed(predict, target.sync), target.to_host
-    )
+    out, predicted = timed(predict, target.sync, repeat, prefix="predict_")
+    return {**fit, **predicted, "final_loss": loss, "outputs": target.to_host(out)}
 
 
-def train_torch(bench: NetworkBench, w: int, target: Target, data: Any) -> Session:
+def train_torch(bench: NetworkBench, w: int, target: Target, data: Any, repeat: int) -> dict:
     """The same epochs written natively in PyTorch (``torch.optim.Adam``, cross-entropy)."""
     import torch
 
@@ -164,12 +153,12 @@ def train_torch(bench: NetworkBench, w: int, target: Target, data: Any) -> Sessi
     def trained(_: float) -> None:
         target.sync(net[-1].weight)
 
-    return Session(
-        Timed(epoch, trained, target.memory), Timed(predict, target.sync), target.to_host
-    )
+    loss, fit = timed(epoch, trained, repeat, target.memory)
+    out, predicted = timed(predict, target.sync, repeat, prefix="predict_")
+    return {**fit, **predicted, "final_loss": loss, "outputs": target.to_host(out)}
 
 
-def train_sklearn(bench: NetworkBench, w: int, target: Target, data: Any) -> Session:
+def train_sklearn(bench: NetworkBench, w: int, target: Target, data: Any, repeat: int) -> dict:
     """scikit-learn's MLPClassifier: one epoch is one ``partial_fit`` (Adam, no L2 penalty)."""
     from sklearn.neural_network import MLPClassifier
 
@@ -187,11 +176,9 @@ def train_sklearn(bench: NetworkBench, w: int, target: Target, data: Any) -> Ses
     def epoch() -> float:
         return clf.partial_fit(X, y, classes=classes).loss_
 
-    return Session(
-        Timed(epoch, target.sync, target.memory),
-        Timed(lambda: clf.predict_proba(X), target.sync),
-        np.asarray,
-    )
+    loss, fit = timed(epoch, target.sync, repeat, target.memory)
+    out, predicted = timed(lambda: clf.predict_proba(X), target.sync, repeat, prefix="predict_")
+    return {**fit, **predicted, "final_loss": float(loss), "outputs": out}
 
 
 def torch_target(device: str) -> Target:
@@ -258,34 +245,16 @@ class NetworkBench:
         repeat: int,
         peaks: Peaks,
     ) -> list[dict[str, Any]]:
-        """Rows for the available peers, then mlxp on every target, their epochs (and then
-        their ``predict`` calls) timed in turn."""
+        """Rows for the available peers, then mlxp on every target."""
         runs = [(p.train, p.target) for p in peers if p.target is not None]
         runs += [(train_mlxp, target) for target in targets]
-        sessions = [train(self, size[1], target, data) for train, target in runs]
-        fits = timed_in_turn([s.epoch for s in sessions], repeat)
-        predicts = timed_in_turn([s.predict for s in sessions], repeat, prefix="predict_")
-        return [
-            self.row(size, data, target, session, fit, predicted, peaks)
-            for (_, target), session, fit, predicted in zip(
-                runs, sessions, fits, predicts, strict=True
-            )
-        ]
+        return [self.row(size, data, train, target, repeat, peaks) for train, target in runs]
 
-    def row(
-        self,
-        size: tuple[int, int],
-        data: Any,
-        target: Target,
-        session: Session,
-        fit: tuple[Any, dict[str, Any]],
-        predicted: tuple[Any, dict[str, Any]],
-        peaks: Peaks,
-    ) -> dict[str, Any]:
+    def row(self, size, data, train, target: Target, repeat: int, peaks: Peaks) -> dict[str, Any]:
         """One result row: timings, final loss, accuracy, GFLOP/s and the share of the peak."""
         n, w = size
-        (loss, fit_stats), (outputs, predict_stats) = fit, predicted
-        gflops = self.flops(n, w) / fit_stats["median_s"] / 1e9
+        result = train(self, w, target, data, repeat)
+        gflops = self.flops(n, w) / result["median_s"] / 1e9
         peak = peaks.of(target)["float32"]
         return {
             "model": self.title,
@@ -297,10 +266,8 @@ class NetworkBench:
             "width": w,
             "batch_size": self.batch,
             "dtype": "float32",
-            **fit_stats,
-            **predict_stats,
-            "final_loss": float(loss),
-            "accuracy_train": accuracy(session.to_host(outputs), data[1]),
+            **{k: v for k, v in result.items() if k != "outputs"},
+            "accuracy_train": accuracy(result["outputs"], data[1]),
             "flops_per_epoch": self.flops(n, w),
             "gflops": gflops,
             "peak_float32_gflops": peak,

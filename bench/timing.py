@@ -99,52 +99,6 @@ def summary(times: Sequence[float], prefix: str = "") -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class Timed:
-    """A call to time: ``sync(result)`` waits for its device; ``memory`` reads the device's."""
-
-    call: Callable[[], Any]
-    sync: Callable[[Any], None]
-    memory: Callable[[], int | None] | None = None
-
-
-def timed_in_turn(
-    calls: Sequence[Timed], repeat: int, prefix: str = ""
-) -> list[tuple[Any, dict[str, Any]]]:
-    """Each call once untimed, then ``repeat`` rounds timing each call in turn; for each,
-    its last result and the stats.
-
-    Taking turns puts every call under the same load when the machine's load drifts
-    (a shared machine), so the ratios between them are fairer than timing one call's
-    repeats, then the next's. ``sync(result)`` waits for the device before the clock
-    is read. The warm-up's own time is reported beside the stats, and with ``memory``
-    the device memory read before and after it (its growth: pools, caches, compiled
-    kernels' workspaces).
-    """
-    results, stats = [], []
-    for timed_call in calls:
-        before = timed_call.memory() if timed_call.memory else None
-        start = time.perf_counter()
-        timed_call.sync(result := timed_call.call())
-        warm = {f"{prefix}warmup_s": time.perf_counter() - start}
-        if timed_call.memory:
-            warm[f"{prefix}memory_before_warmup_bytes"] = before
-            warm[f"{prefix}memory_after_warmup_bytes"] = timed_call.memory()
-        results.append(result)
-        stats.append(warm)
-    times: list[list[float]] = [[] for _ in calls]
-    for _ in range(repeat):
-        for i, timed_call in enumerate(calls):
-            start = time.perf_counter()
-            timed_call.sync(result := timed_call.call())
-            times[i].append(time.perf_counter() - start)
-            results[i] = result
-    return [
-        (result, {**summary(t, prefix), **warm})
-        for result, t, warm in zip(results, times, stats, strict=True)
-    ]
-
-
 def timed(
     call: Callable[[], Any],
     sync: Callable[[Any], None],
@@ -152,8 +106,28 @@ def timed(
     memory: Callable[[], int | None] | None = None,
     prefix: str = "",
 ) -> tuple[Any, dict[str, Any]]:
-    """:func:`timed_in_turn` of one call: its last result and its stats."""
-    return timed_in_turn([Timed(call, sync, memory)], repeat, prefix)[0]
+    """Run ``call()`` once untimed, then ``repeat`` times timed; the last result and the stats.
+
+    ``sync(result)`` waits for the device before the clock is read. The warm-up's own
+    time is reported beside the stats, and with ``memory`` the device memory read
+    before and after it (its growth: pools, caches, compiled kernels' workspaces).
+    """
+    before = memory() if memory else None
+    start = time.perf_counter()
+    sync(result := call())
+    warmup = time.perf_counter() - start
+    after = memory() if memory else None
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        sync(result := call())
+        times.append(time.perf_counter() - start)
+    stats = summary(times, prefix)
+    stats[f"{prefix}warmup_s"] = warmup
+    if memory:
+        stats[f"{prefix}memory_before_warmup_bytes"] = before
+        stats[f"{prefix}memory_after_warmup_bytes"] = after
+    return result, stats
 
 
 def transfer(target: Target, arrays: Sequence[np.ndarray], repeat: int) -> dict[str, Any]:
