@@ -14,6 +14,7 @@ with, where a library offers something better, a small named fast path beside it
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import array_api_compat as aac
@@ -281,10 +282,7 @@ def slice_add(
         return out
     index = xp.concat([_flat_positions(shape, region, xp, dev) for region in regions])
     values = xp.concat([xp.reshape(part, (-1,)) for part in parts])
-    total = 1
-    for size in shape:
-        total *= size
-    return xp.reshape(scatter_add(total, index, values, xp=xp), shape)
+    return xp.reshape(scatter_add(math.prod(shape), index, values, xp=xp), shape)
 
 
 def _flat_positions(shape: tuple[int, ...], region: tuple[slice, ...], xp: Any, dev: Any) -> Any:

@@ -411,9 +411,9 @@ def conv2d(
     W2 = xp.reshape(W, (K, -1))
     parts, cols = [], None
     for rows in _chunks(N, _conv_bytes(W2, out, x, xp), max_bytes):
-        cols = _window_matrix(_rows(x, rows), kernel, stride, pads, dilation, xp)
+        cols = _window_matrix(_rows(x, rows), kernel, stride, pads, dilation, out, xp)
         Y = W2 @ cols if b is None else W2 @ cols + xp.reshape(b, (K, 1))
-        parts.append(xp.permute_dims(xp.reshape(Y, (K, *out, -1)), (3, 0, 1, 2)))
+        parts.append(_batch_first(xp.reshape(Y, (K, *out, -1)), xp))
     return _cat(parts, xp), (cols if len(parts) == 1 else None)
 
 
@@ -428,31 +428,41 @@ def _conv_bytes(W2: Any, out: Pair, x: Any, xp: Any) -> int:
 
 
 def _window_regions(kernel: Pair, stride: Pair, dilation: Pair, out: Pair) -> list[tuple]:
-    """For each kernel offset (i, j), row-major, the (rows, columns) slices of the padded
-    image that offset reads: rows i·dh + h·sh for h < OH, columns j·dw + w·sw for w < OW."""
+    """For each kernel offset (i, j), row-major, the region of the padded batch-last images
+    (C, Hp, Wp, N) that offset reads: rows i·dh + h·sh for h < OH, columns j·dw + w·sw for
+    w < OW, every channel and image."""
+    every = slice(None)
     return [
         (
+            every,
             slice(i * dilation[0], i * dilation[0] + stride[0] * (out[0] - 1) + 1, stride[0]),
             slice(j * dilation[1], j * dilation[1] + stride[1] * (out[1] - 1) + 1, stride[1]),
+            every,
         )
         for i, j in _offsets(kernel)
     ]
 
 
-def _window_matrix(x: Any, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair, xp: Any) -> Any:
-    """X̃ (C·kh·kw, OH·OW·N) of x (N, C, H, W): X̃[(c, i, j), (h, w, n)] = x̃[n, c, h·sh + i·dh,
-    w·sw + j·dw].
+def _window_views(
+    x: Any, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair, out: Pair, fill: float, xp: Any
+) -> list[Any]:
+    """The windows of x (N, C, H, W) padded with ``fill``: for each kernel offset (i, j),
+    row-major, the (C, OH, OW, N) strided slice x̃[:, i·dh + h·sh, j·dw + w·sw, :].
 
-    The padded input is laid out (C, Hp, Wp, N), batch innermost; each kernel offset reads
-    one strided slice of it, whose rows are runs of N (OW·N for stride 1) contiguous
-    values, and the kh·kw slices are stacked: no gather, and long copies.
-    """
+    The padded input is stored (C, Hp, Wp, N), batch innermost, so each slice's rows are
+    runs of N (OW·N for stride 1) contiguous values: no gather, and long copies."""
+    images = _pad(_batch_last(x, xp), pads, fill, xp, axes=(1, 2))
+    return [images[region] for region in _window_regions(kernel, stride, dilation, out)]
+
+
+def _window_matrix(
+    x: Any, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair, out: Pair, xp: Any
+) -> Any:
+    """X̃ (C·kh·kw, OH·OW·N) of x (N, C, H, W): X̃[(c, i, j), (h, w, n)] = x̃[n, c, h·sh + i·dh,
+    w·sw + j·dw], the kh·kw window views (:func:`_window_views`) stacked."""
     N, C = x.shape[0], x.shape[1]
-    images = _pad(_batch_last(x, xp), pads, 0.0, xp, axes=(1, 2))
-    out = _out_size(x, kernel, stride, pads, dilation, "conv2d")
-    regions = _window_regions(kernel, stride, dilation, out)
-    windows = xp.stack([images[:, rows, cols, :] for rows, cols in regions], axis=1)
-    return xp.reshape(windows, (C * kernel[0] * kernel[1], out[0] * out[1] * N))
+    views = _window_views(x, kernel, stride, pads, dilation, out, 0.0, xp)
+    return xp.reshape(xp.stack(views, axis=1), (C * kernel[0] * kernel[1], out[0] * out[1] * N))
 
 
 def _batch_last(x: Any, xp: Any) -> Any:
@@ -462,6 +472,11 @@ def _batch_last(x: Any, xp: Any) -> Any:
     when the permuted view is already contiguous, one copy otherwise."""
     images = xp.permute_dims(x, (1, 2, 3, 0))
     return xp.reshape(xp.reshape(images, (-1,)), images.shape)
+
+
+def _batch_first(images: Any, xp: Any) -> Any:
+    """(C, H, W, N) → (N, C, H, W), a view."""
+    return xp.permute_dims(images, (3, 0, 1, 2))
 
 
 def conv2d_backward(
@@ -503,20 +518,16 @@ def conv2d_backward(
         n = g.shape[0]
         G = xp.reshape(xp.permute_dims(g, (1, 2, 3, 0)), (K, -1))
         if cols is None:
-            X = _window_matrix(_rows(x, rows), kernel, stride, pads, dilation, xp)
+            X = _window_matrix(_rows(x, rows), kernel, stride, pads, dilation, out, xp)
         else:
             X = cols
         part = xp.matrix_transpose(X @ xp.matrix_transpose(G))  # on OpenBLAS faster than G X̃ᵀ
         dW = part if dW is None else dW + part
         if input_grad:
             dX = xp.reshape(xp.matrix_transpose(W2) @ G, (C, len(regions), *out, n))
-            images = slice_add(
-                (*padded, n),
-                [(slice(None), r, c, slice(None)) for r, c in regions],
-                [dX[:, a, ...] for a in range(len(regions))],
-                xp=xp,
-            )
-            dx_parts.append(_unpad(xp.permute_dims(images, (3, 0, 1, 2)), pads))
+            parts = [dX[:, a, ...] for a in range(len(regions))]
+            images = slice_add((*padded, n), regions, parts, xp=xp)
+            dx_parts.append(_unpad(_batch_first(images, xp), pads))
     dx = _cat(dx_parts, xp) if input_grad else None
     db = xp.sum(grad, axis=(0, 2, 3)) if bias else None
     return dx, xp.reshape(dW, W.shape), db
@@ -529,23 +540,9 @@ def _pool_geometry(kernel_size: Any, stride: Any, padding: Any) -> tuple[Pair, P
 
 
 def _pool_windows(x: Any, kernel: Pair, stride: Pair, pads: Pads, fill: float, xp: Any, name: str):
-    """The kh·kw window views of x (N, C, H, W) padded with ``fill``, batch innermost: for
-    each offset (i, j), row-major, the (C, OH, OW, N) slice x̃[:, i + h·sh, j + w·sw, :]."""
+    """The output size (OH, OW) and the window views (:func:`_window_views`) of a pool."""
     out = _out_size(x, kernel, stride, pads, (1, 1), name)
-    images = _pad(xp.permute_dims(x, (1, 2, 3, 0)), pads, fill, xp, axes=(1, 2))
-    return [images[:, rows, cols, :] for rows, cols in _window_regions(kernel, stride, (1, 1), out)]
-
-
-def _pool_regions(kernel: Pair, stride: Pair, out: Pair) -> list[tuple]:
-    """The regions of the padded (C, Hp, Wp, N) images the windows of :func:`_pool_windows`
-    read, for :func:`~mlxp._compat.slice_add`."""
-    regions = _window_regions(kernel, stride, (1, 1), out)
-    return [(slice(None), rows, cols, slice(None)) for rows, cols in regions]
-
-
-def _batch_first(images: Any, xp: Any) -> Any:
-    """(C, H, W, N) → (N, C, H, W), a view."""
-    return xp.permute_dims(images, (3, 0, 1, 2))
+    return out, _window_views(x, kernel, stride, pads, (1, 1), out, fill, xp)
 
 
 def max_pool2d(
@@ -564,7 +561,7 @@ def max_pool2d(
     """
     xp = xp or array_namespace(x)
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
-    views = _pool_windows(x, kernel, stride, pads, -math.inf, xp, "max_pool2d")
+    _, views = _pool_windows(x, kernel, stride, pads, -math.inf, xp, "max_pool2d")
     y = views[0]
     for view in views[1:]:
         y = xp.maximum(y, view)
@@ -596,7 +593,7 @@ def max_pool2d_backward(
     """
     xp = xp or array_namespace(grad)
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
-    views = _pool_windows(x, kernel, stride, pads, -math.inf, xp, "max_pool2d")
+    out, views = _pool_windows(x, kernel, stride, pads, -math.inf, xp, "max_pool2d")
     y_last, g_last = xp.permute_dims(y, (1, 2, 3, 0)), xp.permute_dims(grad, (1, 2, 3, 0))
     found, parts = None, []
     for view in views:
@@ -609,8 +606,7 @@ def max_pool2d_backward(
         parts.append(g_last * xp.astype(hit, grad.dtype))
     C, H, W, N = x.shape[1], x.shape[2], x.shape[3], x.shape[0]
     padded = (C, H + sum(pads[0]), W + sum(pads[1]), N)
-    out = (grad.shape[2], grad.shape[3])
-    images = slice_add(padded, _pool_regions(kernel, stride, out), parts, xp=xp)
+    images = slice_add(padded, _window_regions(kernel, stride, (1, 1), out), parts, xp=xp)
     return _unpad(_batch_first(images, xp), pads)
 
 
@@ -630,7 +626,7 @@ def avg_pool2d(
     """
     xp = xp or array_namespace(x)
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
-    views = _pool_windows(x, kernel, stride, pads, 0.0, xp, "avg_pool2d")
+    _, views = _pool_windows(x, kernel, stride, pads, 0.0, xp, "avg_pool2d")
     total = views[0]
     for view in views[1:]:
         total = total + view
@@ -657,7 +653,7 @@ def avg_pool2d_backward(
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
     N, C, H, W = x_shape
     out, size = (grad.shape[2], grad.shape[3]), kernel[0] * kernel[1]
-    regions = _pool_regions(kernel, stride, out)
+    regions = _window_regions(kernel, stride, (1, 1), out)
     bytes_per = _nbytes(xp, grad.dtype) + _nbytes(xp, index_dtype(xp, _device(grad)))
     parts = []
     for rows in _chunks(N, C * out[0] * out[1] * size * bytes_per, max_bytes):
