@@ -49,6 +49,37 @@ def _no_backend_leaks():
     mlxp.set_backend(None)
 
 
+class Unrecognised:
+    """A namespace mlxp does not recognise, forwarding to ``xp``: forces portable fallbacks."""
+
+    __name__ = "unrecognised"
+
+    def __init__(self, xp):
+        self._xp = xp
+
+    def __getattr__(self, name):
+        return getattr(self._xp, name)
+
+
+def require_float64(backend) -> None:
+    """Skip on devices without float64 (finite differences and tight tolerances need it)."""
+    if "float64" not in backend.float_dtypes:
+        pytest.skip(f"{backend} has no float64")
+
+
+def widest_float(backend) -> tuple[str, float]:
+    """The widest float dtype of the device and a matching relative tolerance."""
+    return ("float64", 1e-10) if "float64" in backend.float_dtypes else ("float32", 2e-5)
+
+
+def built(layer, backend, dtype: str = "float64", seed: int = 1):
+    """``layer`` initialised on the backend's namespace and device, in ``dtype``."""
+    layer.initialize(
+        mlxp.Generator(seed), xp=backend.xp, device=backend.device, dtype=backend.dtype(dtype)
+    )
+    return layer
+
+
 def rtol_for(dtype: str) -> float:
     """A tolerance that scales with the precision of ``dtype``."""
     return 1e-4 if dtype == "float32" else 1e-9

@@ -21,7 +21,7 @@ from mlxp._compat import (
     synchronize,
     to_numpy,
 )
-from tests.conftest import rtol_for
+from tests.conftest import Unrecognised, rtol_for
 
 
 def _indexing_dtype(backend):
@@ -190,18 +190,6 @@ def test_move_narrows_what_the_device_lacks(source, target, wide, narrow):
 
 
 # --------------------------------------------------------------------------- scatter_add
-class _Unrecognised:
-    """A namespace mlxp does not recognise, forwarding to ``xp``: forces portable fallbacks."""
-
-    __name__ = "unrecognised"
-
-    def __init__(self, xp):
-        self._xp = xp
-
-    def __getattr__(self, name):
-        return getattr(self._xp, name)
-
-
 FAST_PATHS = (
     aac.is_numpy_namespace,
     aac.is_torch_namespace,
@@ -223,7 +211,7 @@ def _scatter_case(backend, dtype, tail, rng):
 def test_scatter_add_matches_np_add_at(backend, dtype, tail, fallback, rng):
     index, values, expected = _scatter_case(backend, dtype, tail, rng)
     assert index.dtype == _indexing_dtype(backend)
-    xp = _Unrecognised(backend.xp) if fallback else None
+    xp = Unrecognised(backend.xp) if fallback else None
     if fallback:
         assert not any(is_library(xp) for is_library in FAST_PATHS)
     out = scatter_add(7, index, values, xp=xp)
@@ -251,7 +239,7 @@ def test_slice_add_matches_in_place_numpy(backend, dtype, fallback, rng):
         part = rng.standard_normal(expected[region].shape).astype(dtype)
         expected[region] += part
         parts.append(part)
-    xp = _Unrecognised(backend.xp) if fallback else None
+    xp = Unrecognised(backend.xp) if fallback else None
     out = slice_add(SLICE_SHAPE, SLICE_REGIONS, [backend.asarray(p) for p in parts], xp=xp)
     _assert_on(out, backend, backend.dtype(dtype))
     assert tuple(out.shape) == SLICE_SHAPE

@@ -9,6 +9,7 @@ import pytest
 import mlxp
 from mlxp.linear_model import LogisticRegression
 from mlxp.linear_model._logistic_loss import LogisticObjective
+from tests.conftest import require_float64
 
 datasets = pytest.importorskip("sklearn.datasets")
 sk_linear = pytest.importorskip("sklearn.linear_model")
@@ -22,16 +23,11 @@ BINARY = (_standardise(datasets.load_breast_cancer().data), datasets.load_breast
 IRIS = (_standardise(datasets.load_iris().data), datasets.load_iris().target)
 
 
-def _float64(backend):
-    if "float64" not in backend.float_dtypes:
-        pytest.skip(f"{backend} has no float64")
-
-
 # --------------------------------------------------------------------------- against scikit-learn
 @pytest.mark.parametrize("solver", ["lbfgs", "newton"])
 @pytest.mark.parametrize("data", ["binary", "multiclass"])
 def test_matches_scikit_learn(backend, solver, data):
-    _float64(backend)
+    require_float64(backend)
     X, y = BINARY if data == "binary" else IRIS
     sw = np.random.default_rng(0).uniform(0.5, 2.0, size=len(y))
     ours = LogisticRegression(C=0.5, solver=solver, tol=1e-10, max_iter=1000)
@@ -92,7 +88,7 @@ def test_solution_satisfies_the_optimality_condition(data, fit_intercept):
 @pytest.mark.parametrize("binary", [True, False])
 @pytest.mark.parametrize("fit_intercept", [True, False])
 def test_objective_gradient_and_hessian_by_finite_differences(backend, binary, fit_intercept):
-    _float64(backend)
+    require_float64(backend)
     rng = np.random.default_rng(0)
     n, p, K = 12, 3, 1 if binary else 4
     X = rng.normal(size=(n, p))
@@ -157,7 +153,7 @@ def test_first_order_solvers_approach_the_optimum(backend, dtype, solver, params
 
 
 def test_sgd_same_seed_same_model_on_every_backend(backend):
-    _float64(backend)
+    require_float64(backend)
     X, y = IRIS
     params = dict(solver="sgd", batch_size=16, max_iter=5, tol=0.0, random_state=3)
     with pytest.warns(mlxp.ConvergenceWarning):

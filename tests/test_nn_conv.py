@@ -29,24 +29,10 @@ from mlxp.nn import (
     Sequential,
 )
 from mlxp.nn import functional as F
+from tests.conftest import Unrecognised, built, require_float64, widest_float
 
 
 # --------------------------------------------------------------------------- helpers
-def _best(backend) -> tuple[str, float]:
-    """The widest float dtype of the device and a matching relative tolerance."""
-    return ("float64", 1e-10) if "float64" in backend.float_dtypes else ("float32", 2e-5)
-
-
-def _float64(backend) -> None:
-    if "float64" not in backend.float_dtypes:
-        pytest.skip(f"{backend} has no float64: finite differences need it")
-
-
-def _built(layer, backend, dtype: str = "float64"):
-    layer.initialize(Generator(1), xp=backend.xp, device=backend.device, dtype=backend.dtype(dtype))
-    return layer
-
-
 def _check_grad(analytic: np.ndarray, f, a: np.ndarray, name: str, h: float = 1e-6) -> None:
     """Compare ``analytic`` with central differences of the scalar f at a, at 12 entries
     (all when fewer), drawn at random: each costs two evaluations of f."""
@@ -58,10 +44,6 @@ def _check_grad(analytic: np.ndarray, f, a: np.ndarray, name: str, h: float = 1e
         down[i] -= h
         numeric = (f(up) - f(down)) / (2 * h)
         assert analytic[i] == pytest.approx(numeric, rel=1e-6, abs=1e-8), (name, i)
-
-
-def _torch():
-    return pytest.importorskip("torch")
 
 
 def _pads(padding, kernel, dilation) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -127,7 +109,7 @@ def _conv_case(name, rng, bias=True):
 
 
 def _set(layer, backend, dtype, W, b=None):
-    _built(layer, backend, dtype)
+    built(layer, backend, dtype)
     layer.params = {"W": backend.asarray(W, dtype)}
     if b is not None:
         layer.params["b"] = backend.asarray(b, dtype)
@@ -137,8 +119,8 @@ def _set(layer, backend, dtype, W, b=None):
 # --------------------------------------------------------------------------- Conv2D
 @pytest.mark.parametrize("name", list(CONV_CASES))
 def test_conv2d_matches_loops_and_torch(backend, name):
-    torch = _torch()
-    dtype, rtol = _best(backend)
+    torch = pytest.importorskip("torch")
+    dtype, rtol = widest_float(backend)
     rng = np.random.default_rng(0)
     layer, x, W, b = _conv_case(name, rng)
     _, (_, kh, kw), stride, padding, dilation = CONV_CASES[name]
@@ -170,7 +152,7 @@ def test_conv2d_matches_loops_and_torch(backend, name):
     ("name", "bias"), [("stride2_pad1", True), ("dilated", False), ("2x4_same_even", True)]
 )
 def test_conv2d_backward_matches_finite_differences(backend, name, bias):
-    _float64(backend)
+    require_float64(backend)
     rng = np.random.default_rng(1)
     layer, x, W, b = _conv_case(name, rng, bias)
     _set(layer, backend, "float64", W, b)
@@ -191,10 +173,10 @@ def test_conv2d_backward_matches_finite_differences(backend, name, bias):
 
 
 def test_conv2d_without_bias_has_no_b(backend):
-    layer = _built(Conv2D(3, 2, 3, bias=False), backend, "float32")
+    layer = built(Conv2D(3, 2, 3, bias=False), backend, "float32")
     assert set(layer.params) == {"W"}
     assert tuple(layer.params["W"].shape) == (2, 3, 3, 3)
-    with_bias = _built(Conv2D(3, 2, 3), backend, "float32")
+    with_bias = built(Conv2D(3, 2, 3), backend, "float32")
     assert tuple(with_bias.params["b"].shape) == (2,)
     assert not np.any(backend.to_numpy(with_bias.params["b"]))
 
@@ -209,7 +191,7 @@ def test_conv2d_init_uses_the_fan_in_of_the_kernel():
 
 
 def test_first_layer_can_skip_the_input_gradient(backend):
-    dtype, rtol = _best(backend)
+    dtype, rtol = widest_float(backend)
     rng = np.random.default_rng(2)
     layer, x, W, b = _conv_case("3x3_same", rng)
     _set(layer, backend, dtype, W, b)
@@ -247,8 +229,8 @@ def _torch_pool(torch, kind, name, xt):
 @pytest.mark.parametrize("name", list(POOL_CASES))
 @pytest.mark.parametrize("kind", list(POOLS))
 def test_pool_matches_loops_and_torch(backend, kind, name):
-    torch = _torch()
-    dtype, rtol = _best(backend)
+    torch = pytest.importorskip("torch")
+    dtype, rtol = widest_float(backend)
     rng = np.random.default_rng(3)
     layer, shape = _pool(kind, name)
     x = rng.normal(size=shape)
@@ -266,8 +248,8 @@ def test_pool_matches_loops_and_torch(backend, kind, name):
 
 @pytest.mark.parametrize("name", list(POOL_CASES))
 def test_max_pool_ties_go_to_the_first_maximum(backend, name):
-    torch = _torch()
-    dtype, rtol = _best(backend)
+    torch = pytest.importorskip("torch")
+    dtype, rtol = widest_float(backend)
     rng = np.random.default_rng(4)
     layer, shape = _pool("max", name)
     x = rng.integers(0, 3, size=shape).astype(float)  # many ties in every window
@@ -294,11 +276,11 @@ IMAGE_LAYERS = {
 
 @pytest.mark.parametrize("name", list(IMAGE_LAYERS))
 def test_image_layer_backward_matches_finite_differences(backend, name):
-    _float64(backend)
+    require_float64(backend)
     make, shape, training = IMAGE_LAYERS[name]
     rng = np.random.default_rng(5)
     x = rng.normal(size=shape)
-    layer = _built(make(), backend)
+    layer = built(make(), backend)
     params = {k: rng.normal(size=tuple(v.shape)) for k, v in layer.params.items()}
     running = {k: rng.uniform(0.5, 1.5, size=tuple(v.shape)) for k, v in layer.buffers.items()}
 
@@ -322,11 +304,11 @@ def test_image_layer_backward_matches_finite_differences(backend, name):
 
 
 def test_batchnorm2d_matches_torch(backend):
-    torch = _torch()
-    dtype, rtol = _best(backend)
+    torch = pytest.importorskip("torch")
+    dtype, rtol = widest_float(backend)
     rng = np.random.default_rng(6)
     gamma, beta = rng.normal(size=3), rng.normal(size=3)
-    ours = _built(BatchNorm2d(3, momentum=0.2, eps=1e-3), backend, dtype)
+    ours = built(BatchNorm2d(3, momentum=0.2, eps=1e-3), backend, dtype)
     ours.params = {"gamma": backend.asarray(gamma, dtype), "beta": backend.asarray(beta, dtype)}
     ref = torch.nn.BatchNorm2d(3, momentum=0.2, eps=1e-3, dtype=torch.float64)
     with torch.no_grad():
@@ -368,23 +350,11 @@ def test_global_avg_pool_and_flatten_shapes(backend):
 
 
 # --------------------------------------------------------------------------- portable paths
-class _Unrecognised:
-    """A namespace mlxp does not recognise, forwarding to ``xp``: forces portable fallbacks."""
-
-    __name__ = "unrecognised"
-
-    def __init__(self, xp):
-        self._xp = xp
-
-    def __getattr__(self, name):
-        return getattr(self._xp, name)
-
-
 def test_portable_path_matches_the_strided_fast_path():
     """NumPy behind an unrecognised namespace: ``take`` windows and one-hot scatter_add."""
     rng = np.random.default_rng(7)
     x, W = rng.normal(size=(2, 3, 9, 8)), rng.normal(size=(4, 3, 3, 2))
-    portable = _Unrecognised(aac.array_namespace(x))
+    portable = Unrecognised(aac.array_namespace(x))
     assert not aac.is_numpy_namespace(portable)
     geometry = ((2, 1), ((1, 2), (0, 1)), (2, 1))
     fast, cols = F.conv2d(x, W, None, *geometry)
@@ -424,7 +394,7 @@ def _assert_close(backend, pairs, rtol):
 
 def test_chunked_batches_match_the_whole_batch(backend):
     """One image per chunk (the bound is 1 byte), on the shapes of the tests above."""
-    dtype, rtol = _best(backend)
+    dtype, rtol = widest_float(backend)
     rng = np.random.default_rng(8)
     shape, (K, kh, kw), *geometry = CONV_CASES["stride2_pad1"]
     x = backend.asarray(rng.normal(size=shape), dtype)
@@ -477,7 +447,7 @@ NEW_LAYERS = {
 @pytest.mark.parametrize("name", list(NEW_LAYERS))
 def test_layer_keeps_float32_and_device(backend, name):
     make, training = NEW_LAYERS[name]
-    layer = _built(make(), backend, "float32")
+    layer = built(make(), backend, "float32")
     x = backend.asarray(np.random.default_rng(9).normal(size=(2, 3, 8, 7)), "float32")
     y = layer.forward(x, training=training)
     grad = layer.backward(backend.xp.ones_like(y))
@@ -553,7 +523,7 @@ def test_bad_inputs(backend):
     def images(*shape):
         return backend.asarray(np.ones(shape), "float32")
 
-    conv = _built(Conv2D(3, 2, 3, padding=1, dilation=2), backend, "float32")
+    conv = built(Conv2D(3, 2, 3, padding=1, dilation=2), backend, "float32")
     with pytest.raises(
         ValueError, match=r"Conv2D expects input of shape \(N, 3, H, W\); got \(3, 4, 4\)"
     ):
@@ -573,4 +543,4 @@ def test_bad_inputs(backend):
     with pytest.raises(ValueError, match=r"GlobalAvgPool2D expects .*got \(2, 8\)"):
         GlobalAvgPool2D().forward(images(2, 8))
     with pytest.raises(ValueError, match=r"BatchNorm2d expects x of shape \(N, 3, H, W\)"):
-        _built(BatchNorm2d(3), backend, "float32").forward(images(2, 3, 4), training=True)
+        built(BatchNorm2d(3), backend, "float32").forward(images(2, 3, 4), training=True)

@@ -29,6 +29,7 @@ from mlxp.nn import (
     Tanh,
 )
 from mlxp.nn.init import INITIALIZERS
+from tests.conftest import built, require_float64, widest_float
 
 # name -> (layer factory, input shape, training); Dropout draws the same mask each call
 # because every evaluation re-initialises it with the same seed. Shapes are shared between
@@ -49,16 +50,6 @@ LAYERS = {
 }
 
 
-def _float64(backend) -> None:
-    if "float64" not in backend.float_dtypes:
-        pytest.skip(f"{backend} has no float64: finite differences need it")
-
-
-def _best(backend) -> tuple[str, float]:
-    """The widest float dtype of the device and a matching relative tolerance."""
-    return ("float64", 1e-10) if "float64" in backend.float_dtypes else ("float32", 2e-5)
-
-
 def _inputs(rng: np.random.Generator, shape) -> np.ndarray:
     """Values in ±[0.2, 1.5]: away from the kink of (leaky) ReLU at 0."""
     return rng.uniform(0.2, 1.5, size=shape) * rng.choice([-1.0, 1.0], size=shape)
@@ -75,30 +66,19 @@ def _numeric_grad(f, a: np.ndarray, h: float = 1e-6) -> np.ndarray:
     return grad
 
 
-def _built(layer, backend, dtype: str = "float64", seed: int = 1):
-    layer.initialize(
-        Generator(seed), xp=backend.xp, device=backend.device, dtype=backend.dtype(dtype)
-    )
-    return layer
-
-
-def _torch():
-    return pytest.importorskip("torch")
-
-
 # --------------------------------------------------------------------------- finite differences
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_layer_backward_matches_finite_differences(backend, name):
-    _float64(backend)
+    require_float64(backend)
     make, shape, training = LAYERS[name]
     rng = np.random.default_rng(0)
     x = _inputs(rng, shape)
-    layer = _built(make(), backend)
+    layer = built(make(), backend)
     params = {k: rng.normal(size=tuple(v.shape)) for k, v in layer.params.items()}
     running = {k: rng.uniform(0.5, 1.5, size=tuple(v.shape)) for k, v in layer.buffers.items()}
 
     def output(x_np, ps):
-        _built(layer, backend)  # same dropout mask at every call
+        built(layer, backend)  # same dropout mask at every call
         layer.params = {k: backend.asarray(v) for k, v in ps.items()}
         layer.buffers = {k: backend.asarray(v) for k, v in running.items()}
         return layer.forward(backend.asarray(x_np), training=training)
@@ -144,7 +124,7 @@ def _pred_shape(name: str, target: np.ndarray) -> tuple[int, ...]:
 
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_loss_value_and_backward(backend, name):
-    _float64(backend)
+    require_float64(backend)
     make, draw = LOSSES[name]
     rng = np.random.default_rng(1)
     t = draw(rng)
@@ -191,9 +171,9 @@ def _torch_activations(torch):
     "name", ["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "softmax", "softmax_axis0"]
 )
 def test_activation_matches_torch(backend, name):
-    torch = _torch()
+    torch = pytest.importorskip("torch")
     make, reference = _torch_activations(torch)[name]
-    dtype, rtol = _best(backend)
+    dtype, rtol = widest_float(backend)
     rng = np.random.default_rng(3)
     x, R = rng.normal(size=(5, 4)) * 3, rng.normal(size=(5, 4))
     layer = make()
@@ -208,13 +188,13 @@ def test_activation_matches_torch(backend, name):
 
 @pytest.mark.parametrize(("shape", "momentum"), [((5, 4), 0.1), ((5, 4, 2), 0.3)])
 def test_batchnorm_matches_torch(backend, shape, momentum):
-    torch = _torch()
-    dtype, rtol = _best(backend)
+    torch = pytest.importorskip("torch")
+    dtype, rtol = widest_float(backend)
     rtol = max(rtol, 1e-9)
     rng = np.random.default_rng(4)
     C = shape[1]
     gamma, beta = rng.normal(size=C), rng.normal(size=C)
-    ours = _built(BatchNorm1d(C, momentum=momentum, eps=1e-3), backend, dtype)
+    ours = built(BatchNorm1d(C, momentum=momentum, eps=1e-3), backend, dtype)
     ours.params = {"gamma": backend.asarray(gamma, dtype), "beta": backend.asarray(beta, dtype)}
     ref = torch.nn.BatchNorm1d(C, momentum=momentum, eps=1e-3, dtype=torch.float64)
     with torch.no_grad():
@@ -245,8 +225,8 @@ def test_batchnorm_matches_torch(backend, shape, momentum):
 
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_loss_matches_torch(backend, name):
-    torch = _torch()
-    dtype, rtol = _best(backend)
+    torch = pytest.importorskip("torch")
+    dtype, rtol = widest_float(backend)
     make, draw = LOSSES[name]
     rng = np.random.default_rng(5)
     t = draw(rng)
@@ -337,7 +317,7 @@ def test_initializer_same_seed_same_weights_everywhere(backend, dtype, init):
 # --------------------------------------------------------------------------- dropout
 def test_dropout_is_identity_in_eval(backend):
     x = backend.asarray(np.arange(20.0).reshape(5, 4), "float32")
-    layer = _built(Dropout(0.5), backend, "float32")
+    layer = built(Dropout(0.5), backend, "float32")
     y = layer.forward(x)
     np.testing.assert_array_equal(backend.to_numpy(y), backend.to_numpy(x))
     np.testing.assert_array_equal(backend.to_numpy(layer.backward(x)), backend.to_numpy(x))
@@ -345,7 +325,7 @@ def test_dropout_is_identity_in_eval(backend):
 
 @pytest.mark.parametrize("p", [0.2, 0.6])
 def test_dropout_statistics_in_training(backend, p):
-    layer = _built(Dropout(p), backend, "float32")
+    layer = built(Dropout(p), backend, "float32")
     x = backend.xp.ones((40, 50, 5, 10), dtype=backend.dtype("float32"), device=backend.device)
     y = backend.to_numpy(layer.forward(x, training=True))
     assert y.shape == (40, 50, 5, 10)
@@ -360,7 +340,7 @@ def test_dropout_same_seed_same_mask_everywhere(backend, dtype):
     shape = (5, 4, 2)
 
     def mask(b):
-        layer = _built(Dropout(0.4), b, dtype, seed=11)
+        layer = built(Dropout(0.4), b, dtype, seed=11)
         ones = b.xp.ones(shape, dtype=b.dtype(dtype), device=b.device)
         first = b.to_numpy(layer.forward(ones, training=True))
         return first, b.to_numpy(layer.forward(ones, training=True))
@@ -376,11 +356,11 @@ def test_dropout_same_seed_same_mask_everywhere(backend, dtype):
 
 # --------------------------------------------------------------------------- batch norm
 def test_batchnorm_train_and_eval(backend):
-    dtype, rtol = _best(backend)
+    dtype, rtol = widest_float(backend)
     tol = max(rtol, 1e-9) * 100
     rng = np.random.default_rng(6)
     x = rng.normal(size=(5, 4)) * [1.0, 2.0, 0.5, 1.0] + [3.0, -1.0, 0.0, 0.0]
-    layer = _built(BatchNorm1d(4, momentum=0.2), backend, dtype)
+    layer = built(BatchNorm1d(4, momentum=0.2), backend, dtype)
     y = backend.to_numpy(layer.forward(backend.asarray(x, dtype), training=True))
     np.testing.assert_allclose(y.mean(axis=0), 0, atol=tol)
     np.testing.assert_allclose(y.var(axis=0), x.var(axis=0) / (x.var(axis=0) + 1e-5), rtol=tol)
@@ -409,7 +389,7 @@ def test_batchnorm_train_and_eval(backend):
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_layer_keeps_float32_and_device(backend, name):
     make, shape, training = LAYERS[name]
-    layer = _built(make(), backend, "float32")
+    layer = built(make(), backend, "float32")
     x = backend.asarray(_inputs(np.random.default_rng(7), shape), "float32")
     y = layer.forward(x, training=training)
     grad = layer.backward(backend.xp.ones_like(y))
@@ -468,7 +448,7 @@ def test_bad_inputs(backend):
     x = backend.asarray(np.ones((5, 4)), "float32")
     labels = backend.asarray(np.array([0, 1, 1, 0, 2]))
     with pytest.raises(ValueError, match="BatchNorm1d expects x"):
-        _built(BatchNorm1d(3), backend, "float32").forward(x, training=True)
+        built(BatchNorm1d(3), backend, "float32").forward(x, training=True)
     with pytest.raises(ValueError, match="axis"):
         Softmax(axis=2).forward(x)
     with pytest.raises(ValueError, match=r"^target"):

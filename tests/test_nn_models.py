@@ -24,11 +24,7 @@ from mlxp.nn import (
     Sequential,
     Tanh,
 )
-
-
-def _float64(backend):
-    if "float64" not in backend.float_dtypes:
-        pytest.skip(f"{backend} has no float64")
+from tests.conftest import require_float64
 
 
 def _net(seed=0):
@@ -43,7 +39,7 @@ def _conv_net(seed=0):
 
 @pytest.mark.parametrize("kind", ["dense", "conv"])
 def test_backward_matches_finite_differences_end_to_end(backend, kind):
-    _float64(backend)
+    require_float64(backend)
     rng = np.random.default_rng(0)
     if kind == "dense":
         X, model = rng.normal(size=(7, 4)), _net()
@@ -79,7 +75,7 @@ def test_backward_matches_finite_differences_end_to_end(backend, kind):
 
 
 def test_same_seed_same_trained_weights_on_every_backend(backend):
-    _float64(backend)
+    require_float64(backend)
     rng = np.random.default_rng(1)
     X, y = rng.normal(size=(64, 4)), rng.integers(0, 3, size=64)
 
@@ -178,7 +174,7 @@ def test_mlp_classifier_reaches_97_percent_on_digits():
 
 
 def test_mlp_regressor_fits_several_targets(backend):
-    _float64(backend)
+    require_float64(backend)
     rng = np.random.default_rng(6)
     X = rng.uniform(-1, 1, size=(300, 2))
     Y = np.column_stack([np.sin(2 * X[:, 0]), X[:, 0] * X[:, 1]])
@@ -223,7 +219,7 @@ def trained_classifier():
 def test_saved_models_load_on_every_backend_with_identical_predictions(
     backend, trained_classifier, tmp_path
 ):
-    _float64(backend)
+    require_float64(backend)
     clf, X_test = trained_classifier
     path = tmp_path / "digits.mlxp"
     mlxp.save(clf, path)
