@@ -22,6 +22,7 @@ from typing import Any
 import array_api_compat as aac
 
 from mlxp._compat import move
+from mlxp.exceptions import BackendUnavailableError
 
 __all__ = [
     "Backend",
@@ -35,10 +36,6 @@ __all__ = [
 
 BACKEND_NAMES = ("numpy", "cupy", "torch", "jax", "array_api_strict")
 _ALIASES = {"array-api-strict": "array_api_strict", "strict": "array_api_strict", "np": "numpy"}
-
-
-class BackendUnavailableError(RuntimeError):
-    """The requested backend is known but cannot be used on this machine."""
 
 
 @dataclass(frozen=True)

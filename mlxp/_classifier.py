@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlxp._compat import argmax, to_numpy
+from mlxp._special import log_softmax, sigmoid
 
 __all__ = ["MarginClassifierMixin"]
 
@@ -19,24 +20,20 @@ class MarginClassifierMixin:
 
     def predict_proba(self, X: Any) -> Any:
         """P(class | x), shape (n_samples, n_classes), columns in ``classes_`` order."""
-        from mlxp.nn.functional import log_softmax, sigmoid  # mlxp.nn imports this module
-
         place, Z = self._margins(X)
         xp = place.xp
         if Z.shape[1] == 1:
-            positive = sigmoid(xp, Z)
+            positive = sigmoid(Z, xp=xp)
             return place.to_caller(xp.concat([1 - positive, positive], axis=1))
-        return place.to_caller(xp.exp(log_softmax(xp, Z)))
+        return place.to_caller(xp.exp(log_softmax(Z, xp=xp)))
 
     def predict_log_proba(self, X: Any) -> Any:
         """log P(class | x), computed without overflow."""
-        from mlxp.nn.functional import log_softmax
-
         place, Z = self._margins(X)
         xp = place.xp
         if Z.shape[1] == 1:
             Z = xp.concat([-Z, Z], axis=1) / 2  # softmax([−z/2, z/2]) = [1 − σ(z), σ(z)]
-        return place.to_caller(log_softmax(xp, Z))
+        return place.to_caller(log_softmax(Z, xp=xp))
 
     def predict(self, X: Any) -> Any:
         """The most probable label of each sample, as given to ``fit``.

@@ -6,10 +6,15 @@ with, where a library offers something better, a small named fast path beside it
 
 * :class:`Generator` -- random numbers that are the same on every backend;
 * :func:`to_numpy` / :func:`move` -- arrays to the host, or to another namespace/device;
+* :func:`default_float` / :func:`index_dtype` -- a device's default dtypes;
 * :func:`synchronize` -- wait for queued device work (for timing);
 * :func:`scatter_add` -- ``out[index[i]] += values[i]`` with repeated indices;
 * :func:`slice_add` -- parts summed into regions of one array (the adjoint of reading
-  convolution windows as strided slices).
+  convolution windows as strided slices);
+* :func:`argmax` -- in the default index dtype, also on devices without int64;
+* :func:`on_host` -- whether reading an array back to the host is free.
+
+Ground floor: imports nothing from mlxp.
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ import numpy as np
 
 __all__ = [
     "Generator",
+    "argmax",
     "check_random_state",
     "default_float",
-    "encode_labels",
+    "index_dtype",
     "move",
+    "on_host",
     "scatter_add",
     "slice_add",
     "synchronize",
@@ -52,34 +59,6 @@ def to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def as_host_array(obj: Any, name: str = "X") -> np.ndarray:
-    """Turn a list, tuple, data frame or other array-like into a NumPy array.
-
-    Sparse matrices are refused (mlxp is dense), and object arrays are converted
-    to float64 or refused with the value that could not be converted.
-    """
-    if (
-        hasattr(obj, "tocsr")
-        or hasattr(obj, "todense")
-        or type(obj).__name__.startswith(("csr_", "csc_", "coo_", "bsr_", "lil_", "dok_", "dia_"))
-    ):
-        raise TypeError(
-            f"Sparse data was passed for {name}, but dense data is required. "
-            "Use '.toarray()' to convert to a dense numpy array."
-        )
-    try:
-        arr = np.asarray(obj)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} could not be converted to an array: {exc}") from None
-    if arr.dtype.kind in "OUS":
-        try:
-            arr = arr.astype(np.float64)
-        except (TypeError, ValueError) as exc:
-            message = f"{name} must hold real numbers; could not convert it to float: {exc}"
-            raise type(exc)(message) from None
-    return arr
-
-
 def move(x: Any, xp: Any, device: Any) -> Any:
     """Return ``x`` as an array of namespace ``xp`` on ``device`` (no copy if already there)."""
     if _namespace_of(x) is xp:
@@ -102,11 +81,17 @@ _NARROWER = {"float64": "float32", "complex128": "complex64", "int64": "int32"}
 
 
 def _supports(xp: Any, device: Any, dtype_name: str) -> bool:
-    info = xp.__array_namespace_info__()
+    return dtype_name in _info(xp, "dtypes", device)
+
+
+def _info(xp: Any, query: str, device: Any) -> Any:
+    """``xp.__array_namespace_info__().<query>(device=device)``; libraries whose info
+    functions take no device answer for their default one."""
+    method = getattr(xp.__array_namespace_info__(), query)
     try:
-        return dtype_name in info.dtypes(device=device)
+        return method(device=device)
     except TypeError:
-        return dtype_name in info.dtypes()
+        return method()
 
 
 def _namespace_of(x: Any) -> Any:
@@ -118,11 +103,7 @@ def _namespace_of(x: Any) -> Any:
 
 def default_float(xp: Any, device: Any) -> Any:
     """The real floating dtype ``xp`` uses by default on ``device``."""
-    info = xp.__array_namespace_info__()
-    try:
-        return info.default_dtypes(device=device)["real floating"]
-    except TypeError:  # libraries whose info object takes no device
-        return info.default_dtypes()["real floating"]
+    return _info(xp, "default_dtypes", device)["real floating"]
 
 
 def synchronize(x: Any = None) -> None:
@@ -185,11 +166,7 @@ class Generator:
 
 def index_dtype(xp: Any, device: Any) -> Any:
     """The default integer dtype ``xp`` uses for indices on ``device``."""
-    info = xp.__array_namespace_info__()
-    try:
-        return info.default_dtypes(device=device)["indexing"]
-    except TypeError:
-        return info.default_dtypes()["indexing"]
+    return _info(xp, "default_dtypes", device)["indexing"]
 
 
 def check_random_state(seed: Any) -> Generator:
@@ -299,70 +276,7 @@ def _flat_positions(shape: tuple[int, ...], region: tuple[slice, ...], xp: Any, 
     return xp.reshape(position, (-1,))
 
 
-# --------------------------------------------------------------------------- class labels
-def encode_labels(y: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Class labels of any kind (ints, strings, booleans) to (classes, indices), on the host.
-
-    ``classes`` is sorted as by ``np.unique``; ``indices`` (int64) maps each sample to
-    its class. Done once per fit: labels are data about the problem, not math.
-    """
-    labels = labels_to_host(y)
-    if labels.dtype.kind == "f":
-        if np.isnan(labels).any():
-            raise ValueError("Input y contains NaN.")
-        if not np.isfinite(labels).all():
-            raise ValueError("Input y contains infinity.")
-        if np.any(labels != np.round(labels)):
-            raise ValueError(
-                "Unknown label type: continuous. A classifier needs discrete class labels, "
-                "not continuous values (use a regressor for those)."
-            )
-    if labels.dtype.kind == "c":
-        raise ValueError("Complex data not supported in y.")
-    try:
-        classes, indices = np.unique(labels, return_inverse=True)
-    except TypeError as exc:
-        raise TypeError(f"y mixes label types that cannot be ordered: {exc}") from None
-    return classes, indices.reshape(-1).astype(np.int64)
-
-
-def labels_to_host(y: Any) -> np.ndarray:
-    """Labels as a NumPy array, whatever library they came from."""
-    if hasattr(y, "__array_namespace__") or hasattr(y, "__dlpack__"):
-        return to_numpy(y)
-    return np.asarray(y)
-
-
-def encode_label_pair(y_true: Any, y_pred: Any, labels: Any = None):
-    """(classes, true indices, predicted indices) for two label arrays, on the host.
-
-    Classes are ``labels`` if given (values outside them raise), else the sorted union.
-    """
-    true_host, pred_host = labels_to_host(y_true), labels_to_host(y_pred)
-    if true_host.ndim != 1 or pred_host.ndim != 1:
-        raise ValueError("y_true and y_pred must be 1-D arrays of labels.")
-    if true_host.shape[0] != pred_host.shape[0]:
-        raise ValueError(
-            f"y_true and y_pred have different lengths: {true_host.shape[0]} and "
-            f"{pred_host.shape[0]}."
-        )
-    if true_host.shape[0] == 0:
-        raise ValueError("y_true is empty: a metric needs at least one sample.")
-    both = np.concatenate([true_host, pred_host])
-    if labels is None:
-        classes, indices = encode_labels(both)
-    else:
-        classes = np.asarray(labels_to_host(labels))
-        order = np.argsort(classes)
-        positions = np.searchsorted(classes, both, sorter=order)
-        positions = np.clip(positions, 0, len(classes) - 1)
-        indices = order[positions]
-        if np.any(classes[indices] != both):
-            raise ValueError("y contains labels that are not in labels=.")
-    n = true_host.shape[0]
-    return classes, indices[:n], indices[n:]
-
-
+# --------------------------------------------------------------------------- reductions
 def argmax(x: Any, axis: int = -1) -> Any:
     """Index of the first maximum along ``axis``, in the device's default index dtype.
 

@@ -1,7 +1,10 @@
-"""Input checks shared by every estimator, all done before any work.
+"""Input conversion and checks shared by every estimator, all done before any work.
 
-Each function raises a ``ValueError`` or ``TypeError`` whose message names the
-problem (wording follows scikit-learn's, which users of that ecosystem know).
+Owns: turning array-likes into arrays (:func:`to_array`), checking X, y and sample
+weights (:func:`validate_data`), ``check_is_fitted``, and class labels
+(:func:`encode_labels`, :func:`encode_label_pair`). Each function raises a
+``ValueError`` or ``TypeError`` whose message names the problem (wording follows
+scikit-learn's, which users of that ecosystem know).
 """
 
 from __future__ import annotations
@@ -10,12 +13,22 @@ import warnings
 from typing import Any
 
 import array_api_compat as aac
+import numpy as np
 
 from mlxp._backend import Placement, placement
-from mlxp._compat import as_host_array, default_float, labels_to_host
+from mlxp._compat import default_float, to_numpy
 from mlxp.exceptions import DataConversionWarning, NotFittedError, ecosystem_class
 
-__all__ = ["NotFittedError", "check_is_fitted", "validate_data"]
+__all__ = [
+    "NotFittedError",
+    "as_host_array",
+    "check_is_fitted",
+    "encode_label_pair",
+    "encode_labels",
+    "labels_to_host",
+    "to_array",
+    "validate_data",
+]
 
 
 def check_is_fitted(estimator: Any, attribute: str = "coef_") -> None:
@@ -27,11 +40,39 @@ def check_is_fitted(estimator: Any, attribute: str = "coef_") -> None:
         )
 
 
-def _to_array(x: Any, name: str) -> Any:
+def to_array(x: Any, name: str) -> Any:
     """Arrays of an Array API library pass through; anything else becomes NumPy."""
     if aac.is_array_api_obj(x) and not aac.is_numpy_array(x):
         return x
     return as_host_array(x, name)
+
+
+def as_host_array(obj: Any, name: str = "X") -> np.ndarray:
+    """Turn a list, tuple, data frame or other array-like into a NumPy array.
+
+    Sparse matrices are refused (mlxp is dense), and object arrays are converted
+    to float64 or refused with the value that could not be converted.
+    """
+    if (
+        hasattr(obj, "tocsr")
+        or hasattr(obj, "todense")
+        or type(obj).__name__.startswith(("csr_", "csc_", "coo_", "bsr_", "lil_", "dok_", "dia_"))
+    ):
+        raise TypeError(
+            f"Sparse data was passed for {name}, but dense data is required. "
+            "Use '.toarray()' to convert to a dense numpy array."
+        )
+    try:
+        arr = np.asarray(obj)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} could not be converted to an array: {exc}") from None
+    if arr.dtype.kind in "OUS":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            message = f"{name} must hold real numbers; could not convert it to float: {exc}"
+            raise type(exc)(message) from None
+    return arr
 
 
 def _check_dtype(xp: Any, x: Any, name: str) -> None:
@@ -79,13 +120,13 @@ def validate_data(
     cls = type(estimator).__name__
     if require_y and y is None:
         raise ValueError(f"{cls} requires y to be passed, but the target y is None.")
-    X = _to_array(X, "X")
+    X = to_array(X, "X")
     if y is not None:
         on_host = not aac.is_array_api_obj(y) or aac.is_numpy_array(y)
-        y = labels_to_host(y) if labels and on_host else _to_array(y, "y")
+        y = labels_to_host(y) if labels and on_host else to_array(y, "y")
     sw_is_array = sample_weight is not None and not isinstance(sample_weight, (int, float))
     if sw_is_array:
-        sample_weight = _to_array(sample_weight, "sample_weight")
+        sample_weight = to_array(sample_weight, "sample_weight")
     host_labels = labels and aac.is_numpy_array(y)  # labels may stay on the host (strings)
     place = placement(
         X=X, y=None if host_labels else y, sample_weight=sample_weight if sw_is_array else None
@@ -177,3 +218,66 @@ def _check_sample_weight(xp, dev, sample_weight, n_samples, dtype, place) -> Any
     if not bool(xp.any(sw > 0)):
         raise ValueError("Sample weights must contain at least one non-zero number.")
     return sw
+
+
+def encode_labels(y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Class labels of any kind (ints, strings, booleans) to (classes, indices), on the host.
+
+    ``classes`` is sorted as by ``np.unique``; ``indices`` (int64) maps each sample to
+    its class. Done once per fit: labels are data about the problem, not math.
+    """
+    labels = labels_to_host(y)
+    if labels.dtype.kind == "f":
+        if np.isnan(labels).any():
+            raise ValueError("Input y contains NaN.")
+        if not np.isfinite(labels).all():
+            raise ValueError("Input y contains infinity.")
+        if np.any(labels != np.round(labels)):
+            raise ValueError(
+                "Unknown label type: continuous. A classifier needs discrete class labels, "
+                "not continuous values (use a regressor for those)."
+            )
+    if labels.dtype.kind == "c":
+        raise ValueError("Complex data not supported in y.")
+    try:
+        classes, indices = np.unique(labels, return_inverse=True)
+    except TypeError as exc:
+        raise TypeError(f"y mixes label types that cannot be ordered: {exc}") from None
+    return classes, indices.reshape(-1).astype(np.int64)
+
+
+def labels_to_host(y: Any) -> np.ndarray:
+    """Labels as a NumPy array, whatever library they came from."""
+    if hasattr(y, "__array_namespace__") or hasattr(y, "__dlpack__"):
+        return to_numpy(y)
+    return np.asarray(y)
+
+
+def encode_label_pair(y_true: Any, y_pred: Any, labels: Any = None):
+    """(classes, true indices, predicted indices) for two label arrays, on the host.
+
+    Classes are ``labels`` if given (values outside them raise), else the sorted union.
+    """
+    true_host, pred_host = labels_to_host(y_true), labels_to_host(y_pred)
+    if true_host.ndim != 1 or pred_host.ndim != 1:
+        raise ValueError("y_true and y_pred must be 1-D arrays of labels.")
+    if true_host.shape[0] != pred_host.shape[0]:
+        raise ValueError(
+            f"y_true and y_pred have different lengths: {true_host.shape[0]} and "
+            f"{pred_host.shape[0]}."
+        )
+    if true_host.shape[0] == 0:
+        raise ValueError("y_true is empty: a metric needs at least one sample.")
+    both = np.concatenate([true_host, pred_host])
+    if labels is None:
+        classes, indices = encode_labels(both)
+    else:
+        classes = np.asarray(labels_to_host(labels))
+        order = np.argsort(classes)
+        positions = np.searchsorted(classes, both, sorter=order)
+        positions = np.clip(positions, 0, len(classes) - 1)
+        indices = order[positions]
+        if np.any(classes[indices] != both):
+            raise ValueError("y contains labels that are not in labels=.")
+    n = true_host.shape[0]
+    return classes, indices[:n], indices[n:]

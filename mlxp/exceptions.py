@@ -1,20 +1,33 @@
-"""The exceptions and warnings mlxp raises (all ``ValueError`` subclasses are bad-input errors)."""
+"""The exceptions and warnings mlxp raises (all ``ValueError`` subclasses are bad-input errors).
+
+Ground floor: imports nothing from mlxp, so every other module may raise these.
+"""
 
 from __future__ import annotations
 
 import functools
 import sys
-
-from mlxp._backend import BackendUnavailableError
+import warnings
 
 __all__ = [
     "BackendUnavailableError",
     "ConvergenceWarning",
     "DataConversionWarning",
     "DivergenceError",
+    "InvalidParameterError",
     "NotFittedError",
     "SolverError",
+    "warn_not_converged",
 ]
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend is known but cannot be used on this machine."""
+
+
+class InvalidParameterError(ValueError, TypeError):
+    """A hyperparameter has the wrong type or value (both a ``ValueError`` and a
+    ``TypeError``, as scikit-learn's error of the same name)."""
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -52,3 +65,12 @@ def ecosystem_class(cls: type, sklearn_name: str) -> type:
     """
     sklearn_exceptions = sys.modules.get("sklearn.exceptions")
     return _with_sklearn_base(cls, getattr(sklearn_exceptions, sklearn_name, None))
+
+
+def warn_not_converged(message: str, *, stacklevel: int = 2) -> None:
+    """Emit a :class:`ConvergenceWarning` (scikit-learn's too, when it is loaded) saying
+    ``message``, attributed to the caller's caller by default."""
+    warnings.warn(
+        ecosystem_class(ConvergenceWarning, "ConvergenceWarning")(message),
+        stacklevel=stacklevel + 1,
+    )

@@ -18,8 +18,8 @@ Layout of a file (the safetensors format, https://github.com/huggingface/safeten
 SHA-256 of the header without it (compact JSON, sorted keys) followed by the data, so
 a changed byte in a tensor, a shape or the config is detected (integrity, not
 authenticity). A model file also holds ``format`` = ``mlxp-1`` and ``mlxp``, the model's
-config, whose ``class`` is a name registered with :func:`register_model`: loading looks
-it up there and never imports nor runs anything a file names. Any safetensors reader
+config, whose ``class`` is a name of the model registry (:mod:`mlxp._registry`): loading
+looks it up there and never imports nor runs anything a file names. Any safetensors reader
 (``safetensors.numpy``, ``safetensors.torch``) reads the tensors of an mlxp file.
 """
 
@@ -38,6 +38,7 @@ import numpy as np
 
 from mlxp._backend import Backend, get_backend, make_backend, parse_backend_spec
 from mlxp._compat import move, to_numpy
+from mlxp._registry import model_class, model_name, register_model, registered_names
 
 __all__ = ["FORMAT", "load", "read_arrays", "register_model", "save", "write_arrays"]
 
@@ -49,34 +50,12 @@ _DTYPES = {  # safetensors dtype -> NumPy type string without its byte-order cha
     "U32": "u4", "F32": "f4", "F64": "f8", "I64": "i8", "U64": "u8", "C64": "c8",
 }  # fmt: skip
 _CODES = {kind: code for code, kind in _DTYPES.items()}
-_REGISTRY: dict[str, type] = {}
 
 
-# --------------------------------------------------------------------------- model classes
-def register_model(cls: type | None = None, *, name: str | None = None) -> Any:
-    """Class decorator: let :func:`load` rebuild models of ``cls``, stored under ``name``.
-
-    ``name`` defaults to the class's qualified name. The class provides
-    ``_get_model_state() -> (config, arrays)`` and ``_from_model_state(config, arrays)``.
-    """
-
-    def add(c: type) -> type:
-        for method in ("_get_model_state", "_from_model_state"):
-            if not callable(getattr(c, method, None)):
-                raise TypeError(f"{c.__qualname__} cannot be registered: it lacks {method}().")
-        key = name or c.__qualname__
-        old = _REGISTRY.get(key, c)
-        if old is not c and (old.__module__, old.__qualname__) != (c.__module__, c.__qualname__):
-            raise ValueError(f"Model class name {key!r} is already registered for {old!r}.")
-        _REGISTRY[key] = c
-        return c
-
-    return add if cls is None else add(cls)
-
-
+# --------------------------------------------------------------------------- model files
 def save(model: Any, path: str | os.PathLike) -> None:
     """Write ``model`` (of a registered class) to one safetensors file at ``path``, atomically."""
-    key = next((k for k, c in _REGISTRY.items() if c is type(model)), None)
+    key = model_name(type(model))
     if key is None:
         raise TypeError(
             f"{type(model).__qualname__} is not a registered model class; "
@@ -119,13 +98,11 @@ def load(path: str | os.PathLike, backend: Backend | str | None = None) -> Any:
     name = config.get("class") if isinstance(config, dict) else None
     if not isinstance(name, str):
         raise ValueError(f"{where} is damaged: its mlxp config names no model class.")
-    import mlxp.nn  # noqa: F401  (mlxp's own model classes register themselves on import)
-
-    cls = _REGISTRY.get(name)
+    cls = model_class(name)
     if cls is None:
         raise ValueError(
             f"{where} holds a model of class {name!r}, which is not registered (registered: "
-            f"{', '.join(sorted(_REGISTRY)) or 'none'}). Loading never imports code a file "
+            f"{', '.join(registered_names())}). Loading never imports code a file "
             "names: import the module that registers the class first."
         )
     moved = {k: move(v, backend.xp, backend.device) for k, v in arrays.items()}

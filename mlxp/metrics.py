@@ -9,16 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 from mlxp._backend import placement
-from mlxp._compat import default_float, encode_label_pair, move
-from mlxp._validation import _to_array
+from mlxp._compat import default_float, move
+from mlxp._validation import encode_label_pair, to_array
 
 __all__ = ["accuracy_score", "confusion_matrix", "log_loss", "mean_squared_error", "r2_score"]
 
 
 def _prepare(y_true: Any, y_pred: Any, sample_weight: Any):
-    y_true, y_pred = _to_array(y_true, "y_true"), _to_array(y_pred, "y_pred")
+    y_true, y_pred = to_array(y_true, "y_true"), to_array(y_pred, "y_pred")
     if sample_weight is not None:
-        sample_weight = _to_array(sample_weight, "sample_weight")
+        sample_weight = to_array(sample_weight, "sample_weight")
     place = placement(y_true=y_true, y_pred=y_pred, sample_weight=sample_weight)
     xp = place.xp
     y_true, y_pred = place.to_compute(y_true), place.to_compute(y_pred)
@@ -79,7 +79,7 @@ def _placed_labels(
     xp, dev = place.xp, place.device
     true_idx, pred_idx = move(true_idx, xp, dev), move(pred_idx, xp, dev)
     if sample_weight is not None:
-        sample_weight = place.to_compute(_to_array(sample_weight, "sample_weight"))
+        sample_weight = place.to_compute(to_array(sample_weight, "sample_weight"))
         if dtype is None and xp.isdtype(sample_weight.dtype, "real floating"):
             dtype = sample_weight.dtype
     dtype = default_float(xp, dev) if dtype is None else dtype
@@ -128,7 +128,7 @@ def log_loss(y_true: Any, y_prob: Any, *, labels: Any = None, sample_weight: Any
     ``y_prob`` has shape (n, n_classes), columns in sorted class order, or (n,) with the
     probability of the larger class of two. Probabilities are clipped to [ε, 1 − ε].
     """
-    y_prob = _to_array(y_prob, "y_prob")
+    y_prob = to_array(y_prob, "y_prob")
     place = placement(y_prob=y_prob)
     xp = place.xp
     prob = place.to_compute(y_prob)

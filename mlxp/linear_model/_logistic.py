@@ -6,8 +6,8 @@ import warnings
 from typing import Any
 
 from mlxp._classifier import MarginClassifierMixin
-from mlxp._compat import check_random_state, encode_labels, move, to_numpy
-from mlxp._validation import check_is_fitted, validate_data
+from mlxp._compat import check_random_state, move, to_numpy
+from mlxp._validation import check_is_fitted, encode_labels, validate_data
 from mlxp.base import BaseEstimator, ClassifierMixin
 from mlxp.exceptions import ConvergenceWarning, ecosystem_class
 from mlxp.linear_model._linear import _check_number

@@ -24,8 +24,8 @@ from typing import Any
 
 from array_api_compat import device as _device
 
+from mlxp._special import log_softmax, sigmoid
 from mlxp.linear_model._iterative import largest_eigenvalue
-from mlxp.nn.functional import log_softmax, sigmoid
 
 
 class LogisticObjective:
@@ -102,7 +102,7 @@ class LogisticObjective:
             e = xp.exp(-xp.abs(Z)) if e is None else e
             per_sample = xp.maximum(Z, xp.zeros_like(Z)) + xp.log1p(e) - self.Y * Z
         else:
-            per_sample = -self.Y * log_softmax(xp, Z)
+            per_sample = -self.Y * log_softmax(Z, xp=xp)
         return xp.sum(xp.sum(self.s * per_sample, axis=-1), axis=-1)
 
     def value(self, theta: Any) -> Any:
@@ -123,7 +123,7 @@ class LogisticObjective:
             value = self._losses(Z, e)
             P = xp.where(Z >= 0, 1 / (1 + e), e / (1 + e))  # σ(Z), as in sigmoid()
         else:
-            log_p = log_softmax(xp, Z)
+            log_p = log_softmax(Z, xp=xp)
             value = -xp.sum(self.s * self.Y * log_p)
             P = xp.exp(log_p)
         value = value + 0.5 * self.l2_scaled * xp.sum(W**2)
@@ -153,10 +153,10 @@ class LogisticObjective:
         q, K, dev = p + 1, Z.shape[1], _device(Z)
         Xt = xp.concat([self.X, xp.ones((n, 1), dtype=Z.dtype, device=dev)], axis=1)
         if self.binary:
-            sig = sigmoid(xp, Z)
+            sig = sigmoid(Z, xp=xp)
             H = Xt.T @ (self.s * sig * (1 - sig) * Xt)
         else:
-            P = xp.exp(log_softmax(xp, Z))
+            P = xp.exp(log_softmax(Z, xp=xp))
             SPX = (self.s * P)[:, :, None] * Xt[:, None, :]  # (n, K, q)
             gram = xp.permute_dims(SPX, (1, 2, 0)) @ Xt  # (K, q, q): Σ s Pₖ x̃ x̃ᵀ
             eye_k = xp.eye(K, dtype=Z.dtype, device=dev)

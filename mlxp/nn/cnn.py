@@ -8,7 +8,6 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from mlxp.io import register_model
 from mlxp.nn import layers as L
 from mlxp.nn.mlp import MLPClassifier
 from mlxp.nn.sequential import Sequential
@@ -16,7 +15,6 @@ from mlxp.nn.sequential import Sequential
 __all__ = ["CNNClassifier"]
 
 
-@register_model
 class CNNClassifier(MLPClassifier):
     """Convolutional network classifier: [Conv2D → ReLU → MaxPool2D] × k → Dense layers.
 

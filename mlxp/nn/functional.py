@@ -6,9 +6,8 @@ parameters. Layers (:mod:`mlxp.nn.layers`) and losses (:mod:`mlxp.nn.losses`) ho
 state and call these. Element-wise functions accept any shape; every result keeps
 the input's namespace, device and floating dtype.
 
-The three overflow-free primitives :func:`softplus`, :func:`sigmoid` and
-:func:`log_softmax` take the namespace first, ``f(xp, z)``, as the linear models
-(which already hold ``xp``) call them.
+The overflow-free primitives :func:`softplus`, :func:`sigmoid`, :func:`log_softmax`
+and :func:`softmax` live in :mod:`mlxp._special` (the linear models share them).
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
 from mlxp._compat import index_dtype, slice_add
+from mlxp._special import log_softmax, sigmoid, softmax, softplus
 
 __all__ = [
     "IM2COL_MAX_BYTES",
@@ -73,24 +73,6 @@ def dense_backward(x: Any, W: Any, grad: Any, input_grad: bool = True) -> tuple[
     """
     xp = array_namespace(grad)
     return (grad @ W.T if input_grad else None), x.T @ grad, xp.sum(grad, axis=0)
-
-
-# --------------------------------------------------------------------------- stable primitives
-def softplus(xp: Any, z: Any) -> Any:
-    """log(1 + eᶻ) = max(z, 0) + log1p(e^−|z|), finite for any finite z."""
-    return xp.maximum(z, xp.zeros_like(z)) + xp.log1p(xp.exp(-xp.abs(z)))
-
-
-def sigmoid(xp: Any, z: Any) -> Any:
-    """σ(z) = 1/(1 + e⁻ᶻ), via e^−|z| so that neither branch overflows."""
-    e = xp.exp(-xp.abs(z))
-    return xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
-
-
-def log_softmax(xp: Any, Z: Any, axis: int = -1) -> Any:
-    """Z − logsumexp(Z) along ``axis``, shifted by the maximum first."""
-    shifted = Z - xp.max(Z, axis=axis, keepdims=True)
-    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
 
 
 # --------------------------------------------------------------------------- activations
@@ -160,12 +142,6 @@ def gelu_backward(x: Any, grad: Any) -> Any:
     t = xp.tanh(_GELU_C * (x + _GELU_A * x**3))
     slope = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * (_GELU_C * (1 + 3 * _GELU_A * x * x))
     return grad * slope
-
-
-def softmax(x: Any, axis: int = -1) -> Any:
-    """s = exp(x − logsumexp(x)) along ``axis`` (shifted by the maximum: no overflow)."""
-    xp = array_namespace(x)
-    return xp.exp(log_softmax(xp, x, axis=axis))
 
 
 def softmax_backward(s: Any, grad: Any, axis: int = -1) -> Any:
@@ -273,7 +249,7 @@ def cross_entropy(logits: Any, target: Any) -> Any:
     """
     xp = array_namespace(logits)
     Y = one_hot(target, logits.shape[1], logits.dtype)
-    return -xp.sum(Y * log_softmax(xp, logits, axis=1)) / logits.shape[0]
+    return -xp.sum(Y * log_softmax(logits, axis=1, xp=xp)) / logits.shape[0]
 
 
 def cross_entropy_backward(logits: Any, target: Any) -> Any:
@@ -288,14 +264,14 @@ def bce_with_logits(logits: Any, target: Any) -> Any:
     z and t (in [0, 1]) of the same shape, mean over all N elements; finite at any finite z.
     """
     xp = array_namespace(logits)
-    return xp.mean(softplus(xp, logits) - _like(target, logits) * logits)
+    return xp.mean(softplus(logits, xp=xp) - _like(target, logits) * logits)
 
 
 def bce_with_logits_backward(logits: Any, target: Any) -> Any:
     """∂L/∂z = (σ(z) − t)/N, of the shape of z."""
     xp = array_namespace(logits)
     n = math.prod(logits.shape)
-    return (sigmoid(xp, logits) - _like(target, logits)) / n
+    return (sigmoid(logits, xp=xp) - _like(target, logits)) / n
 
 
 # --------------------------------------------------------------------------- convolution

@@ -169,7 +169,7 @@ class Sigmoid(Layer):
     """y = σ(x) = 1/(1 + e⁻ˣ), element-wise, computed without overflow; any shape."""
 
     def forward(self, x: Any, training: bool = False) -> Any:
-        self._y = F.sigmoid(array_namespace(x), x)
+        self._y = F.sigmoid(x)
         return self._y
 
     def backward(self, grad_out: Any) -> Any:

@@ -7,18 +7,10 @@ import warnings
 from typing import Any
 
 from mlxp._classifier import MarginClassifierMixin
-from mlxp._compat import (
-    Generator,
-    argmax,
-    check_random_state,
-    encode_labels,
-    labels_to_host,
-    move,
-)
-from mlxp._validation import check_is_fitted, validate_data
+from mlxp._compat import Generator, argmax, check_random_state, move
+from mlxp._validation import check_is_fitted, encode_labels, labels_to_host, validate_data
 from mlxp.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from mlxp.exceptions import ConvergenceWarning, ecosystem_class
-from mlxp.io import register_model
 from mlxp.nn import layers as L
 from mlxp.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from mlxp.nn.sequential import Sequential
@@ -315,7 +307,6 @@ def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
-@register_model
 class MLPClassifier(MarginClassifierMixin, ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier trained on the cross-entropy.
 
@@ -373,7 +364,6 @@ class MLPClassifier(MarginClassifierMixin, ClassifierMixin, _BaseMLP):
         return tags
 
 
-@register_model
 class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor: identity output, mean squared error + ½·alpha·‖W‖²/n.
 

@@ -13,9 +13,8 @@ from array_api_compat import device as _device
 
 from mlxp._backend import placement
 from mlxp._compat import Generator, default_float, move, synchronize
-from mlxp._validation import _to_array
+from mlxp._validation import to_array
 from mlxp.exceptions import DivergenceError
-from mlxp.io import register_model
 from mlxp.nn.layers import Conv2D, Dense
 from mlxp.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
 from mlxp.optim import SGD, Adam, Optimizer, ReduceLROnPlateau, Schedule
@@ -104,7 +103,6 @@ class _Progress:
             )
 
 
-@register_model
 class Sequential:
     """Layers applied in order: forward ``x → layers[0] → … → layers[-1]``.
 
@@ -251,9 +249,9 @@ class Sequential:
         """
         loss_fn = _make_loss(loss)
         opt = OPTIMIZERS[optimizer]() if isinstance(optimizer, str) else optimizer
-        place = placement(X=_to_array(X, "X"), y=_to_array(y, "y"))
+        place = placement(X=to_array(X, "X"), y=to_array(y, "y"))
         xp, dev = place.xp, place.device
-        X, y = place.to_compute(_to_array(X, "X")), place.to_compute(_to_array(y, "y"))
+        X, y = place.to_compute(to_array(X, "X")), place.to_compute(to_array(y, "y"))
         X = self._ensure_built(X, xp, dev)
         n = X.shape[0]
         if n == 0:
@@ -261,10 +259,8 @@ class Sequential:
         if y.shape[0] != n:
             raise ValueError(f"X has {n} samples but y has {y.shape[0]}.")
         if validation_data is not None:
-            X_val = self._ensure_built(
-                place.to_compute(_to_array(validation_data[0], "X")), xp, dev
-            )
-            y_val = place.to_compute(_to_array(validation_data[1], "y"))
+            X_val = self._ensure_built(place.to_compute(to_array(validation_data[0], "X")), xp, dev)
+            y_val = place.to_compute(to_array(validation_data[1], "y"))
         history, callbacks = History(), list(callbacks or [])
         for callback in callbacks:
             callback.on_train_begin(self)
@@ -331,7 +327,7 @@ class Sequential:
     # ------------------------------------------------------------------ inference
     def predict(self, X: Any, batch_size: int | None = None) -> Any:
         """Outputs of the last layer (eval mode), in the caller's namespace and device."""
-        X = _to_array(X, "X")
+        X = to_array(X, "X")
         place = placement(X=X)
         xp = place.xp
         model, Xc = self._on(place.to_compute(X), xp, place.device)
@@ -348,10 +344,10 @@ class Sequential:
     ) -> dict[str, float]:
         """The mean ``loss`` on (X, y), and the accuracy for classification losses."""
         loss_fn = _make_loss(loss)
-        place = placement(X=_to_array(X, "X"), y=_to_array(y, "y"))
-        model, Xc = self._on(place.to_compute(_to_array(X, "X")), place.xp, place.device)
+        place = placement(X=to_array(X, "X"), y=to_array(y, "y"))
+        model, Xc = self._on(place.to_compute(to_array(X, "X")), place.xp, place.device)
         metrics = ("accuracy",) if isinstance(loss_fn, _ACCURACY_LOSSES) else ()
-        yc = place.to_compute(_to_array(y, "y"))
+        yc = place.to_compute(to_array(y, "y"))
         return model._evaluate(Xc, yc, loss_fn, batch_size, metrics)
 
     def _evaluate(
