@@ -8,13 +8,25 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, ClassVar
+
+from mlxp._params import validate_params
 
 __all__ = ["BaseEstimator", "ClassifierMixin", "RegressorMixin"]
 
 
 class BaseEstimator:
-    """Parameter handling and ``repr`` shared by every mlxp estimator."""
+    """Parameter handling and ``repr`` shared by every mlxp estimator.
+
+    A subclass declares ``_parameter_constraints`` (see :mod:`mlxp._params`), one entry
+    per constructor argument; ``fit`` calls :meth:`_validate_params` before any work.
+    """
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {}
+
+    def _validate_params(self) -> None:
+        """Check every constructor argument against ``_parameter_constraints``."""
+        validate_params(self, self._parameter_constraints, self.get_params(deep=False))
 
     @classmethod
     def _param_names(cls) -> list[str]:
