@@ -8,8 +8,8 @@ by default mlxp computes where the input arrays live.
 from mlxp._backend import (
     Backend,
     BackendUnavailableError,
-    _from_environment,
     available_backends,
+    from_environment,
     get_backend,
     set_backend,
     use_backend,
@@ -37,4 +37,4 @@ __all__ = [
     "use_backend",
 ]
 
-_from_environment()
+from_environment()

@@ -25,11 +25,18 @@ from mlxp._compat import move
 from mlxp.exceptions import BackendUnavailableError
 
 __all__ = [
+    "BACKEND_NAMES",
     "Backend",
     "BackendUnavailableError",
+    "Placement",
     "available_backends",
     "backend_report",
+    "from_environment",
     "get_backend",
+    "input_placement",
+    "make_backend",
+    "parse_backend_spec",
+    "placement",
     "set_backend",
     "use_backend",
 ]
@@ -246,7 +253,8 @@ def use_backend(name: str | None, device: Any = None) -> Iterator[Backend | None
         _scoped.reset(token)
 
 
-def _from_environment() -> None:
+def from_environment() -> None:
+    """Set the global backend from ``MLXP_BACKEND=name[:device]``, if it is set."""
     spec = os.environ.get("MLXP_BACKEND", "").strip()
     if not spec:
         return

@@ -16,7 +16,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["BUILTIN_MODELS", "model_class", "model_name", "register_model"]
+__all__ = [
+    "BUILTIN_MODELS",
+    "model_class",
+    "model_name",
+    "register_model",
+    "registered_names",
+]
 
 BUILTIN_MODELS: dict[str, tuple[str, str]] = {
     "LinearRegression": ("mlxp.linear_model._linear", "LinearRegression"),

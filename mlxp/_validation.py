@@ -117,9 +117,10 @@ def validate_data(
     strings included), flattened to (n_samples,) with a warning if it was a column.
     With ``reset=False``, ``X`` must have ``estimator.n_features_in_`` columns.
     """
-    cls = type(estimator).__name__
     if require_y and y is None:
-        raise ValueError(f"{cls} requires y to be passed, but the target y is None.")
+        raise ValueError(
+            f"{type(estimator).__name__} requires y to be passed, but the target y is None."
+        )
     X = to_array(X, "X")
     if y is not None:
         on_host = not aac.is_array_api_obj(y) or aac.is_numpy_array(y)
@@ -133,6 +134,21 @@ def validate_data(
     )
     xp, dev = place.xp, place.device
 
+    X = _check_X(estimator, place, X, reset)
+    n_samples = X.shape[0]
+    if y is not None and labels:
+        y = _check_labels(y, n_samples)
+    elif y is not None:
+        y = _check_targets(place, y, n_samples, X.dtype, multi_output)
+    if sample_weight is not None:
+        sample_weight = _check_sample_weight(xp, dev, sample_weight, n_samples, X.dtype, place)
+    return place, X, y, sample_weight
+
+
+def _check_X(estimator: Any, place: Placement, X: Any, reset: bool) -> Any:
+    """X on the compute device: 2-D, not empty, real, finite, with the fitted width
+    (``reset=False``), in a real floating dtype (integers cast to the default float)."""
+    xp = place.xp
     X = place.to_compute(X)
     _check_dtype(xp, X, "X")
     if X.ndim != 2:
@@ -141,47 +157,44 @@ def validate_data(
             "Reshape your data either using X.reshape(-1, 1) if your data has a single "
             "feature or X.reshape(1, -1) if it contains a single sample."
         )
-    n_samples, n_features = X.shape
-    if n_samples == 0:
-        raise ValueError(
-            f"Found array with 0 sample(s) (shape={tuple(X.shape)}) while a minimum of 1 "
-            "is required."
-        )
-    if n_features == 0:
-        raise ValueError(
-            f"Found array with 0 feature(s) (shape={tuple(X.shape)}) while a minimum of 1 "
-            "is required."
-        )
-    if not reset:
-        expected = estimator.n_features_in_
-        if n_features != expected:
+    for axis, what in ((0, "sample(s)"), (1, "feature(s)")):
+        if X.shape[axis] == 0:
             raise ValueError(
-                f"X has {n_features} features, but {cls} is expecting {expected} features as input."
+                f"Found array with 0 {what} (shape={tuple(X.shape)}) while a minimum of 1 "
+                "is required."
             )
-    float_dtype = X.dtype if xp.isdtype(X.dtype, "real floating") else default_float(xp, dev)
-    X = _as_float(xp, X, float_dtype)
+    if not reset and X.shape[1] != estimator.n_features_in_:
+        raise ValueError(
+            f"X has {X.shape[1]} features, but {type(estimator).__name__} is expecting "
+            f"{estimator.n_features_in_} features as input."
+        )
+    real = xp.isdtype(X.dtype, "real floating")
+    X = _as_float(xp, X, X.dtype if real else default_float(xp, place.device))
     _check_finite(xp, X, "X")
+    return X
 
-    if y is not None and labels:
-        y = _check_labels(y, n_samples)
-    elif y is not None:
-        y = place.to_compute(y)
-        _check_dtype(xp, y, "y")
-        if y.ndim not in ((1, 2) if multi_output else (1,)):
-            raise ValueError(f"y must be 1-D or 2-D; got shape {tuple(y.shape)}.")
-        if y.shape[0] != n_samples:
-            raise ValueError(
-                "Found input variables with inconsistent numbers of samples: "
-                f"[{n_samples}, {y.shape[0]}] (X has {n_samples} rows, y has {y.shape[0]})."
-            )
-        if y.ndim == 2 and y.shape[1] == 0:
-            raise ValueError(f"y has 0 targets (shape={tuple(y.shape)}).")
-        y = _as_float(xp, y, float_dtype)
-        _check_finite(xp, y, "y")
 
-    if sample_weight is not None:
-        sample_weight = _check_sample_weight(xp, dev, sample_weight, n_samples, float_dtype, place)
-    return place, X, y, sample_weight
+def _check_length(y: Any, n_samples: int) -> None:
+    if y.shape[0] != n_samples:
+        raise ValueError(
+            "Found input variables with inconsistent numbers of samples: "
+            f"[{n_samples}, {y.shape[0]}] (X has {n_samples} rows, y has {y.shape[0]})."
+        )
+
+
+def _check_targets(place: Placement, y: Any, n_samples: int, dtype: Any, multi: bool) -> Any:
+    """Regression targets on the compute device: (n,) or (n, k ≥ 1), finite, in ``dtype``."""
+    xp = place.xp
+    y = place.to_compute(y)
+    _check_dtype(xp, y, "y")
+    if y.ndim not in ((1, 2) if multi else (1,)):
+        raise ValueError(f"y must be 1-D or 2-D; got shape {tuple(y.shape)}.")
+    _check_length(y, n_samples)
+    if y.ndim == 2 and y.shape[1] == 0:
+        raise ValueError(f"y has 0 targets (shape={tuple(y.shape)}).")
+    y = _as_float(xp, y, dtype)
+    _check_finite(xp, y, "y")
+    return y
 
 
 def _check_labels(y: Any, n_samples: int) -> Any:
@@ -196,11 +209,7 @@ def _check_labels(y: Any, n_samples: int) -> Any:
         y = y[:, 0]
     if y.ndim != 1:
         raise ValueError(f"y should be a 1d array of class labels; got shape {tuple(y.shape)}.")
-    if y.shape[0] != n_samples:
-        raise ValueError(
-            "Found input variables with inconsistent numbers of samples: "
-            f"[{n_samples}, {y.shape[0]}] (X has {n_samples} rows, y has {y.shape[0]})."
-        )
+    _check_length(y, n_samples)
     return y
 
 

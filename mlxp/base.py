@@ -11,6 +11,7 @@ import inspect
 from typing import Any, ClassVar
 
 from mlxp._params import validate_params
+from mlxp.metrics import accuracy_score, r2_score
 
 __all__ = ["BaseEstimator", "ClassifierMixin", "RegressorMixin"]
 
@@ -100,8 +101,6 @@ class RegressorMixin:
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """R² = 1 − Σ wᵢ(yᵢ − ŷᵢ)² / Σ wᵢ(yᵢ − ȳ)², averaged uniformly over targets."""
-        from mlxp.metrics import r2_score
-
         return float(r2_score(y, self.predict(X), sample_weight=sample_weight))
 
     def __sklearn_tags__(self):
@@ -121,8 +120,6 @@ class ClassifierMixin:
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Accuracy = Σ wᵢ [ŷᵢ = yᵢ] / Σ wᵢ."""
-        from mlxp.metrics import accuracy_score
-
         return float(accuracy_score(y, self.predict(X), sample_weight=sample_weight))
 
     def __sklearn_tags__(self):

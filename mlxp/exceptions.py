@@ -17,6 +17,7 @@ __all__ = [
     "InvalidParameterError",
     "NotFittedError",
     "SolverError",
+    "ecosystem_class",
     "warn_not_converged",
 ]
 
