@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -93,7 +94,7 @@ def load(path: str | os.PathLike, backend: Backend | str | None = None) -> Any:
         raise ValueError(f"{where} is not a valid mlxp model file: it has no checksum.")
     try:
         config = json.loads(meta["mlxp"])
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ValueError(f"{where} is damaged: its mlxp config is not valid JSON.") from None
     name = config.get("class") if isinstance(config, dict) else None
     if not isinstance(name, str):
@@ -169,45 +170,26 @@ def read_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[st
     """Read any safetensors file: its arrays (NumPy, writable) and its metadata.
 
     Validates strictly and raises ``ValueError`` naming the problem; checks the
-    ``mlxp.sha256`` checksum when the file has one.
+    ``mlxp.sha256`` checksum when the file has one. Reads the 8-byte header length
+    and the header first, and the data only once the header accounts for every byte
+    of the file: memory is bounded by the file's size, and a device or a pipe (no
+    size) is refused rather than read until memory runs out.
     """
-    with open(path, "rb") as f:
-        buf = memoryview(f.read())
 
     def bad(problem: str) -> ValueError:
         return ValueError(f"{os.fspath(path)} is not a valid safetensors file: {problem}.")
 
-    if len(buf) < 8:
-        raise bad(f"truncated file ({len(buf)} bytes, less than the 8-byte header length)")
-    n = int.from_bytes(buf[:8], "little")
-    if n > len(buf) - 8:
-        raise bad(f"truncated file: header length {n} runs past the end of its {len(buf)} bytes")
-    if n > _MAX_HEADER:
-        raise bad(f"header length {n} is over the {_MAX_HEADER}-byte limit")
-    try:
-        text = str(buf[8 : 8 + n], "utf-8")
-        if not text.startswith("{"):
-            raise ValueError("it does not start with '{'")
-        header = json.loads(text, object_pairs_hook=_no_duplicates)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError included
-        raise bad(f"the header is not valid UTF-8 JSON ({exc})") from None
-    meta = header.pop("__metadata__", {})
-    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise bad("__metadata__ is not a map of strings to strings")
-    entries = [(name, *_check_entry(name, info, bad)) for name, info in header.items()]
-    data_len, pos = len(buf) - 8 - n, 0
-    for name, code, shape, (begin, end) in sorted(entries, key=lambda e: e[3]):
-        if begin != pos:
-            raise bad(f"tensor {name!r} starts at data byte {begin}, not {pos} (overlap or gap)")
-        size = math.prod(shape) * np.dtype(_DTYPES[code]).itemsize
-        if end - begin != size:
-            raise bad(f"tensor {name!r} ({code} {shape}) spans {end - begin} bytes, not {size}")
-        pos = end
-    if pos > data_len:
-        raise bad(f"truncated file: the tensors need {pos} bytes of data, only {data_len} remain")
-    if pos < data_len:
-        raise bad(f"{data_len - pos} unexpected bytes after the last tensor")
-    data = buf[8 + n :]
+    with open(path, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise bad("it is not a regular file")
+        size = os.fstat(f.fileno()).st_size
+        header, n = _read_header(f, size, bad)
+        meta = header.pop("__metadata__", {})
+        if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+            raise bad("__metadata__ is not a map of strings to strings")
+        entries = [(name, *_check_entry(name, info, bad)) for name, info in header.items()]
+        _check_layout(entries, size - 8 - n, bad)
+        data = memoryview(f.read(size - 8 - n))
     if _CHECKSUM in meta:
         header["__metadata__"] = {k: v for k, v in meta.items() if k != _CHECKSUM}
         if _digest(header, [data]) != meta[_CHECKSUM]:
@@ -219,6 +201,43 @@ def read_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[st
             raise bad(f"boolean tensor {name!r} holds bytes other than 0 and 1")
         arrays[name] = raw.astype("=" + _DTYPES[code]).reshape(shape)
     return arrays, meta
+
+
+def _read_header(f: Any, size: int, bad: Any) -> tuple[dict[str, Any], int]:
+    """The parsed JSON header of the open file ``f`` of ``size`` bytes, and its length."""
+    if size < 8:
+        raise bad(f"truncated file ({size} bytes, less than the 8-byte header length)")
+    n = int.from_bytes(f.read(8), "little")
+    if n > size - 8:
+        raise bad(f"truncated file: header length {n} runs past the end of its {size} bytes")
+    if n > _MAX_HEADER:
+        raise bad(f"header length {n} is over the {_MAX_HEADER}-byte limit")
+    try:
+        text = str(f.read(n), "utf-8")
+        if not text.startswith("{"):
+            raise ValueError("it does not start with '{'")
+        header = json.loads(text, object_pairs_hook=_no_duplicates)
+    except RecursionError:
+        raise bad("the header nests too deeply") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError included
+        raise bad(f"the header is not valid UTF-8 JSON ({exc})") from None
+    return header, n
+
+
+def _check_layout(entries: list[tuple[Any, ...]], data_len: int, bad: Any) -> None:
+    """The tensors tile the ``data_len`` data bytes exactly, each its declared size."""
+    pos = 0
+    for name, code, shape, (begin, end) in sorted(entries, key=lambda e: e[3]):
+        if begin != pos:
+            raise bad(f"tensor {name!r} starts at data byte {begin}, not {pos} (overlap or gap)")
+        size = math.prod(shape) * np.dtype(_DTYPES[code]).itemsize
+        if end - begin != size:
+            raise bad(f"tensor {name!r} ({code} {shape}) spans {end - begin} bytes, not {size}")
+        pos = end
+    if pos > data_len:
+        raise bad(f"truncated file: the tensors need {pos} bytes of data, only {data_len} remain")
+    if pos < data_len:
+        raise bad(f"{data_len - pos} unexpected bytes after the last tensor")
 
 
 def _check_entry(name: str, info: Any, bad: Any) -> tuple[str, list[int], list[int]]:

@@ -233,6 +233,7 @@ F32 = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
         (_text(b'{"a"'), "not valid UTF-8 JSON"),
         (_text(b"{\xff}"), "not valid UTF-8 JSON"),
         (_text(b'{"a":1,"a":1}'), "duplicate keys"),
+        (_text(b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"), "nests too deeply"),
         (b"PK\x03\x04 a zip, or a pickle", "runs past the end"),
         (b"\x80\x04\x95", "less than the 8-byte header length"),
     ],
@@ -245,6 +246,13 @@ def test_malformed_files_are_refused(tmp_path, raw, message):
         read_arrays(path)
     with pytest.raises(ValueError, match="not a valid safetensors file"):
         mlxp.load(path)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero here")
+def test_endless_files_are_refused_without_reading_them():
+    """A device that never ends (or a pipe) is refused from its metadata, not read."""
+    with pytest.raises(ValueError, match="not a regular file"):
+        mlxp.load("/dev/zero")
 
 
 def test_plain_safetensors_files_are_not_models(tmp_path):
@@ -271,6 +279,7 @@ def test_plain_safetensors_files_are_not_models(tmp_path):
         ('{"hidden": 3}', "names no model class"),
         ('["os.system"]', "names no model class"),
         ("{not json", "not valid JSON"),
+        ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
     ],
 )
 def test_loading_runs_no_code(tmp_path, config, message):
