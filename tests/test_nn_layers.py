@@ -440,7 +440,7 @@ def test_layer_config_rebuilds_the_layer(name):
     ],
 )
 def test_bad_constructor_arguments(make, argument):
-    with pytest.raises(ValueError, match=f"^{argument} "):
+    with pytest.raises(ValueError, match=f"'{argument}' parameter"):
         make()
 
 

@@ -200,7 +200,7 @@ def test_mlp_labels_early_stopping_and_bad_input():
         MLPClassifier().fit(X_train, np.zeros(len(X_train)))
     with pytest.raises(ValueError, match="hidden_layer_sizes"):
         MLPClassifier(hidden_layer_sizes=(0,)).fit(X_train, y_train)
-    with pytest.raises(ValueError, match="activation must be one of"):
+    with pytest.raises(ValueError, match="'activation' parameter"):
         MLPRegressor(activation="swish").fit(X_train, y_train)
     with pytest.raises(mlxp.NotFittedError):
         MLPRegressor().predict(X_test)

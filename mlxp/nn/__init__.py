@@ -1,19 +1,23 @@
-"""Neural networks: layers with forward and backward propagation, losses, a training loop."""
+"""Neural networks: layers with forward and backward propagation, losses, a training loop.
 
+Floors, each importing only those below: the math (``convolution``, ``functional``,
+``init``), the layers (``layers``, ``conv_layers``), ``losses``, the training loop
+(``callbacks``, ``training``), the container ``sequential``, the estimators (``mlp``,
+then ``cnn``).
+"""
+
+from mlxp.nn.callbacks import EarlyStopping, History
 from mlxp.nn.cnn import CNNClassifier
+from mlxp.nn.conv_layers import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
 from mlxp.nn.layers import (
     GELU,
-    AvgPool2D,
     BatchNorm1d,
     BatchNorm2d,
-    Conv2D,
     Dense,
     Dropout,
     Flatten,
-    GlobalAvgPool2D,
     Layer,
     LeakyReLU,
-    MaxPool2D,
     ReLU,
     Reshape,
     Sigmoid,
@@ -22,7 +26,7 @@ from mlxp.nn.layers import (
 )
 from mlxp.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
 from mlxp.nn.mlp import MLPClassifier, MLPRegressor
-from mlxp.nn.sequential import EarlyStopping, History, Sequential
+from mlxp.nn.sequential import Sequential
 
 __all__ = [
     "GELU",

@@ -1,13 +1,18 @@
-"""``CNNClassifier``: a convolutional image classifier with scikit-learn's interface."""
+"""``CNNClassifier``: a convolutional image classifier with scikit-learn's interface.
+
+Owns the convolutional architecture and how images (or flat rows) become the network's
+input; training, stopping and the fitted attributes are :class:`MLPClassifier`'s.
+"""
 
 from __future__ import annotations
 
 import math
-import numbers
-from typing import Any
+from typing import Any, ClassVar
 
 from array_api_compat import array_namespace
 
+from mlxp._params import Tuples
+from mlxp.nn import conv_layers as CL
 from mlxp.nn import layers as L
 from mlxp.nn.mlp import MLPClassifier
 from mlxp.nn.sequential import Sequential
@@ -38,6 +43,13 @@ class CNNClassifier(MLPClassifier):
     >>> cnn.fit(X[:300] / 16, y[:300]).predict(X[:2] / 16).shape
     (2,)
     """
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **MLPClassifier._parameter_constraints,
+        "conv_layers": [Tuples(Tuples(L.POSITIVE, 2))],
+        "dense_units": [Tuples(L.POSITIVE)],
+        "image_shape": [None, Tuples(L.POSITIVE, 3)],
+    }
 
     def __init__(
         self,
@@ -86,29 +98,10 @@ class CNNClassifier(MLPClassifier):
         self.epsilon = epsilon
         self.warm_start = warm_start
 
-    def _validate_params(self) -> tuple[Any, ...]:
-        def positive(value: Any) -> bool:
-            return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
-
-        convs = tuple(tuple(c) for c in self.conv_layers)
-        if not all(len(c) == 2 and positive(c[0]) and positive(c[1]) for c in convs):
-            raise ValueError(
-                f"conv_layers must be (channels, kernel) pairs of positive ints; got {convs!r}."
-            )
-        units = tuple(self.dense_units)
-        if not all(positive(u) for u in units):
-            raise ValueError(f"dense_units must be positive ints; got {units!r}.")
-        if self.image_shape is not None and not (
-            len(self.image_shape) == 3 and all(positive(v) for v in self.image_shape)
-        ):
-            raise ValueError(
-                f"image_shape must be (channels, height, width); got {self.image_shape!r}."
-            )
-        self._validate_training()
-        return convs, units
-
-    def _image_shape(self, n_features: int) -> tuple[int, int, int]:
-        shape = getattr(self, "_input_image_shape", None) or self.image_shape or (1, 1, n_features)
+    def _image_shape(self, n_features: int, input_shape: Any) -> tuple[int, int, int]:
+        """The (C, H, W) of a sample: of the images given to fit, else ``image_shape``,
+        else one row (1, 1, n_features); ValueError if it does not hold n_features."""
+        shape = input_shape or self.image_shape or (1, 1, n_features)
         if math.prod(shape) != n_features:
             raise ValueError(
                 f"image_shape {tuple(shape)} holds {math.prod(shape)} values, but X has "
@@ -116,39 +109,29 @@ class CNNClassifier(MLPClassifier):
             )
         return tuple(shape)
 
-    def _network(self, spec: tuple[Any, ...], n_in: int, n_out: int, seed: int) -> Sequential:
-        convs, units = spec
-        channels, height, width = self._image_shape(n_in)
+    def _network(
+        self, n_in: int, n_out: int, seed: int, input_shape: tuple[int, ...] | None = None
+    ) -> Sequential:
+        channels, height, width = self._image_shape(n_in, input_shape)
         layers: list[Any] = [L.Reshape((channels, height, width))]
-        for out_channels, kernel in convs:
-            layers += [L.Conv2D(channels, out_channels, kernel, padding="same"), L.ReLU()]
+        for out_channels, kernel in self.conv_layers:
+            layers += [CL.Conv2D(channels, out_channels, kernel, padding="same"), L.ReLU()]
             pool = (min(2, height), min(2, width))
             if pool != (1, 1):
-                layers.append(L.MaxPool2D(pool))
+                layers.append(CL.MaxPool2D(pool))
             channels, height, width = out_channels, height // pool[0], width // pool[1]
         layers.append(L.Flatten())
-        widths = [channels * height * width, *units, n_out]
+        widths = [channels * height * width, *self.dense_units, n_out]
         for i in range(len(widths) - 1):
             layers.append(L.Dense(widths[i], widths[i + 1], init="he_uniform"))
             if i < len(widths) - 2:
                 layers.append(L.ReLU())
         return Sequential(layers, seed=seed)
 
-    def _flat(self, X: Any) -> Any:
-        """Images (n, C, H, W) as rows (n, C·H·W); anything else as it is."""
+    def _network_input(self, X: Any) -> tuple[Any, dict[str, Any]]:
+        """Images (n, C, H, W) as rows (n, C·H·W), with their shape for :meth:`_network`;
+        anything else as it is."""
         if getattr(X, "ndim", None) != 4:
-            return X
+            return X, {}
         xp = array_namespace(X)
-        return xp.reshape(X, (X.shape[0], -1))
-
-    def fit(self, X: Any, y: Any) -> CNNClassifier:
-        """Train on images X (n, C, H, W) (or flat rows, see ``image_shape``) and labels y."""
-        shape = tuple(X.shape[1:]) if getattr(X, "ndim", None) == 4 else None
-        self._input_image_shape = shape
-        try:
-            return super().fit(self._flat(X), y)
-        finally:
-            del self._input_image_shape
-
-    def _margins(self, X: Any) -> tuple[Any, Any]:
-        return super()._margins(self._flat(X))
+        return xp.reshape(X, (X.shape[0], -1)), {"input_shape": tuple(X.shape[1:])}

@@ -1,8 +1,9 @@
 """Losses: ``forward(pred, target)`` gives the 0-d mean loss, ``backward()`` its gradient ∂L/∂pred.
 
-The math is in :mod:`mlxp.nn.functional`; a loss checks shapes and keeps what
-``backward`` needs. Targets may be integer arrays; they are cast to the dtype of
-``pred`` where a floating target is needed.
+Owns the loss objects and the names that pick them (:data:`LOSSES`). The math is in
+:mod:`mlxp.nn.functional`; a loss checks shapes and keeps what ``backward`` needs.
+Targets may be integer arrays; they are cast to the dtype of ``pred`` where a floating
+target is needed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from array_api_compat import array_namespace
 
 from mlxp.nn import functional as F
 
-__all__ = ["BCEWithLogitsLoss", "CrossEntropyLoss", "Loss", "MSELoss"]
+__all__ = ["LOSSES", "BCEWithLogitsLoss", "CrossEntropyLoss", "Loss", "MSELoss", "make_loss"]
 
 
 class Loss:
@@ -98,3 +99,16 @@ class BCEWithLogitsLoss(Loss):
 
     def backward(self) -> Any:
         return F.bce_with_logits_backward(*self._cached())
+
+
+LOSSES = {"mse": MSELoss, "cross_entropy": CrossEntropyLoss, "bce_with_logits": BCEWithLogitsLoss}
+"""The losses ``Sequential.fit`` and ``evaluate`` accept by name."""
+
+
+def make_loss(loss: str | Loss) -> Loss:
+    """A fresh loss of that name (see :data:`LOSSES`), or ``loss`` itself."""
+    if isinstance(loss, str):
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {tuple(LOSSES)} or a Loss; got {loss!r}.")
+        return LOSSES[loss]()
+    return loss

@@ -1,16 +1,21 @@
-"""Multi-layer perceptrons with scikit-learn's interface: ``MLPClassifier`` and ``MLPRegressor``."""
+"""Multi-layer perceptrons with scikit-learn's interface: ``MLPClassifier`` and ``MLPRegressor``.
+
+Owns the estimators' hyperparameters and their constraints, the network they build, the
+scikit-learn stopping rule and L2-penalised loss curve, and the fitted attributes
+(``coefs_``: every weight the layers declare, ``intercepts_``: the matching biases).
+"""
 
 from __future__ import annotations
 
-import numbers
-import warnings
-from typing import Any
+from numbers import Integral, Real
+from typing import Any, ClassVar
 
 from mlxp._classifier import MarginClassifierMixin
 from mlxp._compat import Generator, argmax, check_random_state, move
+from mlxp._params import Interval, StrOptions, Tuples
 from mlxp._validation import check_is_fitted, encode_labels, labels_to_host, validate_data
 from mlxp.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from mlxp.exceptions import ConvergenceWarning, ecosystem_class
+from mlxp.exceptions import warn_not_converged
 from mlxp.nn import layers as L
 from mlxp.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from mlxp.nn.sequential import Sequential
@@ -19,6 +24,24 @@ from mlxp.optim import SGD, Adam
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
 ACTIVATIONS = {"relu": L.ReLU, "tanh": L.Tanh, "logistic": L.Sigmoid, "identity": None}
+
+_POSITIVE_INT = Interval(Integral, 1, None, closed="left")
+_NON_NEGATIVE = Interval(Real, 0, None, closed="left")
+_POSITIVE = Interval(Real, 0, None, closed="neither")
+
+
+def _weights(model: Sequential) -> tuple[list[Any], list[Any]]:
+    """(coefs_, intercepts_): every weight the layers declare (``Layer.decayed``), in layer
+    order, and the other parameters (the biases) of the layers that have weights."""
+    coefs = list(model.decayed.values())
+    intercepts = [
+        v
+        for layer in model.layers
+        if layer.decayed
+        for k, v in layer.params.items()
+        if k not in layer.decayed
+    ]
+    return coefs, intercepts
 
 
 class _SklearnStopping:
@@ -40,12 +63,7 @@ class _SklearnStopping:
 
     def on_epoch_end(self, model: Sequential, epoch: int, logs: dict[str, float]) -> bool:
         est = self.est
-        xp = model._place[0]
-        penalty = sum(
-            float(xp.sum(layer.params["W"] ** 2))
-            for layer in model.layers
-            if isinstance(layer, L.Dense)
-        )
+        penalty = sum(float(model.xp.sum(W**2)) for W in model.decayed.values())
         loss = logs["loss"] + 0.5 * est.alpha * penalty / est._n_train
         self.loss_curve.append(loss)
         if self.validation is not None:
@@ -69,6 +87,29 @@ class _SklearnStopping:
 class _BaseMLP(BaseEstimator):
     """Shared fitting: a :class:`Sequential` of Dense layers and activations, trained by
     mini-batch Adam or SGD on the mean loss + ½·alpha·‖W‖²/n (biases not penalised)."""
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "hidden_layer_sizes": [_POSITIVE_INT, Tuples(_POSITIVE_INT)],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "solver": [StrOptions({"adam", "sgd"})],
+        "alpha": [_NON_NEGATIVE],
+        "batch_size": [StrOptions({"auto"}), _POSITIVE_INT],
+        "learning_rate_init": [_POSITIVE],
+        "max_iter": [_POSITIVE_INT],
+        "tol": [_NON_NEGATIVE],
+        "n_iter_no_change": [_POSITIVE_INT],
+        "early_stopping": [bool],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "random_state": ["random_state"],
+        "momentum": [_NON_NEGATIVE],
+        "nesterovs_momentum": [bool],
+        "shuffle": [bool],
+        "verbose": [bool, Interval(Integral, 0, None, closed="left")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [_POSITIVE],
+        "warm_start": [bool],
+    }
 
     def __init__(
         self,
@@ -115,63 +156,14 @@ class _BaseMLP(BaseEstimator):
         self.epsilon = epsilon
         self.warm_start = warm_start
 
-    # ------------------------------------------------------------------ checks
-    def _validate_params(self) -> tuple[int, ...]:
-        """Check the architecture; returns what :meth:`_network` needs (the layer sizes)."""
-        sizes = self.hidden_layer_sizes
-        sizes = (sizes,) if isinstance(sizes, numbers.Integral) else tuple(sizes)
-        if not all(
-            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in sizes
-        ):
-            raise ValueError(f"hidden_layer_sizes must be positive ints; got {sizes!r}.")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"activation must be one of {tuple(ACTIVATIONS)}; got {self.activation!r}."
-            )
-        self._validate_training()
-        return sizes
-
-    def _validate_training(self) -> None:
-        """Check the parameters of the optimiser and of the stopping rule."""
-        if self.solver not in ("adam", "sgd"):
-            raise ValueError(f"solver must be 'adam' or 'sgd'; got {self.solver!r}.")
-        for name, low, strict in [
-            ("alpha", 0, False),
-            ("learning_rate_init", 0, True),
-            ("tol", 0, False),
-            ("momentum", 0, False),
-            ("epsilon", 0, True),
-        ]:
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, numbers.Real)
-                or value < low
-                or (strict and value == low)
-            ):
-                raise ValueError(f"{name} must be {'>' if strict else '>='} {low}; got {value!r}.")
-        for name in ("max_iter", "n_iter_no_change"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1; got {value!r}.")
-        if self.batch_size != "auto" and (
-            isinstance(self.batch_size, bool)
-            or not isinstance(self.batch_size, numbers.Integral)
-            or self.batch_size < 1
-        ):
-            raise ValueError(f"batch_size must be 'auto' or an int >= 1; got {self.batch_size!r}.")
-        if not 0 < self.validation_fraction < 1:
-            raise ValueError(
-                f"validation_fraction must be in (0, 1); got {self.validation_fraction!r}."
-            )
-        for name in ("beta_1", "beta_2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1); got {getattr(self, name)!r}.")
-        check_random_state(self.random_state)
-
     # ------------------------------------------------------------------ training
-    def _network(self, sizes: tuple[int, ...], n_in: int, n_out: int, seed: int) -> Sequential:
-        widths = [n_in, *sizes, n_out]
+    def _network_input(self, X: Any) -> tuple[Any, dict[str, Any]]:
+        """(X as the rows the network reads, what :meth:`_network` needs to know of X)."""
+        return X, {}
+
+    def _network(self, n_in: int, n_out: int, seed: int) -> Sequential:
+        sizes = self.hidden_layer_sizes
+        widths = [n_in, *((sizes,) if isinstance(sizes, Integral) else sizes), n_out]
         layers: list[Any] = []
         activation = ACTIVATIONS[self.activation]
         init = "he_uniform" if self.activation == "relu" else "glorot_uniform"
@@ -190,8 +182,11 @@ class _BaseMLP(BaseEstimator):
             nesterov=self.nesterovs_momentum and self.momentum > 0,
         )
 
-    def _train(self, place: Any, X: Any, targets: Any, n_out: int, loss: Any) -> None:
-        sizes = self._validate_params()
+    def _train(
+        self, place: Any, X: Any, targets: Any, n_out: int, loss: Any, network: dict[str, Any]
+    ) -> None:
+        """Fit the network (a new one, or the last with ``warm_start``) on (X, targets);
+        ``network`` holds what :meth:`_network` needs beyond the sizes."""
         xp, dev = place.xp, place.device
         seed = check_random_state(self.random_state).spawn_seed()
         n, p = X.shape
@@ -202,7 +197,7 @@ class _BaseMLP(BaseEstimator):
             and self.n_features_in_ == p
             and self.n_outputs_ == n_out
         )
-        model = self._copy(previous) if reuse else self._network(sizes, p, n_out, seed)
+        model = self._copy(previous) if reuse else self._network(p, n_out, seed, **network)
         validation = None
         if self.early_stopping:
             order = Generator(seed).permutation(n, xp=xp, device=dev)
@@ -228,17 +223,12 @@ class _BaseMLP(BaseEstimator):
             weight_decay=self.alpha,
         )
         if not stopping.converged:
-            warnings.warn(
-                ecosystem_class(ConvergenceWarning, "ConvergenceWarning")(
-                    f"Stochastic optimizer: maximum iterations ({self.max_iter}) reached and "
-                    "the optimization hasn't converged yet."
-                ),
+            warn_not_converged(
+                f"Stochastic optimizer: maximum iterations ({self.max_iter}) reached and "
+                "the optimization hasn't converged yet.",
                 stacklevel=3,
             )
-        dense = [layer for layer in model.layers if isinstance(layer, L.Dense)]
-        self._model = model
-        self.coefs_ = [layer.params["W"] for layer in dense]
-        self.intercepts_ = [layer.params["b"] for layer in dense]
+        self._set_network(model)
         self.loss_curve_ = stopping.loss_curve
         self.loss_ = stopping.loss_curve[-1]
         self.best_loss_ = None if self.early_stopping else min(stopping.loss_curve)
@@ -246,9 +236,14 @@ class _BaseMLP(BaseEstimator):
             self.validation_scores_ = stopping.scores
             self.best_validation_score_ = stopping.best_score
         self.n_iter_ = len(history["loss"])
-        self.n_layers_ = len(dense) + 1
         self.n_outputs_ = n_out
         self.n_features_in_ = p
+
+    def _set_network(self, model: Sequential) -> None:
+        """Keep the trained network, and its weights as the fitted attributes."""
+        self._model = model
+        self.coefs_, self.intercepts_ = _weights(model)
+        self.n_layers_ = len(self.coefs_) + 1
 
     @staticmethod
     def _copy(model: Sequential) -> Sequential:
@@ -258,9 +253,9 @@ class _BaseMLP(BaseEstimator):
 
     def _margins(self, X: Any) -> tuple[Any, Any]:
         check_is_fitted(self, "coefs_")
-        place, X, _, _ = validate_data(self, X, reset=False)
-        model, X = self._model._on(X, place.xp, place.device)
-        return place, model.forward(X)
+        place, X, _, _ = validate_data(self, self._network_input(X)[0], reset=False)
+        model, X = self._model.placed(X, place.xp, place.device, in_place=False)
+        return place, model.infer(X)
 
     # ------------------------------------------------------------------ model files
     def _get_model_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -286,14 +281,10 @@ class _BaseMLP(BaseEstimator):
         est = cls(**{k: _tuples(v) for k, v in config["params"].items()})
         model = Sequential._from_model_state(config["network"], arrays)
         fitted = config["fitted"]
-        dense = [layer for layer in model.layers if isinstance(layer, L.Dense)]
-        est._model = model
-        est.coefs_ = [layer.params["W"] for layer in dense]
-        est.intercepts_ = [layer.params["b"] for layer in dense]
+        est._set_network(model)
         est.loss_curve_ = list(fitted["loss_curve_"])
         est.loss_ = est.loss_curve_[-1]
         est.n_iter_ = len(est.loss_curve_)
-        est.n_layers_ = len(dense) + 1
         est.n_outputs_ = fitted["n_outputs_"]
         est.n_features_in_ = fitted["n_features_in_"]
         est._y_1d = fitted["_y_1d"]
@@ -331,6 +322,7 @@ class MLPClassifier(MarginClassifierMixin, ClassifierMixin, _BaseMLP):
     def fit(self, X: Any, y: Any) -> MLPClassifier:
         """Train on X (n_samples, n_features) and class labels y (n_samples,)."""
         self._validate_params()
+        X, network = self._network_input(X)
         place, X, y, _ = validate_data(self, X, y, reset=True, require_y=True, labels=True)
         classes, indices = encode_labels(y)
         if len(classes) < 2:
@@ -344,14 +336,14 @@ class MLPClassifier(MarginClassifierMixin, ClassifierMixin, _BaseMLP):
             targets, n_out, loss = xp.astype(idx, X.dtype)[:, None], 1, BCEWithLogitsLoss()
         else:
             targets, n_out, loss = idx, len(classes), CrossEntropyLoss()
-        self._train(place, X, targets, n_out, loss)
+        self._train(place, X, targets, n_out, loss, network)
         self.classes_ = classes
         self.out_activation_ = "logistic" if n_out == 1 else "softmax"
         return self
 
     def _score_network(self, model: Sequential, X: Any, targets: Any) -> float:
-        xp = model._place[0]
-        out = model.forward(X)
+        xp = model.xp
+        out = model.infer(X)
         if out.shape[1] == 1:
             hits = xp.astype(out[:, 0] > 0, X.dtype) == targets[:, 0]
         else:
@@ -376,14 +368,14 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         place, X, y, _ = validate_data(self, X, y, reset=True, require_y=True)
         y_1d = y.ndim == 1
         Y = y[:, None] if y_1d else y
-        self._train(place, X, Y, Y.shape[1], MSELoss())
+        self._train(place, X, Y, Y.shape[1], MSELoss(), {})
         self._y_1d = y_1d
         self.out_activation_ = "identity"
         return self
 
     def _score_network(self, model: Sequential, X: Any, Y: Any) -> float:
-        xp = model._place[0]
-        residual = xp.sum((Y - model.forward(X)) ** 2, axis=0)
+        xp = model.xp
+        residual = xp.sum((Y - model.infer(X)) ** 2, axis=0)
         total = xp.sum((Y - xp.mean(Y, axis=0)) ** 2, axis=0)
         safe = xp.where(total == 0, xp.ones_like(total), total)
         return float(xp.mean(1 - residual / safe))
