@@ -1,9 +1,9 @@
 """Neural networks: layers with forward and backward propagation, losses, a training loop.
 
 Floors, each importing only those below: the math (``convolution``, ``functional``,
-``init``), the layers (``layers``, ``conv_layers``), ``losses``, the training loop
-(``callbacks``, ``training``), the container ``sequential``, the estimators (``mlp``,
-then ``cnn``).
+``init``); the layers (``layers``, ``conv_layers``, ``normalization``); ``losses``; the
+training loop (``callbacks``, ``training``); the container ``sequential``; the estimators
+(``mlp``, then ``cnn``).
 """
 
 from mlxp.nn.callbacks import EarlyStopping, History
@@ -11,8 +11,6 @@ from mlxp.nn.cnn import CNNClassifier
 from mlxp.nn.conv_layers import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
 from mlxp.nn.layers import (
     GELU,
-    BatchNorm1d,
-    BatchNorm2d,
     Dense,
     Dropout,
     Flatten,
@@ -26,6 +24,7 @@ from mlxp.nn.layers import (
 )
 from mlxp.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
 from mlxp.nn.mlp import MLPClassifier, MLPRegressor
+from mlxp.nn.normalization import BatchNorm1d, BatchNorm2d
 from mlxp.nn.sequential import Sequential
 
 __all__ = [

@@ -1,8 +1,7 @@
 """Convolution and pooling of images as pure functions of arrays (shapes in each docstring).
 
-Owns the window arithmetic: :func:`conv2d`, :func:`max_pool2d`, :func:`avg_pool2d`,
-:func:`global_avg_pool2d` and their ``*_backward``. :mod:`mlxp.nn.functional` re-exports
-every public name, so ``F.conv2d`` works as before.
+Owns the window arithmetic of convolutions and pools, forward and backward;
+:mod:`mlxp.nn.functional` re-exports every public name (``F.conv2d``).
 
 Images are NCHW: x (N, C, H, W). A window geometry is a kernel (kh, kw), a stride
 (sh, sw), a padding ((top, bottom), (left, right)) and a dilation (dh, dw); the output
@@ -14,8 +13,10 @@ windows as long contiguous runs (see :func:`_window_matrix`).
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+import operator
 from typing import Any
 
 from array_api_compat import array_namespace
@@ -56,12 +57,8 @@ def pair(value: int | tuple[int, int]) -> Pair:
 
 def _pads(padding: int | tuple[int, int] | Pads) -> Pads:
     """((top, bottom), (left, right)) from p, (ph, pw) or the pairs themselves."""
-    if isinstance(padding, numbers.Integral):
-        return ((int(padding), int(padding)),) * 2
-    return tuple(
-        (int(p), int(p)) if isinstance(p, numbers.Integral) else (int(p[0]), int(p[1]))
-        for p in padding
-    )
+    rows, columns = pair(padding) if isinstance(padding, numbers.Integral) else padding
+    return pair(rows), pair(columns)
 
 
 def _out_size(x: Any, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair, name: str) -> Pair:
@@ -135,10 +132,7 @@ def conv2d(
     (K, C·kh·kw). Returns (y (N, K, OH, OW), X̃); X̃ is None when the batch was processed
     in chunks (see :data:`IM2COL_MAX_BYTES`), and :func:`conv2d_backward` then extracts
     the windows again. ``padding`` is p, (ph, pw) or ((top, bottom), (left, right));
-    ``xp`` overrides the namespace of x.
-
-    y is a view of Y with the batch innermost in memory, as X̃ is laid out; layers that
-    follow keep that order, so the next convolution finds its input already laid out.
+    ``xp`` overrides the namespace of x. y is a view of Y, stored batch innermost.
     """
     xp = xp or array_namespace(x)
     kernel, stride, pads, dilation = _geometry(W, stride, padding, dilation)
@@ -244,10 +238,8 @@ def conv2d_backward(
     W2 = xp.reshape(W, (K, -1))
     padded = (C, H + sum(pads[0]), Wd + sum(pads[1]))
     regions = _window_regions(kernel, stride, dilation, out)
-    if cols is not None:
-        chunks = [slice(0, N)]
-    else:
-        chunks = _chunks(N, _conv_bytes(W2, out, x, xp), max_bytes)
+    whole = cols is not None
+    chunks = [slice(0, N)] if whole else _chunks(N, _conv_bytes(W2, out, x, xp), max_bytes)
     dW, dx_parts = None, []
     for rows in chunks:
         g = _rows(grad, rows)
@@ -299,10 +291,7 @@ def max_pool2d(
     xp = xp or array_namespace(x)
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
     _, views = _pool_windows(x, kernel, stride, pads, -math.inf, xp, "max_pool2d")
-    y = views[0]
-    for view in views[1:]:
-        y = xp.maximum(y, view)
-    return _batch_first(y, xp)
+    return _batch_first(functools.reduce(xp.maximum, views), xp)
 
 
 def _offsets(kernel: Pair) -> list[Pair]:
@@ -364,10 +353,7 @@ def avg_pool2d(
     xp = xp or array_namespace(x)
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
     _, views = _pool_windows(x, kernel, stride, pads, 0.0, xp, "avg_pool2d")
-    total = views[0]
-    for view in views[1:]:
-        total = total + view
-    return _batch_first(total / (kernel[0] * kernel[1]), xp)
+    return _batch_first(functools.reduce(operator.add, views) / (kernel[0] * kernel[1]), xp)
 
 
 def avg_pool2d_backward(

@@ -22,8 +22,6 @@ from mlxp.nn.callbacks import EarlyStopping, History
 from mlxp.nn.conv_layers import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
 from mlxp.nn.layers import (
     GELU,
-    BatchNorm1d,
-    BatchNorm2d,
     Dense,
     Dropout,
     Flatten,
@@ -36,6 +34,7 @@ from mlxp.nn.layers import (
     Tanh,
 )
 from mlxp.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, make_loss
+from mlxp.nn.normalization import BatchNorm1d, BatchNorm2d
 from mlxp.optim import Optimizer, ReduceLROnPlateau, Schedule
 
 __all__ = ["LAYERS", "EarlyStopping", "History", "Sequential"]
