@@ -15,21 +15,48 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import Any, ClassVar
 
 import array_api_compat as aac
+
+from mlxp._params import Interval, Tuples, validate_params
+from mlxp.exceptions import InvalidParameterError
 
 __all__ = ["SGD", "Adam", "AdamW", "Optimizer", "RMSprop"]
 
 Array = Any
 
 
+class _RealScalarArray:
+    """A constraint of :mod:`mlxp._params`: a real floating 0-d array of any namespace."""
+
+    def is_satisfied_by(self, value: Any) -> bool:
+        if isinstance(value, numbers.Number) or not aac.is_array_api_obj(value):
+            return False
+        return value.ndim == 0 and aac.array_namespace(value).isdtype(value.dtype, "real floating")
+
+    def describe(self, plural: bool = False) -> str:
+        return "real floating 0-d arrays" if plural else "a real floating 0-d array"
+
+
+_NON_NEGATIVE = [Interval(numbers.Real, 0, None, closed="left")]
+_LR = [Interval(numbers.Real, 0, None, closed="neither"), _RealScalarArray()]
+_SCHEDULED_LR = [Interval(numbers.Real, 0, None, closed="left"), _RealScalarArray()]
+_DECAY_RATE = [Interval(numbers.Real, 0, 1, closed="left")]
+
+
+def _as_lr(lr: float | Array) -> float | Array:
+    """A validated learning rate: a number as a Python float, a 0-d array as it is."""
+    return float(lr) if isinstance(lr, numbers.Real) else lr
+
+
 class Optimizer:
     """Base class: the step loop, per-parameter state, the learning rate, state dicts.
 
-    A subclass names its hyperparameters in ``_hyperparameters`` (besides ``lr``) and
-    implements ``_init_state`` (the zero buffers of one parameter) and ``_update``
-    (one parameter's new value, replacing the buffers in its state dict).
+    A subclass declares ``lr`` and its hyperparameters, in the order of its signature, in
+    ``_parameter_constraints`` (see :mod:`mlxp._params`; ``__init__`` checks them), and
+    implements ``_init_state`` (the zero buffers of one parameter) and ``_update`` (one
+    parameter's new value, replacing the buffers in its state dict).
 
     Parameters
     ----------
@@ -39,11 +66,17 @@ class Optimizer:
         and never read back to the host.
     """
 
-    _hyperparameters: tuple[str, ...] = ()
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"lr": _LR}
 
-    def __init__(self, lr: float | Array) -> None:
-        self._lr = _check_lr(lr, allow_zero=False)
+    def __init__(self, lr: float | Array, **hyperparameters: Any) -> None:
+        validate_params(self, self._parameter_constraints, {"lr": lr, **hyperparameters})
+        self._lr = _as_lr(lr)
         self.state: dict[str, dict[str, Any]] = {}
+
+    @property
+    def _hyperparameters(self) -> tuple[str, ...]:
+        """The names of the hyperparameters besides ``lr``."""
+        return tuple(name for name in self._parameter_constraints if name != "lr")
 
     @property
     def lr(self) -> float | Array:
@@ -52,7 +85,8 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float | Array) -> None:
-        self._lr = _check_lr(value, allow_zero=True)
+        validate_params(self, {"lr": _SCHEDULED_LR}, {"lr": value})  # a schedule may reach 0
+        self._lr = _as_lr(value)
 
     def step(self, params: dict[str, Array], grads: dict[str, Array]) -> dict[str, Array]:
         """Return the updated parameters as new arrays; the inputs are left unchanged.
@@ -135,7 +169,12 @@ class SGD(Optimizer):
     With μ = 0: p ← p − η(g + λp).
     """
 
-    _hyperparameters = ("momentum", "nesterov", "weight_decay")
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "lr": _LR,
+        "momentum": _NON_NEGATIVE,
+        "nesterov": [bool],
+        "weight_decay": _NON_NEGATIVE,
+    }
 
     def __init__(
         self,
@@ -144,14 +183,16 @@ class SGD(Optimizer):
         nesterov: bool = False,
         weight_decay: float = 0.0,
     ) -> None:
-        super().__init__(lr)
-        self.momentum = _check_real("momentum", momentum, low=0.0)
-        self.weight_decay = _check_real("weight_decay", weight_decay, low=0.0)
-        if not isinstance(nesterov, bool):
-            raise ValueError(f"nesterov must be True or False; got nesterov={nesterov!r}.")
-        if nesterov and self.momentum == 0.0:
-            raise ValueError(f"nesterov=True requires momentum > 0; got momentum={momentum!r}.")
-        self.nesterov = nesterov
+        super().__init__(lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+        if nesterov and momentum == 0:
+            raise InvalidParameterError(
+                f"nesterov=True requires momentum > 0; got momentum={momentum!r}."
+            )
+        self.momentum, self.nesterov, self.weight_decay = (
+            float(momentum),
+            nesterov,
+            float(weight_decay),
+        )
 
     def _init_state(self, xp: Any, p: Array) -> dict[str, Array]:
         return {"momentum_buffer": xp.zeros_like(p)} if self.momentum else {}
@@ -172,7 +213,12 @@ class Adam(Optimizer):
     p ← p − η/(1−β₁ᵗ) · m / (√v / √(1−β₂ᵗ) + ε).
     """
 
-    _hyperparameters = ("betas", "eps", "weight_decay")
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "lr": _LR,
+        "betas": [Tuples(_DECAY_RATE[0], 2)],
+        "eps": _NON_NEGATIVE,
+        "weight_decay": _NON_NEGATIVE,
+    }
 
     def __init__(
         self,
@@ -181,15 +227,9 @@ class Adam(Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
     ) -> None:
-        super().__init__(lr)
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2); got betas={betas!r}.")
-        self.betas = (
-            _check_real("beta1", betas[0], low=0.0, high=1.0),
-            _check_real("beta2", betas[1], low=0.0, high=1.0),
-        )
-        self.eps = _check_real("eps", eps, low=0.0)
-        self.weight_decay = _check_real("weight_decay", weight_decay, low=0.0)
+        super().__init__(lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.eps, self.weight_decay = float(eps), float(weight_decay)
 
     def _init_state(self, xp: Any, p: Array) -> dict[str, Array]:
         return {"exp_avg": xp.zeros_like(p), "exp_avg_sq": xp.zeros_like(p)}
@@ -237,7 +277,14 @@ class RMSprop(Optimizer):
     centred;  p ← p − η·g/d, or with momentum b ← μb + g/d, p ← p − ηb.
     """
 
-    _hyperparameters = ("alpha", "eps", "momentum", "centered", "weight_decay")
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "lr": _LR,
+        "alpha": _DECAY_RATE,
+        "eps": _NON_NEGATIVE,
+        "momentum": _NON_NEGATIVE,
+        "centered": [bool],
+        "weight_decay": _NON_NEGATIVE,
+    }
 
     def __init__(
         self,
@@ -248,14 +295,16 @@ class RMSprop(Optimizer):
         centered: bool = False,
         weight_decay: float = 0.0,
     ) -> None:
-        super().__init__(lr)
-        self.alpha = _check_real("alpha", alpha, low=0.0, high=1.0)
-        self.eps = _check_real("eps", eps, low=0.0)
-        self.momentum = _check_real("momentum", momentum, low=0.0)
-        if not isinstance(centered, bool):
-            raise ValueError(f"centered must be True or False; got centered={centered!r}.")
-        self.centered = centered
-        self.weight_decay = _check_real("weight_decay", weight_decay, low=0.0)
+        super().__init__(
+            lr,
+            alpha=alpha,
+            eps=eps,
+            momentum=momentum,
+            centered=centered,
+            weight_decay=weight_decay,
+        )
+        self.alpha, self.eps, self.momentum = float(alpha), float(eps), float(momentum)
+        self.centered, self.weight_decay = centered, float(weight_decay)
 
     def _init_state(self, xp: Any, p: Array) -> dict[str, Array]:
         state = {"square_avg": xp.zeros_like(p)}
@@ -278,31 +327,3 @@ class RMSprop(Optimizer):
             b = state["momentum_buffer"] = self.momentum * state["momentum_buffer"] + g / denom
             return p - lr * b
         return p - lr * (g / denom)
-
-
-# --------------------------------------------------------------------------- validation
-def _check_real(name: str, value: Any, *, low: float, high: float | None = None) -> float:
-    """``value`` as a float in [low, high) (or [low, ∞)), else a ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number; got {name}={value!r}.")
-    value = float(value)
-    if high is None:
-        if not low <= value < math.inf:
-            raise ValueError(f"{name} must be finite and >= {low}; got {name}={value!r}.")
-    elif not low <= value < high:
-        raise ValueError(f"{name} must be in [{low}, {high}); got {name}={value!r}.")
-    return value
-
-
-def _check_lr(lr: Any, *, allow_zero: bool) -> float | Array:
-    """A finite lr > 0 (≥ 0 when a schedule sets it) as a float, or a real 0-d array as is."""
-    if isinstance(lr, numbers.Real) and not isinstance(lr, bool):
-        value = float(lr)
-        if not (math.isfinite(value) and (value > 0.0 or (allow_zero and value == 0.0))):
-            bound = ">= 0" if allow_zero else "> 0"
-            raise ValueError(f"lr must be finite and {bound}; got lr={lr!r}.")
-        return value
-    if aac.is_array_api_obj(lr) and lr.ndim == 0:
-        if aac.array_namespace(lr).isdtype(lr.dtype, "real floating"):
-            return lr
-    raise ValueError(f"lr must be a positive number or a real floating 0-d array; got lr={lr!r}.")

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import Any, ClassVar
+
+from mlxp._params import Interval, StrOptions, validate_params
 
 __all__ = [
     "ConstantLR",
@@ -29,6 +31,11 @@ __all__ = [
     "apply_schedule",
 ]
 
+_POSITIVE = [Interval(numbers.Real, 0, None, closed="neither")]
+_NON_NEGATIVE = [Interval(numbers.Real, 0, None, closed="left")]
+_COUNT = [Interval(numbers.Integral, 1, None, closed="left")]
+_EPOCH = {"epoch": [Interval(numbers.Integral, 0, None, closed="left")]}
+
 
 class Schedule:
     """Base class: a learning rate per epoch, ``schedule(epoch) -> float``.
@@ -39,11 +46,15 @@ class Schedule:
         The initial learning rate η₀ > 0.
     """
 
-    def __init__(self, lr: float) -> None:
-        self.lr = _check_number("lr", lr, positive=True)
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"lr": _POSITIVE}
+
+    def __init__(self, lr: float, **hyperparameters: Any) -> None:
+        validate_params(self, self._parameter_constraints, {"lr": lr, **hyperparameters})
+        self.lr = float(lr)
 
     def __call__(self, epoch: int) -> float:
-        return self._at(_check_epoch(epoch))
+        validate_params(self, _EPOCH, {"epoch": epoch})
+        return self._at(int(epoch))
 
     def _at(self, epoch: int) -> float:
         raise NotImplementedError
@@ -63,10 +74,15 @@ class ConstantLR(Schedule):
 class StepLR(Schedule):
     """η_e = η₀ · γ^⌊e / step_size⌋: multiply by γ every ``step_size`` epochs."""
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "lr": _POSITIVE,
+        "step_size": _COUNT,
+        "gamma": _POSITIVE,
+    }
+
     def __init__(self, lr: float, step_size: int, gamma: float = 0.1) -> None:
-        super().__init__(lr)
-        self.step_size = _check_int("step_size", step_size, low=1)
-        self.gamma = _check_number("gamma", gamma, positive=True)
+        super().__init__(lr, step_size=step_size, gamma=gamma)
+        self.step_size, self.gamma = int(step_size), float(gamma)
 
     def _at(self, epoch: int) -> float:
         return self.lr * self.gamma ** (epoch // self.step_size)
@@ -75,9 +91,11 @@ class StepLR(Schedule):
 class ExponentialLR(Schedule):
     """η_e = η₀ · γᵉ."""
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"lr": _POSITIVE, "gamma": _POSITIVE}
+
     def __init__(self, lr: float, gamma: float) -> None:
-        super().__init__(lr)
-        self.gamma = _check_number("gamma", gamma, positive=True)
+        super().__init__(lr, gamma=gamma)
+        self.gamma = float(gamma)
 
     def _at(self, epoch: int) -> float:
         return self.lr * self.gamma**epoch
@@ -89,10 +107,15 @@ class CosineAnnealingLR(Schedule):
     Reaches η_min at e = T_max; past it the cosine continues (rising again), as torch's.
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "lr": _POSITIVE,
+        "T_max": _COUNT,
+        "eta_min": _NON_NEGATIVE,
+    }
+
     def __init__(self, lr: float, T_max: int, eta_min: float = 0.0) -> None:
-        super().__init__(lr)
-        self.T_max = _check_int("T_max", T_max, low=1)
-        self.eta_min = _check_number("eta_min", eta_min, positive=False)
+        super().__init__(lr, T_max=T_max, eta_min=eta_min)
+        self.T_max, self.eta_min = int(T_max), float(eta_min)
 
     def _at(self, epoch: int) -> float:
         cosine = (1.0 + math.cos(math.pi * epoch / self.T_max)) / 2.0
@@ -124,6 +147,15 @@ class ReduceLROnPlateau:
         The floor of the learning rate, ≥ 0.
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "lr": _POSITIVE,
+        "factor": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "patience": [Interval(numbers.Integral, 0, None, closed="left")],
+        "threshold": _NON_NEGATIVE,
+        "mode": [StrOptions({"min", "max"})],
+        "min_lr": _NON_NEGATIVE,
+    }
+
     def __init__(
         self,
         lr: float,
@@ -133,16 +165,10 @@ class ReduceLROnPlateau:
         mode: str = "min",
         min_lr: float = 0.0,
     ) -> None:
-        self.lr = _check_number("lr", lr, positive=True)
-        self.factor = _check_number("factor", factor, positive=True)
-        if self.factor >= 1.0:
-            raise ValueError(f"factor must be in (0, 1); got factor={factor!r}.")
-        self.patience = _check_int("patience", patience, low=0)
-        self.threshold = _check_number("threshold", threshold, positive=False)
-        if mode not in ("min", "max"):
-            raise ValueError(f'mode must be "min" or "max"; got mode={mode!r}.')
-        self.mode = mode
-        self.min_lr = _check_number("min_lr", min_lr, positive=False)
+        given = dict(lr=lr, factor=factor, patience=patience, threshold=threshold, min_lr=min_lr)
+        validate_params(self, self._parameter_constraints, {**given, "mode": mode})
+        self.lr, self.factor, self.threshold = float(lr), float(factor), float(threshold)
+        self.patience, self.mode, self.min_lr = int(patience), mode, float(min_lr)
         self.best = math.inf if mode == "min" else -math.inf
         self.num_bad_epochs = 0
 
@@ -172,24 +198,3 @@ def apply_schedule(optimizer: Any, schedule: Schedule | ReduceLROnPlateau, epoch
     """Set ``optimizer.lr = schedule(epoch)`` and return that learning rate."""
     optimizer.lr = schedule(epoch)
     return optimizer.lr
-
-
-# --------------------------------------------------------------------------- validation
-def _check_number(name: str, value: Any, *, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number; got {name}={value!r}.")
-    value = float(value)
-    if not math.isfinite(value) or value < 0.0 or (positive and value == 0.0):
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be finite and {bound}; got {name}={value!r}.")
-    return value
-
-
-def _check_int(name: str, value: Any, *, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}; got {name}={value!r}.")
-    return int(value)
-
-
-def _check_epoch(epoch: Any) -> int:
-    return _check_int("epoch", epoch, low=0)
