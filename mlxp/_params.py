@@ -35,7 +35,7 @@ import numpy as np
 from mlxp._compat import Generator
 from mlxp.exceptions import InvalidParameterError
 
-__all__ = ["Interval", "StrOptions", "Tuples", "validate_params"]
+__all__ = ["POSITIVE_INT", "Interval", "StrOptions", "Tuples", "validate_params"]
 
 
 class Interval:
@@ -102,6 +102,9 @@ class Tuples:
         head = f"{noun}s" if plural else f"a {noun}"
         return f"{head} of {_describe(self.item, plural=True)}"
 
+
+POSITIVE_INT = Interval(numbers.Integral, 1, None, closed="left")
+"""The constraint of a size or a count: an int ≥ 1."""
 
 _RANDOM_STATE = [
     None,

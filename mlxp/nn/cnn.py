@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from array_api_compat import array_namespace
 
-from mlxp._params import Tuples
+from mlxp._params import POSITIVE_INT, Tuples
 from mlxp.nn import conv_layers as CL
 from mlxp.nn import layers as L
 from mlxp.nn.mlp import MLPClassifier
@@ -46,9 +46,9 @@ class CNNClassifier(MLPClassifier):
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         **MLPClassifier._parameter_constraints,
-        "conv_layers": [Tuples(Tuples(L.POSITIVE, 2))],
-        "dense_units": [Tuples(L.POSITIVE)],
-        "image_shape": [None, Tuples(L.POSITIVE, 3)],
+        "conv_layers": [Tuples(Tuples(POSITIVE_INT, 2))],
+        "dense_units": [Tuples(POSITIVE_INT)],
+        "image_shape": [None, Tuples(POSITIVE_INT, 3)],
     }
 
     def __init__(

@@ -11,15 +11,15 @@ from numbers import Integral
 from typing import Any, ClassVar
 
 from mlxp._compat import Generator
-from mlxp._params import Interval, StrOptions, Tuples
+from mlxp._params import POSITIVE_INT, Interval, StrOptions, Tuples
 from mlxp.exceptions import InvalidParameterError
 from mlxp.nn import convolution as C
 from mlxp.nn.init import INITIALIZERS
-from mlxp.nn.layers import POSITIVE, Layer
+from mlxp.nn.layers import Layer
 
 __all__ = ["AvgPool2D", "Conv2D", "GlobalAvgPool2D", "MaxPool2D"]
 
-_SIZE = [POSITIVE, Tuples(POSITIVE, 2)]
+_SIZE = [POSITIVE_INT, Tuples(POSITIVE_INT, 2)]
 """An int ≥ 1 or a pair of them (kernel sizes, strides, dilations)."""
 _NON_NEGATIVE = Interval(Integral, 0, None, closed="left")
 _OFFSET = [_NON_NEGATIVE, Tuples(_NON_NEGATIVE, 2)]
@@ -53,8 +53,8 @@ class Conv2D(Layer):
 
     decayed = ("W",)
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        "in_channels": [POSITIVE],
-        "out_channels": [POSITIVE],
+        "in_channels": [POSITIVE_INT],
+        "out_channels": [POSITIVE_INT],
         "kernel_size": _SIZE,
         "stride": _SIZE,
         "padding": [StrOptions({"same"}), *_OFFSET],

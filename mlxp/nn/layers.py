@@ -23,7 +23,7 @@ from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
 from mlxp._compat import Generator
-from mlxp._params import Interval, StrOptions, Tuples, validate_params
+from mlxp._params import POSITIVE_INT, Interval, StrOptions, Tuples, validate_params
 from mlxp.nn import functional as F
 from mlxp.nn.init import INITIALIZERS
 
@@ -40,9 +40,6 @@ __all__ = [
     "Softmax",
     "Tanh",
 ]
-
-POSITIVE = Interval(Integral, 1, None, closed="left")
-"""The constraint of a size: an int ≥ 1."""
 
 
 class Layer:
@@ -101,8 +98,8 @@ class Dense(Layer):
 
     decayed = ("W",)
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        "in_features": [POSITIVE],
-        "out_features": [POSITIVE],
+        "in_features": [POSITIVE_INT],
+        "out_features": [POSITIVE_INT],
         "init": [StrOptions(set(INITIALIZERS))],
     }
 
@@ -301,7 +298,7 @@ class Reshape(Layer):
     """y = x reshaped to (n, *shape): e.g. flat rows (n, C·H·W) to images (n, C, H, W)."""
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        "shape": [Tuples(POSITIVE, min_length=1)]
+        "shape": [Tuples(POSITIVE_INT, min_length=1)]
     }
 
     def __init__(self, shape: tuple[int, ...]) -> None:

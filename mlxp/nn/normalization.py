@@ -11,9 +11,9 @@ from numbers import Real
 from typing import Any, ClassVar
 
 from mlxp._compat import Generator
-from mlxp._params import Interval
+from mlxp._params import POSITIVE_INT, Interval
 from mlxp.nn import functional as F
-from mlxp.nn.layers import POSITIVE, Layer
+from mlxp.nn.layers import Layer
 
 __all__ = ["BatchNorm1d", "BatchNorm2d"]
 
@@ -32,7 +32,7 @@ class _BatchNorm(Layer):
     _ranks: tuple[int, ...] = ()
     _shapes = ""  # the accepted input shapes, for error messages; C is num_features
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        "num_features": [POSITIVE],
+        "num_features": [POSITIVE_INT],
         "momentum": [Interval(Real, 0.0, 1.0, closed="both")],
         "eps": [Interval(Real, 0.0, None, closed="neither")],
     }
