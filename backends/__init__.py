@@ -8,6 +8,12 @@ synchronises its device for timing. Install recipes: ``cpu.txt`` (what CI uses),
 
 from __future__ import annotations
 
+import os
+
+# The test and benchmark matrix runs JAX in float64, as the user of a process may choose
+# (mlxp itself never changes JAX's configuration); set before anything imports JAX.
+os.environ.setdefault("JAX_ENABLE_X64", "1")
+
 from dataclasses import dataclass
 from typing import Any
 

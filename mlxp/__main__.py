@@ -17,7 +17,9 @@ from mlxp._backend import (
     Backend,
     BackendUnavailableError,
     backend_report,
+    environment_error,
     get_backend,
+    make_backend,
     parse_backend_spec,
 )
 from mlxp.datasets import load_diabetes, load_digits
@@ -151,11 +153,22 @@ def info() -> str:
         else:
             status = f"unavailable: {row['reason']}"
         lines.append(f"  {row['name']:<17} {status}")
-    chosen = get_backend()
-    lines.append(
-        f"chosen backend (MLXP_BACKEND): {chosen or 'none (computation follows the inputs)'}"
-    )
+    problem = environment_error()
+    if problem is not None:
+        lines.append(f"chosen backend (MLXP_BACKEND): unusable, {problem}")
+    else:
+        chosen = get_backend()
+        lines.append(
+            f"chosen backend (MLXP_BACKEND): {chosen or 'none (computation follows the inputs)'}"
+        )
     return "\n".join(lines)
+
+
+def demo_backend(spec: str | None) -> Backend:
+    """The backend of the tour: ``--backend``, else ``MLXP_BACKEND``, else NumPy."""
+    if spec is not None:
+        return parse_backend_spec(spec)
+    return get_backend() or make_backend("numpy")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,9 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="train every model on bundled data and time it")
     demo.add_argument(
         "--backend",
-        default="numpy",
+        default=None,
         metavar="name[:device]",
-        help="where to compute, e.g. numpy, torch:cuda:0, array_api_strict:device1 (default numpy)",
+        help="where to compute, e.g. numpy, torch:cuda:0, array_api_strict:device1 "
+        "(default: MLXP_BACKEND if set, else numpy)",
     )
     return parser
 
@@ -182,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         print(info())
     elif args.command == "demo":
         try:
-            backend = parse_backend_spec(args.backend)
+            backend = demo_backend(args.backend)
         except (ValueError, BackendUnavailableError) as exc:
             print(f"mlxp demo: error: {exc}", file=sys.stderr)
             return 2

@@ -4,8 +4,16 @@ A backend is a (library, device) pair. With none chosen -- the default -- mlxp
 computes in the namespace and on the device of its input arrays. One can be
 chosen globally with :func:`set_backend`, for a block with :func:`use_backend`,
 or for the whole process with the environment variable ``MLXP_BACKEND=name[:device]``
-read at import. Libraries are imported lazily, only when asked for, so
-``import mlxp`` never fails because CuPy, a CUDA driver, PyTorch or JAX is missing.
+read at import (a bad value is reported by ``python -m mlxp info`` and raised by the
+first call that asks for the backend, not by ``import mlxp``). Libraries are imported
+lazily, only when asked for, so ``import mlxp`` never fails because CuPy, a CUDA
+driver, PyTorch or JAX is missing; mlxp never changes a library's global
+configuration (JAX computes in float64 only where the user enabled ``jax_enable_x64``).
+
+Discovery is thread-safe: a library is imported under :data:`DISCOVERY_LOCK`, and the
+first look at which library an input belongs to (:func:`input_placement`) waits for
+it, since array-api-compat's lookup reads ``sys.modules``, where a library another
+thread is importing is only partly initialised.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import contextlib
 import contextvars
 import functools
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -26,11 +35,13 @@ from mlxp.exceptions import BackendUnavailableError
 
 __all__ = [
     "BACKEND_NAMES",
+    "DISCOVERY_LOCK",
     "Backend",
     "BackendUnavailableError",
     "Placement",
     "available_backends",
     "backend_report",
+    "environment_error",
     "from_environment",
     "get_backend",
     "input_placement",
@@ -43,6 +54,9 @@ __all__ = [
 
 BACKEND_NAMES = ("numpy", "cupy", "torch", "jax", "array_api_strict")
 _ALIASES = {"array-api-strict": "array_api_strict", "strict": "array_api_strict", "np": "numpy"}
+
+DISCOVERY_LOCK = threading.RLock()
+"""Held while mlxp imports an array library, and while it first inspects input arrays."""
 
 
 @dataclass(frozen=True)
@@ -102,10 +116,9 @@ def _load_torch() -> _Library:
 
 
 def _load_jax() -> _Library:
+    # JAX's x64 setting is the user's (JAX_ENABLE_X64 or jax.config): without it, JAX
+    # and thus mlxp on JAX compute in float32 (float64 inputs are narrowed by move()).
     import jax
-
-    # Without x64, JAX silently truncates float64 to float32; mlxp keeps dtypes.
-    jax.config.update("jax_enable_x64", True)
     import jax.numpy as xp
 
     devices = {"cpu": jax.devices("cpu")[0]}
@@ -145,9 +158,10 @@ _LOADERS = {
 
 @functools.cache
 def _library(name: str) -> _Library | BackendUnavailableError:
-    """Import a library once; remember why it failed if it did."""
+    """Import a library once (under :data:`DISCOVERY_LOCK`); remember why it failed if it did."""
     try:
-        return _LOADERS[name]()
+        with DISCOVERY_LOCK:
+            return _LOADERS[name]()
     except BackendUnavailableError as exc:
         return exc
     except ImportError as exc:
@@ -220,6 +234,7 @@ def parse_backend_spec(spec: str) -> Backend:
 
 # --------------------------------------------------------------------------- the active backend
 _global: Backend | None = None
+_environment_error: Exception | None = None  # why MLXP_BACKEND could not be used
 _scoped: contextvars.ContextVar[Backend | str | None] = contextvars.ContextVar(
     "mlxp_backend", default="unset"
 )
@@ -231,15 +246,28 @@ def set_backend(name: str | None, device: Any = None) -> Backend | None:
     Raises ``ValueError`` for an unknown name or device and
     :class:`BackendUnavailableError` for a known backend that cannot run here.
     """
-    global _global
+    global _global, _environment_error
     _global = None if name is None else make_backend(name, device)
+    _environment_error = None  # an explicit choice replaces a bad MLXP_BACKEND
     return _global
 
 
 def get_backend() -> Backend | None:
-    """The backend in force, or ``None`` when computation follows the input arrays."""
+    """The backend in force, or ``None`` when computation follows the input arrays.
+
+    Raises the error of a bad ``MLXP_BACKEND`` (until :func:`set_backend` replaces it).
+    """
     scoped = _scoped.get()
-    return _global if scoped == "unset" else scoped
+    if scoped != "unset":
+        return scoped
+    if _environment_error is not None:
+        raise type(_environment_error)(str(_environment_error))
+    return _global
+
+
+def environment_error() -> str | None:
+    """Why ``MLXP_BACKEND`` cannot be used, or None (it is unset, or valid)."""
+    return None if _environment_error is None else str(_environment_error)
 
 
 @contextlib.contextmanager
@@ -254,15 +282,17 @@ def use_backend(name: str | None, device: Any = None) -> Iterator[Backend | None
 
 
 def from_environment() -> None:
-    """Set the global backend from ``MLXP_BACKEND=name[:device]``, if it is set."""
+    """Set the global backend from ``MLXP_BACKEND=name[:device]``, if it is set; a value
+    that names no usable backend is kept as the error :func:`get_backend` raises."""
+    global _global, _environment_error
     spec = os.environ.get("MLXP_BACKEND", "").strip()
+    _global, _environment_error = None, None
     if not spec:
         return
-    global _global
     try:
         _global = parse_backend_spec(spec)
     except (ValueError, BackendUnavailableError) as exc:
-        raise type(exc)(f"MLXP_BACKEND={spec!r}: {exc}") from None
+        _environment_error = type(exc)(f"MLXP_BACKEND={spec!r}: {exc}")
 
 
 # --------------------------------------------------------------------------- where to compute
@@ -303,9 +333,10 @@ def input_placement(*, mixed_ok: bool = False, **arrays: Any) -> tuple[ModuleTyp
     raise a ``ValueError`` naming both, unless ``mixed_ok`` (then the first one wins).
     """
     found: list[tuple[str, ModuleType, Any]] = []
-    for arg, x in arrays.items():
-        if x is not None and aac.is_array_api_obj(x) and not _is_numpy_scalar(x):
-            found.append((arg, aac.array_namespace(x), aac.device(x)))
+    with DISCOVERY_LOCK:
+        for arg, x in arrays.items():
+            if x is not None and aac.is_array_api_obj(x) and not _is_numpy_scalar(x):
+                found.append((arg, aac.array_namespace(x), aac.device(x)))
     if not found:
         return make_backend("numpy").xp, "cpu"
     first_arg, xp, dev = found[0]

@@ -15,7 +15,7 @@ from typing import Any
 import array_api_compat as aac
 import numpy as np
 
-from mlxp._backend import Placement, placement
+from mlxp._backend import DISCOVERY_LOCK, Placement, placement
 from mlxp._compat import default_float, to_numpy
 from mlxp.exceptions import DataConversionWarning, NotFittedError, ecosystem_class
 
@@ -41,8 +41,13 @@ def check_is_fitted(estimator: Any, attribute: str = "coef_") -> None:
 
 
 def to_array(x: Any, name: str) -> Any:
-    """Arrays of an Array API library pass through; anything else becomes NumPy."""
-    if aac.is_array_api_obj(x) and not aac.is_numpy_array(x):
+    """Arrays of an Array API library pass through; anything else becomes NumPy.
+
+    The first look at ``x`` waits for any library import in progress in another thread
+    (see :data:`~mlxp._backend.DISCOVERY_LOCK`)."""
+    with DISCOVERY_LOCK:
+        foreign = aac.is_array_api_obj(x) and not aac.is_numpy_array(x)
+    if foreign:
         return x
     return as_host_array(x, name)
 

@@ -239,10 +239,81 @@ def test_empty_mlxp_backend_chooses_nothing():
 
 
 @pytest.mark.parametrize("spec", ["nonsense", "numpy:tpu"])
-def test_bad_mlxp_backend_fails_at_import(spec):
-    result = _python("import mlxp", spec)
+def test_bad_mlxp_backend_fails_at_first_use(spec):
+    """``import mlxp`` succeeds (so ``mlxp info`` can explain); the first call that asks
+    for the backend raises, naming the variable."""
+    result = _python("import mlxp; mlxp.get_backend()", spec)
     assert result.returncode != 0
     assert f"ValueError: MLXP_BACKEND={spec!r}" in result.stderr
+    fit = (
+        "import numpy as np; from mlxp.linear_model import Ridge; "
+        "Ridge().fit(np.ones((3, 1)), [1, 2, 3])"
+    )
+    result = _python(fit, spec)
+    assert result.returncode != 0
+    assert f"ValueError: MLXP_BACKEND={spec!r}" in result.stderr
+    replaced = "import mlxp; mlxp.set_backend('numpy'); print(mlxp.get_backend())"
+    result = _python(replaced, spec)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "numpy:cpu"
+
+
+def test_listing_backends_leaves_jax_configuration_alone():
+    """JAX's x64 switch is the user's: listing backends does not flip it, and without it
+    mlxp computes on JAX in float32, as JAX does."""
+    pytest.importorskip("jax")
+    code = (
+        "import jax, numpy as np, mlxp\n"
+        "from mlxp.linear_model import LinearRegression\n"
+        "mlxp.available_backends()\n"
+        "print(jax.config.jax_enable_x64)\n"
+        "X = np.random.default_rng(0).normal(size=(200, 3)); y = X @ [1.0, 2.0, 3.0] + 0.5\n"
+        "with mlxp.use_backend('jax'):\n"
+        "    model = LinearRegression().fit(X, y)\n"
+        "print(model.coef_.dtype, np.abs(mlxp.to_numpy(model.coef_) - [1, 2, 3]).max() < 1e-4)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("MLXP_BACKEND", "JAX_ENABLE_X64")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "float32", "True"]
+
+
+def test_backend_discovery_is_thread_safe():
+    """One thread imports the optional libraries (listing backends) while another predicts
+    on array-api-strict arrays: the second never meets a half-imported library."""
+    pytest.importorskip("torch")
+    code = (
+        "import sys, threading, time, numpy as np, array_api_strict as xps, mlxp\n"
+        "from mlxp.linear_model import LinearRegression\n"
+        "X = np.random.default_rng(0).normal(size=(50, 3))\n"
+        "model = LinearRegression().fit(X, X @ [1.0, 2.0, 3.0])\n"
+        "Xs, errors, done = xps.asarray(X), [], threading.Event()\n"
+        "def predict():\n"
+        "    while 'torch' not in sys.modules:  # start while torch is half imported\n"
+        "        time.sleep(0)\n"
+        "    while not done.is_set():\n"
+        "        try:\n"
+        "            model.predict(xps.asarray(np.asarray(Xs) + 0.0))\n"
+        "        except Exception as exc:\n"
+        "            errors.append(repr(exc)); return\n"
+        "worker = threading.Thread(target=predict); worker.start()\n"
+        "mlxp.available_backends(); done.set(); worker.join()\n"
+        "print(errors or 'ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLXP_BACKEND"}
+    for _ in range(2):
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "ok"
 
 
 def test_import_loads_no_optional_library():

@@ -64,6 +64,32 @@ def test_info_lists_every_backend():
     assert "none (computation follows the inputs)" in result.stdout
 
 
+@pytest.mark.parametrize("spec", ["nonsense", "numpy:tpu"])
+def test_a_bad_mlxp_backend_is_explained_not_a_traceback(spec):
+    result = run("-m", "mlxp", "info", env={"MLXP_BACKEND": spec})
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stdout.splitlines()[-1]
+    assert "unusable" in last and f"MLXP_BACKEND={spec!r}" in last
+    assert "numpy" in last  # the reason names what is available
+    result = run("-m", "mlxp", "--version", env={"MLXP_BACKEND": spec})
+    assert result.returncode == 0 and result.stdout.strip() == f"mlxp {mlxp.__version__}"
+    result = run("-m", "mlxp", "demo", env={"MLXP_BACKEND": spec})
+    assert result.returncode == 2 and f"MLXP_BACKEND={spec!r}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_computes_where_mlxp_backend_says():
+    """``--backend`` wins; without it the demo follows MLXP_BACKEND, else NumPy."""
+    from mlxp.__main__ import demo_backend
+
+    assert str(demo_backend(None)) == "numpy:cpu"
+    assert str(demo_backend("array_api_strict:device1")) == "array_api_strict:device1"
+    mlxp.set_backend("array_api_strict", "device2")
+    assert str(demo_backend(None)) == "array_api_strict:device2"
+    assert str(demo_backend("numpy")) == "numpy:cpu"
+
+
 def test_info_shows_the_chosen_backend():
     result = run("-m", "mlxp", "info", env={"MLXP_BACKEND": "numpy"})
     assert result.returncode == 0, result.stderr
