@@ -270,10 +270,30 @@ BAD = {
     "one class": (dict(), np.zeros(150, int), ValueError, "only one class"),
     "NaN label": (dict(), np.where(np.arange(150) == 3, np.nan, 1.0), ValueError, "NaN"),
     "continuous": (dict(), np.linspace(0, 1, 150), ValueError, "Unknown label type: continuous"),
-    "C = 0": (dict(C=0.0), IRIS[1], ValueError, "C must be > 0"),
-    "solver": (dict(solver="liblinear"), IRIS[1], ValueError, "solver must be one of"),
-    "penalty": (dict(penalty="l1"), IRIS[1], ValueError, "penalty must be 'l2' or None"),
-    "class_weight": (dict(class_weight="auto"), IRIS[1], ValueError, "class_weight must be"),
+    "C = 0": (
+        dict(C=0.0),
+        IRIS[1],
+        ValueError,
+        r"'C' parameter of LogisticRegression must be a float in the range \(0, inf\]",
+    ),
+    "solver": (
+        dict(solver="liblinear"),
+        IRIS[1],
+        ValueError,
+        "'solver' parameter of LogisticRegression must be a str among",
+    ),
+    "penalty": (
+        dict(penalty="l1"),
+        IRIS[1],
+        ValueError,
+        "'penalty' parameter of LogisticRegression must be a str among {'l2'} or None",
+    ),
+    "class_weight": (
+        dict(class_weight="auto"),
+        IRIS[1],
+        ValueError,
+        "'class_weight' parameter of LogisticRegression must be",
+    ),
     "unknown class": (dict(class_weight={7: 2.0}), IRIS[1], ValueError, "not in y"),
     "optimizer": (dict(solver="sgd", optimizer="lion"), IRIS[1], ValueError, "optimizer"),
 }
@@ -282,13 +302,14 @@ BAD = {
 @pytest.mark.parametrize("case", BAD, ids=str)
 def test_bad_input_is_refused_before_work(case, monkeypatch):
     params, y, error, message = BAD[case]
-    from mlxp.linear_model import _logistic
+    from mlxp.linear_model import _base, _logistic
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a solver ran although the input was invalid")
 
-    for name in ["minimize_lbfgs", "minimize_newton", "minimize_sgd"]:
+    for name in ["minimize_lbfgs", "minimize_newton"]:
         monkeypatch.setattr(_logistic, name, forbidden)
+    monkeypatch.setattr(_base, "minimize_sgd", forbidden)
     with pytest.raises(error, match=message):
         LogisticRegression(**params).fit(IRIS[0], y)
 

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 import mlxp
-from mlxp.linear_model import LinearRegression, Ridge, _linear
+from mlxp.exceptions import InvalidParameterError
+from mlxp.linear_model import LinearRegression, Ridge, _base, _linear
+from mlxp.optim import SGD
 
 rng = np.random.default_rng(0)
 X_GOOD = rng.normal(size=(20, 3))
@@ -63,16 +65,58 @@ BAD_FIT_INPUTS = {
 }
 
 BAD_PARAMS = {
-    "solver": (dict(solver="lsqr"), ValueError, "solver must be one of"),
-    "alpha": (dict(alpha=-1.0), ValueError, "alpha must be >= 0"),
-    "alpha type": (dict(alpha="big"), TypeError, "alpha must be a real number"),
-    "max_iter": (dict(max_iter=0), ValueError, "max_iter must be >= 1"),
-    "max_iter type": (dict(max_iter=2.5), TypeError, "max_iter must be an int"),
-    "tol": (dict(tol=-1e-3), ValueError, "tol must be >= 0"),
-    "learning_rate": (dict(learning_rate=0.0), ValueError, "learning_rate must be > 0"),
-    "batch_size": (dict(batch_size=0), ValueError, "batch_size must be >= 1"),
-    "fit_intercept": (dict(fit_intercept="yes"), TypeError, "fit_intercept must be a bool"),
-    "random_state": (dict(random_state="seed"), ValueError, "random_state must be"),
+    "solver": (dict(solver="lsqr"), ValueError, "'solver' parameter of Ridge must be a str among"),
+    "alpha": (
+        dict(alpha=-1.0),
+        ValueError,
+        r"'alpha' parameter of Ridge must be a float in the range \[0",
+    ),
+    "alpha type": (
+        dict(alpha="big"),
+        TypeError,
+        "'alpha' parameter of Ridge must be a float.*Got 'big'",
+    ),
+    "max_iter": (
+        dict(max_iter=0),
+        ValueError,
+        r"'max_iter' parameter of Ridge must be an int in the range \[1",
+    ),
+    "max_iter type": (
+        dict(max_iter=2.5),
+        TypeError,
+        "'max_iter' parameter of Ridge must be an int",
+    ),
+    "tol": (
+        dict(tol=-1e-3),
+        ValueError,
+        r"'tol' parameter of Ridge must be a float in the range \[0",
+    ),
+    "learning_rate": (
+        dict(learning_rate=0.0),
+        ValueError,
+        r"'learning_rate' parameter of Ridge must be a float in the range \(0",
+    ),
+    "batch_size": (
+        dict(batch_size=0),
+        ValueError,
+        r"'batch_size' parameter of Ridge must be an int in the range \[1",
+    ),
+    "fit_intercept": (
+        dict(fit_intercept="yes"),
+        TypeError,
+        "'fit_intercept' parameter of Ridge must be an instance of 'bool'",
+    ),
+    "random_state": (
+        dict(random_state="seed"),
+        ValueError,
+        "'random_state' parameter of Ridge must be",
+    ),
+    "optimizer": (
+        dict(optimizer="lion"),
+        ValueError,
+        "'optimizer' parameter of Ridge must be a str among",
+    ),
+    "optimizer type": (dict(optimizer=SGD), TypeError, "an instance of 'Optimizer'"),
 }
 
 
@@ -83,8 +127,8 @@ def no_work(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a solver ran although the input was invalid")
 
-    for name in ["solve_auto", "minimize_sgd"]:
-        monkeypatch.setattr(_linear, name, forbidden)
+    monkeypatch.setattr(_linear, "solve_auto", forbidden)
+    monkeypatch.setattr(_base, "minimize_sgd", forbidden)
     monkeypatch.setattr(_linear, "_EXACT", dict.fromkeys(_linear._EXACT, forbidden))
 
 
@@ -109,9 +153,10 @@ def test_sparse_input_is_refused_with_a_hint():
 def test_bad_hyperparameters_raise_in_fit_not_init(case, no_work):
     params, error, message = BAD_PARAMS[case]
     model = Ridge(**params)  # accepted here, as scikit-learn requires
-    with pytest.raises(error, match=message):
+    with pytest.raises(error, match=message) as info:
         model.fit(X_GOOD, Y_GOOD)
     assert not hasattr(model, "coef_")
+    assert isinstance(info.value, InvalidParameterError)  # a ValueError and a TypeError
 
 
 def test_bad_input_on_every_backend(backend):

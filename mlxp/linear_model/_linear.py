@@ -1,18 +1,17 @@
-"""Linear regression and ridge regression estimators."""
+"""Linear and ridge regression: the estimators, their centring, weighting and solver choice."""
 
 from __future__ import annotations
 
 import numbers
-import warnings
-from typing import Any
+from typing import Any, ClassVar
 
-from mlxp._compat import check_random_state
+from mlxp._params import Interval, StrOptions
 from mlxp._validation import check_is_fitted, validate_data
 from mlxp.base import BaseEstimator, RegressorMixin
-from mlxp.exceptions import ConvergenceWarning, ecosystem_class
+from mlxp.exceptions import warn_not_converged
+from mlxp.linear_model._base import ITERATIVE_CONSTRAINTS, LinearModelMixin
 from mlxp.linear_model._exact import solve_auto, solve_cholesky, solve_qr, solve_svd
 from mlxp.linear_model._iterative import LeastSquaresObjective
-from mlxp.linear_model._stochastic import check_optimizer, minimize_sgd
 from mlxp.optim import Optimizer
 
 __all__ = ["LinearRegression", "Ridge"]
@@ -21,27 +20,7 @@ SOLVERS = ("auto", "cholesky", "qr", "svd", "gd", "sgd")
 _EXACT = {"cholesky": solve_cholesky, "qr": solve_qr, "svd": solve_svd}
 
 
-def _check_number(
-    name: str,
-    value: Any,
-    *,
-    low: float,
-    integer: bool = False,
-    allow_none: bool = False,
-    strict: bool = False,
-) -> None:
-    if value is None and allow_none:
-        return
-    kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind):
-        expected = "an int" if integer else "a real number"
-        raise TypeError(f"{name} must be {expected}; got {value!r}.")
-    if value < low or (strict and value == low):
-        bound = ">" if strict else ">="
-        raise ValueError(f"{name} must be {bound} {low}; got {value!r}.")
-
-
-class _LinearModel(RegressorMixin, BaseEstimator):
+class _LinearModel(LinearModelMixin, RegressorMixin, BaseEstimator):
     """Shared fit/predict for min ‖W‖ over (‖XW + b − Y‖²_s + α‖W‖²), s the sample weights.
 
     With an intercept, X and Y are centred by their weighted means; rows are then
@@ -49,18 +28,10 @@ class _LinearModel(RegressorMixin, BaseEstimator):
     """
 
     _alpha = 0.0
-
-    def _validate_params(self) -> None:
-        if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}; got {self.solver!r}.")
-        if not isinstance(self.fit_intercept, bool):
-            raise TypeError(f"fit_intercept must be a bool; got {self.fit_intercept!r}.")
-        _check_number("max_iter", self.max_iter, low=1, integer=True)
-        _check_number("tol", self.tol, low=0)
-        _check_number("learning_rate", self.learning_rate, low=0, strict=True, allow_none=True)
-        _check_number("batch_size", self.batch_size, low=1, integer=True)
-        check_optimizer(self.optimizer)
-        check_random_state(self.random_state)
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **ITERATIVE_CONSTRAINTS,
+        "solver": [StrOptions(set(SOLVERS))],
+    }
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> _LinearModel:
         """Fit on X of shape (n_samples, n_features) and y of shape (n_samples[, n_targets]).
@@ -107,25 +78,16 @@ class _LinearModel(RegressorMixin, BaseEstimator):
         return self
 
     def _minimize(self, xp: Any, X: Any, Y: Any, device: Any) -> tuple[Any, int]:
-        """Run "gd" (full batch, plain steps) or "sgd" (mini-batches, ``optimizer``) from W = 0."""
-        full = self.solver == "gd"
-        W, n_iter, converged = minimize_sgd(
+        """Run "gd" or "sgd" on ½n⁻¹(‖XW − Y‖² + α‖W‖²) from W = 0."""
+        W, n_iter, converged = self._descend(
             LeastSquaresObjective(xp, X, Y, alpha=self._alpha),
             xp.zeros((X.shape[1], Y.shape[1]), dtype=X.dtype, device=device),
-            tol=self.tol,
-            max_iter=self.max_iter,
-            batch_size=X.shape[0] if full else self.batch_size,
-            optimizer="sgd" if full else self.optimizer,
-            learning_rate=self.learning_rate,
-            rng=check_random_state(self.random_state),
         )
         if not converged:
-            unit = "iterations" if full else "epochs"
-            warnings.warn(
-                ecosystem_class(ConvergenceWarning, "ConvergenceWarning")(
-                    f"{self.solver} stopped after max_iter={self.max_iter} {unit} without "
-                    "reaching tol; increase max_iter, loosen tol, or use an exact solver."
-                ),
+            unit = "iterations" if self.solver == "gd" else "epochs"
+            warn_not_converged(
+                f"{self.solver} stopped after max_iter={self.max_iter} {unit} without "
+                "reaching tol; increase max_iter, loosen tol, or use an exact solver.",
                 stacklevel=3,
             )
         return W, n_iter
@@ -246,9 +208,10 @@ class Ridge(_LinearModel):
         self.optimizer = optimizer
         self.random_state = random_state
 
-    def _validate_params(self) -> None:
-        _check_number("alpha", self.alpha, low=0)
-        super()._validate_params()
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **_LinearModel._parameter_constraints,
+        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+    }
 
     @property
     def _alpha(self) -> float:

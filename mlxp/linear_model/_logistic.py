@@ -1,26 +1,26 @@
-"""Logistic regression: binary (sigmoid) and multinomial (softmax) maximum likelihood."""
+"""Logistic regression: the estimator, its class weights, solver choice and margins."""
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
+import numbers
+from typing import Any, ClassVar
 
 from mlxp._classifier import MarginClassifierMixin
-from mlxp._compat import check_random_state, move, to_numpy
+from mlxp._compat import move, to_numpy
+from mlxp._params import Interval, StrOptions
 from mlxp._validation import check_is_fitted, encode_labels, validate_data
 from mlxp.base import BaseEstimator, ClassifierMixin
-from mlxp.exceptions import ConvergenceWarning, ecosystem_class
-from mlxp.linear_model._linear import _check_number
+from mlxp.exceptions import warn_not_converged
+from mlxp.linear_model._base import ITERATIVE_CONSTRAINTS, LinearModelMixin
 from mlxp.linear_model._logistic_loss import LogisticObjective
 from mlxp.linear_model._minimize import minimize_lbfgs, minimize_newton
-from mlxp.linear_model._stochastic import check_optimizer, minimize_sgd
 
 __all__ = ["LogisticRegression"]
 
 SOLVERS = ("lbfgs", "newton", "gd", "sgd")
 
 
-class LogisticRegression(MarginClassifierMixin, ClassifierMixin, BaseEstimator):
+class LogisticRegression(LinearModelMixin, MarginClassifierMixin, ClassifierMixin, BaseEstimator):
     """Logistic regression by maximum likelihood with an L2 penalty.
 
     Minimises C·Σᵢ sᵢ ℓᵢ + ½‖W‖² (the intercept is not penalised), where ℓᵢ is the
@@ -78,6 +78,15 @@ class LogisticRegression(MarginClassifierMixin, ClassifierMixin, BaseEstimator):
     True
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **ITERATIVE_CONSTRAINTS,
+        "penalty": [StrOptions({"l2"}), None],
+        "C": [Interval(numbers.Real, 0, None, closed="right")],
+        "solver": [StrOptions(set(SOLVERS))],
+        "class_weight": [StrOptions({"balanced"}), dict, None],
+        "warm_start": [bool],
+    }
+
     def __init__(
         self,
         penalty: str | None = "l2",
@@ -107,26 +116,6 @@ class LogisticRegression(MarginClassifierMixin, ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.learning_rate = learning_rate
 
-    def _validate_params(self) -> None:
-        if self.penalty not in ("l2", None):
-            raise ValueError(f"penalty must be 'l2' or None; got {self.penalty!r}.")
-        _check_number("C", self.C, low=0, strict=True)
-        if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}; got {self.solver!r}.")
-        for name in ("fit_intercept", "warm_start"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool; got {getattr(self, name)!r}.")
-        _check_number("max_iter", self.max_iter, low=1, integer=True)
-        _check_number("tol", self.tol, low=0)
-        _check_number("batch_size", self.batch_size, low=1, integer=True)
-        _check_number("learning_rate", self.learning_rate, low=0, strict=True, allow_none=True)
-        if not (self.class_weight in (None, "balanced") or isinstance(self.class_weight, dict)):
-            raise ValueError(
-                f"class_weight must be None, 'balanced' or a dict; got {self.class_weight!r}."
-            )
-        check_optimizer(self.optimizer)
-        check_random_state(self.random_state)
-
     def _class_weights(self, classes: Any, counts: list[float]) -> list[float]:
         """Per-class weights; "balanced" gives Σs / (K · Σ_{i in class k} sᵢ)."""
         if self.class_weight is None:
@@ -154,54 +143,18 @@ class LogisticRegression(MarginClassifierMixin, ClassifierMixin, BaseEstimator):
                 "This solver needs samples of at least 2 classes in the data, but the data "
                 f"contains only one class: {classes[0]!r}."
             )
-        xp, dev, dtype = place.xp, place.device, X.dtype
-        n, p = X.shape
-        K = len(classes)
-        idx = move(indices, xp, dev)  # int32 where the device has no int64
-        one_hot = xp.astype(idx[:, None] == xp.arange(K, device=dev)[None, :], dtype)
-        weights = xp.ones((n,), dtype=dtype, device=dev) if sw is None else sw
-        if self.class_weight is not None:
-            counts = [float(c) for c in to_numpy(weights @ one_hot)]  # weighted class counts
-            per_class = xp.asarray(self._class_weights(classes, counts), dtype=dtype, device=dev)
-            weights = weights * (one_hot @ per_class)
-        targets = 1 if K == 2 else K
-        Y = one_hot[:, 1:] if K == 2 else one_hot
-        l2 = 0.0 if self.penalty is None or self.C == float("inf") else 1.0 / self.C
-        objective = LogisticObjective.from_weights(
-            xp, X, Y, weights, l2=l2, fit_intercept=self.fit_intercept
-        )
-        theta = self._initial_theta(place, classes, p, targets, dtype)
-
-        if self.solver == "lbfgs":
-            theta, n_iter, converged = minimize_lbfgs(
-                objective, theta, tol=self.tol, max_iter=self.max_iter
-            )
-        elif self.solver == "newton":
-            theta, n_iter, converged = minimize_newton(
-                objective, theta, tol=self.tol, max_iter=self.max_iter
-            )
-        else:
-            theta, n_iter, converged = minimize_sgd(
-                objective,
-                theta,
-                tol=self.tol,
-                max_iter=self.max_iter,
-                batch_size=n if self.solver == "gd" else self.batch_size,
-                optimizer="sgd" if self.solver == "gd" else self.optimizer,
-                learning_rate=self.learning_rate,
-                rng=check_random_state(self.random_state),
-            )
+        p, targets = X.shape[1], 1 if len(classes) == 2 else len(classes)
+        objective = self._objective(place, X, classes, indices, sw)
+        theta = self._initial_theta(place, classes, p, targets, X.dtype)
+        theta, n_iter, converged = self._solve(objective, theta)
         if targets > 1:
             # Softmax ignores a shift shared by all classes; pick the one with zero mean,
             # so that the margins (decision_function) are well defined.
-            theta = theta - xp.mean(theta, axis=1, keepdims=True)
+            theta = theta - place.xp.mean(theta, axis=1, keepdims=True)
         if not converged:
-            warnings.warn(
-                ecosystem_class(ConvergenceWarning, "ConvergenceWarning")(
-                    f"{self.solver} stopped after max_iter={self.max_iter} iterations without "
-                    "reaching tol; increase max_iter, scale the data, or loosen tol."
-                ),
-                stacklevel=2,
+            warn_not_converged(
+                f"{self.solver} stopped after max_iter={self.max_iter} iterations without "
+                "reaching tol; increase max_iter, scale the data, or loosen tol."
             )
         self.classes_ = classes
         self.coef_ = theta[:p, :].T
@@ -209,6 +162,36 @@ class LogisticRegression(MarginClassifierMixin, ClassifierMixin, BaseEstimator):
         self.n_features_in_ = p
         self.n_iter_ = n_iter
         return self
+
+    def _objective(
+        self, place: Any, X: Any, classes: Any, indices: Any, sw: Any
+    ) -> LogisticObjective:
+        """The penalised cross-entropy, the samples weighted by ``sample_weight`` × class weight.
+
+        Targets: the one-hot labels, only the column of the second class for two classes.
+        """
+        xp, dev, dtype = place.xp, place.device, X.dtype
+        K = len(classes)
+        idx = move(indices, xp, dev)  # int32 where the device has no int64
+        one_hot = xp.astype(idx[:, None] == xp.arange(K, device=dev)[None, :], dtype)
+        weights = xp.ones((X.shape[0],), dtype=dtype, device=dev) if sw is None else sw
+        if self.class_weight is not None:
+            counts = [float(c) for c in to_numpy(weights @ one_hot)]  # weighted class counts
+            per_class = xp.asarray(self._class_weights(classes, counts), dtype=dtype, device=dev)
+            weights = weights * (one_hot @ per_class)
+        Y = one_hot[:, 1:] if K == 2 else one_hot
+        l2 = 0.0 if self.penalty is None or self.C == float("inf") else 1.0 / self.C
+        return LogisticObjective.from_weights(
+            xp, X, Y, weights, l2=l2, fit_intercept=self.fit_intercept
+        )
+
+    def _solve(self, objective: LogisticObjective, theta: Any) -> tuple[Any, int, bool]:
+        """Minimise ``objective`` from θ with the chosen solver: (θ, iterations, converged)."""
+        if self.solver == "lbfgs":
+            return minimize_lbfgs(objective, theta, tol=self.tol, max_iter=self.max_iter)
+        if self.solver == "newton":
+            return minimize_newton(objective, theta, tol=self.tol, max_iter=self.max_iter)
+        return self._descend(objective, theta)
 
     def _initial_theta(self, place: Any, classes: Any, p: int, targets: int, dtype: Any) -> Any:
         xp = place.xp

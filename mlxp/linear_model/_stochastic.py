@@ -29,7 +29,7 @@ from mlxp._compat import Generator
 from mlxp.exceptions import DivergenceError
 from mlxp.optim import SGD, Adam, Optimizer, ReduceLROnPlateau
 
-__all__ = ["OPTIMIZERS", "check_optimizer", "minimize_sgd"]
+__all__ = ["OPTIMIZERS", "minimize_sgd"]
 
 _MOMENTUM = 0.9
 OPTIMIZERS = {
@@ -37,16 +37,6 @@ OPTIMIZERS = {
     "momentum": lambda lr: SGD(lr, momentum=_MOMENTUM, nesterov=True),
     "adam": lambda lr: Adam(lr),
 }
-
-
-def check_optimizer(optimizer: Any) -> None:
-    """Raise ``ValueError`` unless ``optimizer`` is a name above or an mlxp.optim optimiser."""
-    named = isinstance(optimizer, str) and optimizer in OPTIMIZERS
-    if not (named or isinstance(optimizer, Optimizer)):
-        raise ValueError(
-            f"optimizer must be one of {tuple(OPTIMIZERS)} or an mlxp.optim optimiser; "
-            f"got {optimizer!r}."
-        )
 
 
 def make_optimizer(optimizer: str | Optimizer, learning_rate: float | None, curvature: Any):

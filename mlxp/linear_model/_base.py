@@ -1,0 +1,127 @@
+"""What every linear estimator shares: the constraints of its iterative-solver
+hyperparameters, the "gd"/"sgd" solver run, and its model-file state.
+
+A fitted linear estimator is saved (:func:`mlxp.save`) as its constructor parameters,
+its fitted scalars (``n_features_in_``, ``n_iter_``, ``solver_``) and labels
+(``classes_`` and their NumPy dtype) in the config, and ``coef_`` and ``intercept_`` as arrays. An
+``optimizer`` parameter that is an :mod:`mlxp.optim` optimiser is stored as its class
+name, learning rate and hyperparameters, and rebuilt only from the fixed table of
+:mod:`mlxp.optim`'s classes.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+from mlxp._compat import check_random_state
+from mlxp._params import Interval, StrOptions
+from mlxp._validation import check_is_fitted, labels_to_host
+from mlxp.linear_model._stochastic import OPTIMIZERS, minimize_sgd
+from mlxp.optim import SGD, Adam, AdamW, Optimizer, RMSprop
+
+__all__ = ["ITERATIVE_CONSTRAINTS", "LinearModelMixin"]
+
+ITERATIVE_CONSTRAINTS: dict[str, list[Any]] = {
+    "fit_intercept": [bool],
+    "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+    "tol": [Interval(numbers.Real, 0, None, closed="left")],
+    "learning_rate": [Interval(numbers.Real, 0, None, closed="neither"), None],
+    "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+    "optimizer": [StrOptions(set(OPTIMIZERS)), Optimizer],
+    "random_state": ["random_state"],
+}
+"""The constraints of the parameters LinearRegression, Ridge and LogisticRegression share."""
+
+_SAVED_OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop)}
+_FITTED_ARRAYS = ("coef_", "intercept_")
+_FITTED_SCALARS = ("n_features_in_", "n_iter_", "solver_")
+
+
+class LinearModelMixin:
+    """The "gd"/"sgd" run and ``_get_model_state``/``_from_model_state`` of a linear estimator."""
+
+    def _descend(self, objective: Any, theta: Any) -> tuple[Any, int, bool]:
+        """Run "gd" (full batch, plain steps) or "sgd" (mini-batches, ``optimizer``) from θ."""
+        full = self.solver == "gd"
+        return minimize_sgd(
+            objective,
+            theta,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            batch_size=objective.X.shape[0] if full else self.batch_size,
+            optimizer="sgd" if full else self.optimizer,
+            learning_rate=self.learning_rate,
+            rng=check_random_state(self.random_state),
+        )
+
+    def _get_model_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        check_is_fitted(self)
+        name = type(self).__name__
+        params = {k: _encode(name, k, v) for k, v in self.get_params(deep=False).items()}
+        fitted = {k: getattr(self, k) for k in _FITTED_SCALARS if hasattr(self, k)}
+        if hasattr(self, "classes_"):
+            fitted["classes_"] = self.classes_.tolist()
+            fitted["classes_dtype"] = self.classes_.dtype.str
+        return {"params": params, "fitted": fitted}, {k: getattr(self, k) for k in _FITTED_ARRAYS}
+
+    @classmethod
+    def _from_model_state(cls, config: dict[str, Any], arrays: dict[str, Any]) -> Any:
+        est = cls(**{k: _decode(v) for k, v in config["params"].items()})
+        est._validate_params()
+        fitted = dict(config["fitted"])
+        if "classes_" in fitted:
+            fitted["classes_"] = _labels(fitted["classes_"], fitted.pop("classes_dtype"))
+        for k, v in {**fitted, **{k: arrays[k] for k in _FITTED_ARRAYS}}.items():
+            setattr(est, k, v)
+        return est
+
+
+def _labels(values: list[Any], dtype: str) -> Any:
+    """``classes_`` again: a NumPy array of booleans, numbers or strings, in its saved dtype."""
+    if not isinstance(dtype, str) or dtype[1:2] not in tuple("biufU"):
+        raise ValueError(f"The saved classes_ have dtype {dtype!r}, not one of labels.")
+    return labels_to_host(values).astype(dtype)
+
+
+def _encode(owner: str, name: str, value: Any) -> Any:
+    """A constructor parameter as JSON: ±inf, dicts (any keys) and optimisers tagged."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        return value if math.isfinite(value) else {"float": repr(value)}
+    if isinstance(value, (tuple, list)):
+        return [_encode(owner, name, v) for v in value]
+    if isinstance(value, dict):
+        return {
+            "dict": [[_encode(owner, name, k), _encode(owner, name, v)] for k, v in value.items()]
+        }
+    if type(value) in _SAVED_OPTIMIZERS.values() and isinstance(value.lr, numbers.Real):
+        hyper = {k: _encode(owner, name, getattr(value, k)) for k in value._hyperparameters}
+        return {"optimizer": type(value).__name__, "lr": value.lr, "hyperparameters": hyper}
+    raise TypeError(
+        f"{owner} cannot be saved: its parameter {name}={value!r} is not a number, a string, "
+        "a dict, None, or an optimiser of mlxp.optim (SGD, Adam, AdamW, RMSprop) with a float lr."
+    )
+
+
+def _decode(value: Any) -> Any:
+    """The inverse of :func:`_encode`; an optimiser only of a class of mlxp.optim."""
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "float" in value:
+        return float(value["float"])
+    if "dict" in value:
+        return {_decode(k): _decode(v) for k, v in value["dict"]}
+    cls = _SAVED_OPTIMIZERS.get(value.get("optimizer"))
+    if cls is None:
+        raise ValueError(
+            f"The saved optimiser {value!r} is not one of {sorted(_SAVED_OPTIMIZERS)}."
+        )
+    return cls(value["lr"], **{k: _decode(v) for k, v in value["hyperparameters"].items()})
