@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import array_api_compat as aac
 import numpy as np
 import pytest
 
+from mlxp.exceptions import InvalidParameterError
 from mlxp.optim import (
     SGD,
     Adam,
@@ -370,6 +372,19 @@ def test_lr_setter_accepts_zero_but_validates():
         opt.lr = -1
 
 
+@pytest.mark.parametrize("cls", [SGD, Adam, AdamW, RMSprop])
+def test_hyperparameters_are_checked_as_declared(cls):
+    """One constraint per argument, a 0-d array lr kept as it is, errors of one class."""
+    signature = list(inspect.signature(cls.__init__).parameters)[1:]
+    assert list(cls._parameter_constraints) == signature
+    lr = np.asarray(0.05)
+    opt = cls(lr)
+    assert opt.lr is lr and isinstance(cls(np.float32(0.5)).lr, float)
+    opt.lr = np.asarray(0.0)  # the setter, too, takes a 0-d array
+    with pytest.raises(InvalidParameterError, match=f"'lr' parameter of {cls.__name__}"):
+        cls(np.asarray(1))  # an integer array is no learning rate
+
+
 # --------------------------------------------------------------------------- schedules
 def test_schedules_follow_their_closed_forms():
     epochs = range(25)
@@ -479,6 +494,27 @@ def test_apply_schedule_sets_the_optimizer_lr():
 def test_bad_schedule_arguments_raise(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.parametrize(
+    ("make", "kwargs"),
+    [
+        (ConstantLR, {}),
+        (StepLR, {"step_size": 2, "gamma": 0.5}),
+        (ExponentialLR, {"gamma": 0.9}),
+        (CosineAnnealingLR, {"T_max": 3, "eta_min": 0.0}),
+        (
+            ReduceLROnPlateau,
+            {"factor": 0.5, "patience": 1, "threshold": 0.0, "mode": "max", "min_lr": 0.0},
+        ),
+    ],
+)
+def test_schedule_errors_are_invalid_parameter_errors(make, kwargs):
+    assert set(make._parameter_constraints) == {"lr", *kwargs}
+    make(0.1, **kwargs)
+    for name in ("lr", *kwargs):
+        with pytest.raises(InvalidParameterError, match=f"'{name}' parameter of {make.__name__}"):
+            make(**{"lr": 0.1, **kwargs, name: "bad"})
 
 
 def test_cosine_reaches_eta_min_at_t_max():

@@ -16,7 +16,7 @@ import numbers
 from typing import Any
 
 from mlxp._compat import check_random_state
-from mlxp._params import Interval, StrOptions
+from mlxp._params import POSITIVE_INT, Interval, StrOptions
 from mlxp._validation import check_is_fitted, labels_to_host
 from mlxp.linear_model._stochastic import OPTIMIZERS, minimize_sgd
 from mlxp.optim import SGD, Adam, AdamW, Optimizer, RMSprop
@@ -25,10 +25,10 @@ __all__ = ["ITERATIVE_CONSTRAINTS", "LinearModelMixin"]
 
 ITERATIVE_CONSTRAINTS: dict[str, list[Any]] = {
     "fit_intercept": [bool],
-    "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+    "max_iter": [POSITIVE_INT],
     "tol": [Interval(numbers.Real, 0, None, closed="left")],
     "learning_rate": [Interval(numbers.Real, 0, None, closed="neither"), None],
-    "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+    "batch_size": [POSITIVE_INT],
     "optimizer": [StrOptions(set(OPTIMIZERS)), Optimizer],
     "random_state": ["random_state"],
 }

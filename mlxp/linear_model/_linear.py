@@ -185,6 +185,11 @@ class Ridge(_LinearModel):
     posed, so "auto" takes the Cholesky path on tall data.
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **_LinearModel._parameter_constraints,
+        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+    }
+
     def __init__(
         self,
         alpha: float = 1.0,
@@ -207,11 +212,6 @@ class Ridge(_LinearModel):
         self.batch_size = batch_size
         self.optimizer = optimizer
         self.random_state = random_state
-
-    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        **_LinearModel._parameter_constraints,
-        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
-    }
 
     @property
     def _alpha(self) -> float:

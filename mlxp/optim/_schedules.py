@@ -19,7 +19,7 @@ import math
 import numbers
 from typing import Any, ClassVar
 
-from mlxp._params import Interval, StrOptions, validate_params
+from mlxp._params import POSITIVE_INT, Interval, StrOptions, validate_params
 
 __all__ = [
     "ConstantLR",
@@ -33,7 +33,6 @@ __all__ = [
 
 _POSITIVE = [Interval(numbers.Real, 0, None, closed="neither")]
 _NON_NEGATIVE = [Interval(numbers.Real, 0, None, closed="left")]
-_COUNT = [Interval(numbers.Integral, 1, None, closed="left")]
 _EPOCH = {"epoch": [Interval(numbers.Integral, 0, None, closed="left")]}
 
 
@@ -76,7 +75,7 @@ class StepLR(Schedule):
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "lr": _POSITIVE,
-        "step_size": _COUNT,
+        "step_size": [POSITIVE_INT],
         "gamma": _POSITIVE,
     }
 
@@ -109,7 +108,7 @@ class CosineAnnealingLR(Schedule):
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "lr": _POSITIVE,
-        "T_max": _COUNT,
+        "T_max": [POSITIVE_INT],
         "eta_min": _NON_NEGATIVE,
     }
 
