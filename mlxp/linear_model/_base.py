@@ -1,12 +1,12 @@
 """What every linear estimator shares: the constraints of its iterative-solver
 hyperparameters, the "gd"/"sgd" solver run, and its model-file state.
 
-A fitted linear estimator is saved (:func:`mlxp.save`) as its constructor parameters,
-its fitted scalars (``n_features_in_``, ``n_iter_``, ``solver_``) and labels
-(``classes_`` and their NumPy dtype) in the config, and ``coef_`` and ``intercept_`` as arrays. An
+A fitted linear estimator is saved (:func:`mlxp.save`) as a config of its constructor
+parameters, fitted scalars (``n_features_in_``, ``n_iter_``, ``solver_``) and labels
+(``classes_`` and their NumPy dtype), and ``coef_`` and ``intercept_`` as arrays. An
 ``optimizer`` parameter that is an :mod:`mlxp.optim` optimiser is stored as its class
-name, learning rate and hyperparameters, and rebuilt only from the fixed table of
-:mod:`mlxp.optim`'s classes.
+name, learning rate and hyperparameters, and rebuilt only from a fixed table of
+:mod:`mlxp.optim`'s classes; any other value that JSON cannot hold is refused (TypeError).
 """
 
 from __future__ import annotations
@@ -101,8 +101,9 @@ def _encode(owner: str, name: str, value: Any) -> Any:
             "dict": [[_encode(owner, name, k), _encode(owner, name, v)] for k, v in value.items()]
         }
     if type(value) in _SAVED_OPTIMIZERS.values() and isinstance(value.lr, numbers.Real):
-        hyper = {k: _encode(owner, name, getattr(value, k)) for k in value._hyperparameters}
-        return {"optimizer": type(value).__name__, "lr": value.lr, "hyperparameters": hyper}
+        saved = value.state_dict()  # its per-parameter state is not saved: fit resets it
+        hyper = {k: _encode(owner, name, v) for k, v in saved["hyperparameters"].items()}
+        return {"optimizer": saved["optimizer"], "lr": saved["lr"], "hyperparameters": hyper}
     raise TypeError(
         f"{owner} cannot be saved: its parameter {name}={value!r} is not a number, a string, "
         "a dict, None, or an optimiser of mlxp.optim (SGD, Adam, AdamW, RMSprop) with a float lr."
