@@ -75,7 +75,15 @@ def load(path: str | os.PathLike, backend: Backend | str | None = None) -> Any:
 
     ``backend`` is a :class:`~mlxp.Backend`, a spec such as ``"torch"`` or
     ``"array_api_strict:device1"``, or ``None`` for the active backend, else NumPy.
-    Raises ``ValueError`` for a damaged file or one that is not an mlxp model file.
+
+    Raises ``ValueError`` for a damaged file, one that is not an mlxp model file, and one
+    whose content does not describe a valid model (``"<path> is not a valid mlxp model
+    file: <why>"``): a config field missing, unknown or of the wrong type; tensors
+    missing or unexpected (named, as PyTorch's ``load_state_dict`` does), of another
+    shape than the declared layers imply, not of one real floating dtype, or holding NaN
+    or infinity; fitted fields that disagree with the network. The checksum only detects
+    accidents (anyone can recompute it), so these checks run on every file, before the
+    model is built: nothing beyond the file's tensors is allocated for a file refused.
     """
     if backend is None:
         backend = get_backend() or make_backend("numpy")
@@ -107,7 +115,11 @@ def load(path: str | os.PathLike, backend: Backend | str | None = None) -> Any:
             "names: import the module that registers the class first."
         )
     moved = {k: move(v, backend.xp, backend.device) for k, v in arrays.items()}
-    return cls._from_model_state(config, moved)
+    try:
+        return cls._from_model_state(config, moved)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        reason = str(exc) if type(exc) is ValueError else f"{type(exc).__name__}: {exc}"
+        raise ValueError(f"{where} is not a valid mlxp model file: {reason}") from exc
 
 
 # --------------------------------------------------------------------------- arrays

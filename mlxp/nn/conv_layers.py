@@ -35,6 +35,27 @@ def _check_images(layer: Layer, x: Any, channels: int | None = None) -> None:
         )
 
 
+def _window_output(
+    layer: Layer,
+    shape: tuple[int, ...],
+    channels: int | None,
+    kernel: Any,
+    stride: Any,
+    pads: Any,
+    dilation: Any = (1, 1),
+) -> tuple[int, int]:
+    """(OH, OW) of one sample (C, H, W) under windows ``kernel``; ValueError if it cannot be."""
+    padded = [shape[1 + a] + sum(pads[a]) for a in (0, 1)] if len(shape) == 3 else []
+    span = [dilation[a] * (kernel[a] - 1) + 1 for a in (0, 1)]
+    if (
+        not padded
+        or (channels is not None and shape[0] != channels)
+        or any(s > p for s, p in zip(span, padded, strict=True))
+    ):
+        raise ValueError(f"{layer!r} cannot take samples of shape {tuple(shape)}.")
+    return tuple((padded[a] - span[a]) // stride[a] + 1 for a in (0, 1))
+
+
 class Conv2D(Layer):
     """2-D convolution (cross-correlation, as in PyTorch) of images x (N, C, H, W).
 
@@ -113,6 +134,14 @@ class Conv2D(Layer):
         if self.bias:
             self.params["b"] = xp.zeros((self.out_channels,), dtype=dtype, device=device)
 
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes = {"W": (self.out_channels, self.in_channels, *self.kernel_size)}
+        return {**shapes, "b": (self.out_channels,)} if self.bias else shapes
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        geometry = self.kernel_size, self.stride, self._pads, self.dilation
+        return (self.out_channels, *_window_output(self, shape, self.in_channels, *geometry))
+
     def forward(self, x: Any, training: bool = False) -> Any:
         _check_images(self, x, self.in_channels)
         y, cols = C.conv2d(
@@ -180,6 +209,10 @@ class _Pool2D(Layer):
     def _geometry(self) -> tuple[Any, ...]:
         return self.kernel_size, self.stride, self.padding
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        pads = tuple((p, p) for p in self.padding)
+        return (shape[0], *_window_output(self, shape, None, self.kernel_size, self.stride, pads))
+
     def get_config(self) -> dict[str, Any]:
         return {
             "kernel_size": list(self.kernel_size),
@@ -225,6 +258,11 @@ class GlobalAvgPool2D(Layer):
         _check_images(self, x)
         self._cache = {"shape": tuple(x.shape)}
         return C.global_avg_pool2d(x)
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(shape) != 3:
+            raise ValueError(f"GlobalAvgPool2D cannot take samples of shape {tuple(shape)}.")
+        return (shape[0],)
 
     def _input_grad(self, grad: Any) -> Any:
         return C.global_avg_pool2d_backward(self._cache["shape"], grad)

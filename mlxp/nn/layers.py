@@ -65,6 +65,25 @@ class Layer:
     def initialize(self, rng: Generator, *, xp: Any, device: Any, dtype: Any) -> None:
         """Create the parameters (and buffers) on ``device`` in ``dtype``."""
 
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of each parameter ``initialize`` creates, from the config alone."""
+        return {}
+
+    def buffer_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of each buffer ``initialize`` creates, from the config alone."""
+        return {}
+
+    def attach(self, rng: Generator, params: dict[str, Any], buffers: dict[str, Any]) -> None:
+        """Take ``params`` and ``buffers`` (of :meth:`param_shapes`, :meth:`buffer_shapes`,
+        e.g. read from a model file) instead of drawing them: ``initialize`` without
+        allocating. ``rng`` is the generator ``initialize`` would have been given."""
+        self.params, self.buffers = dict(params), dict(buffers)
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of one sample's output for one sample's input of ``shape`` (no
+        batch axis); ValueError if the layer cannot take it. Default: unchanged."""
+        return tuple(shape)
+
     def forward(self, x: Any, training: bool = False) -> Any:
         raise NotImplementedError
 
@@ -116,6 +135,16 @@ class Dense(Layer):
             rng, shape, self.in_features, self.out_features, xp=xp, device=device, dtype=dtype
         )
         self.params["b"] = xp.zeros((self.out_features,), dtype=dtype, device=device)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"W": (self.in_features, self.out_features), "b": (self.out_features,)}
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if tuple(shape) != (self.in_features,):
+            raise ValueError(
+                f"Dense({self.in_features}, ...) cannot take samples of shape {shape}."
+            )
+        return (self.out_features,)
 
     def forward(self, x: Any, training: bool = False) -> Any:
         if x.ndim != 2 or x.shape[1] != self.in_features:
@@ -262,6 +291,9 @@ class Dropout(Layer):
     def initialize(self, rng: Generator, *, xp: Any, device: Any, dtype: Any) -> None:
         self._rng = rng
 
+    def attach(self, rng: Generator, params: dict[str, Any], buffers: dict[str, Any]) -> None:
+        self._rng = rng
+
     def forward(self, x: Any, training: bool = False) -> Any:
         self._cache = {}
         if not training or self.p == 0.0:
@@ -290,6 +322,9 @@ class Flatten(Layer):
         self._cache = {"shape": tuple(x.shape)}
         return array_namespace(x).reshape(x, (x.shape[0], -1))
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (math.prod(shape),)
+
     def _input_grad(self, grad: Any) -> Any:
         return array_namespace(grad).reshape(grad, self._cache["shape"])
 
@@ -313,6 +348,11 @@ class Reshape(Layer):
             )
         self._cache = {"shape": tuple(x.shape)}
         return array_namespace(x).reshape(x, (x.shape[0], *self.shape))
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if math.prod(shape) != math.prod(self.shape):
+            raise ValueError(f"Reshape to {self.shape} cannot take samples of shape {shape}.")
+        return self.shape
 
     def _input_grad(self, grad: Any) -> Any:
         return array_namespace(grad).reshape(grad, self._cache["shape"])

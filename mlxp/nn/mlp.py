@@ -18,6 +18,7 @@ from mlxp.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from mlxp.exceptions import warn_not_converged
 from mlxp.nn import layers as L
 from mlxp.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from mlxp.nn.model_files import check_fields, check_fitted
 from mlxp.nn.sequential import Sequential
 from mlxp.optim import SGD, Adam
 
@@ -197,11 +198,17 @@ class _BaseMLP(BaseEstimator):
             and self.n_features_in_ == p
             and self.n_outputs_ == n_out
         )
-        model = self._copy(previous) if reuse else self._network(p, n_out, seed, **network)
+        n_val = max(1, round(self.validation_fraction * n)) if self.early_stopping else 0
+        if n_val >= n:
+            raise ValueError(
+                f"early_stopping: validation_fraction={self.validation_fraction} of {n} "
+                f"sample(s) sets {n_val} aside for validation and leaves no sample to train on."
+            )
+        # a warm start trains a copy, kept only once training is done (as a cold fit's net)
+        model = previous.copy() if reuse else self._network(p, n_out, seed, **network)
         validation = None
         if self.early_stopping:
             order = Generator(seed).permutation(n, xp=xp, device=dev)
-            n_val = max(1, round(self.validation_fraction * n))
             val_rows, rows = order[:n_val], order[n_val:]
             validation = (xp.take(X, val_rows, axis=0), xp.take(targets, val_rows, axis=0))
             X, targets = xp.take(X, rows, axis=0), xp.take(targets, rows, axis=0)
@@ -245,17 +252,11 @@ class _BaseMLP(BaseEstimator):
         self.coefs_, self.intercepts_ = _weights(model)
         self.n_layers_ = len(self.coefs_) + 1
 
-    @staticmethod
-    def _copy(model: Sequential) -> Sequential:
-        copy = Sequential.__new__(Sequential)
-        copy.__dict__.update(model.__dict__)
-        return copy
-
     def _margins(self, X: Any) -> tuple[Any, Any]:
         check_is_fitted(self, "coefs_")
         place, X, _, _ = validate_data(self, self._network_input(X)[0], reset=False)
         model, X = self._model.placed(X, place.xp, place.device, in_place=False)
-        return place, model.infer(X)
+        return place, model.infer_batches(X)
 
     # ------------------------------------------------------------------ model files
     def _get_model_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -278,11 +279,16 @@ class _BaseMLP(BaseEstimator):
 
     @classmethod
     def _from_model_state(cls, config: dict[str, Any], arrays: dict[str, Any]) -> _BaseMLP:
-        est = cls(**{k: _tuples(v) for k, v in config["params"].items()})
+        """The estimator of a file: its config checked field by field, its network against
+        the tensors and the fitted fields against the network (ValueError saying why)."""
+        check_fields(config, "the config", {"class", "params", "network", "fitted"})
+        params = check_fields(config["params"], "'params'", set(), set(cls._param_names()))
+        est = cls(**{k: _tuples(v) for k, v in params.items()})
+        est._validate_params()
         model = Sequential._from_model_state(config["network"], arrays)
-        fitted = config["fitted"]
+        fitted = check_fitted(config["fitted"], model, classifier=isinstance(est, ClassifierMixin))
         est._set_network(model)
-        est.loss_curve_ = list(fitted["loss_curve_"])
+        est.loss_curve_ = [float(v) for v in fitted["loss_curve_"]]
         est.loss_ = est.loss_curve_[-1]
         est.n_iter_ = len(est.loss_curve_)
         est.n_outputs_ = fitted["n_outputs_"]

@@ -49,6 +49,18 @@ class _BatchNorm(Layer):
         self.buffers["running_mean"] = xp.zeros(shape, dtype=dtype, device=device)
         self.buffers["running_var"] = xp.ones(shape, dtype=dtype, device=device)
 
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"gamma": (self.num_features,), "beta": (self.num_features,)}
+
+    def buffer_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"running_mean": (self.num_features,), "running_var": (self.num_features,)}
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(shape) + 1 not in self._ranks or shape[0] != self.num_features:
+            shapes = self._shapes.replace("C", str(self.num_features))
+            raise ValueError(f"{type(self).__name__} expects x of shape {shapes}; got {shape}.")
+        return tuple(shape)
+
     def forward(self, x: Any, training: bool = False) -> Any:
         name = type(self).__name__
         if x.ndim not in self._ranks or x.shape[1] != self.num_features:

@@ -9,6 +9,7 @@ file state, with the fixed table of layer classes a file may name (:data:`LAYERS
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 from array_api_compat import array_namespace as _namespace
@@ -19,48 +20,15 @@ from mlxp._compat import Generator, default_float, move
 from mlxp._validation import to_array
 from mlxp.nn import training
 from mlxp.nn.callbacks import EarlyStopping, History
-from mlxp.nn.conv_layers import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
-from mlxp.nn.layers import (
-    GELU,
-    Dense,
-    Dropout,
-    Flatten,
-    Layer,
-    LeakyReLU,
-    ReLU,
-    Reshape,
-    Sigmoid,
-    Softmax,
-    Tanh,
-)
 from mlxp.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, make_loss
-from mlxp.nn.normalization import BatchNorm1d, BatchNorm2d
+from mlxp.nn.model_files import LAYERS, check_fields, check_weights, layers_from_config
 from mlxp.optim import Optimizer, ReduceLROnPlateau, Schedule
 
-__all__ = ["LAYERS", "EarlyStopping", "History", "Sequential"]
+__all__ = ["LAYERS", "PREDICT_MAX_BYTES", "EarlyStopping", "History", "Sequential"]
 
-LAYERS: dict[str, type[Layer]] = {
-    cls.__name__: cls
-    for cls in (
-        AvgPool2D,
-        BatchNorm1d,
-        BatchNorm2d,
-        Conv2D,
-        Dense,
-        Dropout,
-        Flatten,
-        GELU,
-        GlobalAvgPool2D,
-        LeakyReLU,
-        MaxPool2D,
-        ReLU,
-        Reshape,
-        Sigmoid,
-        Softmax,
-        Tanh,
-    )
-}
-"""The layer classes a model file may name, by class name."""
+PREDICT_MAX_BYTES = 256 * 2**20
+"""Inference without a batch size runs on batches whose activations (every layer's
+output, which the layers keep until the batch is done) take at most this many bytes."""
 
 _ACCURACY_LOSSES = (CrossEntropyLoss, BCEWithLogitsLoss)
 
@@ -91,13 +59,36 @@ class Sequential:
         self._dtype: Any = None
 
     # ------------------------------------------------------------------ parameters
-    def build(self, xp: Any, device: Any, dtype: Any) -> Sequential:
-        """Create every layer's parameters on ``device`` in ``dtype`` (done on first use)."""
+    def build(
+        self, xp: Any, device: Any, dtype: Any, weights: dict[str, Any] | None = None
+    ) -> Sequential:
+        """Create every layer's parameters on ``device`` in ``dtype`` (done on first use);
+        with ``weights`` (named as :meth:`get_weights`, of the layers' shapes, on that
+        device in that dtype), install those instead, drawing and allocating nothing."""
         self._rng = Generator(self.seed)
-        for layer in self.layers:
-            layer.initialize(self._rng, xp=xp, device=device, dtype=dtype)
+        for i, layer in enumerate(self.layers):
+            if weights is None:
+                layer.initialize(self._rng, xp=xp, device=device, dtype=dtype)
+            else:
+                params = {k: weights[f"{i}.{k}"] for k in layer.param_shapes()}
+                buffers = {k: weights[f"{i}.{k}"] for k in layer.buffer_shapes()}
+                layer.attach(self._rng, params, buffers)
         self._xp, self._device, self._dtype = xp, device, dtype
         return self
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of one sample's output for one sample's input of ``shape`` (no batch
+        axis), from the layers' configs; ValueError if a layer cannot take its input."""
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+        return shape
+
+    def copy(self) -> Sequential:
+        """An independent copy (its own layers, dicts and generator) sharing the arrays,
+        which nothing modifies in place: training it leaves this model as it is."""
+        shared = [self._xp, self._device, self._dtype, *self.get_weights().values()]
+        shared += [g for layer in self.layers for g in layer.grads.values()]
+        return copy.deepcopy(self, {id(v): v for v in shared})
 
     @property
     def built(self) -> bool:
@@ -205,6 +196,26 @@ class Sequential:
         self.clear_caches()
         return out
 
+    def infer_batches(self, x: Any, batch_size: int | None = None) -> Any:
+        """:meth:`infer` on batches of ``batch_size`` rows of ``x``, concatenated; None: as
+        many rows as :data:`PREDICT_MAX_BYTES` of activations hold (estimated from the
+        layers' output sizes: a sample's input and outputs, in the model's dtype)."""
+        xp, n = _namespace(x), x.shape[0]
+        if batch_size is None:
+            shape, sizes = tuple(x.shape[1:]), [math.prod(x.shape[1:])]
+            try:
+                for layer in self.layers:
+                    shape = layer.output_shape(shape)
+                    sizes.append(math.prod(shape))
+            except ValueError:  # the input does not fit: forward says why
+                sizes = [0]
+            per_sample = sum(sizes) * xp.finfo(x.dtype).bits // 8
+            batch_size = max(1, PREDICT_MAX_BYTES // per_sample) if per_sample else n
+        if batch_size >= n:
+            return self.infer(x)
+        parts = [self.infer(x[i : min(i + batch_size, n), ...]) for i in range(0, n, batch_size)]
+        return xp.concat(parts, axis=0)
+
     def clear_caches(self) -> None:
         """Forget what every layer kept of the last forward pass."""
         for layer in self.layers:
@@ -261,11 +272,7 @@ class Sequential:
         X = to_array(X, "X")
         place = placement(X=X)
         model, Xc = self.placed(place.to_compute(X), place.xp, place.device, in_place=False)
-        n = Xc.shape[0]
-        if batch_size is None or batch_size >= n:
-            return place.to_caller(model.infer(Xc))
-        parts = [model.infer(Xc[i : min(i + batch_size, n), ...]) for i in range(0, n, batch_size)]
-        return place.to_caller(place.xp.concat(parts, axis=0))
+        return place.to_caller(model.infer_batches(Xc, batch_size))
 
     def evaluate(
         self, X: Any, y: Any, *, loss: str | Loss = "mse", batch_size: int = 256
@@ -292,28 +299,31 @@ class Sequential:
 
     @classmethod
     def _from_model_state(cls, config: dict[str, Any], arrays: dict[str, Any]) -> Sequential:
-        layers = []
-        for spec in config["layers"]:
-            if spec["class"] not in LAYERS:
-                raise ValueError(f"Unknown layer {spec['class']!r} in the model file.")
-            layers.append(LAYERS[spec["class"]](**spec["config"]))
-        model = cls(layers, seed=config.get("seed"))
+        """The model of a file's config and tensors, checked (ValueError saying what is
+        wrong) before anything is allocated; the file's tensors become the weights."""
+        check_fields(config, "the network config", {"class", "layers"}, {"seed"})
+        seed = config.get("seed")
+        if seed is not None and (type(seed) is not int or seed < 0):
+            raise ValueError(f"the network's seed {seed!r} is not None nor an int >= 0")
+        layers = layers_from_config(config["layers"])
+        check_weights(layers, arrays)
+        model = cls(layers, seed=seed)
         if arrays:
             first = next(iter(arrays.values()))
-            model.build(_namespace(first), _device(first), first.dtype)
-            model.set_weights(arrays)
+            model.build(_namespace(first), _device(first), first.dtype, weights=arrays)
         return model
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_xp"] = None  # modules do not pickle; the namespace is re-derived
+        state["_xp"] = state["_device"] = None  # neither pickles everywhere: re-derived
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         weights = self.get_weights()
         if self.built and weights:
-            self._xp = _namespace(next(iter(weights.values())))
+            first = next(iter(weights.values()))
+            self._xp, self._device = _namespace(first), _device(first)
 
     def __repr__(self) -> str:
         inner = ",\n  ".join(repr(layer) for layer in self.layers)

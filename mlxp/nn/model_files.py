@@ -1,0 +1,174 @@
+"""What a model file of a network must hold, checked before anything is built from it.
+
+Owns the fixed table of layer classes a file may name (:data:`LAYERS`), the schema of a
+layer list, the check of a file's tensors against the layers they are for (names as
+PyTorch's ``load_state_dict`` reports them, shapes implied by the layers' configs, one
+real floating dtype, finite values) and the check of the estimators' fitted fields
+against their network. Every check raises ``ValueError`` saying what is wrong;
+:func:`mlxp.load` prefixes it with "<path> is not a valid mlxp model file". Nothing is
+allocated before the tensors are known to fit: memory stays bounded by the file's size.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from numbers import Integral, Real
+from typing import Any
+
+from array_api_compat import array_namespace
+
+from mlxp.nn.conv_layers import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
+from mlxp.nn.layers import (
+    GELU,
+    Dense,
+    Dropout,
+    Flatten,
+    Layer,
+    LeakyReLU,
+    ReLU,
+    Reshape,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
+from mlxp.nn.normalization import BatchNorm1d, BatchNorm2d
+
+__all__ = ["LAYERS", "check_fields", "check_fitted", "check_weights", "layers_from_config"]
+
+LAYERS: dict[str, type[Layer]] = {
+    cls.__name__: cls
+    for cls in (
+        AvgPool2D,
+        BatchNorm1d,
+        BatchNorm2d,
+        Conv2D,
+        Dense,
+        Dropout,
+        Flatten,
+        GELU,
+        GlobalAvgPool2D,
+        LeakyReLU,
+        MaxPool2D,
+        ReLU,
+        Reshape,
+        Sigmoid,
+        Softmax,
+        Tanh,
+    )
+}
+"""The layer classes a model file may name, by class name."""
+
+
+def check_fields(value: Any, what: str, required: set[str], optional: set[str] = frozenset()):
+    """``value`` as a dict with every ``required`` key and no key outside ``optional``."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} is not a JSON object (got {type(value).__name__})")
+    missing, unknown = sorted(required - set(value)), sorted(set(value) - required - optional)
+    if missing:
+        raise ValueError(f"{what} lacks the field(s) {', '.join(map(repr, missing))}")
+    if unknown:
+        raise ValueError(f"{what} has unknown field(s) {', '.join(map(repr, unknown))}")
+    return value
+
+
+def layers_from_config(specs: Any) -> list[Layer]:
+    """The layers of a list of ``{"class": name, "config": {...}}``: constructed (and so
+    checked against each layer's constraints), none of their parameters created."""
+    if not isinstance(specs, list):
+        raise ValueError(f"'layers' is not a list (got {type(specs).__name__})")
+    layers = []
+    for i, spec in enumerate(specs):
+        check_fields(spec, f"layer {i}", {"class", "config"})
+        name, config = spec["class"], spec["config"]
+        if not isinstance(name, str) or name not in LAYERS:
+            raise ValueError(f"layer {i} has unknown class {name!r} (known: {', '.join(LAYERS)})")
+        named = {k: p for k, p in inspect.signature(LAYERS[name]).parameters.items()
+                 if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}  # fmt: skip
+        required = {k for k, p in named.items() if p.default is p.empty}
+        check_fields(config, f"the config of layer {i} ({name})", required, set(named))
+        try:
+            layers.append(LAYERS[name](**config))
+        except ValueError as exc:  # InvalidParameterError included
+            raise ValueError(f"layer {i} ({name}): {exc}") from None
+    return layers
+
+
+def check_weights(layers: list[Layer], arrays: dict[str, Any]) -> None:
+    """``arrays`` are exactly the parameters and buffers of ``layers`` (named
+    ``"<layer index>.<name>"``), each of the shape its layer's config implies, all of one
+    real floating dtype and finite; or there are none (a model never built)."""
+    expected = {
+        f"{i}.{k}": (i, shape)
+        for i, layer in enumerate(layers)
+        for k, shape in {**layer.param_shapes(), **layer.buffer_shapes()}.items()
+    }
+    if not arrays:
+        return
+    missing = sorted(set(expected) - set(arrays))
+    unexpected = sorted(set(arrays) - set(expected))
+    problems = [f'{kind} key(s): {", ".join(map(repr, keys))}' for kind, keys in
+                (("Missing", missing), ("Unexpected", unexpected)) if keys]  # fmt: skip
+    if problems:
+        raise ValueError(f"its tensors do not match its layers. {'; '.join(problems)}")
+    first = next(iter(arrays.values()))
+    for name, (i, shape) in expected.items():
+        a = arrays[name]
+        if tuple(a.shape) != shape:
+            raise ValueError(
+                f"tensor {name!r} has shape {tuple(a.shape)}, but layer {i} ({layers[i]!r}) "
+                f"needs {shape}"
+            )
+        xp = array_namespace(a)
+        if not xp.isdtype(a.dtype, "real floating") or a.dtype != first.dtype:
+            raise ValueError(
+                f"tensor {name!r} has dtype {a.dtype}; every tensor of a network must have "
+                f"the same real floating dtype (the first has {first.dtype})"
+            )
+        if not bool(xp.all(xp.isfinite(a))):
+            raise ValueError(f"tensor {name!r} holds non-finite values (NaN or infinity)")
+
+
+def _is_int(value: Any, low: int = 1) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool) and value >= low
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_classes(classes: Any) -> None:
+    kinds = {bool if isinstance(c, bool) else str if isinstance(c, str) else Real
+             for c in classes} if isinstance(classes, list) else set()  # fmt: skip
+    if len(kinds) != 1 or not all(isinstance(c, (str, Real)) for c in classes):
+        raise ValueError("fitted classes_ is not a list of labels of one kind")
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise ValueError(f"fitted classes_ {classes!r} is not a list of 2 or more distinct labels")
+
+
+def check_fitted(fitted: Any, network: Any, *, classifier: bool) -> dict[str, Any]:
+    """The fitted fields of an MLP estimator's file, checked by type and against the
+    ``network`` (a built Sequential): it takes ``n_features_in_`` values per sample and
+    outputs ``n_outputs_`` (1 logit for two ``classes_``, one per class otherwise)."""
+    required = {"loss_curve_", "n_features_in_", "n_outputs_", "_y_1d"}
+    check_fields(fitted, "'fitted'", required | ({"classes_"} if classifier else set()))
+    curve = fitted["loss_curve_"]
+    if not isinstance(curve, list) or not curve or not all(map(_is_number, curve)):
+        raise ValueError("fitted loss_curve_ is not a non-empty list of finite numbers")
+    n_in, n_out = fitted["n_features_in_"], fitted["n_outputs_"]
+    if not _is_int(n_in) or not _is_int(n_out):
+        raise ValueError("fitted n_features_in_ and n_outputs_ must be positive integers")
+    y_1d = fitted["_y_1d"]
+    if not isinstance(y_1d, bool) or (y_1d and n_out != 1 and not classifier):
+        raise ValueError("fitted _y_1d must be a boolean, true only for one output")
+    if not network.built or not network.decayed:
+        raise ValueError("its network has no weights")
+    if classifier:
+        _check_classes(fitted["classes_"])
+        k = len(fitted["classes_"])
+        if n_out != (1 if k == 2 else k):
+            raise ValueError(f"n_outputs_={n_out} does not fit {k} classes_")
+    out = network.output_shape((n_in,))
+    if out != (n_out,):
+        raise ValueError(f"its network outputs samples of shape {out}, not ({n_out},)")
+    return fitted
