@@ -146,3 +146,101 @@ def test_model_files_name_only_known_layers():
     config = {"class": "Sequential", "seed": 0, "layers": [{"class": "Generator", "config": {}}]}
     with pytest.raises(ValueError, match="Unknown layer 'Generator'"):
         Sequential._from_model_state(config, {})
+
+
+# --------------------------------------------------------------------------- robustness
+def _estimators():
+    cnn = CNNClassifier(((2, 3),), (8,), image_shape=(1, 8, 8), max_iter=4, random_state=0)
+    return {
+        "MLPClassifier": MLPClassifier((8,), max_iter=4, random_state=0),
+        "MLPRegressor": MLPRegressor((8,), max_iter=4, random_state=0),
+        "CNNClassifier": cnn,
+    }
+
+
+def _data(backend, name):
+    X, y = _images(60)
+    return backend.asarray(X), backend.asarray(y.astype(float) if "Regressor" in name else y)
+
+
+def _state(model, backend):
+    out = model.predict_proba if hasattr(model, "predict_proba") else model.predict
+    return {
+        "out": backend.to_numpy(out(_data(backend, "")[0])),
+        "coefs": [backend.to_numpy(c) for c in model.coefs_],
+        "n_iter": model.n_iter_,
+        "loss_curve": list(model.loss_curve_),
+    }
+
+
+@pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor", "CNNClassifier"])
+def test_an_interrupted_warm_start_leaves_the_old_model(backend, name, monkeypatch):
+    model = _estimators()[name]
+    X, y = _data(backend, name)
+    with pytest.warns(mlxp.ConvergenceWarning):
+        model.fit(X, y)
+    before = _state(model, backend)
+    step, calls = mlxp.optim.Adam.step, []
+
+    def interrupted(self, params, grads):
+        calls.append(1)
+        if len(calls) > 2:  # two steps change the weights, then Ctrl-C
+            raise KeyboardInterrupt
+        return step(self, params, grads)
+
+    monkeypatch.setattr(mlxp.optim.Adam, "step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        model.set_params(warm_start=True).fit(X, y)
+    monkeypatch.undo()
+    after = _state(model, backend)
+    np.testing.assert_array_equal(after["out"], before["out"])
+    for a, b in zip(after["coefs"], before["coefs"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert (after["n_iter"], after["loss_curve"]) == (before["n_iter"], before["loss_curve"])
+    with pytest.warns(mlxp.ConvergenceWarning):  # and an uninterrupted warm start trains on
+        model.fit(X, y)
+    assert model.n_iter_ == 4 and model.loss_curve_ != before["loss_curve"]
+
+
+@pytest.mark.parametrize(
+    ("make", "n", "fraction"),
+    [
+        (lambda f: MLPRegressor(early_stopping=True, validation_fraction=f), 1, 0.1),
+        (lambda f: MLPClassifier(early_stopping=True, validation_fraction=f), 2, 0.9),
+        (lambda f: CNNClassifier(early_stopping=True, validation_fraction=f), 3, 0.9),
+    ],
+)
+def test_an_early_stopping_split_that_leaves_nothing_to_train_on(make, n, fraction):
+    X, y = _images(n)
+    y = np.arange(n) % 2
+    with pytest.raises(ValueError, match=f"validation_fraction={fraction} of {n} sample"):
+        make(fraction).fit(X, y)
+
+
+@pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor", "CNNClassifier", "Sequential"])
+def test_prediction_runs_in_batches_within_the_memory_budget(backend, name, monkeypatch):
+    X, y = _data(backend, name)
+    if name == "Sequential":
+        model = Sequential([Reshape((1, 8, 8)), Conv2D(1, 2, 3), Flatten(), Dense(72, 1)], seed=0)
+        targets = backend.asarray(_images(60)[1][:, None].astype(float))
+        model.fit(X, targets, epochs=1, progress=False)
+    else:
+        model = _estimators()[name].set_params(max_iter=1)
+        with pytest.warns(mlxp.ConvergenceWarning):
+            model.fit(X, y)
+    methods = ["predict", "predict_proba"] if hasattr(model, "predict_proba") else ["predict"]
+    whole = {m: backend.to_numpy(getattr(model, m)(X)) for m in methods}
+    rows, infer = [], Sequential.infer
+
+    def spy(self, x):
+        rows.append(x.shape[0])
+        return infer(self, x)
+
+    monkeypatch.setattr(Sequential, "infer", spy)
+    monkeypatch.setattr(mlxp.nn.sequential, "PREDICT_MAX_BYTES", 4_000)
+    for m in methods:
+        rows.clear()
+        got = backend.to_numpy(getattr(model, m)(X))
+        np.testing.assert_allclose(got, whole[m], rtol=1e-5, atol=1e-7)
+        assert len(rows) > 1 and sum(rows) == X.shape[0], rows
+        assert max(rows) * 64 * 4 <= 4_000  # a sample's input alone takes 64 floats
