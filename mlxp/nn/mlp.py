@@ -188,30 +188,13 @@ class _BaseMLP(BaseEstimator):
     ) -> None:
         """Fit the network (a new one, or the last with ``warm_start``) on (X, targets);
         ``network`` holds what :meth:`_network` needs beyond the sizes."""
-        xp, dev = place.xp, place.device
         seed = check_random_state(self.random_state).spawn_seed()
-        n, p = X.shape
-        previous = getattr(self, "_model", None)
-        reuse = (
-            self.warm_start
-            and previous is not None
-            and self.n_features_in_ == p
-            and self.n_outputs_ == n_out
-        )
-        n_val = max(1, round(self.validation_fraction * n)) if self.early_stopping else 0
-        if n_val >= n:
-            raise ValueError(
-                f"early_stopping: validation_fraction={self.validation_fraction} of {n} "
-                f"sample(s) sets {n_val} aside for validation and leaves no sample to train on."
-            )
+        p = X.shape[1]
+        previous = getattr(self, "_model", None) if self.warm_start else None
+        reuse = previous is not None and (self.n_features_in_, self.n_outputs_) == (p, n_out)
+        X, targets, validation = self._split(place, X, targets, seed)
         # a warm start trains a copy, kept only once training is done (as a cold fit's net)
         model = previous.copy() if reuse else self._network(p, n_out, seed, **network)
-        validation = None
-        if self.early_stopping:
-            order = Generator(seed).permutation(n, xp=xp, device=dev)
-            val_rows, rows = order[:n_val], order[n_val:]
-            validation = (xp.take(X, val_rows, axis=0), xp.take(targets, val_rows, axis=0))
-            X, targets = xp.take(X, rows, axis=0), xp.take(targets, rows, axis=0)
         self._n_train = X.shape[0]
         stopping = _SklearnStopping(self, validation)
         batch = (
@@ -245,6 +228,23 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_ = len(history["loss"])
         self.n_outputs_ = n_out
         self.n_features_in_ = p
+
+    def _split(self, place: Any, X: Any, targets: Any, seed: int) -> tuple[Any, Any, Any]:
+        """(X, targets, None), or with ``early_stopping`` the training rows and the
+        (X, targets) of a random ``validation_fraction`` of them set aside."""
+        n, xp = X.shape[0], place.xp
+        if not self.early_stopping:
+            return X, targets, None
+        n_val = max(1, round(self.validation_fraction * n))
+        if n_val >= n:
+            raise ValueError(
+                f"early_stopping: validation_fraction={self.validation_fraction} of {n} "
+                f"sample(s) sets {n_val} aside for validation and leaves no sample to train on."
+            )
+        order = Generator(seed).permutation(n, xp=xp, device=place.device)
+        val_rows, rows = order[:n_val], order[n_val:]
+        validation = (xp.take(X, val_rows, axis=0), xp.take(targets, val_rows, axis=0))
+        return xp.take(X, rows, axis=0), xp.take(targets, rows, axis=0), validation
 
     def _set_network(self, model: Sequential) -> None:
         """Keep the trained network, and its weights as the fitted attributes."""
