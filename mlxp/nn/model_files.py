@@ -82,7 +82,7 @@ def layers_from_config(specs: Any) -> list[Layer]:
         check_fields(spec, f"layer {i}", {"class", "config"})
         name, config = spec["class"], spec["config"]
         if not isinstance(name, str) or name not in LAYERS:
-            raise ValueError(f"layer {i} has unknown class {name!r} (known: {', '.join(LAYERS)})")
+            raise ValueError(f"Unknown layer {name!r} at layer {i} (known: {', '.join(LAYERS)})")
         named = {k: p for k, p in inspect.signature(LAYERS[name]).parameters.items()
                  if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}  # fmt: skip
         required = {k for k, p in named.items() if p.default is p.empty}
