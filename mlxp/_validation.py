@@ -9,6 +9,8 @@ scikit-learn's, which users of that ecosystem know).
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 from typing import Any
 
@@ -48,8 +50,24 @@ def to_array(x: Any, name: str) -> Any:
     with DISCOVERY_LOCK:
         foreign = aac.is_array_api_obj(x) and not aac.is_numpy_array(x)
     if foreign:
-        return x
+        return _torch_data(x, name) if aac.is_torch_array(x) else x
     return as_host_array(x, name)
+
+
+def _torch_data(x: Any, name: str) -> Any:
+    """A torch tensor as data: dense, with storage, and detached from autograd (else
+    training would be recorded into its graph and fitted arrays would carry a grad_fn)."""
+    if str(x.layout) != "torch.strided":
+        raise TypeError(
+            f"Sparse data was passed for {name} (a torch tensor with layout {x.layout}), but "
+            "dense data is required. Use '.to_dense()' to convert it."
+        )
+    if x.device.type == "meta":
+        raise ValueError(
+            f"{name} is a torch tensor on the 'meta' device, which holds no values; "
+            "move it to a real device (e.g. '.to(\"cpu\")' after filling it)."
+        )
+    return x.detach() if x.requires_grad else x
 
 
 def as_host_array(obj: Any, name: str = "X") -> np.ndarray:
@@ -71,7 +89,12 @@ def as_host_array(obj: Any, name: str = "X") -> np.ndarray:
         arr = np.asarray(obj)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} could not be converted to an array: {exc}") from None
-    if arr.dtype.kind in "OUS":
+    if arr.dtype.kind in "US":
+        raise ValueError(
+            f"{name} must hold real numbers: dtype='numeric' is not compatible with arrays of "
+            "bytes/strings. Convert your data to numeric values explicitly instead."
+        )
+    if arr.dtype.kind == "O":
         try:
             arr = arr.astype(np.float64)
         except (TypeError, ValueError) as exc:
@@ -115,9 +138,14 @@ def validate_data(
 
     Returns the :class:`~mlxp._backend.Placement` of the call and the arrays moved
     to the compute backend: ``X`` of shape (n_samples, n_features) in a real
-    floating dtype (float32 and float64 kept, integers and booleans cast to the
+    floating dtype (float32 and float64 kept; float16 and bfloat16 computed in float32,
+    which linear algebra and training need; integers and booleans cast to the
     backend's default float), ``y`` of shape (n_samples,) or (n_samples, n_targets)
-    and ``sample_weight`` of shape (n_samples,), both in ``X``'s dtype.
+    and ``sample_weight`` of shape (n_samples,), both in ``X``'s dtype; a number as
+    ``sample_weight`` is the same weight for every sample, checked as an array is
+    (finite, ≥ 0, not all zero). Torch tensors are detached from autograd; sparse
+    tensors, tensors on the 'meta' device and torch labels of unsigned dtypes wider
+    than uint8 (which torch cannot index) are refused.
     With ``labels=True``, ``y`` holds class labels: it stays where it was (any dtype,
     strings included), flattened to (n_samples,) with a warning if it was a column.
     With ``reset=False``, ``X`` must have ``estimator.n_features_in_`` columns.
@@ -130,7 +158,7 @@ def validate_data(
     if y is not None:
         on_host = not aac.is_array_api_obj(y) or aac.is_numpy_array(y)
         y = labels_to_host(y) if labels and on_host else to_array(y, "y")
-    sw_is_array = sample_weight is not None and not isinstance(sample_weight, (int, float))
+    sw_is_array = sample_weight is not None and not _is_number(sample_weight)
     if sw_is_array:
         sample_weight = to_array(sample_weight, "sample_weight")
     host_labels = labels and aac.is_numpy_array(y)  # labels may stay on the host (strings)
@@ -174,6 +202,8 @@ def _check_X(estimator: Any, place: Placement, X: Any, reset: bool) -> Any:
             f"{estimator.n_features_in_} features as input."
         )
     real = xp.isdtype(X.dtype, "real floating")
+    if real and xp.finfo(X.dtype).bits < 32:
+        X = xp.astype(X, xp.float32)  # float16, bfloat16: linalg and training need float32
     X = _as_float(xp, X, X.dtype if real else default_float(xp, place.device))
     _check_finite(xp, X, "X")
     return X
@@ -214,13 +244,24 @@ def _check_labels(y: Any, n_samples: int) -> Any:
         y = y[:, 0]
     if y.ndim != 1:
         raise ValueError(f"y should be a 1d array of class labels; got shape {tuple(y.shape)}.")
+    if aac.is_torch_array(y) and str(y.dtype) in ("torch.uint16", "torch.uint32", "torch.uint64"):
+        raise TypeError(
+            f"y holds torch {str(y.dtype)[6:]} labels, which torch cannot index; "
+            "convert them to int64 (y.to(torch.int64)) or pass them as a NumPy array."
+        )
     _check_length(y, n_samples)
     return y
 
 
+def _is_number(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
 def _check_sample_weight(xp, dev, sample_weight, n_samples, dtype, place) -> Any:
-    if isinstance(sample_weight, (int, float)):
-        return xp.full((n_samples,), float(sample_weight), dtype=dtype, device=dev)
+    if _is_number(sample_weight):
+        if not math.isfinite(sample_weight):
+            raise ValueError(f"sample_weight={sample_weight!r} is not a finite number.")
+        sample_weight = xp.full((n_samples,), float(sample_weight), dtype=dtype, device=dev)
     sw = place.to_compute(sample_weight)
     _check_dtype(xp, sw, "sample_weight")
     if sw.ndim != 1 or sw.shape[0] != n_samples:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, ClassVar
 
@@ -26,7 +27,8 @@ class LogisticRegression(LinearModelMixin, MarginClassifierMixin, ClassifierMixi
     Minimises C·Σᵢ sᵢ ℓᵢ + ½‖W‖² (the intercept is not penalised), where ℓᵢ is the
     cross-entropy of sample i: −log σ(±zᵢ) for two classes (one weight vector, the
     sigmoid) and −log softmax(zᵢ)_{yᵢ} for more (one weight vector per class).
-    scikit-learn's parameter names and fitted attributes.
+    scikit-learn's parameter names and fitted attributes. float16 and bfloat16 inputs are
+    computed in float32 (as :func:`mlxp._validation.validate_data` says).
 
     Parameters
     ----------
@@ -46,7 +48,8 @@ class LogisticRegression(LinearModelMixin, MarginClassifierMixin, ClassifierMixi
         mini-batches with an optimiser from :mod:`mlxp.optim`.
     class_weight : None, "balanced" or dict
         Weights per class, multiplying ``sample_weight``; "balanced" uses
-        n_samples / (n_classes · count(class)).
+        n_samples / (n_classes · count(class)). Dict values must be finite and ≥ 0,
+        not all 0.
     random_state : int, Generator or None
         Seed of the sgd shuffles.
     warm_start : bool, default False
@@ -126,7 +129,24 @@ class LogisticRegression(LinearModelMixin, MarginClassifierMixin, ClassifierMixi
         unknown = set(self.class_weight) - set(classes.tolist())
         if unknown:
             raise ValueError(f"class_weight names labels not in y: {sorted(unknown, key=str)}.")
-        return [float(self.class_weight.get(c, 1.0)) for c in classes.tolist()]
+        weights = [float(self.class_weight.get(c, 1.0)) for c in classes.tolist()]
+        if not any(weights):
+            raise ValueError(
+                f"class_weight={self.class_weight!r} gives every class weight 0: nothing to fit."
+            )
+        return weights
+
+    def _check_class_weight(self) -> None:
+        """Dict class weights are finite numbers ≥ 0 (else the loss is NaN or maximised)."""
+        if not isinstance(self.class_weight, dict):
+            return
+        for label, weight in self.class_weight.items():
+            number = isinstance(weight, numbers.Real) and not isinstance(weight, bool)
+            if not number or not math.isfinite(weight) or weight < 0:
+                raise ValueError(
+                    f"class_weight[{label!r}] = {weight!r}: class weights must be finite "
+                    "numbers ≥ 0."
+                )
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> LogisticRegression:
         """Fit on X (n_samples, n_features) and class labels y (n_samples,).
@@ -134,6 +154,7 @@ class LogisticRegression(LinearModelMixin, MarginClassifierMixin, ClassifierMixi
         On any error the estimator is left exactly as it was before the call.
         """
         self._validate_params()
+        self._check_class_weight()
         place, X, y, sw = validate_data(
             self, X, y, sample_weight, reset=True, require_y=True, labels=True
         )
