@@ -1,73 +1,111 @@
 """Exact least-squares solvers: minimise ‖XW − Y‖² + α‖W‖² for W of shape (p, k).
 
-Every solver takes a centred (and row-weighted) design ``X`` of shape (n, p) and
-targets ``Y`` of shape (n, k), and returns ``W``; each uses only the Array API
-standard's ``linalg`` extension, so it runs on any backend and device.
+Every solver takes a centred (and row-weighted) design ``X`` of shape (n, p), targets
+``Y`` of shape (n, k) and, when ``X`` was centred, the unit vector ``null`` (n,) that its
+columns are orthogonal to (uᵀX = 0, which costs one rank); it returns ``W``. Each uses only
+the Array API standard's ``linalg`` extension, so it runs on any backend and device.
+
+Conditioning is measured on the column-equilibrated p × p factor (columns scaled to unit
+norm, as accuracy of Cholesky and Householder QR does not depend on column scales):
+κ is the ratio of its extreme singular values, a few p³ flops, not a bound from the diagonal.
 
 How ``solver="auto"`` chooses, cheapest first. For tall X (n ≫ p) the normal equations
 cost one product XᵀX (np² flops, a single BLAS-3 call) and a p × p factorisation, while
 QR and the SVD factor the whole n × p matrix (several times more flops, in less
 parallel kernels), so Cholesky is several times faster than either:
 
-1. tall data (n ≥ p): Cholesky of XᵀX + αI -- fastest. Its error grows like
-   κ(XᵀX)·ε, so it is kept only when κ(XᵀX), estimated from the factor's diagonal,
-   stays below 1/√ε (about 7e7 in float64, 3e3 in float32);
-2. otherwise Householder QR of X (error ~ κ(X)·ε), kept while κ(X) < 1/√ε;
-3. otherwise -- nearly rank-deficient, or wide data (n < p) -- the SVD, which gives
-   the minimum-norm solution, as scikit-learn's lstsq-based solver does.
+1. tall data: Cholesky of XᵀX + αI, kept while κ(XᵀX) < ε^(-1/4) (8e3 in float64, 54 in
+   float32). Its error grows like κ(XᵀX)·ε, so it keeps at least ¾ of the digits and
+   loses at most log₁₀ κ(X) (2 in float64, under 1 in float32) to QR;
+2. otherwise Householder QR of X (error ~ κ(X)·ε), kept while κ(X) < 1/``rcond``, i.e.
+   while the SVD would keep every direction: "auto" is then exactly as accurate as "qr";
+3. otherwise -- rank-deficient at ``rcond``, or wide data -- the SVD, minimum-norm.
+
+``solver="svd"`` factors the column-equilibrated X, so a direction is dropped only when it
+is below ``rcond``·σ_max relative to the columns' own scale (``rcond`` None: max(n, p)·ε);
+full column rank is solved there, and otherwise the minimum-norm solution of the
+r retained directions is taken from the SVD of X itself, with a :class:`RankWarning`
+naming the effective rank r when it is below min(n − 1 if centred, p).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from array_api_compat import device as _device
 
 from mlxp.exceptions import SolverError
 
-__all__ = ["SolverError", "solve_auto", "solve_cholesky", "solve_qr", "solve_svd"]
+__all__ = ["RankWarning", "SolverError", "solve_auto", "solve_cholesky", "solve_qr", "solve_svd"]
+
+
+class RankWarning(UserWarning):
+    """``solver="svd"`` discarded directions of X below its ``rcond`` cutoff."""
 
 
 def _eps(xp: Any, dtype: Any) -> float:
     return float(xp.finfo(dtype).eps)
 
 
-def _condition_from_triangle(xp: Any, T: Any) -> Any:
-    """A cheap lower bound of κ(T) for triangular T: max |Tᵢᵢ| / min |Tᵢᵢ| (0-d array)."""
-    d = xp.abs(xp.linalg.diagonal(T))
-    return xp.max(d) / xp.min(d)
+def _nonzero(xp: Any, d: Any) -> Any:
+    return xp.where(d > 0, d, xp.ones_like(d))
+
+
+def _condition(xp: Any, T: Any) -> Any:
+    """κ₂ of the p × p factor T: the ratio of its extreme singular values (0-d array)."""
+    s = xp.linalg.svdvals(T)
+    return xp.max(s) / xp.min(s)
 
 
 def _is_good(xp: Any, W: Any, condition: Any, limit: float) -> bool:
-    # One host read per fit, to decide: finite result and acceptable conditioning.
+    # One host read per solver tried, to decide: finite result and acceptable conditioning.
     return bool(xp.all(xp.isfinite(W)) & (condition < limit))
 
 
+def _nan(xp: Any, X: Any, k: int) -> Any:
+    return xp.full((X.shape[1], k), float("nan"), dtype=X.dtype, device=_device(X))
+
+
 def _cholesky(xp: Any, X: Any, Y: Any, alpha: float) -> tuple[Any, Any]:
-    """W from Cholesky LLᵀ = XᵀX + αI, then L Z = XᵀY and Lᵀ W = Z; also κ(XᵀX + αI)."""
+    """W from Cholesky LLᵀ = D⁻¹(XᵀX + αI)D⁻¹ (D² its diagonal), then L Z = D⁻¹XᵀY and
+    Lᵀ (DW) = Z; also κ(XᵀX + αI) of the equilibrated matrix."""
     p = X.shape[1]
     A = X.T @ X
     if alpha:
         A = A + alpha * xp.eye(p, dtype=X.dtype, device=_device(X))
+    d = _nonzero(xp, xp.sqrt(xp.linalg.diagonal(A)))
     try:
-        L = xp.linalg.cholesky(A)
+        L = xp.linalg.cholesky(A / (d[:, None] * d[None, :]))
     except Exception:  # NumPy, PyTorch, CuPy raise; JAX returns NaNs instead
-        nan = xp.full((p, Y.shape[1]), float("nan"), dtype=X.dtype, device=_device(X))
-        return nan, xp.asarray(float("inf"), dtype=X.dtype, device=_device(X))
-    Z = xp.linalg.solve(L, X.T @ Y)
-    W = xp.linalg.solve(L.T, Z)
-    return W, _condition_from_triangle(xp, L) ** 2
+        return _nan(xp, X, Y.shape[1]), xp.asarray(float("inf"), dtype=X.dtype, device=_device(X))
+    Z = xp.linalg.solve(L, (X.T @ Y) / d[:, None])
+    W = xp.linalg.solve(L.T, Z) / d[:, None]
+    return W, _condition(xp, L) ** 2  # L already equilibrated, with A
 
 
-def _qr(xp: Any, X: Any, Y: Any, alpha: float) -> tuple[Any, Any]:
+def _reflect_out(xp: Any, X: Any, Y: Any, null: Any) -> tuple[Any, Any]:
+    """Rows 2..n of H X and H Y, H the Householder reflection taking ``null`` (≥ 0) to −e₁;
+    the first row of H X is uᵀX = 0, so the system keeps its solutions with one row less."""
+    v = xp.concat([null[:1] + 1, null[1:]])
+    scale = 2 / (v @ v)
+    X = X - scale * v[:, None] * (v @ X)[None, :]
+    Y = Y - scale * v[:, None] * (v @ Y)[None, :]
+    return X[1:, :], Y[1:, :]
+
+
+def _qr(xp: Any, X: Any, Y: Any, alpha: float, null: Any) -> tuple[Any, Any]:
     """W from X = QR (of [X; √α I] for ridge), solving R W = QᵀY; also κ(R).
 
-    Wide data without a penalty (n < p) takes the minimum-norm solution from
-    Xᵀ = QR instead: Rᵀ Z = Y, W = Q Z.
+    Wide data without a penalty (n − 1 < p if centred, else n < p) takes the minimum-norm
+    solution from Xᵀ = QR: Rᵀ Z = Y, W = Q Z, after reflecting out the centring's rank.
     """
     n, p = X.shape
     dev = _device(X)
-    wide = n < p and not alpha
+    wide = n - (null is not None) < p and not alpha
+    if wide and null is not None:
+        X, Y = _reflect_out(xp, X, Y, null)
+        n -= 1
     if alpha:
         X = xp.concat([X, (alpha**0.5) * xp.eye(p, dtype=X.dtype, device=dev)], axis=0)
     Q, R = xp.linalg.qr(X.T if wide else X)
@@ -75,26 +113,62 @@ def _qr(xp: Any, X: Any, Y: Any, alpha: float) -> tuple[Any, Any]:
         W = Q @ xp.linalg.solve(R.T, Y) if wide else xp.linalg.solve(R, Q[:n, :].T @ Y)
     except Exception:  # exactly singular R
         W = xp.full((p, Y.shape[1]), float("nan"), dtype=X.dtype, device=dev)
-    return W, _condition_from_triangle(xp, R)
+    R = R / _nonzero(xp, xp.linalg.vector_norm(R, axis=0))[None, :]  # X's columns equilibrated
+    return W, _condition(xp, R)
 
 
-def solve_svd(xp: Any, X: Any, Y: Any, alpha: float = 0.0) -> Any:
-    """W = V diag(sᵢ / (sᵢ² + α)) Uᵀ Y from X = U diag(s) Vᵀ.
+def solve_svd(
+    xp: Any,
+    X: Any,
+    Y: Any,
+    alpha: float = 0.0,
+    *,
+    rcond: float | None = None,
+    null: Any = None,
+    warn: bool = True,
+) -> Any:
+    """W = V diag(sᵢ / (sᵢ² + α)) Uᵀ Y from X = U diag(s) Vᵀ (ridge, α > 0).
 
-    With α = 0, singular values below max(n, p)·ε·s_max count as zero, which gives
-    the minimum-norm solution on rank-deficient (e.g. collinear) data.
+    With α = 0, see the module docstring: directions below ``rcond``·σ_max of the
+    column-equilibrated X count as zero, with a :class:`RankWarning` if ``warn``.
     """
-    U, s, Vt = xp.linalg.svd(X, full_matrices=False)
     if alpha:
-        factor = s / (s**2 + alpha)
-    else:
-        cutoff = xp.max(s) * max(X.shape) * _eps(xp, X.dtype)
-        kept = s > cutoff
-        factor = xp.where(kept, 1 / xp.where(kept, s, xp.ones_like(s)), xp.zeros_like(s))
-    return Vt.T @ (factor[:, None] * (U.T @ Y))
+        U, s, Vt = xp.linalg.svd(X, full_matrices=False)
+        return Vt.T @ ((s / (s**2 + alpha))[:, None] * (U.T @ Y))
+    W, rank = _truncated_svd(xp, X, Y, rcond)
+    n, p = X.shape
+    if warn and rank < min(n - (null is not None), p):
+        warnings.warn(
+            RankWarning(
+                f"solver='svd': X has effective rank {rank} of {min(n, p)} at rcond="
+                f"{_rcond(xp, X, rcond):.3g}; the minimum-norm solution ignores the other "
+                "directions (collinear or constant columns?). Lower rcond to keep them."
+            ),
+            stacklevel=4,
+        )
+    return W
 
 
-def solve_cholesky(xp: Any, X: Any, Y: Any, alpha: float = 0.0) -> Any:
+def _rcond(xp: Any, X: Any, rcond: float | None) -> float:
+    return max(X.shape) * _eps(xp, X.dtype) if rcond is None else rcond
+
+
+def _truncated_svd(xp: Any, X: Any, Y: Any, rcond: float | None) -> tuple[Any, int]:
+    """(W, rank): the solution in equilibrated columns when they have full rank, else the
+    minimum-norm solution of X's ``rank`` largest directions."""
+    norms = _nonzero(xp, xp.linalg.vector_norm(X, axis=0))
+    U, s, Vt = xp.linalg.svd(X / norms[None, :], full_matrices=False)
+    kept = s > _rcond(xp, X, rcond) * xp.max(s)
+    rank = int(xp.sum(xp.astype(kept, xp.int32)))  # one host read, to decide
+    if rank == X.shape[1]:
+        return (Vt.T @ ((1 / s)[:, None] * (U.T @ Y))) / norms[:, None], rank
+    U, s, Vt = xp.linalg.svd(X, full_matrices=False)
+    kept = xp.arange(s.shape[0], device=_device(X)) < rank
+    factor = xp.where(kept, 1 / xp.where(kept, s, xp.ones_like(s)), xp.zeros_like(s))
+    return Vt.T @ (factor[:, None] * (U.T @ Y)), rank
+
+
+def solve_cholesky(xp: Any, X: Any, Y: Any, alpha: float = 0.0, *, null: Any = None) -> Any:
     """Normal equations (XᵀX + αI) W = XᵀY via Cholesky; fastest for tall data.
 
     Raises :class:`SolverError` when the matrix is numerically singular (κ ≥ 1/ε).
@@ -108,12 +182,13 @@ def solve_cholesky(xp: Any, X: Any, Y: Any, alpha: float = 0.0) -> Any:
     return W
 
 
-def solve_qr(xp: Any, X: Any, Y: Any, alpha: float = 0.0) -> Any:
-    """Householder QR of the design, X = QR, solving the triangular system R W = QᵀY.
+def solve_qr(xp: Any, X: Any, Y: Any, alpha: float = 0.0, *, null: Any = None) -> Any:
+    """Householder QR of the design, X = QR, solving the triangular system R W = QᵀY;
+    on wide data the minimum-norm solution (see :func:`_qr`).
 
     Raises :class:`SolverError` when R is numerically singular (κ(R) ≥ 1/ε).
     """
-    W, condition = _qr(xp, X, Y, alpha)
+    W, condition = _qr(xp, X, Y, alpha, null)
     if not _is_good(xp, W, condition, 1 / _eps(xp, X.dtype)):
         raise SolverError(
             f"solver='qr' failed: R is singular because X is rank-deficient {_shape_note(X)}. "
@@ -129,15 +204,18 @@ def _shape_note(X: Any) -> str:
     )
 
 
-def solve_auto(xp: Any, X: Any, Y: Any, alpha: float = 0.0) -> tuple[Any, str]:
+def solve_auto(
+    xp: Any, X: Any, Y: Any, alpha: float = 0.0, *, rcond: float | None = None, null: Any = None
+) -> tuple[Any, str]:
     """Cholesky, else QR, else SVD, as the module docstring explains; returns (W, solver)."""
     n, p = X.shape
-    limit = 1 / _eps(xp, X.dtype) ** 0.5
+    eps = _eps(xp, X.dtype)
     if n >= p:
         W, condition = _cholesky(xp, X, Y, alpha)
-        if _is_good(xp, W, condition, limit):
+        if _is_good(xp, W, condition, eps**-0.25):
             return W, "cholesky"
-        W, condition = _qr(xp, X, Y, alpha)
-        if _is_good(xp, W, condition, limit):
+        W, condition = _qr(xp, X, Y, alpha, null)
+        if _is_good(xp, W, condition, 1 / _rcond(xp, X, rcond)):
             return W, "qr"
-    return solve_svd(xp, X, Y, alpha), "svd"
+    # Rank-deficient data (one-hot columns with an intercept...) get the minimum norm by design.
+    return solve_svd(xp, X, Y, alpha, rcond=rcond, null=null, warn=False), "svd"

@@ -17,7 +17,7 @@ from mlxp.optim import Optimizer
 __all__ = ["LinearRegression", "Ridge"]
 
 SOLVERS = ("auto", "cholesky", "qr", "svd", "gd", "sgd")
-_EXACT = {"cholesky": solve_cholesky, "qr": solve_qr, "svd": solve_svd}
+_EXACT = {"cholesky": solve_cholesky, "qr": solve_qr}
 
 
 class _LinearModel(LinearModelMixin, RegressorMixin, BaseEstimator):
@@ -31,37 +31,37 @@ class _LinearModel(LinearModelMixin, RegressorMixin, BaseEstimator):
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         **ITERATIVE_CONSTRAINTS,
         "solver": [StrOptions(set(SOLVERS))],
+        "rcond": [Interval(numbers.Real, 0, 1, closed="left"), None],
     }
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> _LinearModel:
         """Fit on X of shape (n_samples, n_features) and y of shape (n_samples[, n_targets]).
 
-        ``sample_weight`` (n_samples,) weighs each squared residual. On any error the
-        estimator is left exactly as it was before the call.
+        ``sample_weight`` (n_samples,) weighs each squared residual; the fit is that of the
+        weights scaled to max 1 (α scaled with them), so tiny or huge weights lose nothing.
+        On any error the estimator is left exactly as it was before the call.
         """
         self._validate_params()
         place, X, y, sw = validate_data(self, X, y, sample_weight, reset=True, require_y=True)
         xp = place.xp
         Y = y[:, None] if y.ndim == 1 else y
+        alpha = self._alpha
+        if sw is not None:
+            largest = xp.max(sw)
+            if alpha:  # Σ sᵢrᵢ² + α‖w‖² and Σ (sᵢ/c)rᵢ² + (α/c)‖w‖² share their minimiser
+                alpha = alpha / float(largest)
+            sw = sw / largest
+        weights = xp.ones((X.shape[0],), dtype=X.dtype, device=place.device) if sw is None else sw
+        x_mean, y_mean, null = None, None, None
         if self.fit_intercept:
-            weights = (
-                xp.ones((X.shape[0],), dtype=X.dtype, device=place.device) if sw is None else sw
-            )
             total = xp.sum(weights)
-            x_mean = (weights @ X) / total
-            y_mean = (weights @ Y) / total
+            x_mean, y_mean = (weights @ X) / total, (weights @ Y) / total
             X, Y = X - x_mean, Y - y_mean
+            null = xp.sqrt(weights) / xp.sqrt(total)  # uᵀ(√s·X) = 0 after centring
         if sw is not None:
             root = xp.sqrt(sw)[:, None]
             X, Y = X * root, Y * root
-
-        solver, n_iter = self.solver, 1
-        if solver == "auto":
-            W, solver = solve_auto(xp, X, Y, self._alpha)
-        elif solver in _EXACT:
-            W = _EXACT[solver](xp, X, Y, self._alpha)
-        else:
-            W, n_iter = self._minimize(xp, X, Y, place.device)
+        W, solver, n_iter = self._solve(xp, X, Y, alpha, null, place.device)
 
         coef = W.T  # (k, p)
         if self.fit_intercept:
@@ -77,10 +77,26 @@ class _LinearModel(LinearModelMixin, RegressorMixin, BaseEstimator):
         self.n_iter_ = n_iter
         return self
 
-    def _minimize(self, xp: Any, X: Any, Y: Any, device: Any) -> tuple[Any, int]:
+    def _solve(self, xp: Any, X: Any, Y: Any, alpha: float, null: Any, device: Any):
+        """(W, solver used, iterations) for the centred, weighted problem."""
+        solver = self.solver
+        if alpha == float("inf"):  # weights so small against α that only W = 0 is left
+            return xp.zeros((X.shape[1], Y.shape[1]), dtype=X.dtype, device=device), solver, 1
+        if solver == "auto":
+            W, solver = solve_auto(xp, X, Y, alpha, rcond=self.rcond, null=null)
+        elif solver == "svd":
+            W = solve_svd(xp, X, Y, alpha, rcond=self.rcond, null=null)
+        elif solver in _EXACT:
+            W = _EXACT[solver](xp, X, Y, alpha, null=null)
+        else:
+            W, n_iter = self._minimize(xp, X, Y, alpha, device)
+            return W, solver, n_iter
+        return W, solver, 1
+
+    def _minimize(self, xp: Any, X: Any, Y: Any, alpha: float, device: Any) -> tuple[Any, int]:
         """Run "gd" or "sgd" on ½n⁻¹(‖XW − Y‖² + α‖W‖²) from W = 0."""
         W, n_iter, converged = self._descend(
-            LeastSquaresObjective(xp, X, Y, alpha=self._alpha),
+            LeastSquaresObjective(xp, X, Y, alpha=alpha),
             xp.zeros((X.shape[1], Y.shape[1]), dtype=X.dtype, device=device),
         )
         if not converged:
@@ -119,8 +135,14 @@ class LinearRegression(_LinearModel):
     solver : {"auto", "cholesky", "qr", "svd", "gd", "sgd"}, default "auto"
         Exact solvers: normal equations via Cholesky, Householder QR, or the SVD
         (minimum-norm solution on rank-deficient data); "auto" picks among them
-        by shape and conditioning. Iterative: full-batch gradient descent ("gd")
-        or shuffled mini-batch SGD ("sgd") on ½n⁻¹‖Xw − y‖².
+        by shape and conditioning (see :mod:`mlxp.linear_model._exact`). "qr" refuses
+        rank-deficient X and gives the minimum-norm solution on wide X (n_samples − 1 <
+        n_features with an intercept), as "svd" does. Iterative: full-batch gradient
+        descent ("gd") or shuffled mini-batch SGD ("sgd") on ½n⁻¹‖Xw − y‖².
+    rcond : float in [0, 1) or None, default None
+        "svd" (and "auto" when it falls back to the SVD) treats directions of the
+        column-scaled X below rcond·σ_max as zero; None means max(n, p)·ε. "svd" warns
+        (:class:`~mlxp.linear_model.RankWarning`) with the effective rank when it drops one.
     max_iter : int, default 1000
         Iterations ("gd") or epochs ("sgd") at most.
     tol : float, default 1e-4
@@ -134,6 +156,9 @@ class LinearRegression(_LinearModel):
         Update rule of "sgd": plain steps, Nesterov momentum 0.9, or Adam.
     random_state : int, Generator or None
         Seed of the shuffles of "sgd" (same seed, same result on every backend).
+
+    float16 and bfloat16 inputs are computed in float32 (as
+    :func:`mlxp._validation.validate_data` says); fitted attributes and predictions are float32.
 
     Attributes
     ----------
@@ -166,7 +191,9 @@ class LinearRegression(_LinearModel):
         batch_size: int = 32,
         optimizer: str | Optimizer = "sgd",
         random_state: Any = None,
+        rcond: float | None = None,
     ) -> None:
+        self.rcond = rcond
         self.fit_intercept = fit_intercept
         self.solver = solver
         self.max_iter = max_iter
@@ -202,7 +229,9 @@ class Ridge(_LinearModel):
         batch_size: int = 32,
         optimizer: str | Optimizer = "sgd",
         random_state: Any = None,
+        rcond: float | None = None,
     ) -> None:
+        self.rcond = rcond
         self.alpha = alpha
         self.fit_intercept = fit_intercept
         self.solver = solver
