@@ -349,7 +349,7 @@ class MLPClassifier(MarginClassifierMixin, ClassifierMixin, _BaseMLP):
 
     def _score_network(self, model: Sequential, X: Any, targets: Any) -> float:
         xp = model.xp
-        out = model.infer(X)
+        out = model.infer_batches(X)
         if out.shape[1] == 1:
             hits = xp.astype(out[:, 0] > 0, X.dtype) == targets[:, 0]
         else:
@@ -381,7 +381,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _score_network(self, model: Sequential, X: Any, Y: Any) -> float:
         xp = model.xp
-        residual = xp.sum((Y - model.infer(X)) ** 2, axis=0)
+        residual = xp.sum((Y - model.infer_batches(X)) ** 2, axis=0)
         total = xp.sum((Y - xp.mean(Y, axis=0)) ** 2, axis=0)
         safe = xp.where(total == 0, xp.ones_like(total), total)
         return float(xp.mean(1 - residual / safe))

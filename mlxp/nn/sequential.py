@@ -268,7 +268,9 @@ class Sequential:
 
     # ------------------------------------------------------------------ inference
     def predict(self, X: Any, batch_size: int | None = None) -> Any:
-        """Outputs of the last layer (eval mode), in the caller's namespace and device."""
+        """Outputs of the last layer (eval mode), in the caller's namespace and device,
+        computed on batches of ``batch_size`` rows (None: as many rows as
+        :data:`PREDICT_MAX_BYTES` of activations hold; see :meth:`infer_batches`)."""
         X = to_array(X, "X")
         place = placement(X=X)
         model, Xc = self.placed(place.to_compute(X), place.xp, place.device, in_place=False)
