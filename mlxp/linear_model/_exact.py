@@ -159,11 +159,11 @@ def _truncated_svd(xp: Any, X: Any, Y: Any, rcond: float | None) -> tuple[Any, i
     norms = _nonzero(xp, xp.linalg.vector_norm(X, axis=0))
     U, s, Vt = xp.linalg.svd(X / norms[None, :], full_matrices=False)
     kept = s > _rcond(xp, X, rcond) * xp.max(s)
-    rank = int(xp.sum(xp.astype(kept, xp.int32)))  # one host read, to decide
+    rank = int(xp.sum(xp.astype(kept, s.dtype)))  # one host read, to decide
     if rank == X.shape[1]:
         return (Vt.T @ ((1 / s)[:, None] * (U.T @ Y))) / norms[:, None], rank
     U, s, Vt = xp.linalg.svd(X, full_matrices=False)
-    kept = xp.arange(s.shape[0], device=_device(X)) < rank
+    kept = xp.arange(s.shape[0], dtype=s.dtype, device=_device(X)) < rank
     factor = xp.where(kept, 1 / xp.where(kept, s, xp.ones_like(s)), xp.zeros_like(s))
     return Vt.T @ (factor[:, None] * (U.T @ Y)), rank
 
