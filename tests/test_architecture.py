@@ -30,7 +30,7 @@ MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 FLOORS = [
     ("mlxp._compat", "mlxp._special", "mlxp.exceptions"),
     ("mlxp._backend", "mlxp._params"),
-    ("mlxp._validation", "mlxp._registry", "mlxp.io", "mlxp._classifier"),
+    ("mlxp._validation", "mlxp._registry", "mlxp._model_state", "mlxp.io", "mlxp._classifier"),
     ("mlxp.metrics", "mlxp.datasets", "mlxp.base"),
     ("mlxp.optim",),
     ("mlxp.nn",),  # layers, functional math, losses, the training loop, Sequential

@@ -12,13 +12,14 @@ from typing import Any, ClassVar
 
 from mlxp._classifier import MarginClassifierMixin
 from mlxp._compat import Generator, argmax, check_random_state, move
+from mlxp._model_state import check_fields
 from mlxp._params import Interval, StrOptions, Tuples
 from mlxp._validation import check_is_fitted, encode_labels, labels_to_host, validate_data
 from mlxp.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from mlxp.exceptions import warn_not_converged
 from mlxp.nn import layers as L
 from mlxp.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
-from mlxp.nn.model_files import check_fields, check_fitted
+from mlxp.nn.model_files import check_fitted
 from mlxp.nn.sequential import Sequential
 from mlxp.optim import SGD, Adam
 

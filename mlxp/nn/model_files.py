@@ -16,8 +16,7 @@ import math
 from numbers import Integral, Real
 from typing import Any
 
-from array_api_compat import array_namespace
-
+from mlxp._model_state import check_fields, check_tensors
 from mlxp.nn.conv_layers import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
 from mlxp.nn.layers import (
     GELU,
@@ -34,7 +33,7 @@ from mlxp.nn.layers import (
 )
 from mlxp.nn.normalization import BatchNorm1d, BatchNorm2d
 
-__all__ = ["LAYERS", "check_fields", "check_fitted", "check_weights", "layers_from_config"]
+__all__ = ["LAYERS", "check_fitted", "check_weights", "layers_from_config"]
 
 LAYERS: dict[str, type[Layer]] = {
     cls.__name__: cls
@@ -58,18 +57,6 @@ LAYERS: dict[str, type[Layer]] = {
     )
 }
 """The layer classes a model file may name, by class name."""
-
-
-def check_fields(value: Any, what: str, required: set[str], optional: set[str] = frozenset()):
-    """``value`` as a dict with every ``required`` key and no key outside ``optional``."""
-    if not isinstance(value, dict):
-        raise ValueError(f"{what} is not a JSON object (got {type(value).__name__})")
-    missing, unknown = sorted(required - set(value)), sorted(set(value) - required - optional)
-    if missing:
-        raise ValueError(f"{what} lacks the field(s) {', '.join(map(repr, missing))}")
-    if unknown:
-        raise ValueError(f"{what} has unknown field(s) {', '.join(map(repr, unknown))}")
-    return value
 
 
 def layers_from_config(specs: Any) -> list[Layer]:
@@ -97,36 +84,17 @@ def layers_from_config(specs: Any) -> list[Layer]:
 def check_weights(layers: list[Layer], arrays: dict[str, Any]) -> None:
     """``arrays`` are exactly the parameters and buffers of ``layers`` (named
     ``"<layer index>.<name>"``), each of the shape its layer's config implies, all of one
-    real floating dtype and finite; or there are none (a model never built)."""
-    expected = {
-        f"{i}.{k}": (i, shape)
-        for i, layer in enumerate(layers)
-        for k, shape in {**layer.param_shapes(), **layer.buffer_shapes()}.items()
-    }
-    if not arrays:
-        return
-    missing = sorted(set(expected) - set(arrays))
-    unexpected = sorted(set(arrays) - set(expected))
-    problems = [f'{kind} key(s): {", ".join(map(repr, keys))}' for kind, keys in
-                (("Missing", missing), ("Unexpected", unexpected)) if keys]  # fmt: skip
-    if problems:
-        raise ValueError(f"its tensors do not match its layers. {'; '.join(problems)}")
-    first = next(iter(arrays.values()))
-    for name, (i, shape) in expected.items():
-        a = arrays[name]
-        if tuple(a.shape) != shape:
-            raise ValueError(
-                f"tensor {name!r} has shape {tuple(a.shape)}, but layer {i} ({layers[i]!r}) "
-                f"needs {shape}"
-            )
-        xp = array_namespace(a)
-        if not xp.isdtype(a.dtype, "real floating") or a.dtype != first.dtype:
-            raise ValueError(
-                f"tensor {name!r} has dtype {a.dtype}; every tensor of a network must have "
-                f"the same real floating dtype (the first has {first.dtype})"
-            )
-        if not bool(xp.all(xp.isfinite(a))):
-            raise ValueError(f"tensor {name!r} holds non-finite values (NaN or infinity)")
+    real floating dtype and finite (:func:`~mlxp._model_state.check_tensors`); or there
+    are none (a model never built)."""
+    if arrays:
+        check_tensors(
+            arrays,
+            {
+                f"{i}.{k}": (shape, f"layer {i} ({layer!r})")
+                for i, layer in enumerate(layers)
+                for k, shape in {**layer.param_shapes(), **layer.buffer_shapes()}.items()
+            },
+        )
 
 
 def _is_int(value: Any, low: int = 1) -> bool:

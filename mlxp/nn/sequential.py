@@ -17,11 +17,12 @@ from array_api_compat import device as _device
 
 from mlxp._backend import placement
 from mlxp._compat import Generator, default_float, move
+from mlxp._model_state import check_fields
 from mlxp._validation import to_array
 from mlxp.nn import training
 from mlxp.nn.callbacks import EarlyStopping, History
 from mlxp.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, make_loss
-from mlxp.nn.model_files import LAYERS, check_fields, check_weights, layers_from_config
+from mlxp.nn.model_files import LAYERS, check_weights, layers_from_config
 from mlxp.optim import Optimizer, ReduceLROnPlateau, Schedule
 
 __all__ = ["LAYERS", "PREDICT_MAX_BYTES", "EarlyStopping", "History", "Sequential"]
