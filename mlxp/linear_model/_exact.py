@@ -106,6 +106,9 @@ def _qr(xp: Any, X: Any, Y: Any, alpha: float, null: Any) -> tuple[Any, Any]:
     if wide and null is not None:
         X, Y = _reflect_out(xp, X, Y, null)
         n -= 1
+        if n == 0:  # one sample: after centring nothing is left, W = 0 is the minimum norm
+            zero = xp.zeros((p, Y.shape[1]), dtype=X.dtype, device=dev)
+            return zero, xp.asarray(1.0, dtype=X.dtype, device=dev)
     if alpha:
         X = xp.concat([X, (alpha**0.5) * xp.eye(p, dtype=X.dtype, device=dev)], axis=0)
     Q, R = xp.linalg.qr(X.T if wide else X)

@@ -37,7 +37,7 @@ class _LinearModel(LinearModelMixin, RegressorMixin, BaseEstimator):
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> _LinearModel:
         """Fit on X of shape (n_samples, n_features) and y of shape (n_samples[, n_targets]).
 
-        ``sample_weight`` (n_samples,) weighs each squared residual; the fit is that of the
+        ``sample_weight`` (n_samples,) weighs each squared residual; the exact solvers fit the
         weights scaled to max 1 (α scaled with them), so tiny or huge weights lose nothing.
         On any error the estimator is left exactly as it was before the call.
         """
@@ -46,7 +46,7 @@ class _LinearModel(LinearModelMixin, RegressorMixin, BaseEstimator):
         xp = place.xp
         Y = y[:, None] if y.ndim == 1 else y
         alpha = self._alpha
-        if sw is not None:
+        if sw is not None and self.solver not in ("gd", "sgd"):  # their step sizes keep the scale
             largest = xp.max(sw)
             if alpha:  # Σ sᵢrᵢ² + α‖w‖² and Σ (sᵢ/c)rᵢ² + (α/c)‖w‖² share their minimiser
                 alpha = alpha / float(largest)
