@@ -12,8 +12,16 @@ from tests.conftest import require_float64
 
 mpmath = pytest.importorskip("mpmath")
 
-# (degree, interval): κ(centred X) from 9e2 to 3e16.
-DESIGNS = [(3, (1, 2)), (5, (1, 2)), (6, (1, 2)), (8, (1, 2)), (5, (10, 11)), (8, (5, 6))]
+# (degree, interval): κ(centred X) from 9e2 to 3e17.
+DESIGNS = [
+    (3, (1, 2)),
+    (5, (1, 2)),
+    (6, (1, 2)),
+    (8, (1, 2)),
+    (5, (10, 11)),
+    (8, (5, 6)),
+    (10, (3, 4)),
+]
 
 
 def _design(degree, interval, n=60):
@@ -48,7 +56,7 @@ def test_auto_is_as_accurate_as_qr(backend, design):
     auto, used = _fit_digits(backend, "auto", X, y, reference)
     qr, _ = _fit_digits(backend, "qr", X, y, reference)
     assert auto >= qr - 0.1, (used, auto, qr)
-    assert auto > 3
+    assert auto > 2  # every design keeps digits (the worst, deg10 [3, 4], 2.3-3 by library)
 
 
 def test_auto_keeps_cholesky_on_well_conditioned_tall_data(backend, rng):

@@ -17,9 +17,10 @@ parallel kernels), so Cholesky is several times faster than either:
 1. tall data: Cholesky of XᵀX + αI, kept while κ(XᵀX) < ε^(-1/4) (8e3 in float64, 54 in
    float32). Its error grows like κ(XᵀX)·ε, so it keeps at least ¾ of the digits and
    loses at most log₁₀ κ(X) (2 in float64, under 1 in float32) to QR;
-2. otherwise Householder QR of X (error ~ κ(X)·ε), kept while κ(X) < 1/``rcond``, i.e.
-   while the SVD would keep every direction: "auto" is then exactly as accurate as "qr";
-3. otherwise -- rank-deficient at ``rcond``, or wide data -- the SVD, minimum-norm.
+2. otherwise Householder QR of X (error ~ κ(X)·ε), kept while κ(X) < 1/ε (QR still has
+   correct digits; with an explicit ``rcond``, while κ(X) < 1/``rcond``): "auto" is then
+   exactly "qr", so never less accurate than it;
+3. otherwise -- numerically rank-deficient, or wide data -- the SVD, minimum-norm.
 
 ``solver="svd"`` factors the column-equilibrated X, so a direction is dropped only when it
 is below ``rcond``·σ_max relative to the columns' own scale (``rcond`` None: max(n, p)·ε);
@@ -218,7 +219,7 @@ def solve_auto(
         if _is_good(xp, W, condition, eps**-0.25):
             return W, "cholesky"
         W, condition = _qr(xp, X, Y, alpha, null)
-        if _is_good(xp, W, condition, 1 / _rcond(xp, X, rcond)):
+        if _is_good(xp, W, condition, 1 / (eps if rcond is None else rcond)):
             return W, "qr"
     # Rank-deficient data (one-hot columns with an intercept...) get the minimum norm by design.
     return solve_svd(xp, X, Y, alpha, rcond=rcond, null=null, warn=False), "svd"
