@@ -16,6 +16,7 @@ __all__ = [
     "DivergenceError",
     "InvalidParameterError",
     "NotFittedError",
+    "RankWarning",
     "SolverError",
     "ecosystem_class",
     "warn_not_converged",
@@ -41,6 +42,10 @@ class DivergenceError(ValueError):
 
 class SolverError(ValueError):
     """A factorisation failed because the problem is (numerically) singular."""
+
+
+class RankWarning(UserWarning):
+    """``solver="svd"`` discarded directions of X below its ``rcond`` cutoff."""
 
 
 class ConvergenceWarning(UserWarning):

@@ -1,7 +1,6 @@
 """Linear models: least squares, ridge and logistic regression, exact and iterative solvers."""
 
-from mlxp.exceptions import DivergenceError, SolverError
-from mlxp.linear_model._exact import RankWarning
+from mlxp.exceptions import DivergenceError, RankWarning, SolverError
 from mlxp.linear_model._linear import LinearRegression, Ridge
 from mlxp.linear_model._logistic import LogisticRegression
 

@@ -36,13 +36,9 @@ from typing import Any
 
 from array_api_compat import device as _device
 
-from mlxp.exceptions import SolverError
+from mlxp.exceptions import RankWarning, SolverError
 
 __all__ = ["RankWarning", "SolverError", "solve_auto", "solve_cholesky", "solve_qr", "solve_svd"]
-
-
-class RankWarning(UserWarning):
-    """``solver="svd"`` discarded directions of X below its ``rcond`` cutoff."""
 
 
 def _eps(xp: Any, dtype: Any) -> float:
