@@ -80,6 +80,33 @@ def test_tiny_or_huge_weights_fit_as_scikit_learn(scale, rng):
         np.testing.assert_allclose(ours.intercept_, intercept, rtol=1e-9)
 
 
+@pytest.mark.parametrize("solver", ["lbfgs", "newton", "gd"])
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_vanishing_weights_leave_logistic_regression_only_its_intercept(
+    backend, solver, n_classes, rng
+):
+    """Weights of 1e-320 make λ/Σs overflow: the penalty then holds W at exactly 0, and b is
+    the closed-form maximum likelihood of the class frequencies (log-odds, or centred
+    log-frequencies for softmax) instead of NaN."""
+    weights = backend.asarray(np.full(40, 1e-320))
+    if not float(backend.to_numpy(weights * 1.0)[0]) > 0:  # JAX on CPU flushes them to 0
+        pytest.skip(f"{backend} has no float64 subnormals")
+    X, _, _ = _xy(rng)
+    labels = rng.integers(0, n_classes, 40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = LogisticRegression(solver=solver, max_iter=2000, tol=1e-8).fit(
+            backend.asarray(X), backend.asarray(labels), sample_weight=weights
+        )
+    frequency = np.bincount(labels) / 40
+    if n_classes == 2:
+        expected = [np.log(frequency[1] / frequency[0])]
+    else:
+        expected = np.log(frequency) - np.log(frequency).mean()
+    assert np.all(backend.to_numpy(model.coef_) == 0)
+    np.testing.assert_allclose(backend.to_numpy(model.intercept_), expected, rtol=1e-5)
+
+
 def _half_dtypes(backend):
     names = {"numpy": ["float16"], "torch": ["float16", "bfloat16"], "jax": ["float16", "bfloat16"]}
     return names.get(backend.name, [])

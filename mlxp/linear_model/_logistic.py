@@ -166,7 +166,9 @@ class LogisticRegression(LinearModelMixin, MarginClassifierMixin, ClassifierMixi
             )
         p, targets = X.shape[1], 1 if len(classes) == 2 else len(classes)
         objective = self._objective(place, X, classes, indices, sw)
-        theta = self._initial_theta(place, classes, p, targets, X.dtype)
+        # Rows the objective does not fit (b without an intercept, W under an infinite
+        # penalty) start, and so stay, at zero.
+        theta = self._initial_theta(place, classes, p, targets, X.dtype) * objective.fitted_rows
         theta, n_iter, converged = self._solve(objective, theta)
         if targets > 1:
             # Softmax ignores a shift shared by all classes; pick the one with zero mean,

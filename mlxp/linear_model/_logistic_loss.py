@@ -20,6 +20,7 @@ with X (X·D and Xᵀ·R).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from array_api_compat import device as _device
@@ -50,22 +51,34 @@ class LogisticObjective:
     def from_weights(
         cls, xp: Any, X: Any, Y: Any, sample_weight: Any, *, l2: float, fit_intercept: bool
     ) -> LogisticObjective:
-        """Normalise the sample weights s to sum to one, and λ to λ̃ = λ/Σs."""
-        total = xp.sum(sample_weight)
-        return cls(
+        """Normalise the sample weights s to sum to one, and λ to λ̃ = λ/Σs.
+
+        The weights are first divided by the largest (one host read), so that tiny or huge
+        weights neither underflow nor overflow. Where λ̃ is beyond the floating range (all
+        weights vanishing against λ), the penalty holds W at 0 and only b is fitted.
+        """
+        peak = float(xp.max(sample_weight))
+        s = sample_weight / peak
+        total = xp.sum(s)
+        l2_peak = l2 / peak  # a Python float: inf, not an overflow warning, beyond the range
+        frozen = not math.isfinite(l2_peak)
+        objective = cls(
             xp,
             X,
             Y,
-            (sample_weight / total)[:, None],
-            l2_scaled=l2 / total,
+            (s / total)[:, None],
+            l2_scaled=0.0 if frozen else l2_peak / total,
             fit_intercept=fit_intercept,
         )
+        if frozen:
+            objective.fitted_rows = objective.fitted_rows * (1 - objective.penalised)
+        return objective
 
     def batch(self, rows: Any) -> LogisticObjective:
         """The unbiased mini-batch estimate of f on ``rows``: weights scaled by n/m."""
         xp = self.xp
         scale = self.X.shape[0] / rows.shape[0]
-        return LogisticObjective(
+        batch = LogisticObjective(
             xp,
             xp.take(self.X, rows, axis=0),
             xp.take(self.Y, rows, axis=0),
@@ -73,6 +86,8 @@ class LogisticObjective:
             l2_scaled=self.l2_scaled,
             fit_intercept=self.fit_intercept,
         )
+        batch.fitted_rows = self.fitted_rows
+        return batch
 
     def curvature(self, batch_size: int) -> Any:
         """An upper bound L on ∇²f, raised by the mini-batch noise for ``batch_size`` rows.
