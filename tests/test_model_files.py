@@ -127,7 +127,7 @@ def test_valid_files_load_without_initialising_anything(
 
 
 # --------------------------------------------------------------------------- tensors
-@pytest.mark.parametrize("name", NETWORKS)
+@pytest.mark.parametrize("name", NETWORKS + LINEAR)
 def test_missing_and_unexpected_tensors_are_named(backend, saved, name, tmp_path):
     _, config, arrays = saved[name]
     last = sorted(arrays)[-1]
@@ -141,7 +141,7 @@ def test_missing_and_unexpected_tensors_are_named(backend, saved, name, tmp_path
     )
 
 
-@pytest.mark.parametrize("name", NETWORKS)
+@pytest.mark.parametrize("name", NETWORKS + LINEAR)
 def test_every_tensor_has_the_shape_its_layer_implies(backend, saved, name, tmp_path):
     _, config, arrays = saved[name]
     first = sorted(arrays)[0]
@@ -159,7 +159,7 @@ def test_a_binary_model_with_a_five_unit_output_is_refused(backend, saved, tmp_p
     _refused(_write(tmp_path / "b.mlxp", config, arrays), "n_outputs_=5 does not fit 2", backend)
 
 
-@pytest.mark.parametrize("name", NETWORKS)
+@pytest.mark.parametrize("name", NETWORKS + LINEAR)
 @pytest.mark.parametrize(
     ("dtype", "message"),
     [("int64", "has dtype .*int"), ("bool", "has dtype .*bool"), ("mixed", "same real")],
@@ -175,7 +175,7 @@ def test_tensors_are_of_one_real_floating_dtype(backend, saved, name, dtype, mes
     _refused(_write(tmp_path / "a.mlxp", config, arrays), message, backend)
 
 
-@pytest.mark.parametrize("name", NETWORKS)
+@pytest.mark.parametrize("name", NETWORKS + LINEAR)
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 def test_non_finite_weights_are_refused(backend, saved, name, value, tmp_path):
     _, config, arrays = saved[name]
@@ -286,6 +286,12 @@ LINEAR_CORRUPTIONS = [
     _set("params", "bogus", value=1),
     _set("fitted", delete=True),
     _set("fitted", value=3),
+    _set("fitted", "predict", value=1),  # would replace the method
+    _set("fitted", "n_features_in_", value="3"),
+    _set("fitted", "n_features_in_", value=True),
+    _set("fitted", "n_features_in_", delete=True),
+    _set("fitted", "n_features_in_", value=7),  # disagrees with coef_
+    _set("fitted", "n_iter_", value=-1),
 ]
 
 
@@ -296,6 +302,15 @@ def test_malformed_linear_model_files_are_refused_as_invalid(saved, name, change
     config = copy.deepcopy(config)
     change(config)
     _refused(_write(tmp_path / "a.mlxp", config, arrays), "")
+
+
+@pytest.mark.parametrize(
+    ("name", "other"),
+    [("linear", "LogisticRegression"), ("ridge", "LogisticRegression"), ("logistic", "Ridge")],
+)
+def test_a_linear_model_file_relabelled_as_another_model_is_refused(saved, name, other, tmp_path):
+    _, config, arrays = saved[name]
+    _refused(_write(tmp_path / "a.mlxp", {**config, "class": other}, arrays), "'params'|'fitted'")
 
 
 @pytest.mark.parametrize("name", LINEAR)

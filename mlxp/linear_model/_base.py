@@ -16,6 +16,7 @@ import numbers
 from typing import Any
 
 from mlxp._compat import check_random_state
+from mlxp._model_state import check_fields, check_tensors
 from mlxp._params import POSITIVE_INT, Interval, StrOptions
 from mlxp._validation import check_is_fitted, labels_to_host
 from mlxp.linear_model._stochastic import OPTIMIZERS, minimize_sgd
@@ -37,6 +38,7 @@ ITERATIVE_CONSTRAINTS: dict[str, list[Any]] = {
 _SAVED_OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop)}
 _FITTED_ARRAYS = ("coef_", "intercept_")
 _FITTED_SCALARS = ("n_features_in_", "n_iter_", "solver_")
+_FITTED_SOLVERS = ("cholesky", "qr", "svd", "gd", "sgd")  # what solver_ may be
 
 
 class LinearModelMixin:
@@ -68,14 +70,60 @@ class LinearModelMixin:
 
     @classmethod
     def _from_model_state(cls, config: dict[str, Any], arrays: dict[str, Any]) -> Any:
-        est = cls(**{k: _decode(v) for k, v in config["params"].items()})
+        """The estimator of a file: its params checked against the constraints, its fitted
+        fields by name and type, its tensors against them (ValueError saying why)."""
+        check_fields(config, "the config", {"class", "params", "fitted"})
+        params = check_fields(config["params"], "'params'", set(), set(cls._param_names()))
+        est = cls(**{k: _decode(v) for k, v in params.items()})
         est._validate_params()
-        fitted = dict(config["fitted"])
+        fitted = _check_fitted(config["fitted"], classifier=hasattr(cls, "predict_proba"))
         if "classes_" in fitted:
             fitted["classes_"] = _labels(fitted["classes_"], fitted.pop("classes_dtype"))
+        _check_coefficients(arrays, fitted)
         for k, v in {**fitted, **{k: arrays[k] for k in _FITTED_ARRAYS}}.items():
             setattr(est, k, v)
         return est
+
+
+def _check_fitted(fitted: Any, *, classifier: bool) -> dict[str, Any]:
+    """The fitted fields of a file: exactly those a fit sets, each of its type."""
+    required = {"n_features_in_", "n_iter_"} | (
+        {"classes_", "classes_dtype"} if classifier else {"solver_"}
+    )
+    fitted = dict(check_fields(fitted, "'fitted'", required))
+    for name, low in (("n_features_in_", 1), ("n_iter_", 0)):
+        value = fitted[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"fitted {name} must be an int >= {low}; got {value!r}")
+    if not classifier and fitted["solver_"] not in _FITTED_SOLVERS:
+        raise ValueError(
+            f"fitted solver_ must be one of {_FITTED_SOLVERS}; got {fitted['solver_']!r}"
+        )
+    if classifier:
+        classes = fitted["classes_"]
+        distinct = isinstance(classes, list) and len(set(map(repr, classes))) == len(classes)
+        if not distinct or len(classes) < 2:
+            raise ValueError("fitted classes_ is not a list of 2 or more distinct labels")
+    return fitted
+
+
+def _check_coefficients(arrays: dict[str, Any], fitted: dict[str, Any]) -> None:
+    """coef_ (p,) or (k, p) and intercept_ () or (k,), with p = n_features_in_ (k = 1 for
+    two classes, one per class otherwise), one real floating dtype, finite."""
+    p = fitted["n_features_in_"]
+    coef = arrays.get("coef_")
+    if "classes_" in fitted:
+        k = len(fitted["classes_"])
+        rows: tuple[int, ...] = (1 if k == 2 else k,)
+    else:
+        rows = tuple(coef.shape[:-1]) if coef is not None and coef.ndim == 2 else ()
+    check_tensors(
+        arrays,
+        {
+            "coef_": ((*rows, p), f"a model of {p} features"),
+            "intercept_": (rows, f"coef_ of shape {(*rows, p)}"),
+        },
+    )
 
 
 def _labels(values: list[Any], dtype: str) -> Any:
