@@ -1,20 +1,24 @@
-"""Checks of what a model file holds, shared by every model class before it builds anything.
+"""What a model file holds, written and checked alike by every model class.
 
-A model's ``_from_model_state(config, arrays)`` checks the JSON config with
-:func:`check_fields` and the tensors with :func:`check_tensors`, each raising a
-``ValueError`` that says what is wrong; :func:`mlxp.load` prefixes it with "<path> is
-not a valid mlxp model file". The checks need only the declared shapes, so nothing is
-allocated for a file that is refused: memory stays bounded by the file's size.
+A model's ``_get_model_state`` writes its constructor parameters with
+:func:`params_to_json`, and its ``_from_model_state(config, arrays)`` reads them back with
+:func:`params_from_json`, checks the JSON config with :func:`check_fields` and the
+tensors with :func:`check_tensors`, each raising a ``ValueError`` that says what is
+wrong; :func:`mlxp.load` prefixes it with "<path> is not a valid mlxp model file". The
+checks need only the declared shapes, so nothing is allocated for a file that is refused:
+memory stays bounded by the file's size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import numbers
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from array_api_compat import array_namespace
 
-__all__ = ["check_fields", "check_tensors"]
+__all__ = ["check_fields", "check_tensors", "params_from_json", "params_to_json"]
 
 
 def check_fields(
@@ -61,3 +65,68 @@ def check_tensors(
             )
         if not bool(xp.all(xp.isfinite(a))):  # one read per tensor, once per load
             raise ValueError(f"tensor {name!r} holds non-finite values (NaN or infinity)")
+
+
+def params_to_json(
+    owner: str,
+    params: Mapping[str, Any],
+    encode: Callable[[Any], Any] | None = None,
+    *,
+    encodable: str = "",
+) -> dict[str, Any]:
+    """Constructor parameters as JSON values, to be read back by :func:`params_from_json`.
+
+    Numbers, strings, booleans, None and lists are JSON's own; tuples, non-finite floats and
+    dicts (of any keys) are tagged, ``{"tuple": [...]}``, ``{"float": "inf"}``,
+    ``{"dict": [[key, value], ...]}``; ``encode`` may turn another value into a tagged
+    dict (an optimiser, say: ``encodable`` names what it accepts, for the error message).
+    Anything else raises ``TypeError`` naming the parameter.
+    """
+
+    def to_json(name: str, value: Any) -> Any:
+        if value is None or isinstance(value, (bool, str)):
+            return value
+        if isinstance(value, numbers.Integral):
+            return int(value)
+        if isinstance(value, numbers.Real):
+            value = float(value)
+            return value if math.isfinite(value) else {"float": repr(value)}
+        if isinstance(value, (tuple, list)):
+            items = [to_json(name, v) for v in value]
+            return {"tuple": items} if isinstance(value, tuple) else items
+        if isinstance(value, dict):
+            return {"dict": [[to_json(name, k), to_json(name, v)] for k, v in value.items()]}
+        tagged = None if encode is None else encode(value)
+        if tagged is None:
+            raise TypeError(
+                f"{owner} cannot be saved: its parameter {name}={value!r} is not a number, a "
+                f"string, a tuple, a list, a dict, None{encodable}."
+            )
+        return tagged
+
+    return {name: to_json(name, value) for name, value in params.items()}
+
+
+def params_from_json(
+    params: Mapping[str, Any], decode: Callable[[dict[str, Any]], Any] | None = None
+) -> dict[str, Any]:
+    """The inverse of :func:`params_to_json`; a tagged dict it does not know goes to
+    ``decode``, and without one (or when ``decode`` returns None) is a ``ValueError``."""
+
+    def from_json(value: Any) -> Any:
+        if isinstance(value, list):
+            return [from_json(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if set(value) == {"tuple"} and isinstance(value["tuple"], list):
+            return tuple(from_json(v) for v in value["tuple"])
+        if set(value) == {"float"} and value["float"] in ("inf", "-inf", "nan"):
+            return float(value["float"])
+        if set(value) == {"dict"} and isinstance(value["dict"], list):
+            return {from_json(k): from_json(v) for k, v in value["dict"]}
+        decoded = None if decode is None else decode(value)
+        if decoded is None:
+            raise ValueError(f"a parameter holds {value!r}, which is no saved value")
+        return decoded
+
+    return {name: from_json(value) for name, value in params.items()}

@@ -11,12 +11,11 @@ name, learning rate and hyperparameters, and rebuilt only from a fixed table of
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any
 
 from mlxp._compat import check_random_state
-from mlxp._model_state import check_fields, check_tensors
+from mlxp._model_state import check_fields, check_tensors, params_from_json, params_to_json
 from mlxp._params import POSITIVE_INT, Interval, StrOptions
 from mlxp._validation import check_is_fitted, labels_to_host
 from mlxp.linear_model._stochastic import OPTIMIZERS, minimize_sgd
@@ -36,6 +35,7 @@ ITERATIVE_CONSTRAINTS: dict[str, list[Any]] = {
 """The constraints of the parameters LinearRegression, Ridge and LogisticRegression share."""
 
 _SAVED_OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop)}
+_OPTIMIZER_FORM = ", or an optimiser of mlxp.optim (SGD, Adam, AdamW, RMSprop) with a float lr"
 _FITTED_ARRAYS = ("coef_", "intercept_")
 _FITTED_SCALARS = ("n_features_in_", "n_iter_", "solver_")
 _FITTED_SOLVERS = ("cholesky", "qr", "svd", "gd", "sgd")  # what solver_ may be
@@ -61,7 +61,9 @@ class LinearModelMixin:
     def _get_model_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
         check_is_fitted(self)
         name = type(self).__name__
-        params = {k: _encode(name, k, v) for k, v in self.get_params(deep=False).items()}
+        params = params_to_json(
+            name, self.get_params(deep=False), _encode_optimizer, encodable=_OPTIMIZER_FORM
+        )
         fitted = {k: getattr(self, k) for k in _FITTED_SCALARS if hasattr(self, k)}
         if hasattr(self, "classes_"):
             fitted["classes_"] = self.classes_.tolist()
@@ -74,7 +76,7 @@ class LinearModelMixin:
         fields by name and type, its tensors against them (ValueError saying why)."""
         check_fields(config, "the config", {"class", "params", "fitted"})
         params = check_fields(config["params"], "'params'", set(), set(cls._param_names()))
-        est = cls(**{k: _decode(v) for k, v in params.items()})
+        est = cls(**params_from_json(params, _decode_optimizer))
         est._validate_params()
         fitted = _check_fitted(config["fitted"], classifier=hasattr(cls, "predict_proba"))
         if "classes_" in fitted:
@@ -133,44 +135,20 @@ def _labels(values: list[Any], dtype: str) -> Any:
     return labels_to_host(values).astype(dtype)
 
 
-def _encode(owner: str, name: str, value: Any) -> Any:
-    """A constructor parameter as JSON: ±inf, dicts (any keys) and optimisers tagged."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        value = float(value)
-        return value if math.isfinite(value) else {"float": repr(value)}
-    if isinstance(value, (tuple, list)):
-        return [_encode(owner, name, v) for v in value]
-    if isinstance(value, dict):
-        return {
-            "dict": [[_encode(owner, name, k), _encode(owner, name, v)] for k, v in value.items()]
-        }
-    if type(value) in _SAVED_OPTIMIZERS.values() and isinstance(value.lr, numbers.Real):
-        saved = value.state_dict()  # its per-parameter state is not saved: fit resets it
-        hyper = {k: _encode(owner, name, v) for k, v in saved["hyperparameters"].items()}
-        return {"optimizer": saved["optimizer"], "lr": saved["lr"], "hyperparameters": hyper}
-    raise TypeError(
-        f"{owner} cannot be saved: its parameter {name}={value!r} is not a number, a string, "
-        "a dict, None, or an optimiser of mlxp.optim (SGD, Adam, AdamW, RMSprop) with a float lr."
-    )
+def _encode_optimizer(value: Any) -> dict[str, Any] | None:
+    """An optimiser of mlxp.optim's table with a float lr as a tagged dict (else None)."""
+    if type(value) not in _SAVED_OPTIMIZERS.values() or not isinstance(value.lr, numbers.Real):
+        return None
+    saved = value.state_dict()  # its per-parameter state is not saved: fit resets it
+    hyper = params_to_json(saved["optimizer"], saved["hyperparameters"])
+    return {"optimizer": saved["optimizer"], "lr": saved["lr"], "hyperparameters": hyper}
 
 
-def _decode(value: Any) -> Any:
-    """The inverse of :func:`_encode`; an optimiser only of a class of mlxp.optim."""
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    if not isinstance(value, dict):
-        return value
-    if "float" in value:
-        return float(value["float"])
-    if "dict" in value:
-        return {_decode(k): _decode(v) for k, v in value["dict"]}
+def _decode_optimizer(value: dict[str, Any]) -> Any:
+    """The inverse of :func:`_encode_optimizer`; only a class of mlxp.optim's table."""
     cls = _SAVED_OPTIMIZERS.get(value.get("optimizer"))
     if cls is None:
         raise ValueError(
             f"The saved optimiser {value!r} is not one of {sorted(_SAVED_OPTIMIZERS)}."
         )
-    return cls(value["lr"], **{k: _decode(v) for k, v in value["hyperparameters"].items()})
+    return cls(value["lr"], **params_from_json(value["hyperparameters"]))

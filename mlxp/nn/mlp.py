@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from mlxp._classifier import MarginClassifierMixin
 from mlxp._compat import Generator, argmax, check_random_state, move
-from mlxp._model_state import check_fields
+from mlxp._model_state import check_fields, params_from_json, params_to_json
 from mlxp._params import Interval, StrOptions, Tuples
 from mlxp._validation import check_is_fitted, encode_labels, labels_to_host, validate_data
 from mlxp.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -273,7 +273,7 @@ class _BaseMLP(BaseEstimator):
             fitted["classes_"] = self.classes_.tolist()
         return {
             "class": type(self).__name__,
-            "params": self.get_params(),
+            "params": params_to_json(type(self).__name__, self.get_params(deep=False)),
             "network": config,
             "fitted": fitted,
         }, arrays
@@ -284,7 +284,7 @@ class _BaseMLP(BaseEstimator):
         the tensors and the fitted fields against the network (ValueError saying why)."""
         check_fields(config, "the config", {"class", "params", "network", "fitted"})
         params = check_fields(config["params"], "'params'", set(), set(cls._param_names()))
-        est = cls(**{k: _tuples(v) for k, v in params.items()})
+        est = cls(**params_from_json(params))
         est._validate_params()
         model = Sequential._from_model_state(config["network"], arrays)
         fitted = check_fitted(config["fitted"], model, classifier=isinstance(est, ClassifierMixin))
@@ -298,11 +298,6 @@ class _BaseMLP(BaseEstimator):
         if "classes_" in fitted:
             est.classes_ = labels_to_host(fitted["classes_"])
         return est
-
-
-def _tuples(value: Any) -> Any:
-    """JSON turned tuples into lists; parameters such as layer sizes are tuples again."""
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 class MLPClassifier(MarginClassifierMixin, ClassifierMixin, _BaseMLP):
