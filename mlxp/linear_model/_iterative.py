@@ -55,6 +55,10 @@ class LeastSquaresObjective:
         value = 0.5 * self.c * xp.sum(residual**2) + 0.5 * self.l2 * xp.sum(W**2)
         return value, self.c * (self.X.T @ residual) + self.l2 * W, None
 
+    def grad(self, W: Any) -> Any:
+        """∇f(W) = c·Xᵀ(XW − Y) + λW alone, without f (what a mini-batch step needs)."""
+        return self.c * (self.X.T @ (self.X @ W - self.Y)) + self.l2 * W
+
     def batch(self, rows: Any) -> LeastSquaresObjective:
         """The unbiased estimate of f on ``rows``: ½‖X_B W − Y_B‖²/m + ½λ‖W‖²."""
         xp = self.xp
@@ -64,6 +68,17 @@ class LeastSquaresObjective:
             xp.take(self.Y, rows, axis=0),
             alpha=self.alpha,
             row_scale=1 / rows.shape[0],
+            l2=self.l2,
+        )
+
+    def rows(self, begin: int, end: int) -> LeastSquaresObjective:
+        """:meth:`batch` of the contiguous rows begin..end−1 (slices: views, no gather)."""
+        return LeastSquaresObjective(
+            self.xp,
+            self.X[begin:end, ...],
+            self.Y[begin:end, ...],
+            alpha=self.alpha,
+            row_scale=1 / (end - begin),
             l2=self.l2,
         )
 

@@ -20,12 +20,13 @@ with X (X·D and Xᵀ·R).
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
 from array_api_compat import device as _device
 
-from mlxp._special import log_softmax, sigmoid
+from mlxp._special import log_softmax, sigmoid, softmax
 from mlxp.linear_model._iterative import largest_eigenvalue
 
 
@@ -78,15 +79,18 @@ class LogisticObjective:
         """The unbiased mini-batch estimate of f on ``rows``: weights scaled by n/m."""
         xp = self.xp
         scale = self.X.shape[0] / rows.shape[0]
-        batch = LogisticObjective(
-            xp,
-            xp.take(self.X, rows, axis=0),
-            xp.take(self.Y, rows, axis=0),
-            xp.take(self.s, rows, axis=0) * scale,
-            l2_scaled=self.l2_scaled,
-            fit_intercept=self.fit_intercept,
-        )
-        batch.fitted_rows = self.fitted_rows
+        batch = copy.copy(self)  # the masks and λ̃ are shared, not rebuilt each step
+        batch.X = xp.take(self.X, rows, axis=0)
+        batch.Y = xp.take(self.Y, rows, axis=0)
+        batch.s = xp.take(self.s, rows, axis=0) * scale
+        return batch
+
+    def rows(self, begin: int, end: int) -> LogisticObjective:
+        """:meth:`batch` of the contiguous rows begin..end−1 (slices: views, no gather)."""
+        batch = copy.copy(self)
+        scale = self.X.shape[0] / (end - begin)
+        batch.X, batch.Y = self.X[begin:end, ...], self.Y[begin:end, ...]
+        batch.s = self.s[begin:end, ...] * scale
         return batch
 
     def curvature(self, batch_size: int) -> Any:
@@ -142,10 +146,21 @@ class LogisticObjective:
             value = -xp.sum(self.s * self.Y * log_p)
             P = xp.exp(log_p)
         value = value + 0.5 * self.l2_scaled * xp.sum(W**2)
+        return value, self._gradient(W, P), Z
+
+    def grad(self, theta: Any) -> Any:
+        """∇f(θ) alone, without f (what a mini-batch step needs)."""
+        xp = self.xp
+        Z = self.margins(theta)
+        P = sigmoid(Z, xp=xp) if self.binary else softmax(Z, xp=xp)
+        return self._gradient(theta * self.penalised, P)
+
+    def _gradient(self, W: Any, P: Any) -> Any:
+        """∇f from the penalised weights W and the probabilities P of the margins."""
+        xp = self.xp
         R = self.s * (P - self.Y)
         grad = xp.concat([self.X.T @ R, xp.sum(R, axis=0, keepdims=True)], axis=0)
-        grad = (grad + self.l2_scaled * W) * self.fitted_rows
-        return value, grad, Z
+        return (grad + self.l2_scaled * W) * self.fitted_rows
 
     def line_values(self, theta: Any, Z: Any, direction: Any, steps: Any, dZ: Any) -> Any:
         """f(θ + αD) for every α in ``steps`` (m,), from the margins Z of θ and dZ of D."""

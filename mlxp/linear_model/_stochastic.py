@@ -1,9 +1,10 @@
 """Gradient descent and mini-batch SGD for any objective, with an :mod:`mlxp.optim` optimiser.
 
-The objective provides ``value(θ)``, ``value_grad(θ) -> (f, ∇f, _)``, ``batch(rows)`` (the unbiased
-estimate of f on some rows) and ``curvature(m)`` (an upper bound L on ∇²f for
-batches of m rows). The update rule is the optimiser's: θ ← θ − η∇f for plain
-SGD, with momentum or Adam's moments otherwise; the default step is η = 1/L
+The objective provides ``value(θ)``, ``value_grad(θ) -> (f, ∇f, _)``, ``grad(θ)`` (∇f
+alone), ``batch(rows)`` (the unbiased estimate of f on some rows), ``rows(begin, end)``
+(the same for a contiguous range, as views) and ``curvature(m)`` (an upper bound L on ∇²f
+for batches of m rows). The update rule is the optimiser's:
+θ ← θ − η∇f for plain SGD, with momentum or Adam's moments otherwise; the default step is η = 1/L
 (scaled by 1 − μ for momentum μ; Adam takes 10⁻³ as usual).
 
 * Full batch ("gd"): stops once ‖∇f‖∞ ≤ tol·max(1, ‖∇f(θ₀)‖∞), checked every
@@ -102,10 +103,9 @@ def minimize_sgd(
     plateau = ReduceLROnPlateau(1.0, factor=0.5, patience=n_iter_no_change - 1, threshold=tol)
     lr0, dev = opt.lr, _device(theta)
     for epoch in range(1, max_iter + 1):
-        order = rng.permutation(n, xp=xp, device=dev)
+        shuffled = objective.batch(rng.permutation(n, xp=xp, device=dev))  # one gather an epoch
         for begin in range(0, n, m):
-            rows = order[begin : min(begin + m, n)]
-            _, batch_grad, _ = objective.batch(rows).value_grad(params["theta"])
+            batch_grad = shuffled.rows(begin, min(begin + m, n)).grad(params["theta"])
             params = opt.step(params, {"theta": batch_grad})
         value = objective.value(params["theta"])
         _check_divergence(xp, value, start, opt.lr)
