@@ -245,6 +245,8 @@ def test_bad_mlxp_backend_fails_at_first_use(spec):
     result = _python("import mlxp; mlxp.get_backend()", spec)
     assert result.returncode != 0
     assert f"ValueError: MLXP_BACKEND={spec!r}" in result.stderr
+    if spec != "nonsense":
+        return  # the rest is the same for every bad value
     fit = (
         "import numpy as np; from mlxp.linear_model import Ridge; "
         "Ridge().fit(np.ones((3, 1)), [1, 2, 3])"
@@ -303,17 +305,11 @@ def test_backend_discovery_is_thread_safe():
         "print(errors or 'ok')\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "MLXP_BACKEND"}
-    for _ in range(2):
-        result = subprocess.run(
-            [sys.executable, "-c", code],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.strip() == "ok"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
 
 
 def test_import_loads_no_optional_library():

@@ -72,6 +72,8 @@ def test_a_bad_mlxp_backend_is_explained_not_a_traceback(spec):
     last = result.stdout.splitlines()[-1]
     assert "unusable" in last and f"MLXP_BACKEND={spec!r}" in last
     assert "numpy" in last  # the reason names what is available
+    if spec != "nonsense":
+        return  # the rest is the same for every bad value
     result = run("-m", "mlxp", "--version", env={"MLXP_BACKEND": spec})
     assert result.returncode == 0 and result.stdout.strip() == f"mlxp {mlxp.__version__}"
     result = run("-m", "mlxp", "demo", env={"MLXP_BACKEND": spec})
