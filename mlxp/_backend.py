@@ -141,10 +141,35 @@ def _load_cupy() -> _Library:
         raise BackendUnavailableError(
             "no CUDA device was found (CuPy is installed but cupy.cuda.is_available() is False)"
         )
+    for index in range(count):
+        _probe_cupy(cupy, index)
     import array_api_compat.cupy as xp
 
     devices = {f"cuda:{i}": cupy.cuda.Device(i) for i in range(count)}
     return _Library(cupy.__version__, xp, devices)
+
+
+def _probe_cupy(cupy: ModuleType, index: int) -> None:
+    """Compile and launch an elementwise kernel, a reduction and a cuBLAS product on
+    device ``index``; a CuPy that imports but cannot (no NVRTC or CUDA headers, a
+    library missing) is unavailable, with the reason, instead of failing every call."""
+    try:
+        with cupy.cuda.Device(index):
+            x = cupy.arange(8, dtype=cupy.float32)
+            m = cupy.reshape(x, (2, 4))
+            value = float(cupy.sum(2 * x + 1) + (m @ m.T)[0, 0])  # 64 + 14, one host read
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise BackendUnavailableError(
+            f"CuPy {cupy.__version__} sees cuda:{index} but cannot run a kernel there "
+            f"({type(exc).__name__}: {first}); install CuPy with its CUDA toolkit pieces: "
+            "pip install 'mlxp[cuda12]' or 'mlxp[cuda13]' (CuPy's [ctk] extra)"
+        ) from exc
+    if value != 78.0:
+        raise BackendUnavailableError(
+            f"CuPy {cupy.__version__} on cuda:{index} computed {value} instead of 78 "
+            "in its first-contact check (a broken CUDA install?)"
+        )
 
 
 _LOADERS = {

@@ -10,13 +10,14 @@ from __future__ import annotations
 import inspect
 from typing import Any, ClassVar
 
+from mlxp._device import OnComputeDevice
 from mlxp._params import validate_params
 from mlxp.metrics import accuracy_score, r2_score
 
 __all__ = ["BaseEstimator", "ClassifierMixin", "RegressorMixin"]
 
 
-class BaseEstimator:
+class BaseEstimator(OnComputeDevice):
     """Parameter handling and ``repr`` shared by every mlxp estimator.
 
     A subclass declares ``_parameter_constraints`` (see :mod:`mlxp._params`), one entry

@@ -31,7 +31,7 @@ FLOORS = [
     ("mlxp._compat", "mlxp._special", "mlxp.exceptions"),
     ("mlxp._backend", "mlxp._params"),
     ("mlxp._validation", "mlxp._registry", "mlxp._model_state", "mlxp.io", "mlxp._classifier"),
-    ("mlxp.metrics", "mlxp.datasets", "mlxp.base"),
+    ("mlxp.metrics", "mlxp.datasets", "mlxp.base", "mlxp._device"),
     ("mlxp.optim",),
     ("mlxp.nn",),  # layers, functional math, losses, the training loop, Sequential
     ("mlxp.linear_model", "mlxp.nn.mlp", "mlxp.nn.cnn", "mlxp.nn.__init__"),

@@ -38,7 +38,15 @@ from array_api_compat import device as _device
 
 from mlxp.exceptions import RankWarning, SolverError
 
-__all__ = ["RankWarning", "SolverError", "solve_auto", "solve_cholesky", "solve_qr", "solve_svd"]
+__all__ = [
+    "RankWarning",
+    "SolverError",
+    "factor_ok",
+    "solve_auto",
+    "solve_cholesky",
+    "solve_qr",
+    "solve_svd",
+]
 
 
 def _eps(xp: Any, dtype: Any) -> float:
@@ -66,19 +74,38 @@ def _nan(xp: Any, X: Any, k: int) -> Any:
 
 def _cholesky(xp: Any, X: Any, Y: Any, alpha: float) -> tuple[Any, Any]:
     """W from Cholesky LLᵀ = D⁻¹(XᵀX + αI)D⁻¹ (D² its diagonal), then L Z = D⁻¹XᵀY and
-    Lᵀ (DW) = Z; also κ(XᵀX + αI) of the equilibrated matrix."""
+    Lᵀ (DW) = Z; also κ(XᵀX + αI) of the equilibrated matrix, ∞ when the factor failed."""
     p = X.shape[1]
     A = X.T @ X
     if alpha:
         A = A + alpha * xp.eye(p, dtype=X.dtype, device=_device(X))
     d = _nonzero(xp, xp.sqrt(xp.linalg.diagonal(A)))
+    A = A / (d[:, None] * d[None, :])
+    inf = xp.asarray(float("inf"), dtype=X.dtype, device=_device(X))
     try:
-        L = xp.linalg.cholesky(A / (d[:, None] * d[None, :]))
-    except Exception:  # NumPy, PyTorch, CuPy raise; JAX returns NaNs instead
-        return _nan(xp, X, Y.shape[1]), xp.asarray(float("inf"), dtype=X.dtype, device=_device(X))
+        L = xp.linalg.cholesky(A)
+    except Exception:  # NumPy and PyTorch raise on a matrix that is not positive definite
+        return _nan(xp, X, Y.shape[1]), inf
     Z = xp.linalg.solve(L, (X.T @ Y) / d[:, None])
     W = xp.linalg.solve(L.T, Z) / d[:, None]
-    return W, _condition(xp, L) ** 2  # L already equilibrated, with A
+    return W, xp.where(factor_ok(xp, A, L), _condition(xp, L) ** 2, inf)  # L equilibrated
+
+
+def factor_ok(xp: Any, A: Any, L: Any) -> Any:
+    """Whether ``L`` is a Cholesky factor of the symmetric p × p matrix ``A`` (0-d bool).
+
+    Libraries do not all raise on a matrix that is not positive definite: JAX returns
+    NaNs and CuPy (unless ``cupyx.errstate(linalg="raise")``) the partial factor cuSOLVER
+    leaves, finite but wrong. A computed factor satisfies |A − LLᵀ|ᵢⱼ ≤ γₚ₊₁(|L||Lᵀ|)ᵢⱼ
+    ≤ γₚ₊₁ maxₖ aₖₖ, γₚ₊₁ ≈ (p + 1)ε, whatever the conditioning (the check allows 4(p + 1)ε,
+    for the product's own rounding); a partial factor misses that by O(1) or holds a
+    pivot ≤ 0 where it stopped, and NaNs fail both. One p³ product and one reduction, no
+    host read.
+    """
+    p = A.shape[0]
+    tol = 4 * (p + 1) * _eps(xp, A.dtype) * xp.max(xp.linalg.diagonal(A))
+    residual = xp.max(xp.abs(L @ L.T - A))
+    return (residual <= tol) & xp.all(xp.linalg.diagonal(L) > 0)
 
 
 def _reflect_out(xp: Any, X: Any, Y: Any, null: Any) -> tuple[Any, Any]:

@@ -17,6 +17,7 @@ from array_api_compat import device as _device
 
 from mlxp._backend import placement
 from mlxp._compat import Generator, default_float, move
+from mlxp._device import OnComputeDevice, device_context
 from mlxp._model_state import check_fields
 from mlxp._validation import to_array
 from mlxp.nn import training
@@ -34,7 +35,7 @@ output, which the layers keep until the batch is done) take at most this many by
 _ACCURACY_LOSSES = (CrossEntropyLoss, BCEWithLogitsLoss)
 
 
-class Sequential:
+class Sequential(OnComputeDevice):
     """Layers applied in order: forward ``x → layers[0] → … → layers[-1]``.
 
     ``backward(g)`` propagates ∂L/∂output back through the layers in reverse,
@@ -67,13 +68,14 @@ class Sequential:
         with ``weights`` (named as :meth:`get_weights`, of the layers' shapes, on that
         device in that dtype), install those instead, drawing and allocating nothing."""
         self._rng = Generator(self.seed)
-        for i, layer in enumerate(self.layers):
-            if weights is None:
-                layer.initialize(self._rng, xp=xp, device=device, dtype=dtype)
-            else:
-                params = {k: weights[f"{i}.{k}"] for k in layer.param_shapes()}
-                buffers = {k: weights[f"{i}.{k}"] for k in layer.buffer_shapes()}
-                layer.attach(self._rng, params, buffers)
+        with device_context(xp, device):
+            for i, layer in enumerate(self.layers):
+                if weights is None:
+                    layer.initialize(self._rng, xp=xp, device=device, dtype=dtype)
+                else:
+                    params = {k: weights[f"{i}.{k}"] for k in layer.param_shapes()}
+                    buffers = {k: weights[f"{i}.{k}"] for k in layer.buffer_shapes()}
+                    layer.attach(self._rng, params, buffers)
         self._xp, self._device, self._dtype = xp, device, dtype
         return self
 

@@ -1,0 +1,208 @@
+"""GPU first contact, checked without a GPU: fakes stand in for CuPy and its devices.
+
+* a CuPy that imports but cannot compile or launch a kernel is an unavailable backend,
+  with the reason, in ``mlxp.available_backends()`` and in the test/bench matrix;
+* public compute methods run inside the compute device's context (CuPy allocates on its
+  current device: array-api-compat's ``zeros``/``eye``... ignore ``device=`` for CuPy);
+* the Cholesky solvers check the factor instead of trusting the library to raise (CuPy
+  returns a partial factor silently): on every backend, and with a fake silent one.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import ClassVar
+
+import array_api_compat as aac
+import array_api_compat.numpy as np_xp
+import numpy as np
+import pytest
+
+import backends
+import mlxp
+import mlxp._device
+from mlxp._backend import Placement, _library
+from mlxp._device import device_context
+from mlxp.exceptions import SolverError
+from mlxp.linear_model import Ridge
+from mlxp.linear_model._exact import factor_ok, solve_auto, solve_cholesky
+from mlxp.nn import Dense, MLPRegressor, ReLU, Sequential
+from tests.conftest import Unrecognised
+
+
+# --------------------------------------------------------------------------- a CuPy that cannot
+class CompileException(Exception):
+    """What ``cupy.cuda.compiler.CompileException`` looks like: NVRTC's log as the message."""
+
+
+class FakeDevice:
+    """A ``cupy.cuda.Device`` look-alike that records which device is current."""
+
+    current: ClassVar[list[int]] = []  # the stack of entered devices, innermost last
+
+    def __init__(self, id: int = 0) -> None:
+        self.id = id
+
+    def __enter__(self) -> FakeDevice:
+        FakeDevice.current.append(self.id)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        FakeDevice.current.pop()
+
+
+def _cupy_failing_at(stage: str) -> types.ModuleType:
+    """A fake ``cupy`` with one GPU whose first kernel of ``stage`` fails (NumPy otherwise)."""
+
+    def fail(*args, **kwargs):
+        raise CompileException(
+            'catastrophic error: cannot open source file "cuda_fp16.h"\n(long NVRTC log)'
+        )
+
+    cupy = types.ModuleType("cupy")
+    cupy.__version__ = "14.0.0"
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: 1)
+    cupy.cuda = types.SimpleNamespace(is_available=lambda: True, runtime=runtime, Device=FakeDevice)
+    cupy.float32 = np.float32
+    cupy.arange = fail if stage == "elementwise" else np.arange
+    cupy.reshape = np.reshape
+    cupy.sum = {"reduction": fail, "wrong": lambda x: np.sum(x) + 1}.get(stage, np.sum)
+    return cupy
+
+
+@pytest.fixture
+def fresh_libraries():
+    _library.cache_clear()
+    yield
+    _library.cache_clear()
+
+
+@pytest.mark.parametrize("stage", ["elementwise", "reduction"])
+def test_cupy_that_cannot_compile_is_unavailable_with_the_reason(
+    stage, monkeypatch, fresh_libraries
+):
+    monkeypatch.setitem(sys.modules, "cupy", _cupy_failing_at(stage))
+    with pytest.raises(
+        mlxp.BackendUnavailableError, match=r"cannot run a kernel.*CompileException.*\[ctk\]"
+    ):
+        mlxp.set_backend("cupy")
+    assert not any(name == "cupy" for name, _ in mlxp.available_backends())
+    (case,) = [c for c in backends.cases() if c.name == "cupy"]  # the matrix skips it
+    assert case.backend is None and "cuda_fp16.h" in case.reason and "NVRTC log" not in case.reason
+    assert FakeDevice.current == []
+
+
+def test_cupy_that_computes_wrongly_is_unavailable(monkeypatch, fresh_libraries):
+    monkeypatch.setitem(sys.modules, "cupy", _cupy_failing_at("wrong"))
+    with pytest.raises(mlxp.BackendUnavailableError, match=r"computed 79\.0 instead of 78"):
+        mlxp.set_backend("cupy")
+
+
+# --------------------------------------------------------------------------- device context
+FAKE_CUPY = types.ModuleType("cupy")  # is_cupy_namespace reads only the name
+
+
+def test_device_context_makes_a_cupy_device_current_and_nothing_else():
+    with device_context(FAKE_CUPY, FakeDevice(1)):
+        assert FakeDevice.current == [1]
+        with device_context(FAKE_CUPY, FakeDevice(0)):
+            assert FakeDevice.current == [1, 0]
+        assert FakeDevice.current == [1]
+    assert FakeDevice.current == []
+    with device_context(np_xp, "cpu"):
+        assert FakeDevice.current == []
+
+
+@pytest.fixture
+def creation_spy(monkeypatch):
+    """Every public compute call computes on a fake cuda:1; records the current device
+    at each ``zeros``/``eye``/``full`` of the NumPy namespace (None: outside any)."""
+    seen = []
+    for name in ("zeros", "eye", "full"):
+        real = getattr(np_xp, name)
+
+        def spy(*args, _real=real, **kwargs):
+            seen.append(FakeDevice.current[-1] if FakeDevice.current else None)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(np_xp, name, spy)
+    fake = Placement(FAKE_CUPY, FakeDevice(1), np_xp, "cpu")
+    monkeypatch.setattr(mlxp._device, "placement", lambda **arrays: fake)
+    return seen
+
+
+def test_estimators_create_arrays_inside_the_compute_device(creation_spy, rng):
+    X = rng.normal(size=(40, 3))
+    y = X @ np.array([1.0, -2.0, 0.5]) + 0.1 * rng.normal(size=40)
+    ridge = Ridge(alpha=1.0).fit(X, y)  # eye(p) for the penalty
+    mlp = MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, random_state=0)
+    with pytest.warns(mlxp.exceptions.ConvergenceWarning):
+        mlp.fit(X, y)
+    model = Sequential([Dense(3, 4), ReLU(), Dense(4, 1)], seed=0)
+    model.fit(X, y[:, None], epochs=1, batch_size=8, progress=False)
+    predictions = [ridge.predict(X), mlp.predict(X), model.predict(X), ridge.score(X, y)]
+    assert creation_spy and set(creation_spy) == {1}  # biases and eye on cuda:1, none on 0
+    assert FakeDevice.current == []
+    Xc, yc = X - X.mean(axis=0), y - y.mean()  # the context changes no number
+    coef = np.linalg.solve(Xc.T @ Xc + np.eye(3), Xc.T @ yc)
+    np.testing.assert_allclose(mlxp.to_numpy(ridge.coef_), coef, rtol=1e-10)
+    assert all(np.all(np.isfinite(p)) for p in predictions)
+
+
+def test_sequential_build_creates_inside_the_device(creation_spy, monkeypatch):
+    monkeypatch.setattr(mlxp.nn.sequential, "device_context", lambda xp, dev: FakeDevice(1))
+    Sequential([Dense(3, 4)], seed=0).build(np_xp, "cpu", np_xp.float64)
+    assert creation_spy and set(creation_spy) == {1}
+
+
+# --------------------------------------------------------------------------- Cholesky
+def test_cholesky_factor_is_checked_on_every_backend(backend, dtype):
+    xp = backend.xp
+    A = backend.asarray([[1.0, 0.9, 0.9], [0.9, 1.0, -0.9], [0.9, -0.9, 1.0]], dtype)
+    assert np.linalg.eigvalsh(backend.to_numpy(A)).min() < 0  # not positive definite
+    try:
+        L = xp.linalg.cholesky(A)
+    except Exception:  # NumPy, PyTorch, array-api-strict raise
+        pass
+    else:  # JAX returns NaNs, CuPy a partial factor: neither passes
+        assert not bool(factor_ok(xp, A, L))
+    # Positive definite, badly conditioned (κ ≈ 1e6 in float32, 1e12 in float64): accepted.
+    s = 1e-3 if dtype == "float32" else 1e-6
+    Q = np.linalg.qr(np.random.default_rng(0).normal(size=(6, 6)))[0]
+    B = Q @ np.diag([1, 1, 1, s, s, s**2]) @ Q.T
+    B = backend.asarray(B / np.sqrt(np.outer(np.diag(B), np.diag(B))), dtype)
+    assert bool(factor_ok(xp, B, xp.linalg.cholesky(B)))
+
+
+class SilentCholesky(Unrecognised):
+    """A namespace whose Cholesky returns, without raising, the partial factor a library
+    leaves when it stops at the last pivot: the leading block factored, the last row raw."""
+
+    def __init__(self, xp):
+        super().__init__(xp)
+        self.linalg = types.SimpleNamespace(
+            **{k: getattr(xp.linalg, k) for k in dir(xp.linalg) if not k.startswith("_")}
+        )
+        self.linalg.cholesky = self._partial
+
+    def _partial(self, A):
+        xp, p = self._xp, A.shape[0]
+        L1 = xp.linalg.cholesky(A[: p - 1, : p - 1])
+        zero = xp.zeros((p - 1, 1), dtype=A.dtype, device=aac.device(A))
+        return xp.concat([xp.concat([L1, zero], axis=1), A[p - 1 :, :]], axis=0)
+
+
+def test_a_silent_partial_factor_is_caught(backend, rng):
+    xp = backend.xp
+    X = rng.normal(size=(50, 4))
+    X -= X.mean(axis=0)
+    Y = (X @ rng.normal(size=(4, 2))) + 0.01 * rng.normal(size=(50, 2))
+    Xb, Yb = backend.asarray(X), backend.asarray(Y)
+    silent = SilentCholesky(xp)
+    W, solver = solve_auto(silent, Xb, Yb)
+    assert solver == "qr"  # the partial factor was refused, the next solver taken
+    np.testing.assert_allclose(backend.to_numpy(W), np.linalg.lstsq(X, Y)[0], rtol=1e-4)
+    with pytest.raises(SolverError, match="not positive definite"):
+        solve_cholesky(silent, Xb, Yb)
+    assert solve_auto(xp, Xb, Yb)[1] == "cholesky"  # the library's own factor passes
