@@ -2,6 +2,7 @@
 
     python bench/run.py [--models linear,ridge,logistic,mlp,cnn] [--backends numpy,torch,...]
                         [--sizes [MODEL=]NxP,...] [--repeat N] [--out DIR] [--quick]
+                        [--no-peers]
 
 Every cell: one untimed warm-up, then ``--repeat`` timed runs with the device
 synchronised before the clock is read; median and spread of ``fit`` (networks: one
@@ -90,6 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 2 repeats: a smoke test")
+    parser.add_argument("--no-peers", action="store_true", help="mlxp alone, no peer libraries")
     args = parser.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -136,7 +138,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows, transfers = [], []
     for name in args.models:
         bench = MODELS[name]
-        peers = bench.peers()
+        peers = [] if args.no_peers else bench.peers()
         skipped += [{"name": f"{p.name} ({name})", "reason": p.reason} for p in peers if p.reason]
         names = {p.name for p in peers}
         moved: list[Target] = [p.target for p in peers if p.target and not p.target.host]

@@ -10,8 +10,12 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import subprocess
 import sys
 import types
+from pathlib import Path
 from typing import ClassVar
 
 import array_api_compat as aac
@@ -206,3 +210,48 @@ def test_a_silent_partial_factor_is_caught(backend, rng):
     with pytest.raises(SolverError, match="not positive definite"):
         solve_cholesky(silent, Xb, Yb)
     assert solve_auto(xp, Xb, Yb)[1] == "cholesky"  # the library's own factor passes
+
+
+# --------------------------------------------------------------------------- bench/gpu_check.sh
+ROOT = Path(__file__).resolve().parents[1]
+CHECK = ROOT / "bench" / "gpu_check.sh"
+
+
+def _gpu_phases() -> list[tuple[str, int, list[str]]]:
+    """(name, limit, bench/run.py options) of each phase the script runs on a GPU."""
+    text = CHECK.read_text().split('if [ "$DRY" = 0 ]')[1:]  # the GPU branches
+    found = []
+    for branch in text:
+        for line in branch.split("\nelse")[0].splitlines():
+            if line.strip().startswith(("phase ", "bench ")):
+                words = shlex.split(line.replace("$GPUS", "cupy,torch:cuda:0"))
+                found.append((words[1], int(words[2]), words[3:]))
+    return found
+
+
+def test_gpu_check_fits_in_eight_minutes_and_its_bench_options_parse(monkeypatch):
+    phases = _gpu_phases()
+    names = [name for name, _, _ in phases]
+    assert {"tests-cupy", "tests-cuda", "linear", "logistic", "mlp", "cnn"} <= set(names)
+    limits = sum(limit for _, limit, _ in phases) + 30 + 20  # + wheels and environment
+    assert limits + 3 * len(phases) <= 480  # each limit, and the 3 s grace of its kill
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import run as bench_run
+
+    for name, _, options in phases:
+        if name.startswith("tests-"):
+            continue
+        args = bench_run.parse_args(options)
+        sizes, _ = bench_run.plan(args)
+        assert {str(c) for c in args.cases} <= {"cupy:cuda:0", "torch:cuda:0", "numpy:cpu"}
+        assert all(sizes.values())
+
+
+def test_gpu_scripts_are_valid_bash():
+    for script in (CHECK, ROOT / "bench" / "gpu_wheels.sh"):
+        assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+        if shutil.which("shellcheck"):
+            result = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
+            assert result.returncode == 0, result.stdout
+    usage = subprocess.run(["bash", str(CHECK)], capture_output=True, text=True)
+    assert usage.returncode != 0 and "usage: bench/gpu_check.sh OUTDIR" in usage.stderr
