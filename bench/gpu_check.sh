@@ -60,7 +60,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
     phase wheels 30 install_wheels
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 fi
-phase environment 20 environment
+phase environment 25 environment
 
 PYTEST=("$PY" -m pytest -v -p no:cacheprovider -rfE --durations=15) # -v: a killed run still names each result
 "$PY" -c "import xdist" 2>/dev/null && [ "$DRY" = 0 ] && PYTEST+=(-n 8)
@@ -87,7 +87,7 @@ if [ "$DRY" = 0 ]; then
     # Epochs on the GPUs and NumPy, beside PyTorch's own network (CUDA and CPU) and scikit-learn.
     bench mlp 45 --models mlp --backends "$GPUS,numpy" --sizes mlp=50000x256 --repeat 2
     bench cnn 45 --models cnn --backends "$GPUS,numpy" --sizes cnn=8192x8 --repeat 2
-    bench cpu-reference 55 --models linear,logistic --backends numpy --sizes 100000x100 --repeat 1
+    bench cpu-reference 50 --models linear,logistic --backends numpy --sizes 100000x100 --repeat 1
 else
     bench linear 60 --models linear --backends numpy --quick --repeat 1 --no-peers
 fi
