@@ -54,13 +54,14 @@ _ON_DEVICE = (
 class OnComputeDevice:
     """Base class whose public compute methods (:data:`_ON_DEVICE`, ``method(X, ...)``)
     run inside :func:`device_context` of where ``X`` computes (:func:`placement`): every
-    subclass's own definitions are wrapped, so no estimator needs to remember it."""
+    subclass's methods of those names, its own or from mixins, are wrapped once, so no
+    estimator needs to remember it."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         for name in _ON_DEVICE:
-            method = cls.__dict__.get(name)
-            if inspect.isfunction(method):
+            method = inspect.getattr_static(cls, name, None)
+            if inspect.isfunction(method) and not hasattr(method, "_on_compute_device"):
                 setattr(cls, name, _on_compute_device(method))
 
 
@@ -75,4 +76,5 @@ def _on_compute_device(method: Callable[..., Any]) -> Callable[..., Any]:
         with device_context(place.xp, place.device):
             return method(self, *args, **kwargs)
 
+    on_device._on_compute_device = True  # type: ignore[attr-defined]
     return on_device

@@ -29,7 +29,7 @@ import mlxp._device
 from mlxp._backend import Placement, _library
 from mlxp._device import device_context
 from mlxp.exceptions import SolverError
-from mlxp.linear_model import Ridge
+from mlxp.linear_model import LogisticRegression, Ridge
 from mlxp.linear_model._exact import factor_ok, solve_auto, solve_cholesky
 from mlxp.nn import Dense, MLPRegressor, ReLU, Sequential
 from tests.conftest import Unrecognised
@@ -121,9 +121,9 @@ def test_device_context_makes_a_cupy_device_current_and_nothing_else():
 @pytest.fixture
 def creation_spy(monkeypatch):
     """Every public compute call computes on a fake cuda:1; records the current device
-    at each ``zeros``/``eye``/``full`` of the NumPy namespace (None: outside any)."""
+    at each ``zeros``/``eye``/``full``/``zeros_like`` of the NumPy namespace (None: outside)."""
     seen = []
-    for name in ("zeros", "eye", "full"):
+    for name in ("zeros", "eye", "full", "zeros_like"):
         real = getattr(np_xp, name)
 
         def spy(*args, _real=real, **kwargs):
@@ -145,7 +145,9 @@ def test_estimators_create_arrays_inside_the_compute_device(creation_spy, rng):
         mlp.fit(X, y)
     model = Sequential([Dense(3, 4), ReLU(), Dense(4, 1)], seed=0)
     model.fit(X, y[:, None], epochs=1, batch_size=8, progress=False)
+    logistic = LogisticRegression().fit(X, y > 0)
     predictions = [ridge.predict(X), mlp.predict(X), model.predict(X), ridge.score(X, y)]
+    predictions += [logistic.predict(X), logistic.predict_proba(X)]  # from a mixin: zeros_like
     assert creation_spy and set(creation_spy) == {1}  # biases and eye on cuda:1, none on 0
     assert FakeDevice.current == []
     Xc, yc = X - X.mean(axis=0), y - y.mean()  # the context changes no number
