@@ -13,6 +13,9 @@ import os
 # The test and benchmark matrix runs JAX in float64, as the user of a process may choose
 # (mlxp itself never changes JAX's configuration); set before anything imports JAX.
 os.environ.setdefault("JAX_ENABLE_X64", "1")
+# On a GPU, JAX takes 75% of its memory at start in every process (each pytest-xdist worker,
+# beside CuPy's and PyTorch's pools): the matrix lets it allocate as it goes instead.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 from dataclasses import dataclass
 from typing import Any
