@@ -18,7 +18,7 @@ import mlxp  # noqa: E402
 
 project = "mlxp"
 author = "the mlxp developers"
-copyright = "the mlxp developers"  # noqa: A001
+copyright = "the mlxp developers"
 release = version = mlxp.__version__
 
 extensions = [
@@ -54,6 +54,7 @@ sphinx_gallery_conf = {
     "show_signature": False,
     "reset_modules": ("matplotlib",),
     "matplotlib_animations": False,
+    "run_stale_examples": True,  # every build executes every example, also after a first build
 }
 
 html_theme = "pydata_sphinx_theme"

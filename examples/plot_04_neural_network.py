@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mlxp.datasets import load_digits
-from mlxp.nn import CrossEntropyLoss, Dense, Sequential, Tanh
+from mlxp.nn import CrossEntropyLoss, Dense, ReLU, Sequential, Tanh
 
 X, y = load_digits()
 X = X / 16.0
@@ -58,12 +58,16 @@ for name, param in net.parameters.items():
 # --------
 # :meth:`~mlxp.nn.Sequential.fit` runs mini-batch Adam on the cross-entropy and returns
 # the :class:`~mlxp.nn.History` of per-epoch losses.
-from mlxp.nn import ReLU  # noqa: E402
 
 net = Sequential([Dense(64, 64), ReLU(), Dense(64, 10)], seed=0)
 history = net.fit(
-    X[:1400], y[:1400], loss="cross_entropy", epochs=15, batch_size=32,
-    validation_data=(X[1400:], y[1400:]), progress=False,
+    X[:1400],
+    y[:1400],
+    loss="cross_entropy",
+    epochs=15,
+    batch_size=32,
+    validation_data=(X[1400:], y[1400:]),
+    progress=False,
 )
 print(net.evaluate(X[1400:], y[1400:], loss="cross_entropy"))
 

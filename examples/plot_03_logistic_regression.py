@@ -20,8 +20,10 @@ y = np.repeat([0, 1], n)
 
 models = {s: LogisticRegression(solver=s, tol=1e-8).fit(X, y) for s in ("newton", "lbfgs")}
 for solver, model in models.items():
-    print(f"{solver:6s} {model.n_iter_:2d} iterations  w = {np.round(model.coef_[0], 6)}"
-          f"  b = {np.round(model.intercept_, 6)}  accuracy = {model.score(X, y):.3f}")
+    print(
+        f"{solver:6s} {model.n_iter_:2d} iterations  w = {np.round(model.coef_[0], 6)}"
+        f"  b = {np.round(model.intercept_, 6)}  accuracy = {model.score(X, y):.3f}"
+    )
 
 model = models["newton"]
 xx, yy = np.meshgrid(np.linspace(-4.5, 4.5, 200), np.linspace(-4, 4, 200))

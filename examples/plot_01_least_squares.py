@@ -36,7 +36,9 @@ left.set(xlabel="body-mass index (scaled)", ylabel="disease progression", title=
 left.legend(loc="upper left", fontsize=8)
 right.scatter(model.predict(x), residuals, s=8, alpha=0.6)
 right.axhline(0.0, color="C3", lw=1)
-right.set(xlabel="fitted value", ylabel="residual", title=f"Residuals (R² = {model.score(x, y):.3f})")
+right.set(
+    xlabel="fitted value", ylabel="residual", title=f"Residuals (R² = {model.score(x, y):.3f})"
+)
 plt.show()
 
 # %%
@@ -52,5 +54,7 @@ same = np.column_stack([X, X[:, 0]])
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", RankWarning)
     for name, design in [("ten features", X), ("nearly collinear", near), ("collinear", same)]:
-        print(f"{name:17s} cond = {np.linalg.cond(design):9.3g}  ->",
-              LinearRegression().fit(design, y).solver_)
+        print(
+            f"{name:17s} cond = {np.linalg.cond(design):9.3g}  ->",
+            LinearRegression().fit(design, y).solver_,
+        )
