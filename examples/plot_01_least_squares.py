@@ -31,7 +31,9 @@ residuals = y - model.predict(x)
 fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
 left.scatter(x[:, 0], y, s=8, alpha=0.6, label="patients")
 left.plot(grid[:, 0], model.predict(grid), color="C3", lw=2, label="least-squares line")
-left.vlines(x[:40, 0], y[:40], model.predict(x[:40]), color="0.5", lw=0.8, label="residuals")
+left.vlines(
+    x[:40, 0], y[:40], model.predict(x[:40]), color="0.5", lw=0.8, label="residuals (40 patients)"
+)
 left.set(xlabel="body-mass index (scaled)", ylabel="disease progression", title="Fit")
 left.legend(loc="upper left", fontsize=8)
 right.scatter(model.predict(x), residuals, s=8, alpha=0.6)

@@ -26,13 +26,15 @@ for solver, model in models.items():
     )
 
 model = models["newton"]
-xx, yy = np.meshgrid(np.linspace(-4.5, 4.5, 200), np.linspace(-4, 4, 200))
+xx, yy = np.meshgrid(np.linspace(-5, 5, 200), np.linspace(-5, 5, 200))
 proba = model.predict_proba(np.column_stack([xx.ravel(), yy.ravel()]))[:, 1].reshape(xx.shape)
 
 fig, ax = plt.subplots(figsize=(6, 4.8), layout="constrained")
 shade = ax.contourf(xx, yy, proba, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.7)
 ax.contour(xx, yy, proba, levels=[0.5], colors="k", linewidths=2)
-ax.scatter(X[:, 0], X[:, 1], c=y, cmap="RdBu_r", edgecolors="k", s=16)
+ax.scatter(*X[y == 0].T, marker="o", facecolor="white", edgecolor="k", s=18, label="class 0")
+ax.scatter(*X[y == 1].T, marker="^", facecolor="k", edgecolor="white", s=22, label="class 1")
+ax.legend(loc="upper left")
 fig.colorbar(shade, label="P(y = 1 | x)")
 ax.set(xlabel="x₁", ylabel="x₂", title="Decision boundary P = ½ (Newton)")
 plt.show()
