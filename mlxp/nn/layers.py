@@ -330,7 +330,7 @@ class Flatten(Layer):
 
 
 class Reshape(Layer):
-    """y = x reshaped to (n, *shape): e.g. flat rows (n, C·H·W) to images (n, C, H, W)."""
+    """y = x reshaped to ``(n, *shape)``: e.g. flat rows (n, C·H·W) to images (n, C, H, W)."""
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "shape": [Tuples(POSITIVE_INT, min_length=1)]
