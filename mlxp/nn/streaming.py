@@ -153,11 +153,18 @@ class DaskChunks:
 
 
 def known_chunks(X: Any, y: Any = None) -> tuple[Any, Any]:
-    """(X, y) with every Dask row-chunk size known (computed once, by a pass over the
-    blocks' shapes, where Dask lost them, e.g. after boolean indexing); others as given."""
+    """(X, y) as they are unless one is a Dask array: then both are, the other wrapped
+    (as one chunk), with every row-chunk size known (computed once, by a pass over the
+    blocks' shapes, where Dask lost them, e.g. after boolean indexing)."""
+    if not (is_dask(X) or is_dask(y)):
+        return X, y
+    import dask.array as da
+
     out = []
-    for a in (X, y):
-        if is_dask(a) and any(math.isnan(s) for s in a.chunks[0]):
+    for a, name in ((X, "X"), (y, "y")):
+        if a is not None and not is_dask(a):
+            a = da.from_array(to_array(a, name), chunks=-1)
+        elif a is not None and any(math.isnan(s) for s in a.chunks[0]):
             a = a.compute_chunk_sizes()
         out.append(a)
     return out[0], out[1]
@@ -168,8 +175,7 @@ def _as_pair(X: Any, y: Any) -> tuple[Any, Any]:
     X rechunked to whole rows); ValueError when their lengths differ."""
     import dask.array as da
 
-    X, y = known_chunks(X if is_dask(X) else da.from_array(to_array(X, "X")), y)
-    y = y if is_dask(y) else to_array(y, "y")
+    X, y = known_chunks(X, y)
     if y.shape[0] != X.shape[0]:
         raise ValueError(
             f"X has {X.shape[0]} samples but y has {y.shape[0]} (X is a Dask array of "
