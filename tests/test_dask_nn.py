@@ -72,6 +72,8 @@ def test_one_chunk_trains_exactly_as_in_memory(client):
     assert ha == hb
     assert _same(a.get_weights().values(), b.get_weights().values())
     assert b.evaluate(Xd, yd) == a.evaluate(X, y)
+    lazy = b.predict(Xd)
+    assert isinstance(lazy, da.Array) and np.array_equal(lazy.compute(), a.predict(X))
 
 
 @pytest.mark.parametrize("early_stopping", [False, True])

@@ -185,7 +185,7 @@ class _BaseMLP(BaseEstimator):
             warn_not_converged(
                 f"Stochastic optimizer: maximum iterations ({self.max_iter}) reached and "
                 "the optimization hasn't converged yet.",
-                stacklevel=3,
+                stacklevel=4,
             )
         self._set_network(model)
         self._optimizer_state = opt  # partial_fit continues it (not saved in model files)

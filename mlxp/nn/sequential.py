@@ -271,7 +271,10 @@ class Sequential:
     def predict(self, X: Any, batch_size: int | None = None) -> Any:
         """Outputs of the last layer (eval mode), in the caller's namespace and device,
         computed on batches of ``batch_size`` rows (None: as many rows as
-        :data:`PREDICT_MAX_BYTES` of activations hold; see :meth:`infer_batches`)."""
+        :data:`PREDICT_MAX_BYTES` of activations hold; see :meth:`infer_batches`). For a
+        Dask X of one output vector per sample, a lazy Dask array (one task per row chunk)."""
+        if streaming.is_dask(X):
+            return streaming.predict_lazily(self, X, batch_size)
         X = to_array(X, "X")
         place = placement(X=X)
         model, Xc = self.placed(place.to_compute(X), place.xp, place.device, in_place=False)

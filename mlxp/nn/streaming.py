@@ -60,6 +60,7 @@ __all__ = [
     "class_indices",
     "is_dask",
     "known_chunks",
+    "predict_lazily",
     "source",
     "source_on_model",
     "split_chunks",
@@ -226,6 +227,23 @@ def source_on_model(model: Any, X: Any, y: Any) -> InMemory | DaskChunks:
     X = move(to_array(X, "X"), xp, dev)
     X = X if X.dtype == model.dtype else xp.astype(X, model.dtype)
     return InMemory(X, move(to_array(y, "y"), xp, dev))
+
+
+def predict_lazily(model: Any, X: Any, batch_size: int | None) -> Any:
+    """``model.predict`` of each row chunk of Dask X, lazily (:func:`blockwise`), the model
+    built first (on the chunk library) if it is not; ValueError unless each sample's output
+    is a vector."""
+    X, _ = known_chunks(X)
+    if not model.built:
+        cxp, dev = array_namespace(X._meta), _device(X._meta)
+        model.placed(move(X._meta, cxp, dev), cxp, dev, in_place=True)
+    shape = model.output_shape(tuple(X.shape[1:]))
+    if len(shape) != 1:
+        raise ValueError(
+            f"predict on a Dask array needs one output vector per sample; this model gives "
+            f"outputs of shape {shape}. Compute X (or its chunks) and predict in memory."
+        )
+    return blockwise(lambda block: model.predict(block, batch_size), X, shape[0], model.dtype)
 
 
 def blockwise(method: Callable[[Any], Any], X: Any, width: int | None, dtype: Any) -> Any:
