@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from array_api_compat import array_namespace, is_dask_namespace
@@ -104,7 +104,15 @@ class DaskChunks:
     ``dask.compute`` of the two blocks, on the default scheduler or client).
     """
 
-    def __init__(self, X: Any, y: Any, xp: Any, device: Any, dtype: Any, fetch=None) -> None:
+    def __init__(
+        self,
+        X: Any,
+        y: Any,
+        xp: Any,
+        device: Any,
+        dtype: Any,
+        fetch: Callable[[int], tuple[Any, Any]] | None = None,
+    ) -> None:
         self.X, self.y, self.xp, self.device, self.dtype = X, y, xp, device, dtype
         self.sizes = [int(s) for s in X.chunks[0]]
         self.n_samples = sum(self.sizes)
@@ -143,8 +151,9 @@ class DaskChunks:
         is requested from the prefetch thread before the current one's first batch."""
         order, perms = self._plan(rng)
         with ThreadPoolExecutor(1, thread_name_prefix="mlxp-prefetch") as pool:
-            pending = pool.submit(self._load, order[0], perms[0])
+            pending: Future[tuple[Any, Any]] | None = pool.submit(self._load, order[0], perms[0])
             for j in range(len(order)):
+                assert pending is not None  # submitted for every chunk but after the last
                 xc, yc = pending.result()
                 nxt = j + 1 < len(order)
                 pending = pool.submit(self._load, order[j + 1], perms[j + 1]) if nxt else None
@@ -340,6 +349,9 @@ class BlockwiseClassifier:
     ``predict_log_proba`` of Dask X are lazy Dask arrays computed by row chunk
     (:func:`blockwise`) with the in-memory methods of the next class in the MRO;
     any other input goes to those methods directly."""
+
+    classes_: Any  # set by fit, as coefs_ (the output dtype is the weights')
+    coefs_: list[Any]
 
     def predict(self, X: Any) -> Any:
         """The most probable label of each sample; lazy for Dask X."""

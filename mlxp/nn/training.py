@@ -1,10 +1,12 @@
 """The training loop of :meth:`Sequential.fit`, and the evaluation passes it shares with
 :meth:`Sequential.evaluate`.
 
-Owns batching and shuffling, the optimisation step (weight decay on the layers' declared
-weights), the divergence check, the per-epoch metrics, learning-rate schedules, the
-callbacks and the progress bar. The model is used through its public methods only:
-``placed``, ``rng``, ``forward``/``backward``, ``infer``, ``parameters``/``gradients``,
+Owns the epochs, the optimisation step (weight decay on the layers' declared weights),
+the divergence check, the per-epoch metrics, learning-rate schedules, the callbacks and
+the progress bar. The batches (shuffled, or in stored order) come from a *source* of
+:mod:`mlxp.nn.streaming`: arrays in memory, or Dask row chunks streamed one ahead. The
+model is used through its public methods only: ``placed``, ``rng``,
+``forward``/``backward``, ``infer``, ``parameters``/``gradients``,
 ``get_weights``/``set_weights``, ``decayed`` and ``clear_caches``. Values stay on the
 device during an epoch; the loss is read back once per epoch.
 """
