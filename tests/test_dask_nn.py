@@ -76,6 +76,22 @@ def test_one_chunk_trains_exactly_as_in_memory(client):
     assert isinstance(lazy, da.Array) and np.array_equal(lazy.compute(), a.predict(X))
 
 
+def test_chunks_train_on_the_chosen_backend(client):
+    torch = pytest.importorskip("torch")
+    import mlxp
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 6))
+    y = X @ rng.normal(size=(6, 1))
+    a, b = _net(), _net()
+    with mlxp.use_backend("torch"):
+        a.fit(X, y, epochs=2, progress=False)
+        b.fit(*_chunked(X, y, 200), epochs=2, progress=False)
+    weights = b.get_weights().values()
+    assert all(isinstance(w, torch.Tensor) for w in weights)
+    assert _same([w.numpy() for w in a.get_weights().values()], [w.numpy() for w in weights])
+
+
 @pytest.mark.parametrize("early_stopping", [False, True])
 def test_estimator_one_chunk_equals_memory(client, digits, early_stopping):
     X, y = digits

@@ -322,7 +322,11 @@ class MLPClassifier(BlockwiseClassifier, MarginClassifierMixin, ClassifierMixin,
                 f"contains only one class: {classes[0]!r}."
             )
         xp, dev = place.xp, place.device
-        idx = indices if streaming.is_dask(indices) else move(indices, xp, dev)
+        idx = (
+            indices
+            if streaming.is_dask(indices) and streaming.is_dask(X)
+            else move(indices, xp, dev)
+        )
         if len(classes) == 2:
             targets, n_out, loss = xp.astype(idx, X.dtype)[:, None], 1, BCEWithLogitsLoss()
         else:
