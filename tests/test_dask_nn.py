@@ -203,6 +203,8 @@ def test_partial_fit_in_memory_and_on_dask(client, digits):
         a.partial_fit(X, y, classes=np.arange(10))
         b.partial_fit(Xd, yd, classes=np.arange(10))
     assert _same(a.coefs_, b.coefs_) and a.n_iter_ == 8 and len(a.loss_curve_) == 8
+    with pytest.raises(ValueError, match="not the same as on last call"):
+        a.partial_fit(X, y, classes=np.arange(11))
     # eight passes with the optimiser carried over equal an 8-epoch fit
     full = make(max_iter=8, n_iter_no_change=100).fit(X, y)
     assert _same(a.coefs_, full.coefs_) and a.score(X, y) > 0.9

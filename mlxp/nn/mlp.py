@@ -303,11 +303,9 @@ class MLPClassifier(BlockwiseClassifier, MarginClassifierMixin, ClassifierMixin,
         """One epoch (one pass over X, y, in memory or Dask) continuing the network and its
         optimiser, as scikit-learn's: ``classes`` (every label) is required on the first
         call; no stopping rule, no early-stopping split, no convergence warning."""
-        first = not hasattr(self, "classes_")
-        if first and classes is None:
-            raise ValueError("classes must be passed on the first call to partial_fit.")
+        classes = streaming.partial_fit_classes(getattr(self, "classes_", None), classes)
         self._partial = True
-        return self._fit_labels(X, y, classes if first else self.classes_)
+        return self._fit_labels(X, y, classes)
 
     def _fit_labels(self, X: Any, y: Any, classes: Any) -> MLPClassifier:
         self._validate_params()
@@ -322,11 +320,8 @@ class MLPClassifier(BlockwiseClassifier, MarginClassifierMixin, ClassifierMixin,
                 f"contains only one class: {classes[0]!r}."
             )
         xp, dev = place.xp, place.device
-        idx = (
-            indices
-            if streaming.is_dask(indices) and streaming.is_dask(X)
-            else move(indices, xp, dev)
-        )
+        lazy = streaming.is_dask(indices) and streaming.is_dask(X)
+        idx = indices if lazy else move(indices, xp, dev)
         if len(classes) == 2:
             targets, n_out, loss = xp.astype(idx, X.dtype)[:, None], 1, BCEWithLogitsLoss()
         else:

@@ -60,6 +60,7 @@ __all__ = [
     "class_indices",
     "is_dask",
     "known_chunks",
+    "partial_fit_classes",
     "predict_lazily",
     "source",
     "source_on_model",
@@ -308,6 +309,22 @@ def class_indices(y: Any, classes: Any = None) -> tuple[Any, Any]:
         return xp.astype(xp.searchsorted(host, block), xp.int64)
 
     return classes, y.map_blocks(index, meta=xp.empty((0,), dtype=xp.int64))
+
+
+def partial_fit_classes(fitted: Any, classes: Any) -> Any:
+    """The classes a ``partial_fit`` call encodes its labels with, as scikit-learn's:
+    ``classes`` on the first call (``fitted`` None), where they are required; the fitted
+    ones after, ``classes`` (if given again) being the same."""
+    if fitted is None and classes is None:
+        raise ValueError("classes must be passed on the first call to partial_fit.")
+    if fitted is None:
+        return classes
+    if classes is not None and encode_labels(classes)[0].tolist() != fitted.tolist():
+        raise ValueError(
+            f"`classes={list(classes)!r}` is not the same as on last call to partial_fit, "
+            f"was: {fitted.tolist()!r}."
+        )
+    return fitted
 
 
 def split_chunks(X: Any, y: Any, fraction: float, rng: Any) -> tuple[Any, Any, Any]:
