@@ -16,7 +16,9 @@ gathered in its permuted row order and moved to the compute device by a backgrou
 thread while chunk j trains; chunk j is released before chunk j + 1 trains, so at most
 two chunks are held. Batches are cut **within** a chunk: a chunk of s rows gives
 ⌈s / batch_size⌉ batches, the last one shorter when batch_size does not divide s (a
-batch never mixes two chunks).
+batch never mixes two chunks). The first chunk of an epoch is not overlapped (its draws
+follow the previous epoch's), and each chunk costs one scheduler round trip (a few to
+tens of milliseconds on ``distributed``): chunks should take longer than that to train.
 
 Same seed, same model: all draws come from the model's generator in a fixed order, so a
 seed and a chunking fix the whole run, on every backend and scheduler. A single-chunk
