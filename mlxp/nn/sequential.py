@@ -249,6 +249,8 @@ class Sequential:
         ``metrics=("accuracy",)`` also records the accuracy (an extra pass over the data).
         ``schedule`` (from :mod:`mlxp.optim`) sets the learning rate of each epoch; a
         ``ReduceLROnPlateau`` is stepped with the epoch's validation loss (else its loss).
+        X, y (and the validation data) may be Dask arrays chunked by rows, streamed to the
+        device one chunk ahead and shuffled by chunk (see :mod:`mlxp.nn.streaming`).
         """
         return training.fit(
             self,
