@@ -7,6 +7,7 @@ scikit-learn stopping rule and L2-penalised loss curve, and the fitted attribute
 
 from __future__ import annotations
 
+import copy
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
@@ -14,13 +15,16 @@ from mlxp._classifier import MarginClassifierMixin
 from mlxp._compat import Generator, argmax, check_random_state, move
 from mlxp._model_state import check_fields, params_from_json, params_to_json
 from mlxp._params import Interval, StrOptions, Tuples
-from mlxp._validation import check_is_fitted, encode_labels, labels_to_host, validate_data
+from mlxp._validation import check_is_fitted, labels_to_host, validate_data
 from mlxp.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from mlxp.exceptions import warn_not_converged
 from mlxp.nn import layers as L
+from mlxp.nn import streaming
 from mlxp.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from mlxp.nn.model_files import check_fitted
 from mlxp.nn.sequential import Sequential
+from mlxp.nn.stopping import SklearnStopping
+from mlxp.nn.streaming import BlockwiseClassifier
 from mlxp.optim import SGD, Adam
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -44,46 +48,6 @@ def _weights(model: Sequential) -> tuple[list[Any], list[Any]]:
         if k not in layer.decayed
     ]
     return coefs, intercepts
-
-
-class _SklearnStopping:
-    """scikit-learn's rule: stop after ``n_iter_no_change`` epochs without a ``tol`` gain.
-
-    The monitored value is the training loss (with the L2 term), or with
-    ``validation`` the validation score, whose best weights are restored at the end.
-    """
-
-    def __init__(self, estimator: _BaseMLP, validation: tuple[Any, Any] | None) -> None:
-        self.est, self.validation = estimator, validation
-        self.loss_curve: list[float] = []
-        self.scores: list[float] = []
-        self.best_loss, self.best_score, self.best_weights, self.count = float("inf"), None, None, 0
-        self.converged = False
-
-    def on_train_begin(self, model: Sequential) -> None:
-        pass
-
-    def on_epoch_end(self, model: Sequential, epoch: int, logs: dict[str, float]) -> bool:
-        est = self.est
-        penalty = sum(float(model.xp.sum(W**2)) for W in model.decayed.values())
-        loss = logs["loss"] + 0.5 * est.alpha * penalty / est._n_train
-        self.loss_curve.append(loss)
-        if self.validation is not None:
-            score = est._score_network(model, *self.validation)
-            self.scores.append(score)
-            improved = self.best_score is None or score >= self.best_score + est.tol
-            if self.best_score is None or score > self.best_score:
-                self.best_score, self.best_weights = score, model.get_weights()
-        else:
-            improved = loss <= self.best_loss - est.tol
-            self.best_loss = min(self.best_loss, loss)
-        self.count = 0 if improved else self.count + 1
-        if self.count > est.n_iter_no_change:
-            self.converged = True
-            if self.best_weights is not None:
-                model.set_weights(self.best_weights)
-            return True
-        return False
 
 
 class _BaseMLP(BaseEstimator):
@@ -188,45 +152,51 @@ class _BaseMLP(BaseEstimator):
         self, place: Any, X: Any, targets: Any, n_out: int, loss: Any, network: dict[str, Any]
     ) -> None:
         """Fit the network (a new one, or the last with ``warm_start``) on (X, targets);
-        ``network`` holds what :meth:`_network` needs beyond the sizes."""
+        ``network`` holds what :meth:`_network` needs beyond the sizes. ``partial_fit``
+        (``self._partial``): one epoch continuing the last network and its optimiser."""
         seed = check_random_state(self.random_state).spawn_seed()
-        p = X.shape[1]
-        previous = getattr(self, "_model", None) if self.warm_start else None
+        p, partial = X.shape[1], getattr(self, "_partial", False)
+        previous = getattr(self, "_model", None) if self.warm_start or partial else None
         reuse = previous is not None and (self.n_features_in_, self.n_outputs_) == (p, n_out)
-        X, targets, validation = self._split(place, X, targets, seed)
+        X, targets, validation = (
+            (X, targets, None) if partial else self._split(place, X, targets, seed)
+        )
         # a warm start trains a copy, kept only once training is done (as a cold fit's net)
         model = previous.copy() if reuse else self._network(p, n_out, seed, **network)
         self._n_train = X.shape[0]
-        stopping = _SklearnStopping(self, validation)
+        stopping = SklearnStopping(self, validation)
         batch = (
             min(200, X.shape[0]) if self.batch_size == "auto" else min(self.batch_size, X.shape[0])
         )
+        opt = copy.deepcopy(self._optimizer_state) if partial and reuse else self._optimizer()
         history = model.fit(
             X,
             targets,
             loss=loss,
-            optimizer=self._optimizer(),
-            epochs=self.max_iter,
+            optimizer=opt,
+            epochs=1 if partial else self.max_iter,
             batch_size=batch,
             shuffle=self.shuffle,
             callbacks=[stopping],
             progress=self.verbose,
             weight_decay=self.alpha,
         )
-        if not stopping.converged:
+        if not (stopping.converged or partial):
             warn_not_converged(
                 f"Stochastic optimizer: maximum iterations ({self.max_iter}) reached and "
                 "the optimization hasn't converged yet.",
-                stacklevel=3,
+                stacklevel=4,
             )
         self._set_network(model)
-        self.loss_curve_ = stopping.loss_curve
-        self.loss_ = stopping.loss_curve[-1]
-        self.best_loss_ = None if self.early_stopping else min(stopping.loss_curve)
-        if self.early_stopping:
+        self._optimizer_state = opt  # partial_fit continues it (not saved in model files)
+        kept = self.loss_curve_ if partial and reuse else []
+        self.loss_curve_ = kept + stopping.loss_curve
+        self.loss_ = self.loss_curve_[-1]
+        self.best_loss_ = None if validation is not None else min(self.loss_curve_)
+        if validation is not None:
             self.validation_scores_ = stopping.scores
             self.best_validation_score_ = stopping.best_score
-        self.n_iter_ = len(history["loss"])
+        self.n_iter_ = len(kept) + len(history["loss"])
         self.n_outputs_ = n_out
         self.n_features_in_ = p
 
@@ -236,6 +206,8 @@ class _BaseMLP(BaseEstimator):
         n, xp = X.shape[0], place.xp
         if not self.early_stopping:
             return X, targets, None
+        if streaming.is_dask(X):  # set aside in each row chunk
+            return streaming.split_chunks(X, targets, self.validation_fraction, Generator(seed))
         n_val = max(1, round(self.validation_fraction * n))
         if n_val >= n:
             raise ValueError(
@@ -300,7 +272,7 @@ class _BaseMLP(BaseEstimator):
         return est
 
 
-class MLPClassifier(MarginClassifierMixin, ClassifierMixin, _BaseMLP):
+class MLPClassifier(BlockwiseClassifier, MarginClassifierMixin, ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier trained on the cross-entropy.
 
     Hidden layers Dense → activation; the output is one logit with the sigmoid
@@ -322,18 +294,34 @@ class MLPClassifier(MarginClassifierMixin, ClassifierMixin, _BaseMLP):
     """
 
     def fit(self, X: Any, y: Any) -> MLPClassifier:
-        """Train on X (n_samples, n_features) and class labels y (n_samples,)."""
+        """Train on X (n_samples, n_features) and class labels y (n_samples,); X, y may be
+        Dask arrays of row chunks, streamed (see :mod:`mlxp.nn.streaming`)."""
+        self._partial = False
+        return self._fit_labels(X, y, None)
+
+    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> MLPClassifier:
+        """One epoch (one pass over X, y, in memory or Dask) continuing the network and its
+        optimiser, as scikit-learn's: ``classes`` (every label) is required on the first
+        call; no stopping rule, no early-stopping split, no convergence warning."""
+        classes = streaming.partial_fit_classes(getattr(self, "classes_", None), classes)
+        self._partial = True
+        return self._fit_labels(X, y, classes)
+
+    def _fit_labels(self, X: Any, y: Any, classes: Any) -> MLPClassifier:
         self._validate_params()
         X, network = self._network_input(X)
-        place, X, y, _ = validate_data(self, X, y, reset=True, require_y=True, labels=True)
-        classes, indices = encode_labels(y)
+        X, y = streaming.known_chunks(X, y)
+        first = not (self._partial and hasattr(self, "classes_"))
+        place, X, y, _ = validate_data(self, X, y, reset=first, require_y=True, labels=True)
+        classes, indices = streaming.class_indices(y, classes)
         if len(classes) < 2:
             raise ValueError(
                 "MLPClassifier needs samples of at least 2 classes in the data, but the data "
                 f"contains only one class: {classes[0]!r}."
             )
         xp, dev = place.xp, place.device
-        idx = move(indices, xp, dev)
+        lazy = streaming.is_dask(indices) and streaming.is_dask(X)
+        idx = indices if lazy else move(indices, xp, dev)
         if len(classes) == 2:
             targets, n_out, loss = xp.astype(idx, X.dtype)[:, None], 1, BCEWithLogitsLoss()
         else:
@@ -365,9 +353,21 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """
 
     def fit(self, X: Any, y: Any) -> MLPRegressor:
-        """Train on X (n_samples, n_features) and y (n_samples,) or (n_samples, n_targets)."""
+        """Train on X (n_samples, n_features) and y (n_samples,) or (n_samples, n_targets)
+        (in memory, or Dask arrays of row chunks)."""
+        self._partial = False
+        return self._fit_targets(X, y)
+
+    def partial_fit(self, X: Any, y: Any) -> MLPRegressor:
+        """One epoch continuing the network and its optimiser (see MLPClassifier's)."""
+        self._partial = True
+        return self._fit_targets(X, y)
+
+    def _fit_targets(self, X: Any, y: Any) -> MLPRegressor:
         self._validate_params()
-        place, X, y, _ = validate_data(self, X, y, reset=True, require_y=True)
+        X, y = streaming.known_chunks(X, y)
+        first = not (self._partial and hasattr(self, "coefs_"))
+        place, X, y, _ = validate_data(self, X, y, reset=first, require_y=True)
         y_1d = y.ndim == 1
         Y = y[:, None] if y_1d else y
         self._train(place, X, Y, Y.shape[1], MSELoss(), {})
@@ -383,7 +383,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return float(xp.mean(1 - residual / safe))
 
     def predict(self, X: Any) -> Any:
-        """Network outputs: shape (n_samples,) if fitted on 1-D y, else (n_samples, n_targets)."""
+        """Network outputs: shape (n_samples,) if fitted on 1-D y, else (n_samples, n_targets);
+        for Dask X, a lazy Dask array computed by row chunk."""
+        if streaming.is_dask(X):
+            width = None if self._y_1d else self.n_outputs_
+            return streaming.blockwise(self.predict, X, width, self.coefs_[0].dtype)
         place, out = self._margins(X)
         return place.to_caller(out[:, 0] if self._y_1d else out)
 

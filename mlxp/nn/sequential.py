@@ -20,7 +20,7 @@ from mlxp._compat import Generator, default_float, move
 from mlxp._device import OnComputeDevice, device_context
 from mlxp._model_state import check_fields
 from mlxp._validation import to_array
-from mlxp.nn import training
+from mlxp.nn import streaming, training
 from mlxp.nn.callbacks import EarlyStopping, History
 from mlxp.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, make_loss
 from mlxp.nn.model_files import LAYERS, check_weights, layers_from_config
@@ -251,6 +251,8 @@ class Sequential(OnComputeDevice):
         ``metrics=("accuracy",)`` also records the accuracy (an extra pass over the data).
         ``schedule`` (from :mod:`mlxp.optim`) sets the learning rate of each epoch; a
         ``ReduceLROnPlateau`` is stepped with the epoch's validation loss (else its loss).
+        X, y (and the validation data) may be Dask arrays chunked by rows, streamed to the
+        device one chunk ahead and shuffled by chunk (see :mod:`mlxp.nn.streaming`).
         """
         return training.fit(
             self,
@@ -273,7 +275,10 @@ class Sequential(OnComputeDevice):
     def predict(self, X: Any, batch_size: int | None = None) -> Any:
         """Outputs of the last layer (eval mode), in the caller's namespace and device,
         computed on batches of ``batch_size`` rows (None: as many rows as
-        :data:`PREDICT_MAX_BYTES` of activations hold; see :meth:`infer_batches`)."""
+        :data:`PREDICT_MAX_BYTES` of activations hold; see :meth:`infer_batches`). For a
+        Dask X of one output vector per sample, a lazy Dask array (one task per row chunk)."""
+        if streaming.is_dask(X):
+            return streaming.predict_lazily(self, X, batch_size)
         X = to_array(X, "X")
         place = placement(X=X)
         model, Xc = self.placed(place.to_compute(X), place.xp, place.device, in_place=False)
@@ -284,11 +289,17 @@ class Sequential(OnComputeDevice):
     ) -> dict[str, float]:
         """The mean ``loss`` on (X, y), and the accuracy for classification losses."""
         loss_fn = make_loss(loss)
+        metrics = ("accuracy",) if isinstance(loss_fn, _ACCURACY_LOSSES) else ()
+        if streaming.is_dask(X) or streaming.is_dask(y):  # streamed by row chunks
+            model = self.copy()
+            return training.evaluate(
+                model, streaming.source(model, X, y), loss_fn, batch_size, metrics
+            )
         X, y = to_array(X, "X"), to_array(y, "y")
         place = placement(X=X, y=y)
         model, Xc = self.placed(place.to_compute(X), place.xp, place.device, in_place=False)
-        metrics = ("accuracy",) if isinstance(loss_fn, _ACCURACY_LOSSES) else ()
-        return training.evaluate(model, Xc, place.to_compute(y), loss_fn, batch_size, metrics)
+        data = streaming.InMemory(Xc, place.to_compute(y))
+        return training.evaluate(model, data, loss_fn, batch_size, metrics)
 
     # ------------------------------------------------------------------ model files
     def _get_model_state(self) -> tuple[dict[str, Any], dict[str, Any]]:

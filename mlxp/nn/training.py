@@ -1,10 +1,12 @@
 """The training loop of :meth:`Sequential.fit`, and the evaluation passes it shares with
 :meth:`Sequential.evaluate`.
 
-Owns batching and shuffling, the optimisation step (weight decay on the layers' declared
-weights), the divergence check, the per-epoch metrics, learning-rate schedules, the
-callbacks and the progress bar. The model is used through its public methods only:
-``placed``, ``rng``, ``forward``/``backward``, ``infer``, ``parameters``/``gradients``,
+Owns the epochs, the optimisation step (weight decay on the layers' declared weights),
+the divergence check, the per-epoch metrics, learning-rate schedules, the callbacks and
+the progress bar. The batches (shuffled, or in stored order) come from a *source* of
+:mod:`mlxp.nn.streaming`: arrays in memory, or Dask row chunks streamed one ahead. The
+model is used through its public methods only: ``placed``, ``rng``,
+``forward``/``backward``, ``infer``, ``parameters``/``gradients``,
 ``get_weights``/``set_weights``, ``decayed`` and ``clear_caches``. Values stay on the
 device during an epoch; the loss is read back once per epoch.
 """
@@ -15,13 +17,9 @@ import math
 import time
 from typing import Any
 
-from array_api_compat import array_namespace
-from array_api_compat import device as _device
-
-from mlxp._backend import placement
 from mlxp._compat import synchronize
-from mlxp._validation import to_array
 from mlxp.exceptions import DivergenceError
+from mlxp.nn import streaming
 from mlxp.nn.callbacks import History, Progress
 from mlxp.nn.losses import Loss, make_loss
 from mlxp.optim import SGD, Adam, Optimizer, ReduceLROnPlateau, Schedule
@@ -55,27 +53,26 @@ def fit(
     """Mini-batch training of ``model``; see :meth:`mlxp.nn.Sequential.fit`."""
     loss_fn = make_loss(loss)
     opt = OPTIMIZERS[optimizer]() if isinstance(optimizer, str) else optimizer
-    X, y, validation = _training_data(model, X, y, validation_data)
+    data, validation = _training_data(model, X, y, validation_data)
     step = _Step(model, loss_fn, opt, weight_decay)
     history, callbacks = History(), list(callbacks or [])
     for callback in callbacks:
         callback.on_train_begin(model)
-    bar = Progress(progress, epochs, math.ceil(X.shape[0] / batch_size))
+    bar = Progress(progress, epochs, data.n_batches(batch_size))
     guard = _DivergenceGuard(model)
     for epoch in range(1, epochs + 1):
         if schedule is not None and not isinstance(schedule, ReduceLROnPlateau):
             opt.lr = schedule(epoch - 1)
         start = time.perf_counter()
-        n = X.shape[0]
-        order = model.rng.permutation(n, xp=model.xp, device=model.device) if shuffle else None
-        total, first = _epoch(X, y, order, step, batch_size, bar, epoch)
-        epoch_loss = float(total) / n  # the one host read of the epoch
+        batches = data.batches(model.rng if shuffle else None, batch_size)
+        total, first = _epoch(model, batches, step, bar, epoch)
+        epoch_loss = float(total) / data.n_samples  # the one host read of the epoch
         guard.check(model, epoch, epoch_loss, first, opt)
         logs = {"loss": epoch_loss}
         if "accuracy" in metrics:
-            logs["accuracy"] = accuracy(model, X, y, batch_size)
+            logs["accuracy"] = accuracy(model, data, batch_size)
         if validation is not None:
-            val = evaluate(model, *validation, loss_fn, batch_size, metrics)
+            val = evaluate(model, validation, loss_fn, batch_size, metrics)
             logs.update({f"val_{k}": v for k, v in val.items()})
         for key, value in logs.items():
             history.setdefault(key, []).append(value)
@@ -88,23 +85,14 @@ def fit(
     return history
 
 
-def _training_data(model: Any, X: Any, y: Any, validation_data: Any) -> tuple[Any, Any, Any]:
-    """X, y (and the validation pair, or None) on the model's device, the model built or
-    moved there, X cast to its dtype; ValueError for empty or mismatched data."""
-    X, y = to_array(X, "X"), to_array(y, "y")
-    place = placement(X=X, y=y)
-    _, X = model.placed(place.to_compute(X), place.xp, place.device, in_place=True)
-    y = place.to_compute(y)
-    n = X.shape[0]
-    if n == 0:
-        raise ValueError("fit needs at least one sample; X is empty.")
-    if y.shape[0] != n:
-        raise ValueError(f"X has {n} samples but y has {y.shape[0]}.")
+def _training_data(model: Any, X: Any, y: Any, validation_data: Any) -> tuple[Any, Any]:
+    """The sources (:mod:`mlxp.nn.streaming`) of the training data and of the validation
+    data (or None), the model built or moved where it trains; arrays in memory or Dask
+    row chunks; ValueError for empty or mismatched data."""
+    data = streaming.source(model, X, y)
     if validation_data is None:
-        return X, y, None
-    X_val = place.to_compute(to_array(validation_data[0], "X"))
-    _, X_val = model.placed(X_val, place.xp, place.device, in_place=True)
-    return X, y, (X_val, place.to_compute(to_array(validation_data[1], "y")))
+        return data, None
+    return data, streaming.source_on_model(model, *validation_data)
 
 
 class _Step:
@@ -133,22 +121,14 @@ class _Step:
         return value
 
 
-def _epoch(
-    X: Any, y: Any, order: Any, step: _Step, batch_size: int, bar: Progress, epoch: int
-) -> tuple[Any, Any]:
+def _epoch(model: Any, batches: Any, step: _Step, bar: Progress, epoch: int) -> tuple[Any, Any]:
     """(Σ over the batches of mean loss × batch size, the first batch's loss), both 0-d on
-    the device; batches taken in ``order`` (a permutation, or None: as stored)."""
-    xp, n = array_namespace(X), X.shape[0]
-    total, first = xp.zeros((), dtype=X.dtype, device=_device(X)), None
-    for i, lo in enumerate(range(0, n, batch_size)):
-        hi = min(lo + batch_size, n)
-        if order is None:
-            xb, yb = X[lo:hi, ...], y[lo:hi, ...]
-        else:
-            rows = order[lo:hi]
-            xb, yb = xp.take(X, rows, axis=0), xp.take(y, rows, axis=0)
+    the device; ``batches`` yields the epoch's (xb, yb) (a source's ``batches``)."""
+    xp = model.xp
+    total, first = xp.zeros((), dtype=model.dtype, device=model.device), None
+    for i, (xb, yb) in enumerate(batches):
         value = step(xb, yb)
-        total = total + value * (hi - lo)
+        total = total + value * xb.shape[0]
         first = value if first is None else first
         bar.update(epoch, i + 1)
     return total, first
@@ -176,35 +156,32 @@ class _DivergenceGuard:
 
 
 def evaluate(
-    model: Any, X: Any, y: Any, loss_fn: Loss, batch_size: int, metrics: tuple[str, ...] = ()
+    model: Any, data: Any, loss_fn: Loss, batch_size: int, metrics: tuple[str, ...] = ()
 ) -> dict[str, float]:
-    """{"loss": the mean loss on (X, y)} (and "accuracy" if in ``metrics``), in evaluation
-    mode, by batches; X and y already on the model's device and in its dtype."""
-    xp = array_namespace(X)
-    total = xp.zeros((), dtype=X.dtype, device=_device(X))
-    for i in range(0, X.shape[0], batch_size):
-        end = min(i + batch_size, X.shape[0])
-        xb, yb = X[i:end, ...], y[i:end, ...]
+    """{"loss": the mean loss on a source's (X, y)} (and "accuracy" if in ``metrics``), in
+    evaluation mode, by batches in stored order (see :mod:`mlxp.nn.streaming`)."""
+    xp = model.xp
+    total = xp.zeros((), dtype=model.dtype, device=model.device)
+    for xb, yb in data.batches(None, batch_size):
         total = total + loss_fn.forward(model.infer(xb), yb) * xb.shape[0]
-    logs = {"loss": float(total) / X.shape[0]}
+    logs = {"loss": float(total) / data.n_samples}
     if "accuracy" in metrics:
-        logs["accuracy"] = accuracy(model, X, y, batch_size)
+        logs["accuracy"] = accuracy(model, data, batch_size)
     return logs
 
 
-def accuracy(model: Any, X: Any, y: Any, batch_size: int) -> float:
-    """The fraction of rows whose class is predicted: the argmax of K > 1 outputs, or
-    output > 0 for one logit (y then holds 0/1)."""
-    xp = array_namespace(X)
-    hits = xp.zeros((), dtype=X.dtype, device=_device(X))
-    for i in range(0, X.shape[0], batch_size):
-        end = min(i + batch_size, X.shape[0])
-        out, yb = model.infer(X[i:end, ...]), y[i:end, ...]
+def accuracy(model: Any, data: Any, batch_size: int) -> float:
+    """The fraction of a source's rows whose class is predicted: the argmax of K > 1
+    outputs, or output > 0 for one logit (y then holds 0/1)."""
+    xp, dtype = model.xp, model.dtype
+    hits = xp.zeros((), dtype=dtype, device=model.device)
+    for xb, yb in data.batches(None, batch_size):
+        out = model.infer(xb)
         if out.shape[1] == 1:
-            predicted = xp.astype(out[:, 0] > 0, X.dtype)
-            truth = xp.astype(xp.reshape(yb, (-1,)), X.dtype)
+            predicted = xp.astype(out[:, 0] > 0, dtype)
+            truth = xp.astype(xp.reshape(yb, (-1,)), dtype)
         else:
-            predicted = xp.astype(xp.argmax(out, axis=1), X.dtype)
-            truth = xp.astype(yb, X.dtype)
-        hits = hits + xp.sum(xp.astype(predicted == truth, X.dtype))
-    return float(hits) / X.shape[0]
+            predicted = xp.astype(xp.argmax(out, axis=1), dtype)
+            truth = xp.astype(yb, dtype)
+        hits = hits + xp.sum(xp.astype(predicted == truth, dtype))
+    return float(hits) / data.n_samples
