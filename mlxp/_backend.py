@@ -208,7 +208,11 @@ def backend_report() -> list[dict[str, Any]]:
 
 
 def make_backend(name: str, device: Any = None) -> Backend:
-    """Resolve a name and a device (text, library object or ``None`` for the default)."""
+    """Resolve a name and a device (text, library object or ``None`` for the default);
+    ``name`` may carry its device, as ``MLXP_BACKEND`` does: ``"torch:cuda:1"``."""
+    if device is None and isinstance(name, str) and ":" in name:
+        name, _, spec_device = name.partition(":")
+        device = spec_device or None
     name = _canonical(name)
     lib = _library(name)
     if not isinstance(lib, _Library):
@@ -228,8 +232,7 @@ def make_backend(name: str, device: Any = None) -> Backend:
 
 def parse_backend_spec(spec: str) -> Backend:
     """Parse ``name[:device]``, e.g. ``torch``, ``torch:cuda:1``, ``array_api_strict:device1``."""
-    name, _, device = spec.strip().partition(":")
-    return make_backend(name, device or None)
+    return make_backend(spec.strip())
 
 
 # --------------------------------------------------------------------------- the active backend

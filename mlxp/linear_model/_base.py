@@ -18,6 +18,7 @@ from mlxp._compat import check_random_state
 from mlxp._model_state import check_fields, check_tensors, params_from_json, params_to_json
 from mlxp._params import POSITIVE_INT, Interval, StrOptions
 from mlxp._validation import check_is_fitted, labels_to_host
+from mlxp.base import BACKEND_CONSTRAINT
 from mlxp.linear_model._stochastic import OPTIMIZERS, minimize_sgd
 from mlxp.optim import SGD, Adam, AdamW, Optimizer, RMSprop
 
@@ -31,6 +32,7 @@ ITERATIVE_CONSTRAINTS: dict[str, list[Any]] = {
     "batch_size": [POSITIVE_INT],
     "optimizer": [StrOptions(set(OPTIMIZERS)), Optimizer],
     "random_state": ["random_state"],
+    "backend": BACKEND_CONSTRAINT,
 }
 """The constraints of the parameters LinearRegression, Ridge and LogisticRegression share."""
 

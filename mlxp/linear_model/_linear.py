@@ -156,6 +156,9 @@ class LinearRegression(_LinearModel):
         Update rule of "sgd": plain steps, Nesterov momentum 0.9, or Adam.
     random_state : int, Generator or None
         Seed of the shuffles of "sgd" (same seed, same result on every backend).
+    backend : str or None, default None
+        Where to compute, named as ``MLXP_BACKEND`` ("torch", "cupy:cuda:1"); None:
+        the selected backend, else the inputs' library (see :class:`mlxp.base.BaseEstimator`).
 
     float16 and bfloat16 inputs are computed in float32 (as
     :func:`mlxp._validation.validate_data` says); fitted attributes and predictions are float32.
@@ -192,8 +195,10 @@ class LinearRegression(_LinearModel):
         optimizer: str | Optimizer = "sgd",
         random_state: Any = None,
         rcond: float | None = None,
+        backend: str | None = None,
     ) -> None:
         self.rcond = rcond
+        self.backend = backend
         self.fit_intercept = fit_intercept
         self.solver = solver
         self.max_iter = max_iter
@@ -230,8 +235,10 @@ class Ridge(_LinearModel):
         optimizer: str | Optimizer = "sgd",
         random_state: Any = None,
         rcond: float | None = None,
+        backend: str | None = None,
     ) -> None:
         self.rcond = rcond
+        self.backend = backend
         self.alpha = alpha
         self.fit_intercept = fit_intercept
         self.solver = solver

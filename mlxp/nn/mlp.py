@@ -15,7 +15,7 @@ from mlxp._compat import Generator, argmax, check_random_state, move
 from mlxp._model_state import check_fields, params_from_json, params_to_json
 from mlxp._params import Interval, StrOptions, Tuples
 from mlxp._validation import check_is_fitted, encode_labels, labels_to_host, validate_data
-from mlxp.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from mlxp.base import BACKEND_CONSTRAINT, BaseEstimator, ClassifierMixin, RegressorMixin
 from mlxp.exceptions import warn_not_converged
 from mlxp.nn import layers as L
 from mlxp.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
@@ -111,6 +111,7 @@ class _BaseMLP(BaseEstimator):
         "beta_2": [Interval(Real, 0, 1, closed="left")],
         "epsilon": [_POSITIVE],
         "warm_start": [bool],
+        "backend": BACKEND_CONSTRAINT,
     }
 
     def __init__(
@@ -136,6 +137,7 @@ class _BaseMLP(BaseEstimator):
         beta_2: float = 0.999,
         epsilon: float = 1e-8,
         warm_start: bool = False,
+        backend: str | None = None,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -157,6 +159,7 @@ class _BaseMLP(BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.warm_start = warm_start
+        self.backend = backend
 
     # ------------------------------------------------------------------ training
     def _network_input(self, X: Any) -> tuple[Any, dict[str, Any]]:
