@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from mlxp._classifier import MarginClassifierMixin
 from mlxp._compat import Generator, argmax, check_random_state, move
-from mlxp._model_state import check_fields, params_from_json, params_to_json
+from mlxp._model_state import check_fields, feature_names_to_json, params_from_json, params_to_json
 from mlxp._params import Interval, StrOptions, Tuples
 from mlxp._validation import check_is_fitted, encode_labels, labels_to_host, validate_data
 from mlxp.base import BACKEND_CONSTRAINT, BaseEstimator, ClassifierMixin, RegressorMixin
@@ -271,6 +271,7 @@ class _BaseMLP(BaseEstimator):
             "n_features_in_": self.n_features_in_,
             "n_outputs_": self.n_outputs_,
             "_y_1d": getattr(self, "_y_1d", True),
+            **feature_names_to_json(self),
         }
         if hasattr(self, "classes_"):
             fitted["classes_"] = self.classes_.tolist()
@@ -298,6 +299,8 @@ class _BaseMLP(BaseEstimator):
         est.n_outputs_ = fitted["n_outputs_"]
         est.n_features_in_ = fitted["n_features_in_"]
         est._y_1d = fitted["_y_1d"]
+        if "feature_names_in_" in fitted:
+            est.feature_names_in_ = fitted["feature_names_in_"]
         if "classes_" in fitted:
             est.classes_ = labels_to_host(fitted["classes_"])
         return est
