@@ -185,7 +185,7 @@ def _canonical(name: str) -> str:
 
 def available_backends() -> list[tuple[str, str]]:
     """The (name, device) pairs usable on this machine: importable and with a working device."""
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for name in BACKEND_NAMES:
         lib = _library(name)
         if isinstance(lib, _Library):
@@ -261,7 +261,7 @@ def get_backend() -> Backend | None:
     Raises the error of a bad ``MLXP_BACKEND`` (until :func:`set_backend` replaces it).
     """
     scoped = _scoped.get()
-    if scoped != "unset":
+    if not isinstance(scoped, str):  # "unset" is the only str it holds
         return scoped
     if _environment_error is not None:
         raise type(_environment_error)(str(_environment_error))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ __all__ = [
 
 
 def check_fields(
-    value: Any, what: str, required: set[str], optional: set[str] = frozenset()
+    value: Any, what: str, required: AbstractSet[str], optional: AbstractSet[str] = frozenset()
 ) -> dict[str, Any]:
     """``value`` as a dict with every ``required`` key and no key outside ``optional``."""
     if not isinstance(value, dict):
@@ -58,7 +59,7 @@ def check_tensors(
     ]
     if problems:
         raise ValueError(f"its tensors do not match the model. {'; '.join(problems)}")
-    first = next(iter(arrays.values()), None)
+    first: Any = next(iter(arrays.values()), None)
     for name, (shape, owner) in expected.items():
         a = arrays[name]
         if tuple(a.shape) != tuple(shape):

@@ -262,7 +262,9 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
-def _check_sample_weight(xp, dev, sample_weight, n_samples, dtype, place) -> Any:
+def _check_sample_weight(
+    xp: Any, dev: Any, sample_weight: Any, n_samples: int, dtype: Any, place: Placement
+) -> Any:
     if _is_number(sample_weight):
         if not math.isfinite(sample_weight):
             raise ValueError(f"sample_weight={sample_weight!r} is not a finite number.")
@@ -313,7 +315,9 @@ def labels_to_host(y: Any) -> np.ndarray:
     return np.asarray(from_frame(y))
 
 
-def encode_label_pair(y_true: Any, y_pred: Any, labels: Any = None):
+def encode_label_pair(
+    y_true: Any, y_pred: Any, labels: Any = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(classes, true indices, predicted indices) for two label arrays, on the host.
 
     Classes are ``labels`` if given (values outside them raise), else the sorted union.

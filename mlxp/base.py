@@ -193,7 +193,7 @@ class BaseEstimator:
     def __sklearn_is_fitted__(self) -> bool:
         return any(k.endswith("_") and not k.startswith("_") for k in vars(self))
 
-    def __sklearn_tags__(self):  # scikit-learn >= 1.6 asks for this; imported lazily
+    def __sklearn_tags__(self) -> Any:  # scikit-learn >= 1.6 asks for this; imported lazily
         from sklearn.utils import InputTags, Tags, TargetTags
 
         return Tags(
@@ -211,15 +211,16 @@ class RegressorMixin:
     """``score`` as the coefficient of determination R² of ``predict(X)``."""
 
     _estimator_type = "regressor"
+    predict: Callable[..., Any]  # the estimator's
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """R² = 1 − Σ wᵢ(yᵢ − ŷᵢ)² / Σ wᵢ(yᵢ − ȳ)², averaged uniformly over targets."""
         return float(r2_score(y, self.predict(X), sample_weight=sample_weight))
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Any:
         from sklearn.utils import RegressorTags
 
-        tags = super().__sklearn_tags__()
+        tags = super().__sklearn_tags__()  # type: ignore[misc]
         tags.estimator_type = "regressor"
         tags.regressor_tags = RegressorTags()
         tags.target_tags.required = True
@@ -230,15 +231,16 @@ class ClassifierMixin:
     """``score`` as the (weighted) accuracy of ``predict(X)``."""
 
     _estimator_type = "classifier"
+    predict: Callable[..., Any]  # the estimator's
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Accuracy = Σ wᵢ [ŷᵢ = yᵢ] / Σ wᵢ."""
         return float(accuracy_score(y, self.predict(X), sample_weight=sample_weight))
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Any:
         from sklearn.utils import ClassifierTags
 
-        tags = super().__sklearn_tags__()
+        tags = super().__sklearn_tags__()  # type: ignore[misc]
         tags.estimator_type = "classifier"
         tags.classifier_tags = ClassifierTags()
         tags.target_tags.required = True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from mlxp._params import Interval, StrOptions
 from mlxp._validation import check_is_fitted, validate_data
@@ -18,6 +18,7 @@ __all__ = ["LinearRegression", "Ridge"]
 
 SOLVERS = ("auto", "cholesky", "qr", "svd", "gd", "sgd")
 _EXACT = {"cholesky": solve_cholesky, "qr": solve_qr}
+_Model = TypeVar("_Model", bound="_LinearModel")
 
 
 class _LinearModel(LinearModelMixin, RegressorMixin, BaseEstimator):
@@ -34,7 +35,7 @@ class _LinearModel(LinearModelMixin, RegressorMixin, BaseEstimator):
         "rcond": [Interval(numbers.Real, 0, 1, closed="left"), None],
     }
 
-    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> _LinearModel:
+    def fit(self: _Model, X: Any, y: Any, sample_weight: Any = None) -> _Model:
         """Fit on X of shape (n_samples, n_features) and y of shape (n_samples[, n_targets]).
 
         ``sample_weight`` (n_samples,) weighs each squared residual; the exact solvers fit the

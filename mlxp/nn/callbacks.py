@@ -14,7 +14,7 @@ from typing import Any
 __all__ = ["EarlyStopping", "History", "Progress", "show_progress"]
 
 
-class History(dict):
+class History(dict[str, list[float]]):
     """Per-epoch values recorded by :meth:`Sequential.fit`: ``history["loss"][epoch]`` etc."""
 
 
@@ -41,7 +41,8 @@ class EarlyStopping:
         self.restore_best_weights = restore_best_weights
 
     def on_train_begin(self, model: Any) -> None:
-        self.best, self.best_epoch, self.wait, self._weights = None, -1, 0, None
+        self.best: float | None = None
+        self.best_epoch, self.wait, self._weights = -1, 0, None
 
     def on_epoch_end(self, model: Any, epoch: int, logs: dict[str, float]) -> bool:
         if self.monitor not in logs:

@@ -132,7 +132,7 @@ class _BaseMLP(BaseEstimator):
         momentum: float = 0.9,
         nesterovs_momentum: bool = True,
         shuffle: bool = True,
-        verbose: bool | int | str = False,
+        verbose: bool | str = False,
         beta_1: float = 0.9,
         beta_2: float = 0.999,
         epsilon: float = 1e-8,
