@@ -1,5 +1,5 @@
 """The public API type-checks: mypy, as configured in pyproject.toml ([tool.mypy]: strict on
-the public modules and on tests/typing/public_api.py, a program using the API), from a cold
+the public modules and on tests/api_typing/public_api.py, a program using the API), from a cold
 cache; and the package says it ships types (``py.typed``, in the package data)."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def test_mypy_strict_on_the_public_api(tmp_path):
     must be the only error (so the check can fail)."""
     pytest.importorskip("mypy")
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
-    assert config["strict"] is True and "tests/typing/public_api.py" in config["files"]
+    assert config["strict"] is True and "tests/api_typing/public_api.py" in config["files"]
     bad = tmp_path / "wrong_call.py"
     bad.write_text("import mlxp\n\nmlxp.set_backend(3)\n")
     command = [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache")]
