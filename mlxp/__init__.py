@@ -5,6 +5,8 @@ to compute with :func:`set_backend`, :func:`use_backend` or ``MLXP_BACKEND=name[
 by default mlxp computes where the input arrays live.
 """
 
+from importlib import metadata as _metadata
+
 from mlxp._backend import (
     Backend,
     BackendUnavailableError,
@@ -18,7 +20,10 @@ from mlxp._compat import Generator, synchronize, to_numpy
 from mlxp.exceptions import ConvergenceWarning, NotFittedError
 from mlxp.io import load, save
 
-__version__ = "0.1.0"
+try:  # the installed distribution's version (pyproject.toml's), as ``mlxp --version`` says
+    __version__ = _metadata.version("mlxp")
+except _metadata.PackageNotFoundError:  # a source tree on sys.path, not installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "Backend",

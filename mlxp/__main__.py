@@ -29,7 +29,9 @@ from mlxp.nn import CNNClassifier, MLPClassifier
 Split = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # X_train, X_test, y_train, y_test
 
 
-def train_test_split(X: np.ndarray, y: np.ndarray, *, test_fraction=0.25, seed=0) -> Split:
+def train_test_split(
+    X: np.ndarray, y: np.ndarray, *, test_fraction: float = 0.25, seed: int = 0
+) -> Split:
     """A shuffled split, seeded; as scikit-learn's, the first indices of the permutation test."""
     order = np.random.default_rng(seed).permutation(len(y))
     n_test = len(y) - round((1 - test_fraction) * len(y))
@@ -47,11 +49,11 @@ def digits() -> Split:
 
 
 def r2(model: Any, X: Any, y: Any) -> float:
-    return model.score(X, y)
+    return float(model.score(X, y))
 
 
 def accuracy(model: Any, X: Any, y: Any) -> float:
-    return model.score(X, y)
+    return float(model.score(X, y))
 
 
 def _gd() -> LinearRegression:
@@ -114,7 +116,7 @@ COLUMNS = ("model", "data", "backend", "device", "metric", "value", "fit time (s
 
 def run_demo(backend: Backend) -> list[tuple[str, ...]]:
     """Fit every demo entry on ``backend``; one table row per entry."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     with mlxp.use_backend(backend.name, backend.device):
         for entry in DEMOS:
             # The estimators would move NumPy data themselves; moving it first keeps

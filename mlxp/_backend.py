@@ -210,7 +210,7 @@ def _canonical(name: str) -> str:
 
 def available_backends() -> list[tuple[str, str]]:
     """The (name, device) pairs usable on this machine: importable and with a working device."""
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for name in BACKEND_NAMES:
         lib = _library(name)
         if isinstance(lib, _Library):
@@ -233,7 +233,11 @@ def backend_report() -> list[dict[str, Any]]:
 
 
 def make_backend(name: str, device: Any = None) -> Backend:
-    """Resolve a name and a device (text, library object or ``None`` for the default)."""
+    """Resolve a name and a device (text, library object or ``None`` for the default);
+    ``name`` may carry its device, as ``MLXP_BACKEND`` does: ``"torch:cuda:1"``."""
+    if device is None and isinstance(name, str) and ":" in name:
+        name, _, spec_device = name.partition(":")
+        device = spec_device or None
     name = _canonical(name)
     lib = _library(name)
     if not isinstance(lib, _Library):
@@ -253,8 +257,7 @@ def make_backend(name: str, device: Any = None) -> Backend:
 
 def parse_backend_spec(spec: str) -> Backend:
     """Parse ``name[:device]``, e.g. ``torch``, ``torch:cuda:1``, ``array_api_strict:device1``."""
-    name, _, device = spec.strip().partition(":")
-    return make_backend(name, device or None)
+    return make_backend(spec.strip())
 
 
 # --------------------------------------------------------------------------- the active backend
@@ -283,7 +286,7 @@ def get_backend() -> Backend | None:
     Raises the error of a bad ``MLXP_BACKEND`` (until :func:`set_backend` replaces it).
     """
     scoped = _scoped.get()
-    if scoped != "unset":
+    if not isinstance(scoped, str):  # "unset" is the only str it holds
         return scoped
     if _environment_error is not None:
         raise type(_environment_error)(str(_environment_error))

@@ -14,15 +14,24 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
+import numpy as np
 from array_api_compat import array_namespace
 
-__all__ = ["check_fields", "check_tensors", "params_from_json", "params_to_json"]
+__all__ = [
+    "check_fields",
+    "check_tensors",
+    "feature_names_from_json",
+    "feature_names_to_json",
+    "params_from_json",
+    "params_to_json",
+]
 
 
 def check_fields(
-    value: Any, what: str, required: set[str], optional: set[str] = frozenset()
+    value: Any, what: str, required: AbstractSet[str], optional: AbstractSet[str] = frozenset()
 ) -> dict[str, Any]:
     """``value`` as a dict with every ``required`` key and no key outside ``optional``."""
     if not isinstance(value, dict):
@@ -50,7 +59,7 @@ def check_tensors(
     ]
     if problems:
         raise ValueError(f"its tensors do not match the model. {'; '.join(problems)}")
-    first = next(iter(arrays.values()), None)
+    first: Any = next(iter(arrays.values()), None)
     for name, (shape, owner) in expected.items():
         a = arrays[name]
         if tuple(a.shape) != tuple(shape):
@@ -130,3 +139,21 @@ def params_from_json(
         return decoded
 
     return {name: from_json(value) for name, value in params.items()}
+
+
+def feature_names_to_json(estimator: Any) -> dict[str, Any]:
+    """``{"feature_names_in_": [names]}`` for an estimator fitted on named columns, else {}."""
+    names = getattr(estimator, "feature_names_in_", None)
+    return {} if names is None else {"feature_names_in_": [str(n) for n in names]}
+
+
+def feature_names_from_json(fitted: dict[str, Any], n_features: int) -> Any:
+    """The saved ``feature_names_in_`` as an object array (None if not saved): distinct
+    strings, one per feature, else a ``ValueError``."""
+    if "feature_names_in_" not in fitted:
+        return None
+    names = fitted["feature_names_in_"]
+    valid = isinstance(names, list) and all(isinstance(n, str) for n in names)
+    if not valid or len(set(names)) != len(names) or len(names) != n_features:
+        raise ValueError(f"fitted feature_names_in_ is not a list of {n_features} distinct strings")
+    return np.asarray(names, dtype=object)

@@ -1,7 +1,9 @@
 """Input conversion and checks shared by every estimator, all done before any work.
 
-Owns: turning array-likes into arrays (:func:`to_array`), checking X, y and sample
-weights (:func:`validate_data`), ``check_is_fitted``, and class labels
+Owns: turning array-likes into arrays (:func:`to_array`; pandas' nullable dtypes become
+floats, ``pd.NA`` NaN), checking X, y and sample weights (:func:`validate_data`), a data
+frame's column names checked against ``feature_names_in_`` (:mod:`mlxp._frames`),
+``check_is_fitted``, and class labels
 (:func:`encode_labels`, :func:`encode_label_pair`). Each function raises a
 ``ValueError`` or ``TypeError`` whose message names the problem (wording follows
 scikit-learn's, which users of that ecosystem know).
@@ -19,6 +21,7 @@ import numpy as np
 
 from mlxp._backend import DISCOVERY_LOCK, Placement, placement
 from mlxp._compat import default_float, to_numpy
+from mlxp._frames import check_feature_names, from_frame
 from mlxp.exceptions import DataConversionWarning, NotFittedError, ecosystem_class
 
 __all__ = [
@@ -86,7 +89,7 @@ def as_host_array(obj: Any, name: str = "X") -> np.ndarray:
             "Use '.toarray()' to convert to a dense numpy array."
         )
     try:
-        arr = np.asarray(obj)
+        arr = np.asarray(from_frame(obj))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} could not be converted to an array: {exc}") from None
     if arr.dtype.kind in "US":
@@ -154,6 +157,8 @@ def validate_data(
         raise ValueError(
             f"{type(estimator).__name__} requires y to be passed, but the target y is None."
         )
+    if not reset:
+        check_feature_names(estimator, X)
     X = to_array(X, "X")
     if y is not None:
         on_host = not aac.is_array_api_obj(y) or aac.is_numpy_array(y)
@@ -257,7 +262,9 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
-def _check_sample_weight(xp, dev, sample_weight, n_samples, dtype, place) -> Any:
+def _check_sample_weight(
+    xp: Any, dev: Any, sample_weight: Any, n_samples: int, dtype: Any, place: Placement
+) -> Any:
     if _is_number(sample_weight):
         if not math.isfinite(sample_weight):
             raise ValueError(f"sample_weight={sample_weight!r} is not a finite number.")
@@ -305,10 +312,12 @@ def labels_to_host(y: Any) -> np.ndarray:
     """Labels as a NumPy array, whatever library they came from."""
     if hasattr(y, "__array_namespace__") or hasattr(y, "__dlpack__"):
         return to_numpy(y)
-    return np.asarray(y)
+    return np.asarray(from_frame(y))
 
 
-def encode_label_pair(y_true: Any, y_pred: Any, labels: Any = None):
+def encode_label_pair(
+    y_true: Any, y_pred: Any, labels: Any = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(classes, true indices, predicted indices) for two label arrays, on the host.
 
     Classes are ``labels`` if given (values outside them raise), else the sorted union.

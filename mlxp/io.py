@@ -54,7 +54,7 @@ _CODES = {kind: code for code, kind in _DTYPES.items()}
 
 
 # --------------------------------------------------------------------------- model files
-def save(model: Any, path: str | os.PathLike) -> None:
+def save(model: Any, path: str | os.PathLike[str]) -> None:
     """Write ``model`` (of a registered class) to one safetensors file at ``path``, atomically."""
     key = model_name(type(model))
     if key is None:
@@ -70,7 +70,7 @@ def save(model: Any, path: str | os.PathLike) -> None:
     write_arrays(path, arrays, {"format": FORMAT, "mlxp": text})
 
 
-def load(path: str | os.PathLike, backend: Backend | str | None = None) -> Any:
+def load(path: str | os.PathLike[str], backend: Backend | str | None = None) -> Any:
     """Read a model saved by :func:`save`, its arrays on ``backend``.
 
     ``backend`` is a :class:`~mlxp.Backend`, a spec such as ``"torch"`` or
@@ -116,7 +116,7 @@ def load(path: str | os.PathLike, backend: Backend | str | None = None) -> Any:
         )
     moved = {k: move(v, backend.xp, backend.device) for k, v in arrays.items()}
     try:
-        return cls._from_model_state(config, moved)
+        return cls._from_model_state(config, moved)  # type: ignore[attr-defined]
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
         reason = str(exc) if type(exc) is ValueError else f"{type(exc).__name__}: {exc}"
         raise ValueError(f"{where} is not a valid mlxp model file: {reason}") from exc
@@ -124,7 +124,9 @@ def load(path: str | os.PathLike, backend: Backend | str | None = None) -> Any:
 
 # --------------------------------------------------------------------------- arrays
 def write_arrays(
-    path: str | os.PathLike, arrays: Mapping[str, Any], metadata: Mapping[str, str] | None = None
+    path: str | os.PathLike[str],
+    arrays: Mapping[str, Any],
+    metadata: Mapping[str, str] | None = None,
 ) -> None:
     """Write ``arrays`` (of any backend) and ``metadata`` (str to str) as a safetensors file.
 
@@ -168,7 +170,7 @@ def write_arrays(
             f.write(len(blob).to_bytes(8, "little"))
             f.write(blob)
             for name in order:
-                f.write(host[name][1])
+                f.write(host[name][1])  # type: ignore[arg-type]  # an ndarray is a buffer
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -178,7 +180,7 @@ def write_arrays(
         raise
 
 
-def read_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def read_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Read any safetensors file: its arrays (NumPy, writable) and its metadata.
 
     Validates strictly and raises ``ValueError`` naming the problem; checks the

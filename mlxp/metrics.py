@@ -15,7 +15,7 @@ from mlxp._validation import encode_label_pair, to_array
 __all__ = ["accuracy_score", "confusion_matrix", "log_loss", "mean_squared_error", "r2_score"]
 
 
-def _prepare(y_true: Any, y_pred: Any, sample_weight: Any):
+def _prepare(y_true: Any, y_pred: Any, sample_weight: Any) -> tuple[Any, ...]:
     y_true, y_pred = to_array(y_true, "y_true"), to_array(y_pred, "y_pred")
     if sample_weight is not None:
         sample_weight = to_array(sample_weight, "sample_weight")
@@ -71,7 +71,7 @@ def r2_score(y_true: Any, y_pred: Any, *, sample_weight: Any = None) -> Any:
 
 def _placed_labels(
     y_true: Any, y_pred: Any, sample_weight: Any, labels: Any = None, dtype: Any = None
-):
+) -> tuple[Any, ...]:
     """Class indices of both label arrays, on the inputs' device, and the weights."""
     classes, true_idx, pred_idx = encode_label_pair(y_true, y_pred, labels)
     arrays = {"y_true": y_true, "y_pred": y_pred, "sample_weight": sample_weight}

@@ -15,7 +15,8 @@ __all__ = ["load_diabetes", "load_digits"]
 
 
 def _read(name: str, delimiter: str | None) -> np.ndarray:
-    with resources.files(__package__).joinpath("data", name).open("rb") as raw, gzip.open(raw) as f:
+    path = resources.files(__package__) / "data" / name
+    with path.open("rb") as raw, gzip.open(raw) as f:
         return np.loadtxt(f, delimiter=delimiter)
 
 

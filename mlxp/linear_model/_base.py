@@ -15,9 +15,17 @@ import numbers
 from typing import Any
 
 from mlxp._compat import check_random_state
-from mlxp._model_state import check_fields, check_tensors, params_from_json, params_to_json
+from mlxp._model_state import (
+    check_fields,
+    check_tensors,
+    feature_names_from_json,
+    feature_names_to_json,
+    params_from_json,
+    params_to_json,
+)
 from mlxp._params import POSITIVE_INT, Interval, StrOptions
 from mlxp._validation import check_is_fitted, labels_to_host
+from mlxp.base import BACKEND_CONSTRAINT
 from mlxp.linear_model._stochastic import OPTIMIZERS, minimize_sgd
 from mlxp.optim import SGD, Adam, AdamW, Optimizer, RMSprop
 
@@ -31,6 +39,7 @@ ITERATIVE_CONSTRAINTS: dict[str, list[Any]] = {
     "batch_size": [POSITIVE_INT],
     "optimizer": [StrOptions(set(OPTIMIZERS)), Optimizer],
     "random_state": ["random_state"],
+    "backend": BACKEND_CONSTRAINT,
 }
 """The constraints of the parameters LinearRegression, Ridge and LogisticRegression share."""
 
@@ -65,6 +74,7 @@ class LinearModelMixin:
             name, self.get_params(deep=False), _encode_optimizer, encodable=_OPTIMIZER_FORM
         )
         fitted = {k: getattr(self, k) for k in _FITTED_SCALARS if hasattr(self, k)}
+        fitted.update(feature_names_to_json(self))
         if hasattr(self, "classes_"):
             fitted["classes_"] = self.classes_.tolist()
             fitted["classes_dtype"] = self.classes_.dtype.str
@@ -82,6 +92,8 @@ class LinearModelMixin:
         if "classes_" in fitted:
             fitted["classes_"] = _labels(fitted["classes_"], fitted.pop("classes_dtype"))
         _check_coefficients(arrays, fitted)
+        if "feature_names_in_" in fitted:
+            fitted["feature_names_in_"] = feature_names_from_json(fitted, fitted["n_features_in_"])
         for k, v in {**fitted, **{k: arrays[k] for k in _FITTED_ARRAYS}}.items():
             setattr(est, k, v)
         return est
@@ -92,7 +104,7 @@ def _check_fitted(fitted: Any, *, classifier: bool) -> dict[str, Any]:
     required = {"n_features_in_", "n_iter_"} | (
         {"classes_", "classes_dtype"} if classifier else {"solver_"}
     )
-    fitted = dict(check_fields(fitted, "'fitted'", required))
+    fitted = dict(check_fields(fitted, "'fitted'", required, required | {"feature_names_in_"}))
     for name, low in (("n_features_in_", 1), ("n_iter_", 0)):
         value = fitted[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < low:

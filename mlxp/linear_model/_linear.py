@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from mlxp._params import Interval, StrOptions
 from mlxp._validation import check_is_fitted, validate_data
@@ -18,6 +18,7 @@ __all__ = ["LinearRegression", "Ridge"]
 
 SOLVERS = ("auto", "cholesky", "qr", "svd", "gd", "sgd")
 _EXACT = {"cholesky": solve_cholesky, "qr": solve_qr}
+_Model = TypeVar("_Model", bound="_LinearModel")
 
 
 class _LinearModel(LinearModelMixin, RegressorMixin, BaseEstimator):
@@ -34,7 +35,7 @@ class _LinearModel(LinearModelMixin, RegressorMixin, BaseEstimator):
         "rcond": [Interval(numbers.Real, 0, 1, closed="left"), None],
     }
 
-    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> _LinearModel:
+    def fit(self: _Model, X: Any, y: Any, sample_weight: Any = None) -> _Model:
         """Fit on X of shape (n_samples, n_features) and y of shape (n_samples[, n_targets]).
 
         ``sample_weight`` (n_samples,) weighs each squared residual; the exact solvers fit the
@@ -156,6 +157,9 @@ class LinearRegression(_LinearModel):
         Update rule of "sgd": plain steps, Nesterov momentum 0.9, or Adam.
     random_state : int, Generator or None
         Seed of the shuffles of "sgd" (same seed, same result on every backend).
+    backend : str or None, default None
+        Where to compute, named as ``MLXP_BACKEND`` ("torch", "cupy:cuda:1"); None:
+        the selected backend, else the inputs' library (see :class:`mlxp.base.BaseEstimator`).
 
     float16 and bfloat16 inputs are computed in float32 (as
     :func:`mlxp._validation.validate_data` says); fitted attributes and predictions are float32.
@@ -192,8 +196,10 @@ class LinearRegression(_LinearModel):
         optimizer: str | Optimizer = "sgd",
         random_state: Any = None,
         rcond: float | None = None,
+        backend: str | None = None,
     ) -> None:
         self.rcond = rcond
+        self.backend = backend
         self.fit_intercept = fit_intercept
         self.solver = solver
         self.max_iter = max_iter
@@ -230,8 +236,10 @@ class Ridge(_LinearModel):
         optimizer: str | Optimizer = "sgd",
         random_state: Any = None,
         rcond: float | None = None,
+        backend: str | None = None,
     ) -> None:
         self.rcond = rcond
+        self.backend = backend
         self.alpha = alpha
         self.fit_intercept = fit_intercept
         self.solver = solver

@@ -60,6 +60,8 @@ class LogisticRegression(LinearModelMixin, MarginClassifierMixin, ClassifierMixi
         Mini-batch size of the "sgd" solver.
     learning_rate : float or None
         Step size of "gd"/"sgd"; None derives it from the data (1/L).
+    backend : str or None, default None
+        Where to compute, as for :class:`~mlxp.linear_model.LinearRegression`.
 
     Attributes
     ----------
@@ -105,6 +107,7 @@ class LogisticRegression(LinearModelMixin, MarginClassifierMixin, ClassifierMixi
         optimizer: Any = "sgd",
         batch_size: int = 64,
         learning_rate: float | None = None,
+        backend: str | None = None,
     ) -> None:
         self.penalty = penalty
         self.C = C
@@ -118,6 +121,7 @@ class LogisticRegression(LinearModelMixin, MarginClassifierMixin, ClassifierMixi
         self.optimizer = optimizer
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.backend = backend
 
     def _class_weights(self, classes: Any, counts: list[float]) -> list[float]:
         """Per-class weights; "balanced" gives Σs / (K · Σ_{i in class k} sᵢ)."""

@@ -1,4 +1,5 @@
-"""Callbacks of the training loop: :class:`History`, :class:`EarlyStopping`, the progress bar.
+"""Callbacks of the training loop: :class:`History`, :class:`EarlyStopping`, the progress bar
+(:mod:`tqdm`'s, shown with ``progress=True``, or with ``"auto"`` on a terminal or in a notebook).
 
 A callback is any object with ``on_train_begin(model)`` and
 ``on_epoch_end(model, epoch, logs) -> bool`` (True stops training), ``logs`` holding the
@@ -10,10 +11,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-__all__ = ["EarlyStopping", "History", "Progress"]
+__all__ = ["EarlyStopping", "History", "Progress", "show_progress"]
 
 
-class History(dict):
+class History(dict[str, list[float]]):
     """Per-epoch values recorded by :meth:`Sequential.fit`: ``history["loss"][epoch]`` etc."""
 
 
@@ -40,7 +41,8 @@ class EarlyStopping:
         self.restore_best_weights = restore_best_weights
 
     def on_train_begin(self, model: Any) -> None:
-        self.best, self.best_epoch, self.wait, self._weights = None, -1, 0, None
+        self.best: float | None = None
+        self.best_epoch, self.wait, self._weights = -1, 0, None
 
     def on_epoch_end(self, model: Any, epoch: int, logs: dict[str, float]) -> bool:
         if self.monitor not in logs:
@@ -62,29 +64,46 @@ class EarlyStopping:
         return False
 
 
-class Progress:
-    """A one-line progress bar per epoch on a terminal; silent otherwise (no dependency)."""
+def show_progress(progress: bool | int | str) -> bool:
+    """Whether to show a bar: ``True``/``False`` (or a sklearn-style ``verbose`` int) as
+    said; ``"auto"`` when stderr is a terminal or the code runs in a Jupyter kernel."""
+    if progress != "auto":
+        return bool(progress)
+    return sys.stderr.isatty() or _in_notebook()
 
-    def __init__(self, enabled: bool, epochs: int, steps: int) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
-        self.epochs, self.steps = epochs, steps
+
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel (the test :mod:`tqdm.autonotebook` makes)."""
+    ipython = sys.modules.get("IPython")
+    shell = None if ipython is None else ipython.get_ipython()
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+class Progress:
+    """The training bar: :mod:`tqdm.auto`'s (a widget in a notebook, text on a terminal)
+    over every batch of every epoch, the last epoch's logs and time in its postfix.
+
+    ``progress`` is ``True``, ``False`` or ``"auto"`` (see :func:`show_progress`); tqdm
+    is imported only when a bar is shown.
+    """
+
+    def __init__(self, progress: bool | int | str, epochs: int, steps: int) -> None:
+        self.epochs, self.steps, self.bar = epochs, steps, None
+        if show_progress(progress):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=epochs * steps, unit="batch", desc=f"epoch 1/{epochs}")
 
     def update(self, epoch: int, step: int) -> None:
-        if self.enabled and (step == self.steps or step % max(1, self.steps // 20) == 0):
-            done = int(20 * step / self.steps)
-            bar = "=" * done + ">" + " " * (20 - done)
-            print(
-                f"\repoch {epoch}/{self.epochs} [{bar}] {step}/{self.steps}",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
+        if self.bar is not None:
+            self.bar.update(1)
 
     def end_epoch(self, epoch: int, logs: dict[str, float], seconds: float) -> None:
-        if self.enabled:
-            values = "  ".join(f"{k} {v:.4g}" for k, v in logs.items())
-            print(
-                f"\repoch {epoch}/{self.epochs}  {seconds:.1f}s  {values}" + " " * 20,
-                file=sys.stderr,
-                flush=True,
-            )
+        if self.bar is not None:
+            self.bar.set_description(f"epoch {epoch}/{self.epochs}", refresh=False)
+            self.bar.set_postfix({**logs, "time": f"{seconds:.2f}s"})
+
+    def close(self) -> None:
+        """End the bar where training stopped (early stopping may end it before the last)."""
+        if self.bar is not None:
+            self.bar.close()

@@ -13,10 +13,10 @@ from typing import Any, ClassVar
 
 from mlxp._classifier import MarginClassifierMixin
 from mlxp._compat import Generator, argmax, check_random_state, move
-from mlxp._model_state import check_fields, params_from_json, params_to_json
+from mlxp._model_state import check_fields, feature_names_to_json, params_from_json, params_to_json
 from mlxp._params import Interval, StrOptions, Tuples
 from mlxp._validation import check_is_fitted, labels_to_host, validate_data
-from mlxp.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from mlxp.base import BACKEND_CONSTRAINT, BaseEstimator, ClassifierMixin, RegressorMixin
 from mlxp.exceptions import warn_not_converged
 from mlxp.nn import layers as L
 from mlxp.nn import streaming
@@ -70,11 +70,12 @@ class _BaseMLP(BaseEstimator):
         "momentum": [_NON_NEGATIVE],
         "nesterovs_momentum": [bool],
         "shuffle": [bool],
-        "verbose": [bool, Interval(Integral, 0, None, closed="left")],
+        "verbose": [bool, Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "beta_1": [Interval(Real, 0, 1, closed="left")],
         "beta_2": [Interval(Real, 0, 1, closed="left")],
         "epsilon": [_POSITIVE],
         "warm_start": [bool],
+        "backend": BACKEND_CONSTRAINT,
     }
 
     def __init__(
@@ -95,11 +96,12 @@ class _BaseMLP(BaseEstimator):
         momentum: float = 0.9,
         nesterovs_momentum: bool = True,
         shuffle: bool = True,
-        verbose: bool = False,
+        verbose: bool | str = False,
         beta_1: float = 0.9,
         beta_2: float = 0.999,
         epsilon: float = 1e-8,
         warm_start: bool = False,
+        backend: str | None = None,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -121,6 +123,7 @@ class _BaseMLP(BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.warm_start = warm_start
+        self.backend = backend
 
     # ------------------------------------------------------------------ training
     def _network_input(self, X: Any) -> tuple[Any, dict[str, Any]]:
@@ -240,6 +243,7 @@ class _BaseMLP(BaseEstimator):
             "n_features_in_": self.n_features_in_,
             "n_outputs_": self.n_outputs_,
             "_y_1d": getattr(self, "_y_1d", True),
+            **feature_names_to_json(self),
         }
         if hasattr(self, "classes_"):
             fitted["classes_"] = self.classes_.tolist()
@@ -267,6 +271,8 @@ class _BaseMLP(BaseEstimator):
         est.n_outputs_ = fitted["n_outputs_"]
         est.n_features_in_ = fitted["n_features_in_"]
         est._y_1d = fitted["_y_1d"]
+        if "feature_names_in_" in fitted:
+            est.feature_names_in_ = fitted["feature_names_in_"]
         if "classes_" in fitted:
             est.classes_ = labels_to_host(fitted["classes_"])
         return est

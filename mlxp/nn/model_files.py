@@ -16,7 +16,7 @@ import math
 from numbers import Integral, Real
 from typing import Any
 
-from mlxp._model_state import check_fields, check_tensors
+from mlxp._model_state import check_fields, check_tensors, feature_names_from_json
 from mlxp.nn.conv_layers import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
 from mlxp.nn.layers import (
     GELU,
@@ -119,7 +119,8 @@ def check_fitted(fitted: Any, network: Any, *, classifier: bool) -> dict[str, An
     ``network`` (a built Sequential): it takes ``n_features_in_`` values per sample and
     outputs ``n_outputs_`` (1 logit for two ``classes_``, one per class otherwise)."""
     required = {"loss_curve_", "n_features_in_", "n_outputs_", "_y_1d"}
-    check_fields(fitted, "'fitted'", required | ({"classes_"} if classifier else set()))
+    required |= {"classes_"} if classifier else set()
+    check_fields(fitted, "'fitted'", required, required | {"feature_names_in_"})
     curve = fitted["loss_curve_"]
     if not isinstance(curve, list) or not curve or not all(map(_is_number, curve)):
         raise ValueError("fitted loss_curve_ is not a non-empty list of finite numbers")
@@ -139,4 +140,6 @@ def check_fitted(fitted: Any, network: Any, *, classifier: bool) -> dict[str, An
     out = network.output_shape((n_in,))
     if out != (n_out,):
         raise ValueError(f"its network outputs samples of shape {out}, not ({n_out},)")
+    if "feature_names_in_" in fitted:
+        fitted = {**fitted, "feature_names_in_": feature_names_from_json(fitted, n_in)}
     return fitted

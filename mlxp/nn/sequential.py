@@ -237,7 +237,7 @@ class Sequential(OnComputeDevice):
         shuffle: bool = True,
         validation_data: tuple[Any, Any] | None = None,
         callbacks: list[Any] | None = None,
-        progress: bool = True,
+        progress: bool | str = "auto",
         weight_decay: float = 0.0,
         metrics: tuple[str, ...] = (),
         schedule: Schedule | ReduceLROnPlateau | None = None,
@@ -249,6 +249,8 @@ class Sequential(OnComputeDevice):
         gradients (an L2 penalty ½λ‖W‖²/n per sample). Batches are gathered on the
         device; the loss is accumulated there and read back once per epoch.
         ``metrics=("accuracy",)`` also records the accuracy (an extra pass over the data).
+        ``progress``: a tqdm bar (True), none (False), or "auto": one on a terminal or in a
+        notebook; the epoch's logs and time are in its postfix.
         ``schedule`` (from :mod:`mlxp.optim`) sets the learning rate of each epoch; a
         ``ReduceLROnPlateau`` is stepped with the epoch's validation loss (else its loss).
         X, y (and the validation data) may be Dask arrays chunked by rows, streamed to the

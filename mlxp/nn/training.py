@@ -45,7 +45,7 @@ def fit(
     shuffle: bool,
     validation_data: tuple[Any, Any] | None,
     callbacks: list[Any] | None,
-    progress: bool,
+    progress: bool | str,
     weight_decay: float,
     metrics: tuple[str, ...],
     schedule: Schedule | ReduceLROnPlateau | None,
@@ -81,6 +81,7 @@ def fit(
             opt.lr = schedule.step(logs.get("val_loss", logs["loss"]))
         if any([callback.on_epoch_end(model, epoch, logs) for callback in callbacks]):
             break
+    bar.close()
     synchronize(next(iter(model.parameters.values()), None))
     return history
 
