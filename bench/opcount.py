@@ -1,0 +1,278 @@
+"""Count the array operations and host synchronisations a piece of code issues.
+
+On a GPU each array operation is one kernel launch (~5–10 µs of overhead), so a training
+step costs about (operations) × (launch overhead) when its arrays are small. Two counters:
+
+* :class:`TorchOps`, on PyTorch tensors: a ``TorchDispatchMode`` that sees every ATen
+  operator as it is dispatched (after autograd and Python). Counted as **ops**: every
+  operator except views (``OpOverload.is_view``: ``view``, ``reshape``'s alias, ``t``,
+  ``transpose``, ``permute``, ``expand``, ``slice``, ``select``, ``unsqueeze``,
+  ``squeeze``, ``as_strided``, ``alias``, ``detach``, ``diagonal``, ``unbind``, …),
+  the metadata/allocation operators in :data:`NOT_KERNELS` (``empty``, ``empty_strided``,
+  ``empty_like``, ``lift_fresh``, ``sym_*`` sizes, ``is_contiguous``, ``set_``,
+  ``resize_``, and the profiler marks ``_record_function_enter_new``/``_exit``) and the synchronisations, which are counted apart as **syncs**:
+  ``_local_scalar_dense`` (``.item()``, ``float()``, ``bool()`` through ``is_nonzero``)
+  and copies of a non-CPU tensor to the CPU (``_to_copy``/``copy_``).
+* :class:`NamespaceOps`, on any other Array API library: the namespace module's
+  functions (``xp.sum``, ``xp.exp``, …) and the array type's arithmetic, comparison and
+  ``@`` operators are replaced, within the context, by counting wrappers; indexing,
+  ``reshape``, ``permute_dims`` and the other views in :data:`NAMESPACE_VIEWS` are not
+  counted, nor are calls a counted call makes inside itself. ``__bool__``, ``__float__``,
+  ``__int__``, ``__index__`` and ``__array__`` count as syncs. Where the array type
+  cannot be patched (NumPy's ``ndarray`` and CuPy's are C types) only the namespace
+  functions are counted, and :attr:`NamespaceOps.operators` is False.
+
+:func:`marginal` turns two runs, of k and of 2k steps, into the count per step with the
+fixed costs of a run (set-up, the epoch's shuffle, the final read-back) removed.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import types
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["NOT_KERNELS", "NAMESPACE_VIEWS", "Count", "NamespaceOps", "TorchOps", "marginal"]
+
+NOT_KERNELS = frozenset(
+    ["empty", "empty_strided", "empty_like", "lift_fresh", "lift_fresh_copy", "set_", "resize_"]
+    + ["sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "is_contiguous", "dim"]
+    + ["_record_function_enter_new", "_record_function_exit"]  # profiler marks (torch.optim)
+)
+SYNC_OPS = frozenset(["_local_scalar_dense", "is_nonzero", "item"])
+NAMESPACE_VIEWS = frozenset(
+    ["reshape", "permute_dims", "expand_dims", "squeeze", "broadcast_to", "asarray"]
+    + ["__array_namespace__", "__array_namespace_info__", "isdtype", "finfo", "iinfo"]
+    + ["result_type", "can_cast", "astype_noop"]
+)
+OPERATORS = [
+    f"__{name}__"
+    for name in "add radd sub rsub mul rmul truediv rtruediv floordiv pow rpow matmul rmatmul "
+    "mod neg pos abs invert and rand or ror xor lt le gt ge eq ne iadd isub imul itruediv "
+    "ipow imatmul".split()
+]
+SYNC_METHODS = ["__bool__", "__float__", "__int__", "__index__", "__array__", "__complex__"]
+
+
+class Count:
+    """Ops and syncs seen so far, with a tally by operator name (``by_name``)."""
+
+    def __init__(self) -> None:
+        self.ops = 0
+        self.syncs = 0
+        self.by_name: Counter[str] = Counter()
+
+    def op(self, name: str) -> None:
+        self.ops += 1
+        self.by_name[name] += 1
+
+    def sync(self, name: str) -> None:
+        self.syncs += 1
+        self.by_name[f"sync:{name}"] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ops": self.ops, "syncs": self.syncs, "by_name": dict(self.by_name)}
+
+
+def _torch_mode_base() -> type:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    return TorchDispatchMode
+
+
+class TorchOps(Count):
+    """``with TorchOps() as c: ...``: count the ATen operators PyTorch dispatches."""
+
+    def __enter__(self) -> TorchOps:
+        count = self
+
+        class Mode(_torch_mode_base()):  # type: ignore[misc]
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                count.see(func, args, kwargs or {})
+                return func(*args, **(kwargs or {}))
+
+        self._mode = Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._mode.__exit__(*exc)
+
+    def see(self, func: Any, args: tuple, kwargs: dict) -> None:
+        """Classify one dispatched operator: view or metadata (ignored), sync, or op."""
+        name = func.overloadpacket.__name__
+        if name in SYNC_OPS:
+            self.sync(name)
+        elif name in ("_to_copy", "copy_", "to") and _to_host(name, args, kwargs):
+            self.sync(f"{name}->cpu")
+        elif not (func.is_view or name in NOT_KERNELS):
+            self.op(name)
+
+
+def _to_host(name: str, args: tuple, kwargs: dict) -> bool:
+    """Whether a copy moves a non-CPU tensor to the CPU."""
+    import torch
+
+    if name == "copy_":
+        dst, src = args[0], args[1]
+        return dst.device.type == "cpu" and src.device.type != "cpu"
+    device = kwargs.get("device")
+    return device is not None and torch.device(device).type == "cpu" and args[0].device.type != "cpu"
+
+
+class NamespaceOps(Count):
+    """``with NamespaceOps(xp, array_type) as c: ...``: count calls of ``xp``'s functions
+    and of ``array_type``'s operators (restored on exit).
+
+    ``xp`` is the namespace module mlxp computes with (``array_namespace(x)``), so every
+    module that holds it sees the wrappers. Nested calls (a wrapped function calling
+    another) count once, at the outermost level. Not thread-safe: count one thing at a time.
+    """
+
+    def __init__(self, xp: types.ModuleType, array_type: type | None = None) -> None:
+        super().__init__()
+        self.xp, self.array_type = xp, array_type
+        self.operators = False
+        self._saved: list[tuple[Any, str, Any]] = []
+        self._depth = threading.local()
+
+    def _wrap(self, function: Callable, name: str, sync: bool = False) -> Callable:
+        @functools.wraps(function)
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            depth = getattr(self._depth, "n", 0)
+            if depth == 0:
+                (self.sync if sync else self.op)(name)
+            self._depth.n = depth + 1
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self._depth.n = depth
+
+        return counted
+
+    def _patch(self, owner: Any, name: str, sync: bool = False) -> bool:
+        original = owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name)
+        if original is None or not callable(original):
+            return False
+        try:
+            setattr(owner, name, self._wrap(original, name.strip("_"), sync))
+        except (TypeError, AttributeError):  # a C type: its slots cannot be replaced
+            return False
+        self._saved.append((owner, name, original))
+        return True
+
+    def __enter__(self) -> NamespaceOps:
+        for name in dir(self.xp):
+            value = getattr(self.xp, name, None)
+            plain = isinstance(value, (types.FunctionType, types.BuiltinFunctionType))
+            if plain and not name.startswith("_") and name not in NAMESPACE_VIEWS:
+                self._patch(self.xp, name)
+        if self.array_type is not None:
+            patched = [self._patch(self.array_type, n) for n in OPERATORS]
+            self.operators = any(patched)
+            for n in SYNC_METHODS:
+                self._patch(self.array_type, n, sync=True)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for owner, name, original in reversed(self._saved):
+            setattr(owner, name, original)
+        self._saved.clear()
+
+
+def marginal(run: Callable[[int], Any], counter: Callable[[], Count], k: int) -> dict[str, Any]:
+    """Ops and syncs per step: (count of ``run(2k)`` − count of ``run(k)``) / k.
+
+    ``run(m)`` does m steps (after any warm-up it needs); ``counter()`` makes a fresh
+    :class:`Count` context. The per-name tally is the same difference.
+    """
+    counts = []
+    for m in (k, 2 * k):
+        with counter() as c:
+            run(m)
+        counts.append(c)
+    small, large = counts
+    names = set(small.by_name) | set(large.by_name)
+    by_name = {n: (large.by_name[n] - small.by_name[n]) / k for n in sorted(names)}
+    return {
+        "ops": (large.ops - small.ops) / k,
+        "syncs": (large.syncs - small.syncs) / k,
+        "by_name": {n: v for n, v in by_name.items() if v},
+    }
+
+
+# --------------------------------------------------------------------------- what bench/ counts
+def counter_for(case: Any) -> Callable[[], Count]:
+    """A fresh-counter factory for a backend case of ``backends.cases()``."""
+    if case.name == "torch":
+        return TorchOps
+    probe = case.asarray(__import__("numpy").zeros(1))
+    xp = case.xp
+    return lambda: NamespaceOps(xp, type(probe))
+
+
+def network_step(case: Any, layers: Callable[[], list], data: Any, batch: int, k: int) -> dict:
+    """Ops per training step of ``Sequential.fit`` (Adam, cross-entropy) on ``case``."""
+    from mlxp import nn
+    from mlxp.optim import Adam
+
+    X, y = data
+
+    def run(m: int) -> None:
+        net = nn.Sequential(layers(), seed=0)
+        Xm, ym = case.asarray(X[: m * batch]), case.asarray(y[: m * batch])
+        net.fit(Xm, ym, loss="cross_entropy", optimizer=Adam(1e-3), epochs=1,
+                batch_size=batch, progress=False)
+
+    return marginal(run, counter_for(case), k)
+
+
+def torch_step(layers: Callable[[], list], data: Any, batch: int, k: int) -> dict:
+    """Ops per step of the same network written natively in PyTorch (Adam ``foreach=True``)."""
+    import torch
+
+    X, y = (torch.from_numpy(a) for a in data)
+
+    def run(m: int) -> None:
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(*layers())
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3, foreach=True)
+        for i in range(m):
+            rows = slice(i * batch, (i + 1) * batch)
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(X[rows]), y[rows]).backward()
+            opt.step()
+
+    return marginal(run, TorchOps, k)
+
+
+def solver_iteration(case: Any, make: Callable[[int], Any], data: Any, k: int) -> dict:
+    """Ops per iteration of ``make(max_iter).fit`` on ``case``: runs of k and 2k iterations
+    (``tol=0`` keeps them going; the non-convergence warning is silenced)."""
+    import warnings
+
+    X, y = (case.asarray(a) for a in data)
+
+    def run(m: int) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = make(m).fit(X, y)
+        if int(__import__("mlxp").to_numpy(model.n_iter_)) != m:
+            raise RuntimeError(f"the solver stopped after {model.n_iter_} < {m} iterations")
+
+    return marginal(run, counter_for(case), k)
+
+
+def solver_data(n: int, p: int) -> tuple[Any, Any]:
+    """:func:`bench.estimators.logistic_data` with feature scales 1 … 10^1.5: conditioned so
+    that L-BFGS runs every iteration it is given (``tol=0``) instead of stopping at f's
+    precision after ~20, and the count is of full-history iterations."""
+    import numpy as np
+
+    from bench.estimators import logistic_data
+
+    X, y = logistic_data(n, p)
+    return X * np.logspace(0, 1.5, p), y
