@@ -9,15 +9,18 @@ step costs about (operations) × (launch overhead) when its arrays are small. Tw
   ``transpose``, ``permute``, ``expand``, ``slice``, ``select``, ``unsqueeze``,
   ``squeeze``, ``as_strided``, ``alias``, ``detach``, ``diagonal``, ``unbind``, …),
   the metadata/allocation operators in :data:`NOT_KERNELS` (``empty``, ``empty_strided``,
-  ``empty_like``, ``lift_fresh``, ``sym_*`` sizes, ``is_contiguous``, ``set_``,
-  ``resize_``, and the profiler marks ``_record_function_enter_new``/``_exit``) and the synchronisations, which are counted apart as **syncs**:
-  ``_local_scalar_dense`` (``.item()``, ``float()``, ``bool()`` through ``is_nonzero``)
-  and copies of a non-CPU tensor to the CPU (``_to_copy``/``copy_``).
+  ``empty_like``, ``lift_fresh``, ``_unsafe_view``, ``_reshape_alias``, ``sym_*``
+  sizes, ``is_contiguous``, ``set_``, ``resize_``, the profiler marks
+  ``_record_function_enter_new``/``_exit``) and the synchronisations, counted apart as **syncs**: ``_local_scalar_dense`` (``.item()``,
+  ``float()``, ``bool()`` through ``is_nonzero``), ``_linalg_check_errors`` (the
+  error check of ``torch.linalg.cholesky``/``solve``, which reads the factorisation's
+  status back on CUDA) and copies of a non-CPU tensor to the CPU (``_to_copy``/``copy_``).
 * :class:`NamespaceOps`, on any other Array API library: the namespace module's
   functions (``xp.sum``, ``xp.exp``, …) and the array type's arithmetic, comparison and
   ``@`` operators are replaced, within the context, by counting wrappers; indexing,
   ``reshape``, ``permute_dims`` and the other views in :data:`NAMESPACE_VIEWS` are not
-  counted, nor are calls a counted call makes inside itself. ``__bool__``, ``__float__``,
+  counted, nor the configuration functions (``get_*``, ``set_*``, ``reset_*``), nor
+  calls a counted call makes inside itself. ``__bool__``, ``__float__``,
   ``__int__``, ``__index__`` and ``__array__`` count as syncs. Where the array type
   cannot be patched (NumPy's ``ndarray`` and CuPy's are C types) only the namespace
   functions are counted, and :attr:`NamespaceOps.operators` is False.
@@ -35,18 +38,23 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["NOT_KERNELS", "NAMESPACE_VIEWS", "Count", "NamespaceOps", "TorchOps", "marginal"]
+__all__ = ["NAMESPACE_VIEWS", "NOT_KERNELS", "Count", "NamespaceOps", "TorchOps", "marginal"]
 
 NOT_KERNELS = frozenset(
-    ["empty", "empty_strided", "empty_like", "lift_fresh", "lift_fresh_copy", "set_", "resize_"]
-    + ["sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "is_contiguous", "dim"]
-    + ["_record_function_enter_new", "_record_function_exit"]  # profiler marks (torch.optim)
+    {
+        *("empty", "empty_strided", "empty_like", "lift_fresh", "lift_fresh_copy", "set_"),
+        *("resize_", "sym_size", "sym_stride", "sym_numel", "sym_storage_offset"),
+        *("is_contiguous", "dim", "_record_function_enter_new", "_record_function_exit"),
+        *("_unsafe_view", "_reshape_alias"),  # views without alias information
+    }
 )
-SYNC_OPS = frozenset(["_local_scalar_dense", "is_nonzero", "item"])
+SYNC_OPS = frozenset({"_local_scalar_dense", "is_nonzero", "item", "_linalg_check_errors"})
 NAMESPACE_VIEWS = frozenset(
-    ["reshape", "permute_dims", "expand_dims", "squeeze", "broadcast_to", "asarray"]
-    + ["__array_namespace__", "__array_namespace_info__", "isdtype", "finfo", "iinfo"]
-    + ["result_type", "can_cast", "astype_noop"]
+    {
+        *("reshape", "permute_dims", "expand_dims", "squeeze", "broadcast_to", "asarray"),
+        *("__array_namespace__", "__array_namespace_info__", "isdtype", "finfo", "iinfo"),
+        *("result_type", "can_cast"),
+    }
 )
 OPERATORS = [
     f"__{name}__"
@@ -120,7 +128,9 @@ def _to_host(name: str, args: tuple, kwargs: dict) -> bool:
         dst, src = args[0], args[1]
         return dst.device.type == "cpu" and src.device.type != "cpu"
     device = kwargs.get("device")
-    return device is not None and torch.device(device).type == "cpu" and args[0].device.type != "cpu"
+    return (
+        device is not None and torch.device(device).type == "cpu" and args[0].device.type != "cpu"
+    )
 
 
 class NamespaceOps(Count):
@@ -158,18 +168,30 @@ class NamespaceOps(Count):
         if original is None or not callable(original):
             return False
         try:
-            setattr(owner, name, self._wrap(original, name.strip("_"), sync))
+            label = name.strip("_") if isinstance(owner, type) else name
+            if isinstance(owner, types.ModuleType) and owner is not self.xp:
+                label = f"{owner.__name__.rpartition('.')[2]}.{name}"
+            setattr(owner, name, self._wrap(original, label, sync))
         except (TypeError, AttributeError):  # a C type: its slots cannot be replaced
             return False
         self._saved.append((owner, name, original))
         return True
 
+    def _patch_module(self, module: types.ModuleType) -> None:
+        """Wrap the module's public functions (ufuncs and builtins too), views apart."""
+        for name in dir(module):
+            value = getattr(module, name, None)
+            function = callable(value) and not isinstance(value, (type, types.ModuleType))
+            configuration = name.startswith(("_", "get_", "set_", "reset_", "enable_"))
+            if function and not configuration and name not in NAMESPACE_VIEWS:
+                self._patch(module, name)
+
     def __enter__(self) -> NamespaceOps:
-        for name in dir(self.xp):
-            value = getattr(self.xp, name, None)
-            plain = isinstance(value, (types.FunctionType, types.BuiltinFunctionType))
-            if plain and not name.startswith("_") and name not in NAMESPACE_VIEWS:
-                self._patch(self.xp, name)
+        self._patch_module(self.xp)
+        for extension in ("linalg", "fft"):
+            module = getattr(self.xp, extension, None)
+            if isinstance(module, types.ModuleType):
+                self._patch_module(module)
         if self.array_type is not None:
             patched = [self._patch(self.array_type, n) for n in OPERATORS]
             self.operators = any(patched)
@@ -224,8 +246,15 @@ def network_step(case: Any, layers: Callable[[], list], data: Any, batch: int, k
     def run(m: int) -> None:
         net = nn.Sequential(layers(), seed=0)
         Xm, ym = case.asarray(X[: m * batch]), case.asarray(y[: m * batch])
-        net.fit(Xm, ym, loss="cross_entropy", optimizer=Adam(1e-3), epochs=1,
-                batch_size=batch, progress=False)
+        net.fit(
+            Xm,
+            ym,
+            loss="cross_entropy",
+            optimizer=Adam(1e-3),
+            epochs=1,
+            batch_size=batch,
+            progress=False,
+        )
 
     return marginal(run, counter_for(case), k)
 
