@@ -11,10 +11,11 @@ step costs about (operations) × (launch overhead) when its arrays are small. Tw
   the metadata/allocation operators in :data:`NOT_KERNELS` (``empty``, ``empty_strided``,
   ``empty_like``, ``lift_fresh``, ``_unsafe_view``, ``_reshape_alias``, ``sym_*``
   sizes, ``is_contiguous``, ``set_``, ``resize_``, the profiler marks
-  ``_record_function_enter_new``/``_exit``) and the synchronisations, counted apart as **syncs**: ``_local_scalar_dense`` (``.item()``,
-  ``float()``, ``bool()`` through ``is_nonzero``), ``_linalg_check_errors`` (the
-  error check of ``torch.linalg.cholesky``/``solve``, which reads the factorisation's
-  status back on CUDA) and copies of a non-CPU tensor to the CPU (``_to_copy``/``copy_``).
+  ``_record_function_enter_new``/``_exit``) and the synchronisations, counted apart as
+  **syncs**: ``_local_scalar_dense`` (``.item()``, ``float()``, ``bool()`` through
+  ``is_nonzero``), ``_linalg_check_errors`` (the error check of ``torch.linalg``'s
+  ``cholesky``/``solve``, which reads the factorisation's status back on CUDA) and
+  copies of a non-CPU tensor to the CPU (``_to_copy``/``copy_``).
 * :class:`NamespaceOps`, on any other Array API library: the namespace module's
   functions (``xp.sum``, ``xp.exp``, …) and the array type's arithmetic, comparison and
   ``@`` operators are replaced, within the context, by counting wrappers; indexing,
@@ -222,22 +223,30 @@ def marginal(run: Callable[[int], Any], counter: Callable[[], Count], k: int) ->
     return {
         "ops": (large.ops - small.ops) / k,
         "syncs": (large.syncs - small.syncs) / k,
+        "operators_counted": getattr(large, "operators", True),
         "by_name": {n: v for n, v in by_name.items() if v},
     }
 
 
 # --------------------------------------------------------------------------- what bench/ counts
-def counter_for(case: Any) -> Callable[[], Count]:
-    """A fresh-counter factory for a backend case of ``backends.cases()``."""
-    if case.name == "torch":
+def counter_for(to_device: Callable[[Any], Any]) -> Callable[[], Count]:
+    """A fresh-counter factory for arrays made by ``to_device`` (a NumPy array -> the
+    library's): :class:`TorchOps` for PyTorch tensors, else :class:`NamespaceOps`."""
+    import numpy as np
+    from array_api_compat import array_namespace, is_torch_array
+
+    probe = to_device(np.zeros(1))
+    if is_torch_array(probe):
         return TorchOps
-    probe = case.asarray(__import__("numpy").zeros(1))
-    xp = case.xp
+    xp = array_namespace(probe)
     return lambda: NamespaceOps(xp, type(probe))
 
 
-def network_step(case: Any, layers: Callable[[], list], data: Any, batch: int, k: int) -> dict:
-    """Ops per training step of ``Sequential.fit`` (Adam, cross-entropy) on ``case``."""
+def network_step(
+    to_device: Callable[[Any], Any], layers: Callable[[], list], data: Any, batch: int, k: int
+) -> dict:
+    """Ops per training step of ``Sequential.fit`` (Adam, cross-entropy) on arrays made by
+    ``to_device``; ``data`` has at least 2k·batch samples."""
     from mlxp import nn
     from mlxp.optim import Adam
 
@@ -245,18 +254,11 @@ def network_step(case: Any, layers: Callable[[], list], data: Any, batch: int, k
 
     def run(m: int) -> None:
         net = nn.Sequential(layers(), seed=0)
-        Xm, ym = case.asarray(X[: m * batch]), case.asarray(y[: m * batch])
-        net.fit(
-            Xm,
-            ym,
-            loss="cross_entropy",
-            optimizer=Adam(1e-3),
-            epochs=1,
-            batch_size=batch,
-            progress=False,
-        )
+        Xm, ym = to_device(X[: m * batch]), to_device(y[: m * batch])
+        kwargs = {"epochs": 1, "batch_size": batch, "progress": False}
+        net.fit(Xm, ym, loss="cross_entropy", optimizer=Adam(1e-3), **kwargs)
 
-    return marginal(run, counter_for(case), k)
+    return marginal(run, counter_for(to_device), k)
 
 
 def torch_step(layers: Callable[[], list], data: Any, batch: int, k: int) -> dict:
@@ -278,12 +280,15 @@ def torch_step(layers: Callable[[], list], data: Any, batch: int, k: int) -> dic
     return marginal(run, TorchOps, k)
 
 
-def solver_iteration(case: Any, make: Callable[[int], Any], data: Any, k: int) -> dict:
-    """Ops per iteration of ``make(max_iter).fit`` on ``case``: runs of k and 2k iterations
-    (``tol=0`` keeps them going; the non-convergence warning is silenced)."""
+def solver_iteration(
+    to_device: Callable[[Any], Any], make: Callable[[int], Any], data: Any, k: int
+) -> dict:
+    """Ops per iteration of ``make(max_iter).fit`` on arrays made by ``to_device``: runs of
+    k and 2k iterations (``make`` should set ``tol=0``; the non-convergence warning is
+    silenced). Raises RuntimeError if the solver stops early."""
     import warnings
 
-    X, y = (case.asarray(a) for a in data)
+    X, y = (to_device(a) for a in data)
 
     def run(m: int) -> None:
         with warnings.catch_warnings():
@@ -292,7 +297,7 @@ def solver_iteration(case: Any, make: Callable[[int], Any], data: Any, k: int) -
         if int(__import__("mlxp").to_numpy(model.n_iter_)) != m:
             raise RuntimeError(f"the solver stopped after {model.n_iter_} < {m} iterations")
 
-    return marginal(run, counter_for(case), k)
+    return marginal(run, counter_for(to_device), k)
 
 
 def solver_data(n: int, p: int) -> tuple[Any, Any]:
@@ -305,3 +310,54 @@ def solver_data(n: int, p: int) -> tuple[Any, Any]:
 
     X, y = logistic_data(n, p)
     return X * np.logspace(0, 1.5, p), y
+
+
+NETWORK_STEPS = 2  # k: runs of 2 and 4 steps
+SOLVER_ITERATIONS = 10  # k: runs of 10 and 20, so that the history (10 pairs) is full
+ITERATIVE = {"lbfgs", "newton"}
+
+
+_COUNTED: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+
+def row_counts(bench: Any, size: tuple[int, int], row: dict, target: Any) -> dict[str, Any]:
+    """``ops``, ``syncs`` (per training step or solver iteration), ``ops_unit`` and
+    ``operators_counted`` (False: namespace functions only, a lower bound) for a benchmark
+    row on ``target`` (mlxp, or native PyTorch); {} for what is not counted (exact
+    solvers, scikit-learn, cuML). A count that cannot be made gives ``ops`` None and the
+    reason in ``ops_note``. The count does not depend on the problem size: it is made at
+    a model's first size and reused for the others."""
+    key = (row["model"], row["solver"], row["backend"])
+    if key not in _COUNTED:
+        _COUNTED[key] = _count(bench, size, row, target)
+    return _COUNTED[key]
+
+
+def _count(bench: Any, size: tuple[int, int], row: dict, target: Any) -> dict[str, Any]:
+    n, w = size
+    try:
+        if row["model"] in ("MLP", "CNN") and row["backend"].startswith("PyTorch"):
+            import torch
+
+            data = bench.data(2 * NETWORK_STEPS * bench.batch, w)
+            layers = functools.partial(bench.layers, w, torch.nn)
+            counted = torch_step(layers, data, bench.batch, NETWORK_STEPS)
+        elif row["model"] in ("MLP", "CNN") and not row["peer"]:
+            data = bench.data(2 * NETWORK_STEPS * bench.batch, w)
+            layers = functools.partial(bench.layers, w)
+            counted = network_step(target.to_device, layers, data, bench.batch, NETWORK_STEPS)
+        elif row["solver"] in ITERATIVE and not row["peer"]:
+            params = {**bench.params, "solver": row["solver"], "tol": 0.0, "max_iter": 0}
+
+            def make(max_iter: int) -> Any:
+                return bench.estimator(**{**params, "max_iter": max_iter})
+
+            k = SOLVER_ITERATIONS if row["solver"] == "lbfgs" else 2
+            counted = solver_iteration(target.to_device, make, solver_data(n, w), k)
+        else:
+            return {}
+    except (RuntimeError, ImportError) as exc:
+        return {"ops": None, "syncs": None, "ops_note": str(exc)}
+    unit = "step" if row["model"] in ("MLP", "CNN") else "iteration"
+    keys = ("ops", "syncs", "operators_counted")
+    return {**{k: counted[k] for k in keys}, "ops_unit": unit}
