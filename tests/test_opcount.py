@@ -77,5 +77,10 @@ def test_marginal_removes_fixed_costs():
         return made[-1]
 
     result = marginal(lambda m: run(m, made[-1]), factory, k=4)
-    assert result == {"ops": 2.0, "syncs": 0.0, "by_name": {"step": 2.0}}
+    assert result == {
+        "ops": 2.0,
+        "syncs": 0.0,
+        "operators_counted": True,
+        "by_name": {"step": 2.0},
+    }
     assert np.array_equal([c.ops for c in made], [11, 19])

@@ -2,7 +2,10 @@
 
 Both need from the objective only ``value_grad(θ) -> (f, ∇f, Z)`` (Newton also
 ``hessian(θ, Z)``, Z being the third value): f a 0-d array, ∇f an array shaped
-like θ (see :class:`~mlxp.linear_model._logistic_loss.LogisticObjective`).
+like θ (see :class:`~mlxp.linear_model._logistic_loss.LogisticObjective`). An
+objective may also have ``settle(arrays) -> arrays``, called with the loop's state
+(θ, f, ∇f, β and the L-BFGS history) at every host read, for lazy arrays to be
+materialised there (Dask's ``persist``), so that a graph does not grow across reads.
 
 **Line search, one trial per iteration.** Each iteration evaluates f and ∇f at
 θ + βD only and accepts the point if it meets Armijo's condition
@@ -178,8 +181,21 @@ def minimize_lbfgs(
                     state, flag = _lbfgs_iteration(xp, objective, history, state, tol, one)
                     if replayed == it or bool(flag):
                         return state[0], replayed, True
+            state = _settle(objective, state, history)
             kept = (it, state, history.state())
     return state[0], max_iter, False
+
+
+def _settle(objective: Any, state: tuple, history: _History | None = None) -> tuple:
+    """The state (and history) through ``objective.settle``, where it has one."""
+    settle = getattr(objective, "settle", None)
+    if settle is None:
+        return state
+    saved = history.state() if history is not None else ()
+    arrays = list(settle([*state, *saved]))
+    if history is not None:
+        history.restore(tuple(arrays[len(state) :]))
+    return tuple(arrays[: len(state)])
 
 
 def _lbfgs_iteration(
@@ -247,5 +263,5 @@ def minimize_newton(
             theta, value, grad = new_theta, new_value, new_grad
             break
         converged = bool(_converged(xp, new_grad, value, new_value, ok, beta, tol, one))
-        theta, value, grad = new_theta, new_value, new_grad
+        theta, value, grad, Z, beta = _settle(objective, (new_theta, new_value, new_grad, Z, beta))
     return theta, n_iter, converged
