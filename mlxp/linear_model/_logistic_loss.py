@@ -13,9 +13,10 @@ which has scikit-learn's minimiser (C·Σ sᵢℓᵢ + ½‖W‖², divided by C
 
 both written in overflow-free forms (finite at margins of ±1e4). Because Z is linear
 in θ, the objective along a line θ + αD needs X·D only once: :meth:`line_values`
-evaluates many step sizes α for the price of a few element-wise passes, and the
-margins of the accepted point are Z + α·X·D, so an iteration costs two products
-with X (X·D and Xᵀ·R).
+evaluates many step sizes α for the price of a few element-wise passes.
+:meth:`value_grad`, what the minimisers call once an iteration, costs two products
+with X (X·W and Xᵀ·R) and a few element-wise passes: ℓ and ∂ℓ/∂z share one
+``logaddexp``.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ class LogisticObjective:
         mask = xp.ones((p + 1, 1), dtype=X.dtype, device=_device(X))
         self.penalised = xp.concat([mask[:p, :], 0 * mask[p:, :]], axis=0)  # no penalty on b
         self.fitted_rows = mask if fit_intercept else self.penalised  # b fixed at 0
+        self.masked = not fit_intercept  # whether ∇f is multiplied by fitted_rows
         self._cache: dict[str, Any] | None = None
-        self._hessian_free = True  # [X, 1] is kept only once a Hessian is asked for
 
     @classmethod
     def from_weights(
@@ -75,7 +76,7 @@ class LogisticObjective:
         )
         if frozen:
             objective.fitted_rows = objective.fitted_rows * (1 - objective.penalised)
-            objective._cache = None
+            objective.masked = True
         return objective
 
     def batch(self, rows: Any) -> LogisticObjective:
@@ -144,7 +145,6 @@ class LogisticObjective:
             xp, X, s = self.xp, self.X, self.s
             n, dev = X.shape[0], _device(X)
             sign = 1 - 2 * self.Y
-            ones = xp.ones((n, 1), dtype=X.dtype, device=dev)
             self._cache = {
                 "sign": sign,
                 "s_sign": s * sign,
@@ -152,8 +152,6 @@ class LogisticObjective:
                 "s_row": xp.reshape(s, (1, n)),
                 "zero": xp.zeros((1, 1), dtype=X.dtype, device=dev),
                 "l2_rows": self.l2_scaled * self.penalised,  # λ̃ on W, 0 on b
-                "masked": not bool(xp.all(self.fitted_rows == 1)),
-                "Xt": None if self._hessian_free else xp.concat([X, ones], axis=1),
             }
         return self._cache
 
@@ -177,7 +175,7 @@ class LogisticObjective:
         flat = xp.reshape(theta, (-1,))
         value = value + 0.5 * (flat @ xp.reshape(penalty, (-1,)))
         grad = xp.concat([self.X.T @ R, xp.sum(R, axis=0, keepdims=True)], axis=0) + penalty
-        return value, (grad * self.fitted_rows if c["masked"] else grad), Z
+        return value, (grad * self.fitted_rows if self.masked else grad), Z
 
     def grad(self, theta: Any) -> Any:
         """∇f(θ) alone, without f (what a mini-batch step needs)."""
@@ -209,12 +207,11 @@ class LogisticObjective:
         probabilities (binary: σ(1 − σ)), plus λ̃ on the penalised weights. Rows of θ
         held at zero (no intercept) get an identity block, so the system stays solvable.
         """
-        xp = self.xp
-        if self._hessian_free:
-            self._hessian_free, self._cache = False, None
-        c = self._derived()
+        xp, c = self.xp, self._derived()
         n, p = self.X.shape
         q, K, dev = p + 1, Z.shape[1], _device(Z)
+        if "Xt" not in c:  # [X, 1], kept once a Hessian is asked for
+            c["Xt"] = xp.concat([self.X, xp.ones((n, 1), dtype=Z.dtype, device=dev)], axis=1)
         Xt = c["Xt"]
         if self.binary:
             U = c["sign"] * Z
