@@ -325,9 +325,10 @@ def row_counts(bench: Any, size: tuple[int, int], row: dict, target: Any) -> dic
     ``operators_counted`` (False: namespace functions only, a lower bound) for a benchmark
     row on ``target`` (mlxp, or native PyTorch); {} for what is not counted (exact
     solvers, scikit-learn, cuML). A count that cannot be made gives ``ops`` None and the
-    reason in ``ops_note``. The count does not depend on the problem size: it is made at
-    a model's first size and reused for the others."""
-    key = (row["model"], row["solver"], row["backend"])
+    reason in ``ops_note``. The count depends neither on the problem size nor on the
+    device: it is made once per model, solver and library (at the first size and device)
+    and reused for the others."""
+    key = (row["model"], row["solver"], row["backend"].partition(":")[0])
     if key not in _COUNTED:
         _COUNTED[key] = _count(bench, size, row, target)
     return _COUNTED[key]
