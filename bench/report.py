@@ -157,6 +157,15 @@ def quality(r: dict[str, Any]) -> str:
     return ", ".join(f.format(r[k]) for k, f in QUALITY.items() if r.get(k) is not None)
 
 
+def ops_cell(key: Key, r: dict[str, Any]) -> str:
+    """``60 ops, 0.2 syncs`` per step or iteration (``≥24 ops`` where only the namespace's
+    functions could be counted); — where nothing was counted."""
+    if r.get("ops") is None:
+        return "—"
+    bound = "" if r.get("operators_counted", True) else "≥"
+    return f"{bound}{r['ops']:.0f} ops, {r['syncs']:.2g} syncs"
+
+
 def warmup(r: dict[str, Any]) -> str:
     """The warm-up's seconds, its multiple of the median, and device memory growth."""
     text = f"{r['warmup_s']:.3g} (×{r['warmup_s'] / r['median_s']:.1f})"
@@ -218,6 +227,15 @@ def markdown(result: dict[str, Any], columns: list[str]) -> str:
             "Median seconds ±half the min–max range (ratio to the median on "
             f"{BASELINE}). Networks: one training epoch.",
             grid.render(lambda k, r: f"{seconds(r)} ({grid.ratio(k, r)})"),
+        ),
+        (
+            "Operations",
+            "Array operations (kernel launches on a GPU) and host synchronisations per "
+            "training step (networks) or solver iteration (lbfgs, newton), marginal over "
+            "steps, counted by bench/opcount.py: PyTorch's dispatcher on torch, a counting "
+            "namespace elsewhere (NumPy and CuPy arrays: the namespace's functions only, "
+            "their operators not, so ≥).",
+            grid.render(ops_cell) if any("ops" in r for r in rows) else None,
         ),
         (
             "Predict time",

@@ -6,7 +6,8 @@
 
 Every cell: one untimed warm-up, then ``--repeat`` timed runs with the device
 synchronised before the clock is read; median and spread of ``fit`` (networks: one
-training epoch) and ``predict``, the warm-up apart, quality beside speed. Host↔device
+training epoch) and ``predict``, the warm-up apart, quality beside speed, and the array
+operations and host reads per training step or solver iteration (bench/opcount.py). Host↔device
 transfers and the matrix-multiply peak are measured on their own. Writes
 ``results.json``, ``results.md`` and one PNG plot per model into ``--out``.
 See bench/README.md.
@@ -26,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root
 
 import backends
-from bench import report
+from bench import opcount, report
 from bench.epochs import CNN, MLP
 from bench.estimators import LINEAR, LOGISTIC, LOGISTIC_PARAMS, RIDGE, RIDGE_PARAMS
 from bench.timing import Peaks, Target, case_target, transfer
@@ -142,10 +143,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         skipped += [{"name": f"{p.name} ({name})", "reason": p.reason} for p in peers if p.reason]
         names = {p.name for p in peers}
         moved: list[Target] = [p.target for p in peers if p.target and not p.target.host]
+        placed = {t.name: t for t in targets + [p.target for p in peers if p.target]}
         for size in sizes[name]:
             data = bench.data(*size)
             for row in bench.run(size, data, targets, peers, repeats[name], peaks):
-                rows.append({**row, "peer": row["backend"] in names})
+                row = {**row, "peer": row["backend"] in names}
+                target = placed.get(row["backend"])
+                rows.append({**row, **opcount.row_counts(bench, size, row, target)})
             for target in moved + targets:
                 stats = transfer(target, data, repeats[name])
                 where = {"model": bench.title, "size": f"{size[0]}x{size[1]}"}

@@ -13,9 +13,10 @@ which has scikit-learn's minimiser (C·Σ sᵢℓᵢ + ½‖W‖², divided by C
 
 both written in overflow-free forms (finite at margins of ±1e4). Because Z is linear
 in θ, the objective along a line θ + αD needs X·D only once: :meth:`line_values`
-evaluates many step sizes α for the price of a few element-wise passes, and the
-margins of the accepted point are Z + α·X·D, so an iteration costs two products
-with X (X·D and Xᵀ·R).
+evaluates many step sizes α for the price of a few element-wise passes.
+:meth:`value_grad`, what the minimisers call once an iteration, costs two products
+with X (X·W and Xᵀ·R) and a few element-wise passes: ℓ and ∂ℓ/∂z share one
+``logaddexp``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class LogisticObjective:
         mask = xp.ones((p + 1, 1), dtype=X.dtype, device=_device(X))
         self.penalised = xp.concat([mask[:p, :], 0 * mask[p:, :]], axis=0)  # no penalty on b
         self.fitted_rows = mask if fit_intercept else self.penalised  # b fixed at 0
+        self.masked = not fit_intercept  # whether ∇f is multiplied by fitted_rows
+        self._cache: dict[str, Any] | None = None
 
     @classmethod
     def from_weights(
@@ -73,6 +76,7 @@ class LogisticObjective:
         )
         if frozen:
             objective.fitted_rows = objective.fitted_rows * (1 - objective.penalised)
+            objective.masked = True
         return objective
 
     def batch(self, rows: Any) -> LogisticObjective:
@@ -80,6 +84,7 @@ class LogisticObjective:
         xp = self.xp
         scale = self.X.shape[0] / rows.shape[0]
         batch = copy.copy(self)  # the masks and λ̃ are shared, not rebuilt each step
+        batch._cache = None
         batch.X = xp.take(self.X, rows, axis=0)
         batch.Y = xp.take(self.Y, rows, axis=0)
         batch.s = xp.take(self.s, rows, axis=0) * scale
@@ -88,6 +93,7 @@ class LogisticObjective:
     def rows(self, begin: int, end: int) -> LogisticObjective:
         """:meth:`batch` of the contiguous rows begin..end−1 (slices: views, no gather)."""
         batch = copy.copy(self)
+        batch._cache = None
         scale = self.X.shape[0] / (end - begin)
         batch.X, batch.Y = self.X[begin:end, ...], self.Y[begin:end, ...]
         batch.s = self.s[begin:end, ...] * scale
@@ -129,24 +135,47 @@ class LogisticObjective:
         W = theta * self.penalised
         return self._losses(self.margins(theta)) + 0.5 * self.l2_scaled * self.xp.sum(W**2)
 
+    def _derived(self) -> dict[str, Any]:
+        """Constants of value_grad and hessian, made on first use (a batch makes its own).
+
+        Binary: with the sign σ̃ = 1 − 2y, ℓ = softplus(σ̃z) and ∂ℓ/∂z = σ̃·σ(σ̃z) =
+        σ̃·exp(σ̃z − ℓ), so neither y nor a separate sigmoid enters the loop.
+        """
+        if self._cache is None:
+            xp, X, s = self.xp, self.X, self.s
+            n, dev = X.shape[0], _device(X)
+            sign = 1 - 2 * self.Y
+            self._cache = {
+                "sign": sign,
+                "s_sign": s * sign,
+                "sY": s * self.Y,
+                "s_row": xp.reshape(s, (1, n)),
+                "zero": xp.zeros((1, 1), dtype=X.dtype, device=dev),
+                "l2_rows": self.l2_scaled * self.penalised,  # λ̃ on W, 0 on b
+            }
+        return self._cache
+
     def value_grad(self, theta: Any, Z: Any = None) -> tuple[Any, Any, Any]:
         """(f(θ), ∇f(θ), Z): ∇_W = Xᵀ R + λ̃W, ∇_b = Σᵢ Rᵢ, with R = s ⊙ ∂ℓ/∂Z.
 
-        Pass the margins ``Z`` of θ when known (after a line search) to skip X·W.
+        Pass the margins ``Z`` of θ when known to skip X·W.
         """
-        xp = self.xp
+        xp, c = self.xp, self._derived()
         Z = self.margins(theta) if Z is None else Z
-        W = theta * self.penalised
+        penalty = c["l2_rows"] * theta  # λ̃W, and 0 on b
         if self.binary:
-            e = xp.exp(-xp.abs(Z))
-            value = self._losses(Z, e)
-            P = xp.where(Z >= 0, 1 / (1 + e), e / (1 + e))  # σ(Z), as in sigmoid()
+            U = c["sign"] * Z
+            losses = xp.logaddexp(c["zero"], U)  # ℓ = softplus(σ̃z)
+            value = xp.reshape(c["s_row"] @ losses, ())
+            R = c["s_sign"] * xp.exp(U - losses)
         else:
             log_p = log_softmax(Z, xp=xp)
-            value = -xp.sum(self.s * self.Y * log_p)
-            P = xp.exp(log_p)
-        value = value + 0.5 * self.l2_scaled * xp.sum(W**2)
-        return value, self._gradient(W, P), Z
+            value = -(xp.reshape(c["sY"], (-1,)) @ xp.reshape(log_p, (-1,)))
+            R = self.s * xp.exp(log_p) - c["sY"]
+        flat = xp.reshape(theta, (-1,))
+        value = value + 0.5 * (flat @ xp.reshape(penalty, (-1,)))
+        grad = xp.concat([self.X.T @ R, xp.sum(R, axis=0, keepdims=True)], axis=0) + penalty
+        return value, (grad * self.fitted_rows if self.masked else grad), Z
 
     def grad(self, theta: Any) -> Any:
         """∇f(θ) alone, without f (what a mini-batch step needs)."""
@@ -178,13 +207,16 @@ class LogisticObjective:
         probabilities (binary: σ(1 − σ)), plus λ̃ on the penalised weights. Rows of θ
         held at zero (no intercept) get an identity block, so the system stays solvable.
         """
-        xp = self.xp
+        xp, c = self.xp, self._derived()
         n, p = self.X.shape
         q, K, dev = p + 1, Z.shape[1], _device(Z)
-        Xt = xp.concat([self.X, xp.ones((n, 1), dtype=Z.dtype, device=dev)], axis=1)
+        if "Xt" not in c:  # [X, 1], kept once a Hessian is asked for
+            c["Xt"] = xp.concat([self.X, xp.ones((n, 1), dtype=Z.dtype, device=dev)], axis=1)
+        Xt = c["Xt"]
         if self.binary:
-            sig = sigmoid(Z, xp=xp)
-            H = Xt.T @ (self.s * sig * (1 - sig) * Xt)
+            U = c["sign"] * Z
+            sig = xp.exp(U - xp.logaddexp(c["zero"], U))  # σ(σ̃z); σ(1 − σ) is symmetric
+            H = Xt.T @ ((self.s * (sig * (1 - sig))) * Xt)
         else:
             P = xp.exp(log_softmax(Z, xp=xp))
             SPX = (self.s * P)[:, :, None] * Xt[:, None, :]  # (n, K, q)
@@ -193,9 +225,18 @@ class LogisticObjective:
             diagonal = xp.permute_dims(gram, (1, 0, 2))[:, :, :, None] * eye_k[None, :, None, :]
             A = xp.reshape(P[:, None, :] * Xt[:, :, None], (n, q * K))  # (i, (j, k))
             H = xp.reshape(diagonal, (q * K, q * K)) - (self.s * A).T @ A
-        ones = xp.ones((1, K), dtype=Z.dtype, device=dev)
-        keep = xp.reshape(self.fitted_rows * ones, (q * K,))
-        penalised = xp.reshape(self.penalised * ones, (q * K,))
-        H = H * keep[:, None] * keep[None, :]
-        ridge = self.l2_scaled * penalised + (1 - keep)
-        return H + xp.eye(q * K, dtype=Z.dtype, device=dev) * ridge[None, :]
+        keep, ridge = self._hessian_masks(q, K)
+        return H * keep + ridge
+
+    def _hessian_masks(self, q: int, K: int) -> tuple[Any, Any]:
+        """(keep ⊗ keep, diag(λ̃ on the penalised weights, 1 on rows held at zero))."""
+        c = self._derived()
+        if "keep" not in c:
+            xp, dev, dtype = self.xp, _device(self.X), self.X.dtype
+            ones = xp.ones((1, K), dtype=dtype, device=dev)
+            keep = xp.reshape(self.fitted_rows * ones, (q * K,))
+            penalised = xp.reshape(self.penalised * ones, (q * K,))
+            ridge = self.l2_scaled * penalised + (1 - keep)
+            c["keep"] = keep[:, None] * keep[None, :]
+            c["ridge"] = xp.eye(q * K, dtype=dtype, device=dev) * ridge[None, :]
+        return c["keep"], c["ridge"]

@@ -1,22 +1,33 @@
 """Full-batch minimisers that stay on the device: L-BFGS and damped Newton.
 
-Both take an objective with ``value_grad(θ) -> (f, ∇f, Z)`` and
-``line_values(θ, Z, D, α) -> f(θ + αD)`` for a vector of step sizes (see
-:class:`~mlxp.linear_model._logistic_loss.LogisticObjective`). The line search is
-done on the device: f is evaluated at a fixed ladder of steps α = 1, ½, ¼, … at
-once, and the largest step meeting Armijo's condition f(θ + αD) ≤ f(θ) + c·α·∇fᵀD
-is picked with ``where``/``argmax``, without reading anything back. Convergence
-(‖∇f‖∞ ≤ tol, or a relative decrease of f below 64ε) is also tracked on the
-device; a converged iterate is frozen, and the host reads one flag every
-``check_every`` iterations, so stopping late costs a few no-op iterations and
-never changes the answer. With NumPy, whose arrays are already on the host, the
-same search runs sequentially and the flag is read every iteration: identical
-iterates, less work.
+Both need from the objective only ``value_grad(θ) -> (f, ∇f, Z)`` (Newton also
+``hessian(θ, Z)``, Z being the third value): f a 0-d array, ∇f an array shaped
+like θ (see :class:`~mlxp.linear_model._logistic_loss.LogisticObjective`). An
+objective may also have ``settle(arrays) -> arrays``, called with the loop's state
+(θ, f, ∇f, β and the L-BFGS history) at every host read, for lazy arrays to be
+materialised there (Dask's ``persist``), so that a graph does not grow across reads.
+
+**Line search, one trial per iteration.** Each iteration evaluates f and ∇f at
+θ + βD only and accepts the point if it meets Armijo's condition
+f(θ + βD) ≤ f(θ) + c·β·∇fᵀD; a rejected trial leaves θ where it was and halves β
+for the next iteration, an accepted one resets β to 1. The steps tried are the
+ladder β = 1, ½, ¼, …, 1/2048 of a backtracking search, spread over iterations: the
+largest step that qualifies is taken, the memory is one evaluation's, O(n·K), and
+the gradient of the accepted point is the one already computed. The choice is made
+with ``where``, without reading anything back. A ladder run out (β < 1/2048) means f
+is flat to working precision, which counts as converged.
+
+**Host reads.** Convergence (‖∇f‖∞ ≤ tol, or an accepted step decreasing f by less
+than 64ε relative — scikit-learn's lbfgs rule — or a flat f) is computed and read
+back only every ``check_every`` iterations (and after the last), on every backend
+alike, so the iterates do not depend on the backend: zero host synchronisations in
+the other iterations. Newton, whose iterations are few and each costs a Cholesky
+factorisation, reads its flag every iteration.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import math
 from typing import Any
 
 from array_api_compat import array_namespace
@@ -24,49 +35,116 @@ from array_api_compat import device as _device
 
 from mlxp._compat import on_host
 
+__all__ = ["minimize_lbfgs", "minimize_newton"]
+
 _ARMIJO = 1e-4
-_N_STEPS = 12  # steps 1, 1/2, ..., 1/2048
+_FLOOR = 0.5**11  # the smallest step of the ladder 1, 1/2, ..., 1/2048
 
 
-def _line_search(
-    xp: Any, objective: Any, theta: Any, Z: Any, value: Any, grad: Any, direction: Any, steps: Any
-) -> tuple[Any, Any, Any]:
-    """(α, accepted, X·D): the largest ladder step meeting Armijo's condition.
-
-    On a device, every step of the ladder is evaluated at once and α picked with
-    ``where``/``max`` (α = 0 if none qualifies). With arrays in host memory, where
-    reading a flag is free, the steps are tried one at a time instead, largest first:
-    the same α, usually for the price of one evaluation.
-    """
-    slope = xp.sum(grad * direction)
-    dZ = objective.margins(direction)
-    if on_host(xp):
-        alpha = 0 * steps[0]
-        for i in range(steps.shape[0]):
-            step = steps[i : i + 1]
-            f = objective.line_values(theta, Z, direction, step, dZ)[0]
-            if bool(xp.isfinite(f) & (f <= value + _ARMIJO * step[0] * slope)):
-                alpha = step[0]
-                break
-        accepted = (alpha > 0) & (slope < 0)
-    else:
-        values = objective.line_values(theta, Z, direction, steps, dZ)
-        ok = (values <= value + _ARMIJO * steps * slope) & xp.isfinite(values)
-        accepted = xp.any(ok) & (slope < 0)
-        alpha = xp.max(xp.where(ok & accepted, steps, xp.zeros_like(steps)))
-    return alpha, accepted, dZ
+def _step(
+    xp: Any, objective: Any, theta: Any, value: Any, grad: Any, direction: Any, beta: Any, one: Any
+) -> tuple[Any, Any, Any, Any, Any, Any, Any]:
+    """(θ', f', ∇f', Z', accepted, β', βD): the trial θ + βD if it meets Armijo's
+    condition, else θ unchanged (Z' is the trial's margins either way: callers that
+    keep margins select them with ``accepted``). ``beta`` and ``one`` are 0-d arrays."""
+    slope = xp.reshape(grad, (-1,)) @ xp.reshape(direction, (-1,))
+    move = beta * direction
+    trial = theta + move
+    new_value, new_grad, Z = objective.value_grad(trial)
+    ok = new_value - value <= beta * (_ARMIJO * slope)  # False for a NaN value
+    theta = xp.where(ok, trial, theta)
+    value = xp.where(ok, new_value, value)
+    grad = xp.where(ok, new_grad, grad)
+    beta = xp.where(ok, one, 0.5 * beta)
+    return theta, value, grad, Z, ok, beta, move
 
 
-def _ladder(xp: Any, like: Any) -> Any:
-    powers = xp.arange(_N_STEPS, dtype=like.dtype, device=_device(like))
-    return 0.5**powers
-
-
-def _converged(xp: Any, grad: Any, old: Any, new: Any, tol: float, eps: float) -> Any:
-    """‖∇f‖∞ ≤ tol, or f decreased by less than 64ε relative (scikit-learn's lbfgs rule)."""
+def _converged(
+    xp: Any, grad: Any, old: Any, new: Any, ok: Any, beta: Any, tol: float, one: Any
+) -> Any:
+    """‖∇f‖∞ ≤ tol; or an accepted step lowered f by less than 64ε relative; or f is flat
+    (no step of the ladder qualified)."""
+    eps = float(xp.finfo(grad.dtype).eps)
     small_grad = xp.max(xp.abs(grad)) <= tol
-    scale = xp.maximum(xp.maximum(xp.abs(old), xp.abs(new)), xp.ones_like(old))
-    return small_grad | ((old - new) <= 64 * eps * scale)
+    scale = xp.maximum(xp.maximum(xp.abs(old), xp.abs(new)), one)
+    stalled = ok & ((old - new) <= 64 * eps * scale)
+    return small_grad | stalled | (beta < _FLOOR)
+
+
+class _History:
+    """The last m pairs sₖ = θₖ₊₁ − θₖ, yₖ = ∇fₖ₊₁ − ∇fₖ in compact form (Byrd, Nocedal and
+    Schnabel 1994).
+
+    With S, Y the (m, d) stacks of the pairs, oldest first, D = diag(SYᵀ), R the upper
+    triangle of SYᵀ (Rᵢⱼ = sᵢᵀyⱼ, i ≤ j) and H₀ = γI, γ = sᵀy/yᵀy of the newest pair,
+
+        H = γI + [Sᵀ γYᵀ] [[R⁻ᵀ(D + γYYᵀ)R⁻¹, −R⁻ᵀ], [−R⁻¹, 0]] [S; γY],
+
+    the L-BFGS inverse Hessian. Stored: V = [S; Y] (2m, d), its Gram matrix G = VVᵀ and
+    R⁻¹, updated from the previous R⁻¹ without a solve (dropping the oldest pair keeps
+    the trailing block of the inverse; the new column is [−R̃⁻¹r; 1]/δ with
+    r = S̃y, δ = sᵀy). Empty slots are zero pairs with a unit diagonal in R: they
+    contribute nothing. A pair without curvature (sᵀy ≤ ε‖s‖‖y‖, a rejected step
+    among them) is not stored. Before the first pair, γ = 1/‖∇f₀‖.
+    """
+
+    def __init__(self, xp: Any, grad: Any, memory: int) -> None:
+        m, d, dev, dtype = memory, math.prod(grad.shape), _device(grad), grad.dtype
+        self.xp, self.m = xp, m
+        eps = xp.finfo(dtype).eps
+        self.V = xp.zeros((2 * m, d), dtype=dtype, device=dev)
+        self.R_inv = xp.eye(m, dtype=dtype, device=dev)
+        # G's newest slot holds δ = 1/‖∇f₀‖ and ‖y‖² = 1 until a pair arrives: γ = δ.
+        norm = xp.linalg.vector_norm(grad)
+        delta = 1 / xp.maximum(norm, xp.full_like(norm, eps))
+        newest = xp.zeros((2 * m, 2 * m), dtype=dtype, device=dev)
+        ii = xp.arange(2 * m, device=dev)
+        pair = (ii[:, None] == m - 1) & (ii[None, :] == 2 * m - 1)
+        pair = xp.astype(pair | xp.permute_dims(pair, (1, 0)), dtype)
+        last = xp.astype((ii[:, None] == 2 * m - 1) & (ii[None, :] == 2 * m - 1), dtype)
+        self.G = newest + delta * pair + last
+        self.gamma = delta
+        self.zero_row = xp.zeros((1, m - 1), dtype=dtype, device=dev)
+        self.unit_last = xp.astype(xp.arange(m, device=dev) == m - 1, dtype)
+        self.one = xp.ones((), dtype=dtype, device=dev)
+
+    def direction(self, grad: Any) -> Any:
+        """−H∇f, from the products V∇f, R⁻¹(·), G and Vᵀ(·): 12 array operations."""
+        xp, m, gamma = self.xp, self.m, self.gamma
+        g = xp.reshape(grad, (-1,))
+        ab = self.V @ g
+        a, b = ab[:m], ab[m:]
+        u = self.R_inv @ a  # R⁻¹Sg
+        d = xp.linalg.diagonal(self.G[:m, m:])  # D = diag(SYᵀ)
+        t = b - self.G[m:, m:] @ u - (d / gamma) * u
+        p = xp.permute_dims(self.R_inv, (1, 0)) @ t  # −R⁻ᵀ(D + γYYᵀ)R⁻¹Sg/γ + R⁻ᵀYg
+        step = gamma * (xp.permute_dims(self.V, (1, 0)) @ xp.concat([p, u]) - g)
+        return xp.reshape(step, grad.shape)
+
+    def update(self, s: Any, y: Any) -> None:
+        """Push the pair (s, y), the oldest dropping out, if it has curvature."""
+        xp, m = self.xp, self.m
+        s, y = xp.reshape(s, (1, -1)), xp.reshape(y, (1, -1))
+        V = xp.concat([self.V[1:m, :], s, self.V[m + 1 :, :], y], axis=0)
+        G = V @ xp.permute_dims(V, (1, 0))
+        ss, sy, yy = G[m - 1, m - 1], G[m - 1, 2 * m - 1], G[2 * m - 1, 2 * m - 1]
+        eps = float(xp.finfo(G.dtype).eps)
+        curved = sy > eps * xp.sqrt(ss * yy)
+        delta = xp.where(curved, sy, self.one)
+        kept = xp.concat([self.R_inv[1:, 1:], self.zero_row], axis=0)  # (m, m − 1)
+        column = (self.unit_last - kept @ G[: m - 1, 2 * m - 1]) / delta
+        R_inv = xp.concat([kept, column[:, None]], axis=1)
+        self.V = xp.where(curved, V, self.V)
+        self.G = xp.where(curved, G, self.G)
+        self.R_inv = xp.where(curved, R_inv, self.R_inv)
+        self.gamma = self.G[m - 1, 2 * m - 1] / self.G[2 * m - 1, 2 * m - 1]
+
+    def state(self) -> tuple[Any, Any, Any, Any]:
+        """The arrays held (references, not copies: every update makes new ones)."""
+        return self.V, self.G, self.R_inv, self.gamma
+
+    def restore(self, state: tuple[Any, Any, Any, Any]) -> None:
+        self.V, self.G, self.R_inv, self.gamma = state
 
 
 def minimize_lbfgs(
@@ -74,85 +152,116 @@ def minimize_lbfgs(
 ) -> tuple[Any, int, bool]:
     """Minimise with L-BFGS from θ; returns (θ, iterations, converged).
 
-    ``converged`` is False when ``max_iter`` ran out first. A line search that finds
-    no decrease at all means f is flat to working precision, which counts as converged.
-
-    The direction is −H∇f by the two-loop recursion over the last ``memory`` pairs
-    sₖ = θₖ₊₁ − θₖ, yₖ = ∇fₖ₊₁ − ∇fₖ, with H₀ = γI, γ = sᵀy/yᵀy (1/‖∇f‖ at first).
-    Pairs with too little curvature (sᵀy ≤ ε‖s‖‖y‖) get ρ = 0, which removes them.
+    The direction is −H∇f with H the compact L-BFGS matrix of the last ``memory`` pairs
+    (:class:`_History`), the step the one-trial line search of the module docstring.
+    ``converged`` is False when ``max_iter`` ran out first. Convergence is read back
+    every ``check_every`` iterations and after the last; when a read finds it, the
+    iterations since the previous read are replayed from the state kept then, reading
+    after each, so that the fit stops at the first iterate meeting the rule, as if it
+    had been read every iteration: the same θ and iteration count on every backend.
     """
     xp = array_namespace(theta)
-    check_every = 1 if on_host(xp) else check_every
-    eps = float(xp.finfo(theta.dtype).eps)
-    steps = _ladder(xp, theta)
-    value, grad, Z = objective.value_grad(theta)
-    norm = xp.linalg.vector_norm(grad)
-    gamma = 1 / xp.maximum(norm, xp.full_like(norm, eps))
-    pairs: deque = deque(maxlen=memory)
-    converged = xp.max(xp.abs(grad)) <= tol
-    n_iter = xp.zeros((), dtype=xp.int32, device=_device(theta))
+    check_every = 1 if on_host(xp) else check_every  # NumPy: reading is free
+    value, grad, _ = objective.value_grad(theta)
+    if bool(xp.max(xp.abs(grad)) <= tol):
+        return theta, 0, True
+    history = _History(xp, grad, memory)
+    one = xp.ones_like(value)
+    state = (theta, value, grad, one)
+    kept = (0, state, history.state())
     for it in range(1, max_iter + 1):
-        q, alphas = grad, []
-        for s, y, rho in reversed(pairs):
-            a = rho * xp.sum(s * q)
-            q = q - a * y
-            alphas.append(a)
-        r = gamma * q
-        for (s, y, rho), a in zip(pairs, reversed(alphas), strict=True):
-            r = r + s * (a - rho * xp.sum(y * r))
-        direction = -r
-        alpha, accepted, dZ = _line_search(xp, objective, theta, Z, value, grad, direction, steps)
-        alpha = xp.where(converged, 0 * alpha, alpha)
-        new_theta = theta + alpha * direction
-        new_value, new_grad, new_Z = objective.value_grad(new_theta, Z + alpha * dZ)
-        s, y = new_theta - theta, new_grad - grad
-        sy = xp.sum(s * y)
-        curved = sy > eps * xp.linalg.vector_norm(s) * xp.linalg.vector_norm(y)
-        safe_sy = xp.where(curved, sy, xp.ones_like(sy))
-        pairs.append((s, y, xp.where(curved, 1 / safe_sy, 0 * sy)))
-        gamma = xp.where(curved, sy / xp.where(curved, xp.sum(y * y), xp.ones_like(sy)), gamma)
-        n_iter = n_iter + xp.astype(~converged, xp.int32)
-        converged = converged | ~accepted | _converged(xp, new_grad, value, new_value, tol, eps)
-        theta, value, grad, Z = new_theta, new_value, new_grad, new_Z
-        if it % check_every == 0 and bool(converged):  # one host read per check_every steps
-            break
-    return theta, int(n_iter), bool(converged)
+        state, flag = _lbfgs_iteration(xp, objective, history, state, tol, one)
+        if it % check_every == 0 or it == max_iter:  # the one host read of check_every steps
+            if bool(flag):
+                if check_every == 1:
+                    return state[0], it, True
+                start, state, saved = kept  # replay, reading every iteration
+                history.restore(saved)
+                for replayed in range(start + 1, it + 1):
+                    state, flag = _lbfgs_iteration(xp, objective, history, state, tol, one)
+                    if replayed == it or bool(flag):
+                        return state[0], replayed, True
+            state = _settle(objective, state, history)
+            kept = (it, state, history.state())
+    return state[0], max_iter, False
+
+
+def _settle(objective: Any, state: tuple, history: _History | None = None) -> tuple:
+    """The state (and history) through ``objective.settle``, where it has one."""
+    settle = getattr(objective, "settle", None)
+    if settle is None:
+        return state
+    saved = history.state() if history is not None else ()
+    arrays = list(settle([*state, *saved]))
+    if history is not None:
+        history.restore(tuple(arrays[len(state) :]))
+    return tuple(arrays[: len(state)])
+
+
+def _lbfgs_iteration(
+    xp: Any, objective: Any, history: _History, state: tuple, tol: float, one: Any
+) -> tuple[tuple, Any]:
+    """One L-BFGS iteration from state (θ, f, ∇f, β): the new state and the convergence
+    flag (a 0-d array, computed only when it is read)."""
+    theta, value, grad, beta = state
+    direction = history.direction(grad)
+    new_theta, new_value, new_grad, _, ok, beta, move = _step(
+        xp, objective, theta, value, grad, direction, beta, one
+    )
+    # A rejected trial leaves ∇f, so y = 0 and the pair is not stored.
+    history.update(move, new_grad - grad)
+    flag = _Lazy(lambda: _converged(xp, new_grad, value, new_value, ok, beta, tol, one))
+    return (new_theta, new_value, new_grad, beta), flag
+
+
+class _Lazy:
+    """A flag computed on first ``bool()``: iterations that do not read it cost nothing."""
+
+    def __init__(self, compute: Any) -> None:
+        self.compute = compute
+
+    def __bool__(self) -> bool:
+        return bool(self.compute())
+
+
+def _newton_direction(xp: Any, objective: Any, theta: Any, Z: Any, grad: Any) -> Any:
+    """D solving (∇²f + jitter·I) D = −∇f by Cholesky; the relative jitter keeps a
+    singular ∇²f (softmax with penalty=None) factorable."""
+    eps = float(xp.finfo(theta.dtype).eps)
+    H = objective.hessian(theta, Z)
+    jitter = 10 * H.shape[0] * eps * xp.max(xp.abs(H))
+    H = H + jitter * xp.eye(H.shape[0], dtype=H.dtype, device=_device(H))
+    L = xp.linalg.cholesky(H)
+    flat = xp.reshape(grad, (-1, 1))
+    return -xp.reshape(xp.linalg.solve(L.T, xp.linalg.solve(L, flat)), theta.shape)
 
 
 def minimize_newton(
-    objective: Any, theta: Any, *, tol: float, max_iter: int, check_every: int = 1
+    objective: Any, theta: Any, *, tol: float, max_iter: int
 ) -> tuple[Any, int, bool]:
-    """Damped Newton: solve ∇²f D = −∇f by Cholesky, then the on-device line search.
+    """Damped Newton: solve ∇²f D = −∇f by Cholesky, then the one-trial line search.
 
-    Newton converges in a handful of iterations, so the flag is read every step by
-    default; each step costs one Hessian (n·(pK)²) and one Cholesky ((pK)³). Once the
-    tolerance is met, one more step polishes θ: convergence being quadratic, that
-    brings it to near machine precision for the price of one iteration.
+    Newton converges in a handful of iterations, so the flag is read every step; each
+    step costs one Hessian (n·(pK)²) and one Cholesky ((pK)³). Once the tolerance is
+    met, one more step polishes θ: convergence being quadratic, that brings it to near
+    machine precision for the price of one iteration.
     """
     xp = array_namespace(theta)
-    eps = float(xp.finfo(theta.dtype).eps)
-    steps = _ladder(xp, theta)
-    shape = theta.shape
     value, grad, Z = objective.value_grad(theta)
-    converged = xp.max(xp.abs(grad)) <= tol
-    frozen = xp.zeros_like(converged)  # converged one step ago: the polishing step is done
-    n_iter = xp.zeros((), dtype=xp.int32, device=_device(theta))
-    for it in range(1, max_iter + 1):
-        H = objective.hessian(theta, Z)
-        # A relative jitter keeps a singular H (softmax with penalty=None) factorable.
-        jitter = 10 * H.shape[0] * eps * xp.max(xp.abs(H))
-        H = H + jitter * xp.eye(H.shape[0], dtype=H.dtype, device=_device(H))
-        L = xp.linalg.cholesky(H)
-        flat = xp.reshape(grad, (-1, 1))
-        direction = -xp.reshape(xp.linalg.solve(L.T, xp.linalg.solve(L, flat)), shape)
-        alpha, accepted, dZ = _line_search(xp, objective, theta, Z, value, grad, direction, steps)
-        alpha = xp.where(frozen, 0 * alpha, alpha)
-        new_theta = theta + alpha * direction
-        new_value, new_grad, new_Z = objective.value_grad(new_theta, Z + alpha * dZ)
-        n_iter = n_iter + xp.astype(~frozen, xp.int32)
-        frozen = frozen | converged
-        converged = converged | ~accepted | _converged(xp, new_grad, value, new_value, tol, eps)
-        theta, value, grad, Z = new_theta, new_value, new_grad, new_Z
-        if it % check_every == 0 and bool(frozen):
+    converged = bool(xp.max(xp.abs(grad)) <= tol)
+    one = beta = xp.ones_like(value)
+    n_iter = 0
+    for _ in range(max_iter):
+        polishing = converged
+        direction = _newton_direction(xp, objective, theta, Z, grad)
+        new_theta, new_value, new_grad, trial_Z, ok, beta, _ = _step(
+            xp, objective, theta, value, grad, direction, beta, one
+        )
+        Z = xp.where(ok, trial_Z, Z)
+        n_iter += 1
+        if polishing:
+            theta, value, grad = new_theta, new_value, new_grad
             break
-    return theta, int(n_iter), bool(converged)
+        converged = bool(_converged(xp, new_grad, value, new_value, ok, beta, tol, one))
+        theta, value, grad, Z, beta = _settle(objective, (new_theta, new_value, new_grad, Z, beta))
+    return theta, n_iter, converged

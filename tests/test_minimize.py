@@ -1,0 +1,106 @@
+"""The on-device minimisers: the compact L-BFGS matrix against the two-loop recursion, the
+host reads of a fit, and the ``settle`` hook lazy objectives use."""
+
+from __future__ import annotations
+
+import array_api_compat.numpy as xp
+import numpy as np
+import pytest
+
+from mlxp.linear_model._logistic_loss import LogisticObjective
+from mlxp.linear_model._minimize import _History, minimize_lbfgs, minimize_newton
+
+
+def _two_loop(pairs, g):
+    """−Hg by Nocedal's two-loop recursion, H₀ = γI from the newest pair."""
+    q, alphas = g.copy(), []
+    for s, y in reversed(pairs):
+        a = (s @ q) / (s @ y)
+        q, alphas = q - a * y, [*alphas, a]
+    s, y = pairs[-1]
+    r = (s @ y) / (y @ y) * q
+    for (s, y), a in zip(pairs, reversed(alphas), strict=True):
+        r = r + s * (a - (y @ r) / (s @ y))
+    return -r
+
+
+def test_compact_direction_is_the_two_loop_one():
+    rng = np.random.default_rng(0)
+    d, m = 7, 4
+    A = rng.normal(size=(d, d))
+    A = A @ A.T + np.eye(d)
+    g0 = rng.normal(size=(d, 1))
+    history, kept = _History(xp, g0, m), []
+    g = rng.normal(size=(d, 1))
+    np.testing.assert_allclose(history.direction(g), -g / np.linalg.norm(g0), rtol=1e-14)
+    for k in range(7):
+        s = rng.normal(size=(d, 1))
+        y = A @ s if k != 2 else -A @ s  # no curvature: not stored
+        history.update(s, y)
+        if k != 2:
+            kept = [*kept, (s[:, 0], y[:, 0])][-m:]
+        expected = _two_loop(kept, g[:, 0])
+        np.testing.assert_allclose(history.direction(g)[:, 0], expected, rtol=1e-10, atol=1e-14)
+
+
+def _objective(namespace, n=200):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(n, 3))
+    y = (X @ np.array([1.0, -1.0, 0.5]) + rng.normal(size=n) > 0).astype(float)
+    ones = namespace.asarray(np.ones(n))
+    return LogisticObjective.from_weights(
+        namespace,
+        namespace.asarray(X),
+        namespace.asarray(y[:, None]),
+        ones,
+        l2=1.0,
+        fit_intercept=True,
+    )
+
+
+class _Settled:
+    """An objective that records what ``settle`` is given and hands it back."""
+
+    def __init__(self, objective):
+        self.objective, self.calls = objective, []
+
+    def value_grad(self, theta):
+        return self.objective.value_grad(theta)
+
+    def hessian(self, theta, Z):
+        return self.objective.hessian(theta, Z)
+
+    def settle(self, arrays):
+        self.calls.append(len(arrays))
+        return [a + 0 for a in arrays]  # new arrays, the same values
+
+
+@pytest.mark.parametrize("minimize", [minimize_lbfgs, minimize_newton])
+def test_settle_sees_the_state_at_each_read_and_changes_nothing(minimize):
+    strict = pytest.importorskip("array_api_strict")
+    objective = _objective(strict)
+    theta = strict.zeros((4, 1), dtype=strict.float64)
+    plain = minimize(objective, theta, tol=1e-10, max_iter=100)
+    wrapped = _Settled(objective)
+    settled = minimize(wrapped, theta, tol=1e-10, max_iter=100)
+    assert plain[1:] == settled[1:] and plain[2]
+    np.testing.assert_array_equal(np.asarray(plain[0]), np.asarray(settled[0]))
+    # L-BFGS: θ, f, ∇f, β and the history's V, G, R⁻¹, γ, at each read but the last;
+    # Newton: θ, f, ∇f, Z, β after each iteration but the polishing one.
+    per_read = 8 if minimize is minimize_lbfgs else 5
+    reads = plain[1] // 5 if minimize is minimize_lbfgs else plain[1] - 1
+    assert wrapped.calls == [per_read] * reads
+
+
+def test_lbfgs_reads_the_device_once_every_five_iterations():
+    torch = pytest.importorskip("torch")
+    import array_api_compat.torch as txp
+
+    from bench.opcount import TorchOps
+
+    objective = _objective(txp)
+    theta = torch.zeros((4, 1), dtype=torch.float64)
+    with TorchOps() as count:
+        _, n_iter, converged = minimize_lbfgs(objective, theta, tol=0.0, max_iter=20)
+    assert (n_iter, converged) == (20, False)
+    assert count.syncs == 1 + 20 // 5  # the start, then one read per 5 iterations
