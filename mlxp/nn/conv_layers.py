@@ -228,13 +228,19 @@ class MaxPool2D(_Pool2D):
 
     def forward(self, x: Any, training: bool = False) -> Any:
         _check_images(self, x)
-        y = C.max_pool2d(x, *self._geometry())
-        self._cache = {"x": x, "y": y}
+        if not training:  # backward, if asked, finds the argmax again
+            self._cache = {"x": x}
+            return C.max_pool2d(x, *self._geometry())
+        y, indices = C.max_pool2d(x, *self._geometry(), return_indices=True)
+        self._cache = {"indices": indices, "shape": tuple(x.shape)}
         return y
 
     def _input_grad(self, grad: Any) -> Any:
-        x, y = self._cache["x"], self._cache["y"]
-        return C.max_pool2d_backward(x, y, grad, *self._geometry())
+        c = self._cache
+        if "indices" not in c:
+            x = c["x"]
+            return C.max_pool2d_backward(x, None, grad, *self._geometry())
+        return C.max_pool2d_indices_backward(c["indices"], c["shape"], grad, *self._geometry())
 
 
 class AvgPool2D(_Pool2D):

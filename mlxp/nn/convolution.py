@@ -19,10 +19,15 @@ import numbers
 import operator
 from typing import Any
 
-from array_api_compat import array_namespace
+from array_api_compat import (
+    array_namespace,
+    is_cupy_namespace,
+    is_numpy_namespace,
+    is_torch_namespace,
+)
 from array_api_compat import device as _device
 
-from mlxp._compat import index_dtype, slice_add
+from mlxp._compat import argmax, index_dtype, slice_add
 
 __all__ = [
     "IM2COL_MAX_BYTES",
@@ -34,6 +39,7 @@ __all__ = [
     "global_avg_pool2d_backward",
     "max_pool2d",
     "max_pool2d_backward",
+    "max_pool2d_indices_backward",
     "pair",
 ]
 
@@ -280,18 +286,30 @@ def max_pool2d(
     stride: int | Pair | None = None,
     padding: int | Pair = 0,
     *,
+    return_indices: bool = False,
     xp: Any = None,
 ) -> Any:
     """y[n, c, h, w] = max_{i,j} x̃[n, c, h·sh + i, w·sw + j], x̃ padded with −∞.
 
     x is (N, C, H, W), y (N, C, OH, OW); stride defaults to the kernel size. Computed
     as an element-wise maximum over the kh·kw offsets (i, j) of strided views: no
-    window buffer, and no reduction along a short axis.
+    window buffer, and no reduction along a short axis. With ``return_indices``,
+    (y, a) where a[c, h, w, n] (batch last) is the row-major offset i·kw + j of the
+    first maximum of each window: the views stacked once, reduced by max and argmax.
     """
     xp = xp or array_namespace(x)
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
     _, views = _pool_windows(x, kernel, stride, pads, -math.inf, xp, "max_pool2d")
-    return _batch_first(functools.reduce(xp.maximum, views), xp)
+    if not return_indices:
+        return _batch_first(functools.reduce(xp.maximum, views), xp)
+    stacked = xp.stack(views, axis=0)
+    return _batch_first(xp.max(stacked, axis=0), xp), argmax(stacked, axis=0)
+
+
+def _bool_arithmetic(xp: Any) -> bool:
+    """Whether ``xp`` takes booleans as 0/1 in arithmetic (the standard does not): a
+    product with a mask is then one pass without branches (NumPy's ``where`` branches)."""
+    return any(f(xp) for f in (is_numpy_namespace, is_cupy_namespace, is_torch_namespace))
 
 
 def _offsets(kernel: Pair) -> list[Pair]:
@@ -311,28 +329,53 @@ def max_pool2d_backward(
 ) -> Any:
     """∂L/∂x of :func:`max_pool2d` from its input x and output y: each g[n, c, h, w] goes
     to the first maximum of its window in row-major order (as PyTorch), summed where
-    overlapping windows share it.
+    overlapping windows share it. The argmax is found again from x
+    (:func:`max_pool2d_indices_backward` takes the forward's)."""
+    xp = xp or array_namespace(grad)
+    _, indices = max_pool2d(x, kernel_size, stride, padding, return_indices=True, xp=xp)
+    return max_pool2d_indices_backward(
+        indices, tuple(x.shape), grad, kernel_size, stride, padding, xp=xp
+    )
 
-    Offset by offset, hit = [x̃ window = y] and no earlier hit marks the first maximum;
-    g ⊙ hit is added into that offset's strided slice of the padded input
-    (:func:`~mlxp._compat.slice_add`), and the padding cropped.
+
+def max_pool2d_indices_backward(
+    indices: Any,
+    x_shape: tuple[int, ...],
+    grad: Any,
+    kernel_size: int | Pair,
+    stride: int | Pair | None = None,
+    padding: int | Pair = 0,
+    *,
+    xp: Any = None,
+) -> Any:
+    """∂L/∂x (``x_shape``) of :func:`max_pool2d` through the argmax offsets a of its
+    forward (``return_indices=True``): g[n, c, h, w] goes to offset a[c, h, w, n].
+
+    The kh·kw offset gradients g ⊙ [a = o] are computed at once; for windows that tile
+    the image (stride = kernel, no padding) they interleave into the image with one
+    copy, else each is added into its strided slice (:func:`~mlxp._compat.slice_add`).
     """
     xp = xp or array_namespace(grad)
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
-    out, views = _pool_windows(x, kernel, stride, pads, -math.inf, xp, "max_pool2d")
-    y_last, g_last = xp.permute_dims(y, (1, 2, 3, 0)), xp.permute_dims(grad, (1, 2, 3, 0))
-    found, parts = None, []
-    for view in views:
-        hit = view == y_last
-        if found is None:
-            found = hit
-        else:
-            hit = hit & ~found
-            found = found | hit
-        parts.append(g_last * xp.astype(hit, grad.dtype))
-    C, H, W, N = x.shape[1], x.shape[2], x.shape[3], x.shape[0]
+    N, C, H, W = x_shape
+    k, out = kernel[0] * kernel[1], (grad.shape[2], grad.shape[3])
+    offsets = xp.reshape(
+        xp.arange(k, dtype=indices.dtype, device=_device(indices)), (k, 1, 1, 1, 1)
+    )
+    hit = indices[None, ...] == offsets
+    g = xp.permute_dims(grad, (1, 2, 3, 0))[None, ...]
+    parts = g * hit if _bool_arithmetic(xp) else xp.where(hit, g, 0.0)
+    if stride == kernel and pads == ((0, 0), (0, 0)):
+        blocks = xp.reshape(parts, (*kernel, C, *out, N))
+        images = xp.reshape(
+            xp.permute_dims(blocks, (2, 3, 0, 4, 1, 5)),
+            (C, out[0] * kernel[0], out[1] * kernel[1], N),
+        )
+        rest = ((0, H - images.shape[1]), (0, W - images.shape[2]))
+        return _batch_first(_pad(images, rest, 0.0, xp, axes=(1, 2)), xp)
     padded = (C, H + sum(pads[0]), W + sum(pads[1]), N)
-    images = slice_add(padded, _window_regions(kernel, stride, (1, 1), out), parts, xp=xp)
+    regions = _window_regions(kernel, stride, (1, 1), out)
+    images = slice_add(padded, regions, [parts[a, ...] for a in range(k)], xp=xp)
     return _unpad(_batch_first(images, xp), pads)
 
 

@@ -177,11 +177,29 @@ class Sequential:
         return model
 
     # ------------------------------------------------------------------ propagation
-    def forward(self, x: Any, training: bool = False) -> Any:
-        """The output of the last layer for input ``x``; each layer caches for backward."""
+    def forward(self, x: Any, training: bool = False, noise: Any = None) -> Any:
+        """The output of the last layer for input ``x``; each layer caches for backward.
+
+        ``noise``: one uniform array per layer that ``draws`` (Dropout), in order, of the
+        shape of its input (see :meth:`noise_shapes`); None: those layers draw their own.
+        """
+        draws = iter(noise) if noise is not None else None
         for layer in self.layers:
-            x = layer.forward(x, training=training)
+            if layer.draws and draws is not None:
+                x = layer.forward(x, training=training, noise=next(draws))
+            else:
+                x = layer.forward(x, training=training)
         return x
+
+    def noise_shapes(self, shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+        """The input shape of one sample at each layer that ``draws``, in order, for one
+        sample's input of ``shape``: what a training step's ``noise`` holds per row."""
+        shapes = []
+        for layer in self.layers:
+            if layer.draws:
+                shapes.append(tuple(shape))
+            shape = layer.output_shape(shape)
+        return shapes
 
     def backward(self, grad: Any, *, input_grad: bool = True) -> Any:
         """Back-propagate ∂L/∂output; returns ∂L/∂input (None with ``input_grad=False``,
