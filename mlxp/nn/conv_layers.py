@@ -14,6 +14,7 @@ from mlxp._compat import Generator
 from mlxp._params import POSITIVE_INT, Interval, StrOptions, Tuples
 from mlxp.exceptions import InvalidParameterError
 from mlxp.nn import convolution as C
+from mlxp.nn import functional as F
 from mlxp.nn.init import INITIALIZERS
 from mlxp.nn.layers import Layer
 
@@ -232,15 +233,12 @@ class MaxPool2D(_Pool2D):
             self._cache = {"x": x}
             return C.max_pool2d(x, *self._geometry())
         y, indices = C.max_pool2d(x, *self._geometry(), return_indices=True)
-        self._cache = {"indices": indices, "shape": tuple(x.shape)}
+        self._cache = {"x": x, "indices": indices}
         return y
 
     def _input_grad(self, grad: Any) -> Any:
-        c = self._cache
-        if "indices" not in c:
-            x = c["x"]
-            return C.max_pool2d_backward(x, None, grad, *self._geometry())
-        return C.max_pool2d_indices_backward(c["indices"], c["shape"], grad, *self._geometry())
+        x, indices = self._cache["x"], self._cache.get("indices")
+        return C.max_pool2d_backward(x, None, grad, *self._geometry(), indices=indices)
 
 
 class AvgPool2D(_Pool2D):
@@ -263,7 +261,7 @@ class GlobalAvgPool2D(Layer):
     def forward(self, x: Any, training: bool = False) -> Any:
         _check_images(self, x)
         self._cache = {"shape": tuple(x.shape)}
-        return C.global_avg_pool2d(x)
+        return F.global_avg_pool2d(x)
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(shape) != 3:
@@ -271,4 +269,4 @@ class GlobalAvgPool2D(Layer):
         return (shape[0],)
 
     def _input_grad(self, grad: Any) -> Any:
-        return C.global_avg_pool2d_backward(self._cache["shape"], grad)
+        return F.global_avg_pool2d_backward(self._cache["shape"], grad)

@@ -35,11 +35,8 @@ __all__ = [
     "avg_pool2d_backward",
     "conv2d",
     "conv2d_backward",
-    "global_avg_pool2d",
-    "global_avg_pool2d_backward",
     "max_pool2d",
     "max_pool2d_backward",
-    "max_pool2d_indices_backward",
     "pair",
 ]
 
@@ -291,9 +288,8 @@ def max_pool2d(
 ) -> Any:
     """y[n, c, h, w] = max_{i,j} x̃[n, c, h·sh + i, w·sw + j], x̃ padded with −∞.
 
-    x is (N, C, H, W), y (N, C, OH, OW); stride defaults to the kernel size. Computed
-    as an element-wise maximum over the kh·kw offsets (i, j) of strided views: no
-    window buffer, and no reduction along a short axis. With ``return_indices``,
+    x is (N, C, H, W), y (N, C, OH, OW); stride defaults to the kernel size. Computed as
+    an element-wise maximum over the kh·kw offsets (i, j) of strided views. With ``return_indices``,
     (y, a) where a[c, h, w, n] (batch last) is the row-major offset i·kw + j of the
     first maximum of each window: the views stacked once, reduced by max and argmax.
     """
@@ -304,12 +300,6 @@ def max_pool2d(
         return _batch_first(functools.reduce(xp.maximum, views), xp)
     stacked = xp.stack(views, axis=0)
     return _batch_first(xp.max(stacked, axis=0), xp), argmax(stacked, axis=0)
-
-
-def _bool_arithmetic(xp: Any) -> bool:
-    """Whether ``xp`` takes booleans as 0/1 in arithmetic (the standard does not): a
-    product with a mask is then one pass without branches (NumPy's ``where`` branches)."""
-    return any(f(xp) for f in (is_numpy_namespace, is_cupy_namespace, is_torch_namespace))
 
 
 def _offsets(kernel: Pair) -> list[Pair]:
@@ -325,52 +315,32 @@ def max_pool2d_backward(
     stride: int | Pair | None = None,
     padding: int | Pair = 0,
     *,
+    indices: Any = None,
     xp: Any = None,
 ) -> Any:
-    """∂L/∂x of :func:`max_pool2d` from its input x and output y: each g[n, c, h, w] goes
-    to the first maximum of its window in row-major order (as PyTorch), summed where
-    overlapping windows share it. The argmax is found again from x
-    (:func:`max_pool2d_indices_backward` takes the forward's)."""
-    xp = xp or array_namespace(grad)
-    _, indices = max_pool2d(x, kernel_size, stride, padding, return_indices=True, xp=xp)
-    return max_pool2d_indices_backward(
-        indices, tuple(x.shape), grad, kernel_size, stride, padding, xp=xp
-    )
-
-
-def max_pool2d_indices_backward(
-    indices: Any,
-    x_shape: tuple[int, ...],
-    grad: Any,
-    kernel_size: int | Pair,
-    stride: int | Pair | None = None,
-    padding: int | Pair = 0,
-    *,
-    xp: Any = None,
-) -> Any:
-    """∂L/∂x (``x_shape``) of :func:`max_pool2d` through the argmax offsets a of its
-    forward (``return_indices=True``): g[n, c, h, w] goes to offset a[c, h, w, n].
+    """∂L/∂x of :func:`max_pool2d` for input x: each g[n, c, h, w] goes to the first
+    maximum of its window in row-major order (as PyTorch), summed where overlapping
+    windows share it; y is not read. ``indices``: the forward's argmax offsets a
+    (``return_indices=True``), else found again from x.
 
     The kh·kw offset gradients g ⊙ [a = o] are computed at once; for windows that tile
     the image (stride = kernel, no padding) they interleave into the image with one
     copy, else each is added into its strided slice (:func:`~mlxp._compat.slice_add`).
     """
     xp = xp or array_namespace(grad)
+    if indices is None:
+        _, indices = max_pool2d(x, kernel_size, stride, padding, return_indices=True, xp=xp)
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
-    N, C, H, W = x_shape
+    N, C, H, W = x.shape
     k, out = kernel[0] * kernel[1], (grad.shape[2], grad.shape[3])
-    offsets = xp.reshape(
-        xp.arange(k, dtype=indices.dtype, device=_device(indices)), (k, 1, 1, 1, 1)
-    )
-    hit = indices[None, ...] == offsets
+    offsets = xp.arange(k, dtype=indices.dtype, device=_device(indices))
+    hit = indices[None, ...] == xp.reshape(offsets, (k, 1, 1, 1, 1))
     g = xp.permute_dims(grad, (1, 2, 3, 0))[None, ...]
-    parts = g * hit if _bool_arithmetic(xp) else xp.where(hit, g, 0.0)
+    bool_arithmetic = (is_numpy_namespace, is_cupy_namespace, is_torch_namespace)
+    parts = g * hit if any(f(xp) for f in bool_arithmetic) else xp.where(hit, g, 0.0)
     if stride == kernel and pads == ((0, 0), (0, 0)):
-        blocks = xp.reshape(parts, (*kernel, C, *out, N))
-        images = xp.reshape(
-            xp.permute_dims(blocks, (2, 3, 0, 4, 1, 5)),
-            (C, out[0] * kernel[0], out[1] * kernel[1], N),
-        )
+        blocks = xp.permute_dims(xp.reshape(parts, (*kernel, C, *out, N)), (2, 3, 0, 4, 1, 5))
+        images = xp.reshape(blocks, (C, out[0] * kernel[0], out[1] * kernel[1], N))
         rest = ((0, H - images.shape[1]), (0, W - images.shape[2]))
         return _batch_first(_pad(images, rest, 0.0, xp, axes=(1, 2)), xp)
     padded = (C, H + sum(pads[0]), W + sum(pads[1]), N)
@@ -428,16 +398,3 @@ def avg_pool2d_backward(
         images = slice_add(padded, regions, [g] * size, xp=xp)
         parts.append(_unpad(_batch_first(images, xp), pads))
     return _cat(parts, xp)
-
-
-def global_avg_pool2d(x: Any, /, *, xp: Any = None) -> Any:
-    """y[n, c] = mean_{h,w} x[n, c, h, w]: (N, C, H, W) → (N, C)."""
-    xp = xp or array_namespace(x)
-    return xp.mean(x, axis=(2, 3))
-
-
-def global_avg_pool2d_backward(x_shape: tuple[int, ...], grad: Any, /, *, xp: Any = None) -> Any:
-    """∂L/∂x[n, c, h, w] = g[n, c]/(H·W), of shape ``x_shape`` (N, C, H, W)."""
-    xp = xp or array_namespace(grad)
-    scale = 1 / (x_shape[2] * x_shape[3])
-    return xp.broadcast_to(grad[:, :, None, None] * scale, tuple(x_shape))

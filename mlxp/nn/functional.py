@@ -10,7 +10,7 @@ device and floating dtype. Signature convention (as array-api-extra):
 
 Re-exported here: the overflow-free :func:`softplus`, :func:`sigmoid`,
 :func:`log_softmax` and :func:`softmax` of :mod:`mlxp._special` (the linear models share
-them), and the convolutions and pools of :mod:`mlxp.nn.convolution`.
+them), and the convolutions and window pools of :mod:`mlxp.nn.convolution`.
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ from mlxp.nn.convolution import (
     avg_pool2d_backward,
     conv2d,
     conv2d_backward,
-    global_avg_pool2d,
-    global_avg_pool2d_backward,
     max_pool2d,
     max_pool2d_backward,
 )
@@ -187,6 +185,20 @@ def softmax_backward(s: Any, grad: Any, /, *, axis: int = -1, xp: Any = None) ->
     """∂L/∂x = s ⊙ (g − Σ g ⊙ s), the sum along ``axis``, from the output s."""
     xp = xp or array_namespace(grad)
     return s * (grad - xp.sum(grad * s, axis=axis, keepdims=True))
+
+
+# --------------------------------------------------------------------------- global pooling
+def global_avg_pool2d(x: Any, /, *, xp: Any = None) -> Any:
+    """y[n, c] = mean_{h,w} x[n, c, h, w]: (N, C, H, W) → (N, C)."""
+    xp = xp or array_namespace(x)
+    return xp.mean(x, axis=(2, 3))
+
+
+def global_avg_pool2d_backward(x_shape: tuple[int, ...], grad: Any, /, *, xp: Any = None) -> Any:
+    """∂L/∂x[n, c, h, w] = g[n, c]/(H·W), of shape ``x_shape`` (N, C, H, W)."""
+    xp = xp or array_namespace(grad)
+    scale = 1 / (x_shape[2] * x_shape[3])
+    return xp.broadcast_to(grad[:, :, None, None] * scale, tuple(x_shape))
 
 
 # --------------------------------------------------------------------------- batch norm

@@ -88,7 +88,10 @@ class _SklearnStopping:
 
 class _BaseMLP(BaseEstimator):
     """Shared fitting: a :class:`Sequential` of Dense layers and activations, trained by
-    mini-batch Adam or SGD on the mean loss + ½·alpha·‖W‖²/n (biases not penalised)."""
+    mini-batch Adam or SGD on the mean loss + ½·alpha·‖W‖²/n (biases not penalised).
+
+    ``compile`` ("auto", True or False) is :meth:`Sequential.fit`'s: "auto" runs each
+    training step as one compiled program on JAX, True also on CuPy and PyTorch."""
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "hidden_layer_sizes": [_POSITIVE_INT, Tuples(_POSITIVE_INT)],
@@ -111,6 +114,7 @@ class _BaseMLP(BaseEstimator):
         "beta_2": [Interval(Real, 0, 1, closed="left")],
         "epsilon": [_POSITIVE],
         "warm_start": [bool],
+        "compile": [StrOptions({"auto"}), bool],
     }
 
     def __init__(
@@ -136,6 +140,7 @@ class _BaseMLP(BaseEstimator):
         beta_2: float = 0.999,
         epsilon: float = 1e-8,
         warm_start: bool = False,
+        compile: bool | str = "auto",
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -157,6 +162,7 @@ class _BaseMLP(BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.warm_start = warm_start
+        self.compile = compile
 
     # ------------------------------------------------------------------ training
     def _network_input(self, X: Any) -> tuple[Any, dict[str, Any]]:
@@ -212,6 +218,7 @@ class _BaseMLP(BaseEstimator):
             callbacks=[stopping],
             progress=self.verbose,
             weight_decay=self.alpha,
+            compile=self.compile,
         )
         if not stopping.converged:
             warn_not_converged(

@@ -257,6 +257,7 @@ class Sequential:
         weight_decay: float = 0.0,
         metrics: tuple[str, ...] = (),
         schedule: Schedule | ReduceLROnPlateau | None = None,
+        compile: bool | str = "auto",
     ) -> History:
         """Mini-batch training; returns the :class:`History` of per-epoch losses (and accuracy).
 
@@ -267,6 +268,10 @@ class Sequential:
         ``metrics=("accuracy",)`` also records the accuracy (an extra pass over the data).
         ``schedule`` (from :mod:`mlxp.optim`) sets the learning rate of each epoch; a
         ``ReduceLROnPlateau`` is stepped with the epoch's validation loss (else its loss).
+        ``compile``: "auto" runs the step as one ``jax.jit`` program on JAX (falling back,
+        with a warning, if that fails); True also uses CUDA graphs on CuPy and
+        ``torch.compile`` on PyTorch, or raises; False never compiles. A compiled step
+        gives the uncompiled step's results to float tolerance.
         """
         return training.fit(
             self,
@@ -283,6 +288,7 @@ class Sequential:
             weight_decay=weight_decay,
             metrics=metrics,
             schedule=schedule,
+            compile=compile,
         )
 
     # ------------------------------------------------------------------ inference
