@@ -44,8 +44,7 @@ IM2COL_MAX_BYTES = 256 * 2**20
 """Bound on the buffers that grow with the kernel area (kh·kw values per output element:
 the window matrix of a convolution and its window gradients, the spread gradient of an
 average pool): a batch that would exceed it is processed in chunks along N, each within
-the bound (at least one image per chunk). The pools' forward passes and the max pool's
-backward read strided views and need no such buffer on NumPy, CuPy and PyTorch."""
+the bound (at least one image per chunk). The pools' forward passes need no such buffer."""
 
 Pair = tuple[int, int]
 Pads = tuple[Pair, Pair]
@@ -289,7 +288,7 @@ def max_pool2d(
     """y[n, c, h, w] = max_{i,j} x̃[n, c, h·sh + i, w·sw + j], x̃ padded with −∞.
 
     x is (N, C, H, W), y (N, C, OH, OW); stride defaults to the kernel size. Computed as
-    an element-wise maximum over the kh·kw offsets (i, j) of strided views. With ``return_indices``,
+    an element-wise maximum of strided views, one per offset (i, j). With ``return_indices``,
     (y, a) where a[c, h, w, n] (batch last) is the row-major offset i·kw + j of the
     first maximum of each window: the views stacked once, reduced by max and argmax.
     """
@@ -298,6 +297,12 @@ def max_pool2d(
     _, views = _pool_windows(x, kernel, stride, pads, -math.inf, xp, "max_pool2d")
     if not return_indices:
         return _batch_first(functools.reduce(xp.maximum, views), xp)
+    if is_numpy_namespace(xp):  # its argmax along a leading axis is slow: a running maximum
+        y, a = views[0], xp.zeros(views[0].shape, dtype=xp.int32)
+        for o, view in enumerate(views[1:], start=1):
+            better = view > y
+            y, a = xp.maximum(y, view), a + better * (o - a)
+        return _batch_first(y, xp), a
     stacked = xp.stack(views, axis=0)
     return _batch_first(xp.max(stacked, axis=0), xp), argmax(stacked, axis=0)
 
@@ -319,14 +324,11 @@ def max_pool2d_backward(
     xp: Any = None,
 ) -> Any:
     """∂L/∂x of :func:`max_pool2d` for input x: each g[n, c, h, w] goes to the first
-    maximum of its window in row-major order (as PyTorch), summed where overlapping
-    windows share it; y is not read. ``indices``: the forward's argmax offsets a
-    (``return_indices=True``), else found again from x.
-
-    The kh·kw offset gradients g ⊙ [a = o] are computed at once; for windows that tile
-    the image (stride = kernel, no padding) they interleave into the image with one
-    copy, else each is added into its strided slice (:func:`~mlxp._compat.slice_add`).
-    """
+    maximum of its window in row-major order (as PyTorch), summed where windows overlap;
+    y is not read. ``indices``: the forward's argmax offsets a (``return_indices``),
+    else found again. The offset gradients g ⊙ [a = o] are computed at once; windows
+    that tile the image interleave into it with one copy, others are added into their
+    strided slices (:func:`~mlxp._compat.slice_add`)."""
     xp = xp or array_namespace(grad)
     if indices is None:
         _, indices = max_pool2d(x, kernel_size, stride, padding, return_indices=True, xp=xp)
@@ -334,19 +336,17 @@ def max_pool2d_backward(
     N, C, H, W = x.shape
     k, out = kernel[0] * kernel[1], (grad.shape[2], grad.shape[3])
     offsets = xp.arange(k, dtype=indices.dtype, device=_device(indices))
-    hit = indices[None, ...] == xp.reshape(offsets, (k, 1, 1, 1, 1))
-    g = xp.permute_dims(grad, (1, 2, 3, 0))[None, ...]
-    bool_arithmetic = (is_numpy_namespace, is_cupy_namespace, is_torch_namespace)
-    parts = g * hit if any(f(xp) for f in bool_arithmetic) else xp.where(hit, g, 0.0)
+    hit, g = indices == offsets[:, None, None, None, None], xp.permute_dims(grad, (1, 2, 3, 0))
+    bools = any(f(xp) for f in (is_numpy_namespace, is_cupy_namespace, is_torch_namespace))
+    parts = g * hit if bools else xp.where(hit, g, 0.0)  # NumPy's where branches
     if stride == kernel and pads == ((0, 0), (0, 0)):
         blocks = xp.permute_dims(xp.reshape(parts, (*kernel, C, *out, N)), (2, 3, 0, 4, 1, 5))
         images = xp.reshape(blocks, (C, out[0] * kernel[0], out[1] * kernel[1], N))
         rest = ((0, H - images.shape[1]), (0, W - images.shape[2]))
         return _batch_first(_pad(images, rest, 0.0, xp, axes=(1, 2)), xp)
     padded = (C, H + sum(pads[0]), W + sum(pads[1]), N)
-    regions = _window_regions(kernel, stride, (1, 1), out)
-    images = slice_add(padded, regions, [parts[a, ...] for a in range(k)], xp=xp)
-    return _unpad(_batch_first(images, xp), pads)
+    regions, parts = _window_regions(kernel, stride, (1, 1), out), [parts[a, ...] for a in range(k)]
+    return _unpad(_batch_first(slice_add(padded, regions, parts, xp=xp), xp), pads)
 
 
 def avg_pool2d(
