@@ -111,20 +111,28 @@ def _forward_backward(model, loss_fn, params, model_state, batch, noise):
     """(Σ wᵢℓᵢ, ∂(mean loss)/∂params by name, the buffers after the forward), the model's
     parameters and buffers set to ``params`` and ``model_state`` for the call only."""
     xb, yb, w = batch
-    saved = model.get_weights()
-    model.set_weights({**params, **model_state})
+    slots = [  # (name, the layer's dict holding it, its key there)
+        (f"{i}.{key}", held, key)
+        for i, layer in enumerate(model.layers)
+        for held in (layer.params, layer.buffers)
+        for key in held
+    ]
+    saved = [held[key] for _, held, key in slots]
+    given = {**params, **model_state}
+    for name, held, key in slots:
+        held[key] = given[name]
     try:
         out = model.forward(xb, training=True, noise=noise)
         loss_fn.check(out, yb)
         value, grad = loss_fn.value_and_grad(out, yb, w)
         model.backward(grad, input_grad=False)
         grads = model.gradients()
-        after = model.get_weights()
-        state = {k: after[k] for k in model_state}
+        state = {name: held[key] for name, held, key in slots if name in model_state}
     finally:
-        model.set_weights(saved)
-        model.clear_caches()
+        for (_, held, key), value_before in zip(slots, saved, strict=True):
+            held[key] = value_before
         for layer in model.layers:
+            layer.clear_cache()
             layer.grads = {}
     return value, grads, state
 
