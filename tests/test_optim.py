@@ -182,6 +182,28 @@ def test_trajectory_matches_torch_optim(backend, config, rng):
     _assert_trajectories_close(got, expected, backend, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("config", CONFIGS)
+def test_flat_buffer_update_matches_torch_optim(backend, config, rng):
+    """``update`` on every parameter flattened into one buffer (the training loop's
+    multi-tensor path) follows torch.optim's trajectory, and leaves its inputs alone."""
+    if "float64" not in backend.float_dtypes:
+        pytest.skip(f"{backend} has no float64")
+    params, consts = _problem(rng)
+    expected = _torch_trajectory(config, params, consts, N_STEPS)
+    xp, opt = backend.xp, _make(config)
+    cx, shapes = _on(backend, consts, "float64"), {k: v.shape for k, v in params.items()}
+    flat = xp.concat([xp.reshape(v, (-1,)) for v in _on(backend, params, "float64").values()])
+    state, got = opt.init_state(flat), []
+    for _ in range(N_STEPS):
+        unflat = {"W": xp.reshape(flat[:6], shapes["W"]), "b": flat[6:]}
+        g = _grads(unflat, cx)
+        before = dict(state)
+        flat, state = opt.update(flat, xp.concat([xp.reshape(g["W"], (-1,)), g["b"]]), state)
+        assert before["step"] == state["step"] - 1
+        got.append({"W": xp.reshape(flat[:6], shapes["W"]), "b": flat[6:]})
+    _assert_trajectories_close(got, expected, backend, rtol=1e-12, atol=1e-14)
+
+
 # --------------------------------------------------------------------------- convergence
 # (optimiser, schedule or None); L2 decay moves the optimum to (A + λI)⁻¹b. AdamW's
 # decoupled decay has no closed-form fixed point, so it runs without decay here.

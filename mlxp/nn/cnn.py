@@ -75,6 +75,7 @@ class CNNClassifier(MLPClassifier):
         beta_2: float = 0.999,
         epsilon: float = 1e-8,
         warm_start: bool = False,
+        compile: bool | str = "auto",
         backend: str | None = None,
     ) -> None:
         self.conv_layers = conv_layers
@@ -98,6 +99,7 @@ class CNNClassifier(MLPClassifier):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.warm_start = warm_start
+        self.compile = compile
         self.backend = backend
 
     def _image_shape(self, n_features: int, input_shape: Any) -> tuple[int, int, int]:

@@ -14,6 +14,7 @@ from mlxp._compat import Generator
 from mlxp._params import POSITIVE_INT, Interval, StrOptions, Tuples
 from mlxp.exceptions import InvalidParameterError
 from mlxp.nn import convolution as C
+from mlxp.nn import functional as F
 from mlxp.nn.init import INITIALIZERS
 from mlxp.nn.layers import Layer
 
@@ -228,13 +229,16 @@ class MaxPool2D(_Pool2D):
 
     def forward(self, x: Any, training: bool = False) -> Any:
         _check_images(self, x)
-        y = C.max_pool2d(x, *self._geometry())
-        self._cache = {"x": x, "y": y}
+        if not training:  # backward, if asked, finds the argmax again
+            self._cache = {"x": x}
+            return C.max_pool2d(x, *self._geometry())
+        y, indices = C.max_pool2d(x, *self._geometry(), return_indices=True)
+        self._cache = {"x": x, "indices": indices}
         return y
 
     def _input_grad(self, grad: Any) -> Any:
-        x, y = self._cache["x"], self._cache["y"]
-        return C.max_pool2d_backward(x, y, grad, *self._geometry())
+        x, indices = self._cache["x"], self._cache.get("indices")
+        return C.max_pool2d_backward(x, None, grad, *self._geometry(), indices=indices)
 
 
 class AvgPool2D(_Pool2D):
@@ -257,7 +261,7 @@ class GlobalAvgPool2D(Layer):
     def forward(self, x: Any, training: bool = False) -> Any:
         _check_images(self, x)
         self._cache = {"shape": tuple(x.shape)}
-        return C.global_avg_pool2d(x)
+        return F.global_avg_pool2d(x)
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(shape) != 3:
@@ -265,4 +269,4 @@ class GlobalAvgPool2D(Layer):
         return (shape[0],)
 
     def _input_grad(self, grad: Any) -> Any:
-        return C.global_avg_pool2d_backward(self._cache["shape"], grad)
+        return F.global_avg_pool2d_backward(self._cache["shape"], grad)

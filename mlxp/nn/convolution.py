@@ -19,10 +19,15 @@ import numbers
 import operator
 from typing import Any
 
-from array_api_compat import array_namespace
+from array_api_compat import (
+    array_namespace,
+    is_cupy_namespace,
+    is_numpy_namespace,
+    is_torch_namespace,
+)
 from array_api_compat import device as _device
 
-from mlxp._compat import index_dtype, slice_add
+from mlxp._compat import argmax, index_dtype, slice_add
 
 __all__ = [
     "IM2COL_MAX_BYTES",
@@ -30,8 +35,6 @@ __all__ = [
     "avg_pool2d_backward",
     "conv2d",
     "conv2d_backward",
-    "global_avg_pool2d",
-    "global_avg_pool2d_backward",
     "max_pool2d",
     "max_pool2d_backward",
     "pair",
@@ -41,8 +44,7 @@ IM2COL_MAX_BYTES = 256 * 2**20
 """Bound on the buffers that grow with the kernel area (kh·kw values per output element:
 the window matrix of a convolution and its window gradients, the spread gradient of an
 average pool): a batch that would exceed it is processed in chunks along N, each within
-the bound (at least one image per chunk). The pools' forward passes and the max pool's
-backward read strided views and need no such buffer on NumPy, CuPy and PyTorch."""
+the bound (at least one image per chunk). The pools' forward passes need no such buffer."""
 
 Pair = tuple[int, int]
 Pads = tuple[Pair, Pair]
@@ -280,18 +282,29 @@ def max_pool2d(
     stride: int | Pair | None = None,
     padding: int | Pair = 0,
     *,
+    return_indices: bool = False,
     xp: Any = None,
 ) -> Any:
     """y[n, c, h, w] = max_{i,j} x̃[n, c, h·sh + i, w·sw + j], x̃ padded with −∞.
 
-    x is (N, C, H, W), y (N, C, OH, OW); stride defaults to the kernel size. Computed
-    as an element-wise maximum over the kh·kw offsets (i, j) of strided views: no
-    window buffer, and no reduction along a short axis.
+    x is (N, C, H, W), y (N, C, OH, OW); stride defaults to the kernel size. Computed as
+    an element-wise maximum of strided views, one per offset (i, j). With ``return_indices``,
+    (y, a) where a[c, h, w, n] (batch last) is the row-major offset i·kw + j of the
+    first maximum of each window: the views stacked once, reduced by max and argmax.
     """
     xp = xp or array_namespace(x)
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
     _, views = _pool_windows(x, kernel, stride, pads, -math.inf, xp, "max_pool2d")
-    return _batch_first(functools.reduce(xp.maximum, views), xp)
+    if not return_indices:
+        return _batch_first(functools.reduce(xp.maximum, views), xp)
+    if is_numpy_namespace(xp):  # its argmax along a leading axis is slow: a running maximum
+        y, a = views[0], xp.zeros(views[0].shape, dtype=xp.int32)
+        for o, view in enumerate(views[1:], start=1):
+            better = view > y
+            y, a = xp.maximum(y, view), a + better * (o - a)
+        return _batch_first(y, xp), a
+    stacked = xp.stack(views, axis=0)
+    return _batch_first(xp.max(stacked, axis=0), xp), argmax(stacked, axis=0)
 
 
 def _offsets(kernel: Pair) -> list[Pair]:
@@ -307,33 +320,33 @@ def max_pool2d_backward(
     stride: int | Pair | None = None,
     padding: int | Pair = 0,
     *,
+    indices: Any = None,
     xp: Any = None,
 ) -> Any:
-    """∂L/∂x of :func:`max_pool2d` from its input x and output y: each g[n, c, h, w] goes
-    to the first maximum of its window in row-major order (as PyTorch), summed where
-    overlapping windows share it.
-
-    Offset by offset, hit = [x̃ window = y] and no earlier hit marks the first maximum;
-    g ⊙ hit is added into that offset's strided slice of the padded input
-    (:func:`~mlxp._compat.slice_add`), and the padding cropped.
-    """
+    """∂L/∂x of :func:`max_pool2d` for input x: each g[n, c, h, w] goes to the first
+    maximum of its window in row-major order (as PyTorch), summed where windows overlap;
+    y is not read. ``indices``: the forward's argmax offsets a (``return_indices``),
+    else found again. The offset gradients g ⊙ [a = o] are computed at once; windows
+    that tile the image interleave into it with one copy, others are added into their
+    strided slices (:func:`~mlxp._compat.slice_add`)."""
     xp = xp or array_namespace(grad)
+    if indices is None:
+        _, indices = max_pool2d(x, kernel_size, stride, padding, return_indices=True, xp=xp)
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
-    out, views = _pool_windows(x, kernel, stride, pads, -math.inf, xp, "max_pool2d")
-    y_last, g_last = xp.permute_dims(y, (1, 2, 3, 0)), xp.permute_dims(grad, (1, 2, 3, 0))
-    found, parts = None, []
-    for view in views:
-        hit = view == y_last
-        if found is None:
-            found = hit
-        else:
-            hit = hit & ~found
-            found = found | hit
-        parts.append(g_last * xp.astype(hit, grad.dtype))
-    C, H, W, N = x.shape[1], x.shape[2], x.shape[3], x.shape[0]
+    N, C, H, W = x.shape
+    k, out = kernel[0] * kernel[1], (grad.shape[2], grad.shape[3])
+    offsets = xp.arange(k, dtype=indices.dtype, device=_device(indices))
+    hit, g = indices == offsets[:, None, None, None, None], xp.permute_dims(grad, (1, 2, 3, 0))
+    bools = any(f(xp) for f in (is_numpy_namespace, is_cupy_namespace, is_torch_namespace))
+    parts = g * hit if bools else xp.where(hit, g, 0.0)  # NumPy's where branches
+    if stride == kernel and pads == ((0, 0), (0, 0)):
+        blocks = xp.permute_dims(xp.reshape(parts, (*kernel, C, *out, N)), (2, 3, 0, 4, 1, 5))
+        images = xp.reshape(blocks, (C, out[0] * kernel[0], out[1] * kernel[1], N))
+        rest = ((0, H - images.shape[1]), (0, W - images.shape[2]))
+        return _batch_first(_pad(images, rest, 0.0, xp, axes=(1, 2)), xp)
     padded = (C, H + sum(pads[0]), W + sum(pads[1]), N)
-    images = slice_add(padded, _window_regions(kernel, stride, (1, 1), out), parts, xp=xp)
-    return _unpad(_batch_first(images, xp), pads)
+    regions, parts = _window_regions(kernel, stride, (1, 1), out), [parts[a, ...] for a in range(k)]
+    return _unpad(_batch_first(slice_add(padded, regions, parts, xp=xp), xp), pads)
 
 
 def avg_pool2d(
@@ -385,16 +398,3 @@ def avg_pool2d_backward(
         images = slice_add(padded, regions, [g] * size, xp=xp)
         parts.append(_unpad(_batch_first(images, xp), pads))
     return _cat(parts, xp)
-
-
-def global_avg_pool2d(x: Any, /, *, xp: Any = None) -> Any:
-    """y[n, c] = mean_{h,w} x[n, c, h, w]: (N, C, H, W) → (N, C)."""
-    xp = xp or array_namespace(x)
-    return xp.mean(x, axis=(2, 3))
-
-
-def global_avg_pool2d_backward(x_shape: tuple[int, ...], grad: Any, /, *, xp: Any = None) -> Any:
-    """∂L/∂x[n, c, h, w] = g[n, c]/(H·W), of shape ``x_shape`` (N, C, H, W)."""
-    xp = xp or array_namespace(grad)
-    scale = 1 / (x_shape[2] * x_shape[3])
-    return xp.broadcast_to(grad[:, :, None, None] * scale, tuple(x_shape))

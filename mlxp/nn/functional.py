@@ -10,7 +10,7 @@ device and floating dtype. Signature convention (as array-api-extra):
 
 Re-exported here: the overflow-free :func:`softplus`, :func:`sigmoid`,
 :func:`log_softmax` and :func:`softmax` of :mod:`mlxp._special` (the linear models share
-them), and the convolutions and pools of :mod:`mlxp.nn.convolution`.
+them), and the convolutions and window pools of :mod:`mlxp.nn.convolution`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from array_api_compat import array_namespace
+from array_api_compat import (
+    array_namespace,
+    is_cupy_namespace,
+    is_jax_namespace,
+    is_numpy_namespace,
+    is_torch_namespace,
+)
 from array_api_compat import device as _device
 
 from mlxp._special import log_softmax, sigmoid, softmax, softplus
@@ -28,8 +34,6 @@ from mlxp.nn.convolution import (
     avg_pool2d_backward,
     conv2d,
     conv2d_backward,
-    global_avg_pool2d,
-    global_avg_pool2d_backward,
     max_pool2d,
     max_pool2d_backward,
 )
@@ -67,6 +71,7 @@ __all__ = [
     "sigmoid_backward",
     "softmax",
     "softmax_backward",
+    "softmax_cross_entropy",
     "softplus",
     "tanh",
     "tanh_backward",
@@ -75,7 +80,13 @@ __all__ = [
 
 # --------------------------------------------------------------------------- dense
 def dense(x: Any, W: Any, b: Any, /, *, xp: Any = None) -> Any:
-    """y = xW + b for x (n, in), W (in, out), b (out,); y is (n, out)."""
+    """y = xW + b for x (n, in), W (in, out), b (out,); y is (n, out).
+
+    PyTorch adds b inside the matrix product (``addmm``, one kernel); elsewhere x @ W + b.
+    """
+    xp = xp or array_namespace(x)
+    if is_torch_namespace(xp) and x.ndim == 2:
+        return xp.addmm(b, x, W)
     return x @ W + b
 
 
@@ -91,20 +102,28 @@ def dense_backward(
 
 
 # --------------------------------------------------------------------------- activations
+_BOOL_ARITHMETIC = (is_numpy_namespace, is_cupy_namespace, is_torch_namespace, is_jax_namespace)
+"""The libraries whose arithmetic takes a boolean array as 0/1 (the standard does not)."""
+
+
 def relu(x: Any, /, *, xp: Any = None) -> Any:
-    """y = max(x, 0), element-wise."""
+    """y = max(x, 0), element-wise (one op: the maximum with the scalar 0)."""
     xp = xp or array_namespace(x)
-    return xp.maximum(x, xp.zeros_like(x))
+    return xp.maximum(x, 0.0)
 
 
 def relu_backward(x: Any, grad: Any, /, *, xp: Any = None) -> Any:
-    """∂L/∂x = g ⊙ [x > 0] (0 at x = 0, as PyTorch).
+    """∂L/∂x = g ⊙ [x > 0] (0 at x = 0, as PyTorch); x may be the input or the output y.
 
-    A product with the 0/1 mask rather than ``where``, which branches on every element
-    (mispredicted for random signs); a non-finite g at x ≤ 0 thus gives NaN.
+    One comparison and one product with the boolean mask on the libraries that promote
+    booleans in arithmetic (NumPy, CuPy, PyTorch, JAX; NumPy's ``where`` would branch on
+    every element, mispredicted for random signs), so a non-finite g at x ≤ 0 gives NaN
+    there; ``where([x > 0], g, 0)`` elsewhere (the standard has no bool-float promotion).
     """
     xp = xp or array_namespace(grad)
-    return grad * xp.astype(x > 0, grad.dtype)
+    if any(is_lib(xp) for is_lib in _BOOL_ARITHMETIC):
+        return grad * (x > 0)
+    return xp.where(x > 0, grad, 0.0)
 
 
 def leaky_relu(x: Any, /, negative_slope: float = 0.01, *, xp: Any = None) -> Any:
@@ -166,6 +185,20 @@ def softmax_backward(s: Any, grad: Any, /, *, axis: int = -1, xp: Any = None) ->
     """∂L/∂x = s ⊙ (g − Σ g ⊙ s), the sum along ``axis``, from the output s."""
     xp = xp or array_namespace(grad)
     return s * (grad - xp.sum(grad * s, axis=axis, keepdims=True))
+
+
+# --------------------------------------------------------------------------- global pooling
+def global_avg_pool2d(x: Any, /, *, xp: Any = None) -> Any:
+    """y[n, c] = mean_{h,w} x[n, c, h, w]: (N, C, H, W) → (N, C)."""
+    xp = xp or array_namespace(x)
+    return xp.mean(x, axis=(2, 3))
+
+
+def global_avg_pool2d_backward(x_shape: tuple[int, ...], grad: Any, /, *, xp: Any = None) -> Any:
+    """∂L/∂x[n, c, h, w] = g[n, c]/(H·W), of shape ``x_shape`` (N, C, H, W)."""
+    xp = xp or array_namespace(grad)
+    scale = 1 / (x_shape[2] * x_shape[3])
+    return xp.broadcast_to(grad[:, :, None, None] * scale, tuple(x_shape))
 
 
 # --------------------------------------------------------------------------- batch norm
@@ -268,21 +301,41 @@ def one_hot(target: Any, /, num_classes: int, dtype: Any, *, xp: Any = None) -> 
     return xp.astype(target[:, None] == classes[None, :], dtype)
 
 
+def softmax_cross_entropy(
+    logits: Any, target: Any, /, weights: Any = None, *, xp: Any = None
+) -> tuple[Any, Any]:
+    """(Σᵢ wᵢℓᵢ, wᵢ(softmax(zᵢ) − yᵢ)) with ℓᵢ = logsumexp(zᵢ) − zᵢ,tᵢ, from one softmax.
+
+    Logits Z (n, K), classes t (n,), optional row weights w (n,) (None: all 1). With the
+    shift s = Z − max Z, e = exp(s) and S = Σₖ e: ℓᵢ = log Sᵢ − sᵢ,tᵢ and ∂ℓᵢ/∂zᵢ =
+    e/S − yᵢ for the one-hot Y, built once; Σᵢ sᵢ,tᵢ is one dot product ⟨Y, s⟩. Returns
+    the 0-d summed loss and the (n, K) residual, the gradient of the sum; finite at any
+    finite Z.
+    """
+    xp = xp or array_namespace(logits)
+    s = logits - xp.max(logits, axis=1, keepdims=True)
+    e = xp.exp(s)
+    total = xp.sum(e, axis=1, keepdims=True)
+    Y = one_hot(target, logits.shape[1], logits.dtype, xp=xp)
+    if weights is not None:
+        w = weights[:, None]
+        value = xp.sum(w * xp.log(total)) - xp.sum(w * Y * s)
+        return value, (e / total - Y) * w
+    value = xp.sum(xp.log(total)) - xp.reshape(Y, (-1,)) @ xp.reshape(s, (-1,))
+    return value, e / total - Y
+
+
 def cross_entropy(logits: Any, target: Any, /, *, xp: Any = None) -> Any:
     """L = −(1/n) Σᵢ log softmax(zᵢ)_{tᵢ} for logits Z (n, K) and classes t (n,); L is 0-d.
 
-    Computed as −(1/n) Σ Y ⊙ (Z − logsumexp(Z)), Y one-hot: finite at any finite Z.
+    Computed as (1/n) Σᵢ (logsumexp(zᵢ) − zᵢ,tᵢ), shifted: finite at any finite Z.
     """
-    xp = xp or array_namespace(logits)
-    Y = one_hot(target, logits.shape[1], logits.dtype, xp=xp)
-    return -xp.sum(Y * log_softmax(logits, axis=1, xp=xp)) / logits.shape[0]
+    return softmax_cross_entropy(logits, target, xp=xp)[0] / logits.shape[0]
 
 
 def cross_entropy_backward(logits: Any, target: Any, /, *, xp: Any = None) -> Any:
     """∂L/∂Z = (softmax(Z) − Y)/n, shape (n, K)."""
-    xp = xp or array_namespace(logits)
-    Y = one_hot(target, logits.shape[1], logits.dtype, xp=xp)
-    return (softmax(logits, axis=1, xp=xp) - Y) / logits.shape[0]
+    return softmax_cross_entropy(logits, target, xp=xp)[1] / logits.shape[0]
 
 
 def bce_with_logits(logits: Any, target: Any, /, *, xp: Any = None) -> Any:

@@ -47,11 +47,15 @@ class Layer:
 
     ``decayed`` names the parameters that are weights: weight decay shrinks them, the
     estimators' L2 penalty and ``coefs_`` count them; the other parameters (biases,
-    scales) are neither. ``get_config()`` returns the constructor arguments (JSON types
-    only), so a model file can rebuild the layer without running any stored code.
+    scales) are neither. A layer with ``draws`` takes the uniforms of its random mask
+    as ``forward(x, training, noise=u)`` (u ~ U[0, 1) of the shape of x), so that a
+    training step receives its randomness instead of drawing it. ``get_config()``
+    returns the constructor arguments (JSON types only), so a model file can rebuild
+    the layer without running any stored code.
     """
 
     decayed: ClassVar[tuple[str, ...]] = ()
+    draws: ClassVar[bool] = False  # True: training forward takes ``noise`` (Dropout)
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {}
 
     def __init__(self, **config: Any) -> None:
@@ -172,14 +176,15 @@ class Dense(Layer):
 
 # --------------------------------------------------------------------------- activations
 class ReLU(Layer):
-    """y = max(x, 0), element-wise; any shape."""
+    """y = max(x, 0), element-wise; any shape. Backward reads the output: [y > 0] = [x > 0]."""
 
     def forward(self, x: Any, training: bool = False) -> Any:
-        self._cache = {"x": x}
-        return F.relu(x)
+        y = F.relu(x)
+        self._cache = {"y": y}
+        return y
 
     def _input_grad(self, grad: Any) -> Any:
-        return F.relu_backward(self._cache["x"], grad)
+        return F.relu_backward(self._cache["y"], grad)
 
 
 class LeakyReLU(Layer):
@@ -274,10 +279,13 @@ class Softmax(Layer):
 class Dropout(Layer):
     """Inverted dropout: in training y = x ⊙ m/(1 − p), m ~ Bernoulli(1 − p); else y = x.
 
-    The mask is drawn at each training forward from the generator given to
-    ``initialize`` (uᵢ ~ U[0, 1), mᵢ = [uᵢ ≥ p]), so a seed fixes it on every backend.
-    Any input shape; scaling by 1/(1 − p) keeps the expected output equal to x.
+    The mask is mᵢ = [uᵢ ≥ p] for uniforms uᵢ ~ U[0, 1): given as ``noise`` (a training
+    step draws a block of batches' uniforms at once), else drawn at the training
+    forward from the generator given to ``initialize``; so a seed fixes it on every
+    backend. Any input shape; scaling by 1/(1 − p) keeps the expected output equal to x.
     """
+
+    draws = True
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "p": [Interval(Real, 0.0, 1.0, closed="left")]
@@ -294,15 +302,20 @@ class Dropout(Layer):
     def attach(self, rng: Generator, params: dict[str, Any], buffers: dict[str, Any]) -> None:
         self._rng = rng
 
-    def forward(self, x: Any, training: bool = False) -> Any:
+    def forward(self, x: Any, training: bool = False, noise: Any = None) -> Any:
         self._cache = {}
         if not training or self.p == 0.0:
             return x
-        if self._rng is None:
-            raise RuntimeError("Dropout needs a generator: call initialize(rng, ...) first.")
         xp = array_namespace(x)
-        u = self._rng.uniform(tuple(x.shape), xp=xp, device=_device(x), dtype=x.dtype)
-        self._cache = {"mask": xp.astype(u >= self.p, x.dtype) / (1 - self.p)}
+        if noise is None:
+            if self._rng is None:
+                raise RuntimeError("Dropout needs a generator: call initialize(rng, ...) first.")
+            noise = self._rng.uniform(tuple(x.shape), xp=xp, device=_device(x), dtype=x.dtype)
+        elif tuple(noise.shape) != tuple(x.shape):
+            raise ValueError(
+                f"Dropout noise of shape {tuple(noise.shape)} for input {tuple(x.shape)}."
+            )
+        self._cache = {"mask": xp.astype(noise >= self.p, x.dtype) / (1 - self.p)}
         return x * self._cache["mask"]
 
     def _input_grad(self, grad: Any) -> Any:

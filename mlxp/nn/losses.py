@@ -8,6 +8,7 @@ target is needed.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from array_api_compat import array_namespace
@@ -18,7 +19,11 @@ __all__ = ["LOSSES", "BCEWithLogitsLoss", "CrossEntropyLoss", "Loss", "MSELoss",
 
 
 class Loss:
-    """Base class: ``forward`` caches (pred, target); ``backward`` returns ∂L/∂pred."""
+    """Base class: ``forward`` caches (pred, target); ``backward`` returns ∂L/∂pred.
+
+    :meth:`value_and_grad` is what a training step calls: the summed loss of a batch and
+    the gradient of its mean, in one pass, keeping nothing.
+    """
 
     def __init__(self) -> None:
         self._cache: tuple[Any, Any] | None = None
@@ -28,6 +33,34 @@ class Loss:
 
     def backward(self) -> Any:
         raise NotImplementedError
+
+    def check(self, pred: Any, target: Any) -> None:
+        """ValueError unless ``target`` fits ``pred`` (shapes read, no array value)."""
+        _same_shape(pred, target)
+
+    def value_and_grad(self, pred: Any, target: Any, weights: Any = None) -> tuple[Any, Any]:
+        """(Σᵢ wᵢℓᵢ, ∂(Σᵢ wᵢℓᵢ / m)/∂pred) for the per-sample losses ℓᵢ of the rows of pred,
+        row weights w (n,) (None: all 1) and m = Σᵢ wᵢ; the first is 0-d. The mean loss
+        of ``forward`` is Σᵢ ℓᵢ / n. Zero weights mask padding rows out of both."""
+        n = pred.shape[0]
+        per_row = math.prod(pred.shape[1:])
+        residual = self._residual(pred, target)  # ∂(Σ over all elements)/∂pred
+        elements = self._elements(pred, target)
+        if weights is None:
+            return self._reduce(elements) / per_row, residual / (n * per_row)
+        xp = array_namespace(pred)
+        w = xp.reshape(weights, (n,) + (1,) * (pred.ndim - 1))
+        m = xp.sum(weights)
+        return self._reduce(elements * w) / per_row, residual * (w / (m * per_row))
+
+    def _elements(self, pred: Any, target: Any) -> Any:
+        raise NotImplementedError
+
+    def _residual(self, pred: Any, target: Any) -> Any:
+        raise NotImplementedError
+
+    def _reduce(self, elements: Any) -> Any:
+        return array_namespace(elements).sum(elements)
 
     def _cached(self) -> tuple[Any, Any]:
         if self._cache is None:
@@ -39,6 +72,12 @@ class Loss:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def _like(target: Any, pred: Any) -> Any:
+    """``target`` in the floating dtype of ``pred`` (integer 0/1 targets allowed)."""
+    xp = array_namespace(pred)
+    return target if target.dtype == pred.dtype else xp.astype(target, pred.dtype)
 
 
 def _same_shape(pred: Any, target: Any) -> None:
@@ -59,6 +98,13 @@ class MSELoss(Loss):
     def backward(self) -> Any:
         return F.mse_backward(*self._cached())
 
+    def _elements(self, pred: Any, target: Any) -> Any:
+        r = pred - _like(target, pred)
+        return r * r
+
+    def _residual(self, pred: Any, target: Any) -> Any:
+        return 2 * (pred - _like(target, pred))
+
 
 class CrossEntropyLoss(Loss):
     """L = −(1/n) Σᵢ log softmax(zᵢ)_{tᵢ} for logits Z (n, K) and integer classes t (n,).
@@ -68,7 +114,7 @@ class CrossEntropyLoss(Loss):
     would read the device) and contribute 0.
     """
 
-    def forward(self, pred: Any, target: Any) -> Any:
+    def check(self, pred: Any, target: Any) -> None:
         if pred.ndim != 2:
             raise ValueError(f"pred must be logits of shape (n, K); got {tuple(pred.shape)}.")
         if target.ndim != 1 or target.shape[0] != pred.shape[0]:
@@ -78,11 +124,22 @@ class CrossEntropyLoss(Loss):
             )
         if not array_namespace(target).isdtype(target.dtype, "integral"):
             raise ValueError(f"target must hold integer class indices; got dtype {target.dtype}.")
-        self._cache = (pred, target)
-        return F.cross_entropy(pred, target)
+
+    def forward(self, pred: Any, target: Any) -> Any:
+        self.check(pred, target)
+        value, residual = F.softmax_cross_entropy(pred, target)
+        self._cache = (residual, pred.shape[0])  # one softmax serves backward too
+        return value / pred.shape[0]
 
     def backward(self) -> Any:
-        return F.cross_entropy_backward(*self._cached())
+        residual, n = self._cached()
+        return residual / n
+
+    def value_and_grad(self, pred: Any, target: Any, weights: Any = None) -> tuple[Any, Any]:
+        value, residual = F.softmax_cross_entropy(pred, target, weights)
+        if weights is None:
+            return value, residual / pred.shape[0]
+        return value, residual / array_namespace(weights).sum(weights)
 
 
 class BCEWithLogitsLoss(Loss):
@@ -99,6 +156,12 @@ class BCEWithLogitsLoss(Loss):
 
     def backward(self) -> Any:
         return F.bce_with_logits_backward(*self._cached())
+
+    def _elements(self, pred: Any, target: Any) -> Any:
+        return F.softplus(pred) - _like(target, pred) * pred
+
+    def _residual(self, pred: Any, target: Any) -> Any:
+        return F.sigmoid(pred) - _like(target, pred)
 
 
 LOSSES = {"mse": MSELoss, "cross_entropy": CrossEntropyLoss, "bce_with_logits": BCEWithLogitsLoss}

@@ -12,7 +12,7 @@ from numbers import Integral, Real
 from typing import Any, ClassVar
 
 from mlxp._classifier import MarginClassifierMixin
-from mlxp._compat import Generator, argmax, check_random_state, move
+from mlxp._compat import argmax, check_random_state, move
 from mlxp._model_state import check_fields, feature_names_to_json, params_from_json, params_to_json
 from mlxp._params import Interval, StrOptions, Tuples
 from mlxp._validation import check_is_fitted, labels_to_host, validate_data
@@ -23,7 +23,7 @@ from mlxp.nn import streaming
 from mlxp.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from mlxp.nn.model_files import check_fitted
 from mlxp.nn.sequential import Sequential
-from mlxp.nn.stopping import SklearnStopping
+from mlxp.nn.stopping import SklearnStopping, set_aside
 from mlxp.nn.streaming import BlockwiseClassifier
 from mlxp.optim import SGD, Adam
 
@@ -52,7 +52,10 @@ def _weights(model: Sequential) -> tuple[list[Any], list[Any]]:
 
 class _BaseMLP(BaseEstimator):
     """Shared fitting: a :class:`Sequential` of Dense layers and activations, trained by
-    mini-batch Adam or SGD on the mean loss + ½·alpha·‖W‖²/n (biases not penalised)."""
+    mini-batch Adam or SGD on the mean loss + ½·alpha·‖W‖²/n (biases not penalised).
+
+    ``compile`` ("auto", True or False) is :meth:`Sequential.fit`'s: "auto" runs each
+    training step as one compiled program on JAX, True also on CuPy and PyTorch."""
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "hidden_layer_sizes": [_POSITIVE_INT, Tuples(_POSITIVE_INT)],
@@ -75,6 +78,7 @@ class _BaseMLP(BaseEstimator):
         "beta_2": [Interval(Real, 0, 1, closed="left")],
         "epsilon": [_POSITIVE],
         "warm_start": [bool],
+        "compile": [StrOptions({"auto"}), bool],
         "backend": BACKEND_CONSTRAINT,
     }
 
@@ -101,6 +105,7 @@ class _BaseMLP(BaseEstimator):
         beta_2: float = 0.999,
         epsilon: float = 1e-8,
         warm_start: bool = False,
+        compile: bool | str = "auto",
         backend: str | None = None,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -123,6 +128,7 @@ class _BaseMLP(BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.warm_start = warm_start
+        self.compile = compile
         self.backend = backend
 
     # ------------------------------------------------------------------ training
@@ -162,7 +168,9 @@ class _BaseMLP(BaseEstimator):
         previous = getattr(self, "_model", None) if self.warm_start or partial else None
         reuse = previous is not None and (self.n_features_in_, self.n_outputs_) == (p, n_out)
         X, targets, validation = (
-            (X, targets, None) if partial else self._split(place, X, targets, seed)
+            (X, targets, None)
+            if partial or not self.early_stopping
+            else set_aside(place, X, targets, self.validation_fraction, seed)
         )
         # a warm start trains a copy, kept only once training is done (as a cold fit's net)
         model = previous.copy() if reuse else self._network(p, n_out, seed, **network)
@@ -183,6 +191,7 @@ class _BaseMLP(BaseEstimator):
             callbacks=[stopping],
             progress=self.verbose,
             weight_decay=self.alpha,
+            compile=self.compile,
         )
         if not (stopping.converged or partial):
             warn_not_converged(
@@ -202,25 +211,6 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_ = len(kept) + len(history["loss"])
         self.n_outputs_ = n_out
         self.n_features_in_ = p
-
-    def _split(self, place: Any, X: Any, targets: Any, seed: int) -> tuple[Any, Any, Any]:
-        """(X, targets, None), or with ``early_stopping`` the training rows and the
-        (X, targets) of a random ``validation_fraction`` of them set aside."""
-        n, xp = X.shape[0], place.xp
-        if not self.early_stopping:
-            return X, targets, None
-        if streaming.is_dask(X):  # set aside in each row chunk
-            return streaming.split_chunks(X, targets, self.validation_fraction, Generator(seed))
-        n_val = max(1, round(self.validation_fraction * n))
-        if n_val >= n:
-            raise ValueError(
-                f"early_stopping: validation_fraction={self.validation_fraction} of {n} "
-                f"sample(s) sets {n_val} aside for validation and leaves no sample to train on."
-            )
-        order = Generator(seed).permutation(n, xp=xp, device=place.device)
-        val_rows, rows = order[:n_val], order[n_val:]
-        validation = (xp.take(X, val_rows, axis=0), xp.take(targets, val_rows, axis=0))
-        return xp.take(X, rows, axis=0), xp.take(targets, rows, axis=0), validation
 
     def _set_network(self, model: Sequential) -> None:
         """Keep the trained network, and its weights as the fitted attributes."""

@@ -179,11 +179,29 @@ class Sequential(OnComputeDevice):
         return model
 
     # ------------------------------------------------------------------ propagation
-    def forward(self, x: Any, training: bool = False) -> Any:
-        """The output of the last layer for input ``x``; each layer caches for backward."""
+    def forward(self, x: Any, training: bool = False, noise: Any = None) -> Any:
+        """The output of the last layer for input ``x``; each layer caches for backward.
+
+        ``noise``: one uniform array per layer that ``draws`` (Dropout), in order, of the
+        shape of its input (see :meth:`noise_shapes`); None: those layers draw their own.
+        """
+        draws = iter(noise) if noise is not None else None
         for layer in self.layers:
-            x = layer.forward(x, training=training)
+            if layer.draws and draws is not None:
+                x = layer.forward(x, training=training, noise=next(draws))
+            else:
+                x = layer.forward(x, training=training)
         return x
+
+    def noise_shapes(self, shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+        """The input shape of one sample at each layer that ``draws``, in order, for one
+        sample's input of ``shape``: what a training step's ``noise`` holds per row."""
+        shapes = []
+        for layer in self.layers:
+            if layer.draws:
+                shapes.append(tuple(shape))
+            shape = layer.output_shape(shape)
+        return shapes
 
     def backward(self, grad: Any, *, input_grad: bool = True) -> Any:
         """Back-propagate ∂L/∂output; returns ∂L/∂input (None with ``input_grad=False``,
@@ -241,18 +259,23 @@ class Sequential(OnComputeDevice):
         weight_decay: float = 0.0,
         metrics: tuple[str, ...] = (),
         schedule: Schedule | ReduceLROnPlateau | None = None,
+        compile: bool | str = "auto",
     ) -> History:
         """Mini-batch training; returns the :class:`History` of per-epoch losses (and accuracy).
 
         Each step: forward on a batch, the loss's gradient back-propagated, and one
-        ``optimizer.step`` on every parameter; ``weight_decay`` adds λW/m to the weight
-        gradients (an L2 penalty ½λ‖W‖²/n per sample). Batches are gathered on the
-        device; the loss is accumulated there and read back once per epoch.
+        optimiser update of every parameter (one flat buffer); ``weight_decay`` adds λW/m to
+        the weight gradients (an L2 penalty ½λ‖W‖²/n per sample). Batches are gathered on
+        the device; the loss is accumulated there and read back once per epoch.
         ``metrics=("accuracy",)`` also records the accuracy (an extra pass over the data).
         ``progress``: a tqdm bar (True), none (False), or "auto": one on a terminal or in a
         notebook; the epoch's logs and time are in its postfix.
         ``schedule`` (from :mod:`mlxp.optim`) sets the learning rate of each epoch; a
         ``ReduceLROnPlateau`` is stepped with the epoch's validation loss (else its loss).
+        ``compile``: "auto" runs the step as one ``jax.jit`` program on JAX (falling back,
+        with a warning, if that fails); True also uses CUDA graphs on CuPy and
+        ``torch.compile`` on PyTorch, or raises; False never compiles. A compiled step
+        gives the uncompiled step's results to float tolerance.
         X, y (and the validation data) may be Dask arrays chunked by rows, streamed to the
         device one chunk ahead and shuffled by chunk (see :mod:`mlxp.nn.streaming`).
         """
@@ -271,6 +294,7 @@ class Sequential(OnComputeDevice):
             weight_decay=weight_decay,
             metrics=metrics,
             schedule=schedule,
+            compile=compile,
         )
 
     # ------------------------------------------------------------------ inference

@@ -1,10 +1,34 @@
-"""scikit-learn's stopping rule for the network estimators, as a training callback."""
+"""scikit-learn's stopping rule for the network estimators, as a training callback, and
+the validation rows it sets aside."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SklearnStopping"]
+from mlxp._compat import Generator
+from mlxp.nn import streaming
+
+__all__ = ["SklearnStopping", "set_aside"]
+
+
+def set_aside(
+    place: Any, X: Any, targets: Any, fraction: float, seed: int
+) -> tuple[Any, Any, tuple[Any, Any]]:
+    """(the training rows of X, of targets, (X, targets) of a random ``fraction`` of the
+    rows set aside for validation); Dask row chunks set their share aside each."""
+    if streaming.is_dask(X):
+        return streaming.split_chunks(X, targets, fraction, Generator(seed))
+    n, xp = X.shape[0], place.xp
+    n_val = max(1, round(fraction * n))
+    if n_val >= n:
+        raise ValueError(
+            f"early_stopping: validation_fraction={fraction} of {n} "
+            f"sample(s) sets {n_val} aside for validation and leaves no sample to train on."
+        )
+    order = Generator(seed).permutation(n, xp=xp, device=place.device)
+    val_rows, rows = order[:n_val], order[n_val:]
+    validation = (xp.take(X, val_rows, axis=0), xp.take(targets, val_rows, axis=0))
+    return xp.take(X, rows, axis=0), xp.take(targets, rows, axis=0), validation
 
 
 class SklearnStopping:

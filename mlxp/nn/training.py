@@ -17,11 +17,22 @@ import math
 import time
 from typing import Any
 
+from array_api_compat import array_namespace
+from array_api_compat import device as _device
+
 from mlxp._compat import synchronize
 from mlxp.exceptions import DivergenceError
 from mlxp.nn import streaming
 from mlxp.nn.callbacks import History, Progress
 from mlxp.nn.losses import Loss, make_loss
+from mlxp.nn.step import (
+    COMPILE_OPTIONS,
+    FlatLayout,
+    NoiseStream,
+    compile_step,
+    make_step,
+    warn_fallback,
+)
 from mlxp.optim import SGD, Adam, Optimizer, ReduceLROnPlateau, Schedule
 
 __all__ = ["OPTIMIZERS", "accuracy", "evaluate", "fit"]
@@ -49,12 +60,15 @@ def fit(
     weight_decay: float,
     metrics: tuple[str, ...],
     schedule: Schedule | ReduceLROnPlateau | None,
+    compile: Any = "auto",
 ) -> History:
     """Mini-batch training of ``model``; see :meth:`mlxp.nn.Sequential.fit`."""
+    if compile not in COMPILE_OPTIONS:
+        raise ValueError(f"compile must be one of {COMPILE_OPTIONS}; got {compile!r}.")
     loss_fn = make_loss(loss)
     opt = OPTIMIZERS[optimizer]() if isinstance(optimizer, str) else optimizer
     data, validation = _training_data(model, X, y, validation_data)
-    step = _Step(model, loss_fn, opt, weight_decay)
+    trainer = _Trainer(model, loss_fn, opt, weight_decay, compile, batch_size)
     history, callbacks = History(), list(callbacks or [])
     for callback in callbacks:
         callback.on_train_begin(model)
@@ -65,7 +79,7 @@ def fit(
             opt.lr = schedule(epoch - 1)
         start = time.perf_counter()
         batches = data.batches(model.rng if shuffle else None, batch_size)
-        total, first = _epoch(model, batches, step, bar, epoch)
+        total, first = trainer.epoch(batches, data.n_samples, bar, epoch)
         epoch_loss = float(total) / data.n_samples  # the one host read of the epoch
         guard.check(model, epoch, epoch_loss, first, opt)
         logs = {"loss": epoch_loss}
@@ -81,6 +95,7 @@ def fit(
             opt.lr = schedule.step(logs.get("val_loss", logs["loss"]))
         if any([callback.on_epoch_end(model, epoch, logs) for callback in callbacks]):
             break
+    trainer.save_optimizer_state()
     bar.close()
     synchronize(next(iter(model.parameters.values()), None))
     return history
@@ -96,43 +111,115 @@ def _training_data(model: Any, X: Any, y: Any, validation_data: Any) -> tuple[An
     return data, streaming.source_on_model(model, *validation_data)
 
 
-class _Step:
-    """One optimisation step on a batch: forward, backward, weight decay, update.
+class _Trainer:
+    """The state a fit carries between steps (the flat parameters, the optimiser's state,
+    the layers' buffers) and the step that advances it, compiled as ``compile`` says.
 
-    Weight decay adds λW/m to the gradient of every weight the layers declare
-    (``Layer.decayed``) for a batch of m samples: an L2 penalty ½λ‖W‖²/n per sample.
-    """
+    The model holds views of the parameters at the end of each epoch (:meth:`epoch`), so
+    validation, callbacks and the divergence guard see them; an epoch starts from the
+    model's weights, so a callback that sets them is followed."""
 
-    def __init__(self, model: Any, loss_fn: Loss, opt: Optimizer, weight_decay: float) -> None:
-        self.model, self.loss_fn, self.opt = model, loss_fn, opt
-        self.weight_decay = weight_decay
-        self.decayed = set(model.decayed)
+    def __init__(
+        self, model: Any, loss_fn: Loss, opt: Optimizer, weight_decay: float, mode: Any, rows: int
+    ) -> None:
+        self.model, self.opt, self.batch_size = model, opt, rows
+        params = model.parameters
+        self.layout = FlatLayout({k: tuple(v.shape) for k, v in params.items()})
+        self.eager = make_step(model, loss_fn, opt, weight_decay, self.layout)
+        self.step, self.compiler = compile_step(self.eager, model.xp, mode)
+        self.mode, self.pending = mode, self.compiler is not None
+        self.opt_state = self._optimizer_state(self.layout.flatten(params))
+        # padding the last batch keeps one compiled shape, unless rows share statistics
+        self.pad = self.compiler is not None and not any(layer.buffers for layer in model.layers)
 
-    def __call__(self, xb: Any, yb: Any) -> Any:
-        """The batch's mean loss (0-d, on the device), after updating the parameters."""
+    def _optimizer_state(self, flat: Any) -> dict[str, Any]:
+        """The optimiser's state of the flat buffer: its per-parameter state flattened
+        (a previous fit's, or a loaded one), else fresh."""
+        state = self.opt.state
+        if not state or set(state) != set(self.layout.names):
+            return self.opt.init_state(flat)
+        first = state[self.layout.names[0]]
+        flat_state = {"step": first["step"]}
+        for key in first:
+            if key != "step":
+                flat_state[key] = self.layout.flatten({k: state[k][key] for k in state})
+        return flat_state
+
+    def save_optimizer_state(self) -> None:
+        """The optimiser's state put back per parameter (views of the flat buffers)."""
+        flat = {k: v for k, v in self.opt_state.items() if k not in ("step", "lr")}
+        step = self.opt_state["step"]
+        step = step if isinstance(step, int) else int(step)  # read once, after training
+        views = {key: self.layout.views(buffer) for key, buffer in flat.items()}
+        self.opt.state = {
+            name: {"step": step, **{key: views[key][name] for key in flat}}
+            for name in self.layout.names
+        }
+
+    def epoch(self, batches: Any, n_samples: int, bar: Progress, epoch: int) -> tuple[Any, Any]:
+        """(Σ over the batches of the summed loss, the first batch's mean loss), both 0-d on
+        the device, after one step per batch of ``batches`` (a source's, :mod:`streaming`:
+        ``n_samples`` rows in all); the model then holds the new weights."""
         model = self.model
-        value = self.loss_fn.forward(model.forward(xb, training=True), yb)
-        model.backward(self.loss_fn.backward(), input_grad=False)
-        params, grads = model.parameters, model.gradients()
-        if self.weight_decay:
-            decay = self.weight_decay / xb.shape[0]
-            grads = {k: g + decay * params[k] if k in self.decayed else g for k, g in grads.items()}
-        model.set_weights(self.opt.step(params, grads))
-        model.clear_caches()
-        return value
+        weights = model.get_weights()
+        params = self.layout.flatten({k: weights[k] for k in self.layout.names})
+        buffers = {k: v for k, v in weights.items() if k not in self.layout.slices}
+        state = {**self.opt_state, "lr": self.opt.lr}
+        if self.compiler is not None:  # traced: the count and rate as arrays
+            state = self._as_arrays(state, params)
+        noise = NoiseStream(model, n_samples)
+        total, first = model.xp.zeros((), dtype=model.dtype, device=model.device), None
+        for i, (xb, yb) in enumerate(batches):
+            batch, draws = self._batch(xb, yb, noise.take(xb))
+            params, state, buffers, value = self._run(params, state, buffers, batch, draws)
+            total = total + value
+            first = value / xb.shape[0] if first is None else first
+            bar.update(epoch, i + 1)
+        self.opt_state = {k: v for k, v in state.items() if k != "lr"}
+        model.set_weights({**self.layout.views(params), **buffers})
+        return total, first
+
+    def _as_arrays(self, state: dict[str, Any], like: Any) -> dict[str, Any]:
+        xp, dev = array_namespace(like), _device(like)
+        lr, step = state["lr"], state["step"]
+        lr = xp.asarray(lr, dtype=like.dtype, device=dev) if isinstance(lr, float) else lr
+        step = xp.asarray(step, device=dev) if isinstance(step, int) else step
+        return {**state, "lr": lr, "step": step}
+
+    def _batch(self, xb: Any, yb: Any, draws: tuple) -> tuple[tuple, tuple]:
+        """The step's batch and noise: as they are, or, for a compiled step, with row
+        weights and a last short batch padded to the full size (weight 0)."""
+        if not self.pad:
+            return (xb, yb), draws
+        xp, m = array_namespace(xb), xb.shape[0]
+        w = xp.ones((m,), dtype=xb.dtype, device=_device(xb))
+        if m < self.batch_size:
+            extra = self.batch_size - m
+            xb, yb, w = (_pad_rows(a, extra, 0) for a in (xb, yb, w))
+            draws = tuple(_pad_rows(u, extra, 1) for u in draws)
+        return (xb, yb, w), draws
+
+    def _run(self, *args: Any) -> tuple:
+        """One step; under ``compile="auto"`` a compiled step that fails on its first call
+        is replaced, with a warning, by the uncompiled one."""
+        if not self.pending:
+            return self.step(*args)
+        self.pending = False
+        try:
+            return self.step(*args)
+        except Exception as reason:
+            if self.mode != "auto":
+                raise
+            warn_fallback(reason)
+            self.step, self.compiler = self.eager, None
+            return self.step(*args)
 
 
-def _epoch(model: Any, batches: Any, step: _Step, bar: Progress, epoch: int) -> tuple[Any, Any]:
-    """(Σ over the batches of mean loss × batch size, the first batch's loss), both 0-d on
-    the device; ``batches`` yields the epoch's (xb, yb) (a source's ``batches``)."""
-    xp = model.xp
-    total, first = xp.zeros((), dtype=model.dtype, device=model.device), None
-    for i, (xb, yb) in enumerate(batches):
-        value = step(xb, yb)
-        total = total + value * xb.shape[0]
-        first = value if first is None else first
-        bar.update(epoch, i + 1)
-    return total, first
+def _pad_rows(a: Any, extra: int, value: float) -> Any:
+    """a with ``extra`` rows of ``value`` appended."""
+    xp = array_namespace(a)
+    fill = xp.full((extra, *a.shape[1:]), value, dtype=a.dtype, device=_device(a))
+    return xp.concat([a, fill], axis=0)
 
 
 class _DivergenceGuard:

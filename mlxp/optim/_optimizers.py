@@ -1,19 +1,24 @@
 """Optimisers shared by every mlxp model: SGD, Adam, AdamW and RMSprop.
 
 An optimiser maps parameters and their gradients, both dicts of arrays keyed by
-name, to the updated parameters: ``params = opt.step(params, grads)``. The update
-rules are ``torch.optim``'s term for term. Nothing is written in place (so JAX
+name, to the updated parameters: ``params = opt.step(params, grads)``, one parameter
+after another (the readable reference). The training loop instead keeps every
+parameter of a model in one flat buffer and calls the pure
+``params, state = opt.update(params, grads, state)``: the same rule as a short fixed
+sequence of whole-buffer operations, whatever the number of parameters (as
+PyTorch's ``foreach`` optimisers). The update rules are ``torch.optim``'s term for
+term. Nothing is written in place (so JAX
 works): each step returns new arrays and replaces the state's buffers with new
 ones. The state of a parameter (its step count t and buffers such as velocities
 and moments) is created at its first step with ``zeros_like``, hence on its device
 and in its dtype. Step sizes and bias corrections are Python floats computed from
 the integer step count, so float32 parameters stay float32, and ``step`` never
-reads an array back to the host.
+reads an array back to the host; in ``update`` the count may be a 0-d array (a
+traced, compiled step), the same expressions then computed on the device.
 """
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any, ClassVar
 
@@ -117,6 +122,24 @@ class Optimizer:
             updated[name] = self._update(xp, p, g, state, self._lr_for(xp, p))
         return updated
 
+    def init_state(self, p: Array) -> dict[str, Any]:
+        """The state of a parameter (or a flat buffer of them) before its first update."""
+        return {"step": 0, **self._init_state(aac.array_namespace(p), p)}
+
+    def update(
+        self, p: Array, g: Array, state: dict[str, Any], lr: float | Array | None = None
+    ) -> tuple[Array, dict[str, Any]]:
+        """(p', state'): one step of p (any shape, typically every parameter of a model
+        flattened into one buffer) with gradient g, pure: ``state`` (from
+        :meth:`init_state`, or a previous ``update``) is not modified. ``lr`` overrides
+        :attr:`lr` (a 0-d array keeps a compiled step from depending on its value)."""
+        xp = aac.array_namespace(p)
+        state = {**state, "step": state["step"] + 1}
+        lr = self._lr if lr is None else lr
+        if not isinstance(lr, float) and lr.dtype != p.dtype:
+            lr = xp.astype(lr, p.dtype)
+        return self._update(xp, p, g, state, lr), state
+
     def reset(self) -> None:
         """Forget all state (step counts and buffers); the hyperparameters stay."""
         self.state = {}
@@ -210,7 +233,8 @@ class Adam(Optimizer):
     """Adam with L2 weight decay added to the gradient, as ``torch.optim.Adam``.
 
     g ← g + λp;  m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;
-    p ← p − η/(1−β₁ᵗ) · m / (√v / √(1−β₂ᵗ) + ε).
+    p ← p − η/(1−β₁ᵗ) · m / (√v / √(1−β₂ᵗ) + ε), computed as
+    p − (η√(1−β₂ᵗ)/(1−β₁ᵗ)) · m / (√v + ε√(1−β₂ᵗ)) (one operation fewer; torch's order).
     """
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
@@ -245,8 +269,8 @@ class Adam(Optimizer):
         t = state["step"]
         m = state["exp_avg"] = beta1 * state["exp_avg"] + (1.0 - beta1) * g
         v = state["exp_avg_sq"] = beta2 * state["exp_avg_sq"] + (1.0 - beta2) * (g * g)
-        denom = xp.sqrt(v) / math.sqrt(1.0 - beta2**t) + self.eps
-        return p - (lr / (1.0 - beta1**t)) * (m / denom)
+        root = (1.0 - beta2**t) ** 0.5  # a float, or 0-d when t is an array
+        return p - (lr * root / (1.0 - beta1**t)) * (m / (xp.sqrt(v) + self.eps * root))
 
 
 class AdamW(Adam):

@@ -1,0 +1,164 @@
+"""The pure training step and its compiled forms (mlxp.nn.step).
+
+Checked against the uncompiled step (to float tolerance), against the per-parameter
+optimiser (the flat buffer's update is the same rule), and against NumPy (same seed,
+same model on every backend, Dropout and BatchNorm included).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import mlxp.nn.training
+from mlxp.exceptions import InvalidParameterError
+from mlxp.nn import (
+    BatchNorm1d,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    MaxPool2D,
+    MLPClassifier,
+    ReLU,
+    Sequential,
+)
+from mlxp.nn.step import FlatLayout
+
+# 70 rows at batch 32: the last batch is short (padded and masked when compiled)
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(70, 6))
+Y = RNG.integers(0, 3, size=70)
+IMAGES = RNG.normal(size=(20, 1, 8, 8))
+
+
+def _mlp(batch_norm: bool = False) -> Sequential:
+    middle = [BatchNorm1d(8)] if batch_norm else [Dropout(0.3)]
+    return Sequential([Dense(6, 8), ReLU(), *middle, Dense(8, 3)], seed=3)
+
+
+def _cnn() -> Sequential:
+    layers = [Conv2D(1, 2, 3), ReLU(), MaxPool2D(2), Flatten(), Dense(18, 3)]
+    return Sequential(layers, seed=3)
+
+
+def _fit(model, backend, data, compile, dtype="float32", epochs=3, **kwargs):
+    X_, y_ = (backend.asarray(a, d) for a, d in zip(data, (dtype, None), strict=True))
+    history = model.fit(
+        X_, y_, loss="cross_entropy", epochs=epochs, batch_size=32, progress=False,
+        compile=compile, **kwargs,
+    )  # fmt: skip
+    weights = {k: backend.to_numpy(v) for k, v in model.get_weights().items()}
+    return history["loss"], weights
+
+
+def _assert_same(got, expected, rtol):
+    np.testing.assert_allclose(got[0], expected[0], rtol=rtol)
+    for name, value in expected[1].items():
+        np.testing.assert_allclose(got[1][name], value, rtol=rtol, atol=rtol, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    ("make", "data", "kwargs", "against_jax"),
+    [
+        (_mlp, (X, Y), {"weight_decay": 0.5}, True),
+        (lambda: _mlp(batch_norm=True), (X, Y), {"optimizer": "sgd"}, False),
+        (_cnn, (IMAGES, Y[:20]), {}, False),
+    ],
+    ids=["mlp-dropout-decay", "mlp-batchnorm-sgd", "cnn"],
+)
+def test_jax_jit_step_equals_the_uncompiled_step_and_numpy(make, data, kwargs, against_jax):
+    """jax.jit (compile="auto"; padded last batch, or BatchNorm's own shape) against
+    the eager step on JAX and on NumPy: the same model from the same seed."""
+    import backends
+
+    jax_case = next(c for c in backends.cases() if str(c) == "jax:cpu")
+    numpy_case = next(c for c in backends.cases() if str(c) == "numpy:cpu")
+    if jax_case.backend is None:
+        pytest.skip(jax_case.reason)
+    compiled = _fit(make(), jax_case, data, "auto", **kwargs)
+    if against_jax:  # eager JAX is slow to run: once
+        _assert_same(compiled, _fit(make(), jax_case, data, False, **kwargs), rtol=2e-5)
+    _assert_same(compiled, _fit(make(), numpy_case, data, False, **kwargs), rtol=2e-5)
+
+
+def test_every_backend_trains_the_same_model_with_dropout(backend):
+    """The flat buffer, the block-drawn Dropout noise and the pure step on each backend
+    (compile="auto": jax.jit on JAX) give NumPy's float64 model."""
+    dtype = "float64" if "float64" in backend.float_dtypes else "float32"
+    import backends
+
+    numpy_case = next(c for c in backends.cases() if str(c) == "numpy:cpu")
+    expected = _fit(_mlp(), numpy_case, (X, Y), False, dtype="float64", epochs=2)
+    got = _fit(_mlp(), backend, (X, Y), "auto", dtype=dtype, epochs=2)
+    _assert_same(got, expected, rtol=1e-10 if dtype == "float64" else 2e-4)
+
+
+def test_auto_falls_back_with_a_warning_when_compiling_fails(monkeypatch):
+    def broken(step, xp, mode):
+        def fails(*args):
+            raise RuntimeError("cannot trace this")
+
+        return fails, "broken"
+
+    expected = _fit(_mlp(), _numpy(), (X, Y), False)
+    monkeypatch.setattr(mlxp.nn.training, "compile_step", broken)
+    with pytest.warns(RuntimeWarning, match="cannot trace this"):
+        got = _fit(_mlp(), _numpy(), (X, Y), "auto")
+    _assert_same(got, expected, rtol=1e-6)  # rows weighted as for a compiled step
+    with pytest.raises(RuntimeError, match="cannot trace this"):  # compile=True does not hide it
+        _fit(_mlp(), _numpy(), (X, Y), True)
+
+
+def test_compile_is_checked():
+    with pytest.raises(ValueError, match="compile must be one of"):
+        _fit(_mlp(), _numpy(), (X, Y), "always")
+    with pytest.raises(ValueError, match=r"no compiler for the .*numpy backend"):
+        _fit(_mlp(), _numpy(), (X, Y), True)
+    with pytest.raises(InvalidParameterError, match="compile"):
+        MLPClassifier(compile="yes").fit(X, Y)
+
+
+def test_optimiser_state_survives_fits_per_parameter():
+    """Two fits of one epoch each equal one fit of two epochs: the flat optimiser state is
+    handed back per parameter (opt.state) and picked up again."""
+    from mlxp.optim import Adam
+
+    model, opt = _mlp(), Adam(1e-2)
+    once = _fit(_mlp(), _numpy(), (X, Y), False, epochs=2, shuffle=False, optimizer=Adam(1e-2))
+    _fit(model, _numpy(), (X, Y), False, epochs=1, shuffle=False, optimizer=opt)
+    assert set(opt.state) == set(model.parameters) and opt.state["0.W"]["step"] == 3
+    twice = _fit(model, _numpy(), (X, Y), False, epochs=1, shuffle=False, optimizer=opt)
+    _assert_same(([once[0][-1]], twice[1]), ([twice[0][-1]], once[1]), rtol=1e-12)
+
+
+def test_flat_layout_round_trips_and_its_views_share_the_buffer():
+    arrays = {"a": np.arange(6.0).reshape(2, 3), "b": np.arange(4.0)}
+    layout = FlatLayout({k: v.shape for k, v in arrays.items()})
+    flat = layout.flatten(arrays)
+    np.testing.assert_array_equal(flat, np.concatenate([arrays["a"].ravel(), arrays["b"]]))
+    views = layout.views(flat)
+    assert all(np.shares_memory(v, flat) for v in views.values())
+    np.testing.assert_array_equal(views["a"], arrays["a"])
+    np.testing.assert_array_equal(layout.mask({"b"}, flat), [0.0] * 6 + [1.0] * 4)
+
+
+@pytest.mark.skipif(
+    os.environ.get("MLXP_TEST_TORCH_COMPILE") != "1",
+    reason="torch.compile on CPU compiles C++ for ~25 s; MLXP_TEST_TORCH_COMPILE=1 runs it",
+)
+def test_torch_compile_on_request_equals_the_uncompiled_step():
+    import backends
+
+    case = next(c for c in backends.cases() if str(c) == "torch:cpu")
+    with pytest.warns(UserWarning):  # Dynamo's notices about array-api-compat's caches
+        compiled = _fit(_mlp(batch_norm=True), case, (X, Y), True, epochs=2)
+    _assert_same(compiled, _fit(_mlp(batch_norm=True), case, (X, Y), False, epochs=2), 1e-5)
+
+
+def _numpy():
+    import backends
+
+    return next(c for c in backends.cases() if str(c) == "numpy:cpu")
