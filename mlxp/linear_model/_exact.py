@@ -38,7 +38,15 @@ from array_api_compat import device as _device
 
 from mlxp.exceptions import RankWarning, SolverError
 
-__all__ = ["RankWarning", "SolverError", "solve_auto", "solve_cholesky", "solve_qr", "solve_svd"]
+__all__ = [
+    "RankWarning",
+    "SolverError",
+    "cholesky_gram",
+    "solve_auto",
+    "solve_cholesky",
+    "solve_qr",
+    "solve_svd",
+]
 
 
 def _eps(xp: Any, dtype: Any) -> float:
@@ -65,18 +73,25 @@ def _nan(xp: Any, X: Any, k: int) -> Any:
 
 
 def _cholesky(xp: Any, X: Any, Y: Any, alpha: float) -> tuple[Any, Any]:
-    """W from Cholesky LLᵀ = D⁻¹(XᵀX + αI)D⁻¹ (D² its diagonal), then L Z = D⁻¹XᵀY and
-    Lᵀ (DW) = Z; also κ(XᵀX + αI) of the equilibrated matrix."""
-    p = X.shape[1]
-    A = X.T @ X
+    return cholesky_gram(xp, X.T @ X, X.T @ Y, alpha)
+
+
+def cholesky_gram(xp: Any, A: Any, B: Any, alpha: float = 0.0) -> tuple[Any, Any]:
+    """(W, κ) from the normal equations (A + αI) W = B, A = XᵀX (p, p), B = XᵀY (p, k).
+
+    Cholesky LLᵀ = D⁻¹(A + αI)D⁻¹ (D² its diagonal), then L Z = D⁻¹B and Lᵀ (DW) = Z;
+    κ is that of the equilibrated A + αI (inf, and W NaN, where the factorisation fails).
+    Used directly by the Dask path, which reduces A and B over the chunks of X.
+    """
+    p = A.shape[0]
     if alpha:
-        A = A + alpha * xp.eye(p, dtype=X.dtype, device=_device(X))
+        A = A + alpha * xp.eye(p, dtype=A.dtype, device=_device(A))
     d = _nonzero(xp, xp.sqrt(xp.linalg.diagonal(A)))
     try:
         L = xp.linalg.cholesky(A / (d[:, None] * d[None, :]))
     except Exception:  # NumPy, PyTorch, CuPy raise; JAX returns NaNs instead
-        return _nan(xp, X, Y.shape[1]), xp.asarray(float("inf"), dtype=X.dtype, device=_device(X))
-    Z = xp.linalg.solve(L, (X.T @ Y) / d[:, None])
+        return _nan(xp, A, B.shape[1]), xp.asarray(float("inf"), dtype=A.dtype, device=_device(A))
+    Z = xp.linalg.solve(L, B / d[:, None])
     W = xp.linalg.solve(L.T, Z) / d[:, None]
     return W, _condition(xp, L) ** 2  # L already equilibrated, with A
 
