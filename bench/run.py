@@ -174,6 +174,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if any(c.name == "dask" for c in args.cases):  # a cluster of its own: bench/dask_scale.py
+        from bench import dask_scale
+
+        given = [s for m, s in args.sizes if m is None]
+        sizes = given[-1] if given else ([(20_000, 20)] if args.quick else None)
+        dask_scale.main(sizes, args.repeat or 1, args.out)
+        args.cases = [c for c in args.cases if c.name != "dask"]
+        if not args.cases:
+            return 0
     result = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")

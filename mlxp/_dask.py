@@ -12,6 +12,7 @@ optimiser state on the client). Estimators see Dask through four calls:
 * :func:`tree_reduce` + :func:`compute` -- ``chunk_fn`` on each row block, the results merged
   pairwise by ``merge_fn`` in a binary tree (O(chunks) tasks, depth log₂ chunks), all
   requested reductions evaluated by one ``dask.compute`` (X is read once per call);
+* :func:`concrete` -- Dask arrays among some arrays computed together (``score``);
 * :func:`map_rows` -- a function of a NumPy/CuPy chunk applied blockwise (O(chunks) tasks),
   lazy, its graph holding only the chunks of X and the small arrays the function closes over.
 
@@ -32,6 +33,7 @@ from mlxp._backend import use_backend
 __all__ = [
     "chunk_namespace",
     "compute",
+    "concrete",
     "is_dask_array",
     "map_rows",
     "predict_rows",
@@ -95,6 +97,15 @@ def tree_reduce(
         pairs = [merge(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
         level = pairs + ([level[-1]] if len(level) % 2 else [])
     return level[0]
+
+
+def concrete(*arrays: Any) -> list[Any]:
+    """The arrays with every Dask one computed (together, one ``dask.compute``)."""
+    lazy = [i for i, a in enumerate(arrays) if is_dask_array(a)]
+    out = list(arrays)
+    for i, value in zip(lazy, compute(*(arrays[i] for i in lazy)) if lazy else (), strict=True):
+        out[i] = value
+    return out
 
 
 def compute(*reductions: Any) -> tuple[Any, ...]:

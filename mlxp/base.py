@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, ClassVar
 
+from mlxp._dask import concrete
 from mlxp._params import validate_params
 from mlxp.metrics import accuracy_score, r2_score
 
@@ -101,7 +102,8 @@ class RegressorMixin:
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """R² = 1 − Σ wᵢ(yᵢ − ŷᵢ)² / Σ wᵢ(yᵢ − ȳ)², averaged uniformly over targets."""
-        return float(r2_score(y, self.predict(X), sample_weight=sample_weight))
+        y, pred, sample_weight = concrete(y, self.predict(X), sample_weight)
+        return float(r2_score(y, pred, sample_weight=sample_weight))
 
     def __sklearn_tags__(self):
         from sklearn.utils import RegressorTags
@@ -120,7 +122,8 @@ class ClassifierMixin:
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Accuracy = Σ wᵢ [ŷᵢ = yᵢ] / Σ wᵢ."""
-        return float(accuracy_score(y, self.predict(X), sample_weight=sample_weight))
+        y, pred, sample_weight = concrete(y, self.predict(X), sample_weight)
+        return float(accuracy_score(y, pred, sample_weight=sample_weight))
 
     def __sklearn_tags__(self):
         from sklearn.utils import ClassifierTags

@@ -1,7 +1,8 @@
 """One fixture, ``backend``, runs a test on every (library, device) pair mlxp knows.
 
 Pairs that cannot run here (no GPU, library not installed) are skipped with the
-reason, which ``-ra`` shows in the summary. ``dtype`` adds float32 and float64
+reason, which ``-ra`` shows in the summary. Dask (lazy, chunked) is opt-in: only tests
+marked ``@pytest.mark.dask`` run on it; the others skip it, saying so. ``dtype`` adds float32 and float64
 wherever the device supports them.
 """
 
@@ -26,6 +27,11 @@ def backend(request) -> backends.Case:
     case = request.param
     if case.backend is None:
         pytest.skip(f"{case}: {case.reason}")
+    if case.name == "dask" and request.node.get_closest_marker("dask") is None:
+        pytest.skip(
+            "dask: opt-in (@pytest.mark.dask) for the cheap tests that apply; lazy arrays "
+            "recompute on every host read, and tests/test_dask.py covers the estimators"
+        )
     return case
 
 

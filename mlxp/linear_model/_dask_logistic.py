@@ -6,8 +6,9 @@ workers. Each chunk then builds the in-memory
 :class:`~mlxp.linear_model._logistic_loss.LogisticObjective` of its rows (weights
 sᵢ/Σs, no penalty) and one evaluation is a tree sum over chunks of
 
-* f(θ + αⱼD) for a whole ladder of steps αⱼ = 1, ½, …, 2⁻¹¹ (``line_values``: the margins
-  Z = Xθ and dZ = XD once, then element-wise work),
+* f(θ + αⱼD) for the steps αⱼ = 1, ½, ¼, ⅛ of the Armijo ladder (``line_values``: the
+  margins Z = Xθ and dZ = XD once, then element-wise work; the ladder's smaller steps, down
+  to 2⁻¹¹, in a pass of their own only when none of these is accepted),
 * ∇f at the first steps (``value_grad`` with those margins), and for Newton ∇²f at α = 1
   (``hessian``, a (qK) × (qK) matrix, q = p + 1),
 
@@ -38,6 +39,7 @@ __all__ = ["Evaluator", "encode_labels_dask", "fit_logistic_dask", "minimize_das
 
 _ARMIJO = 1e-4
 _LADDER = 0.5 ** np.arange(12)
+_FIRST = 4  # steps tried in the pass that also takes the gradients; the rest only if needed
 
 
 # ---------------------------------------------------------------------------- labels
@@ -161,9 +163,9 @@ def _converged(xp, grad, old, new, tol, eps) -> bool:
     return float(xp.max(xp.abs(grad))) <= tol or float(old - new) <= 64 * eps * scale
 
 
-def _armijo(xp, values, f, slope) -> int | None:
-    """Index of the largest ladder step meeting Armijo's condition, or None."""
-    ok = to_numpy(values <= f + _ARMIJO * xp.asarray(_LADDER, dtype=values.dtype) * slope)
+def _armijo(xp, values, f, slope, steps) -> int | None:
+    """Index of the largest of ``steps`` meeting Armijo's condition, or None."""
+    ok = to_numpy(values <= f + _ARMIJO * xp.asarray(steps, dtype=values.dtype) * slope)
     ok &= np.isfinite(to_numpy(values))
     return int(np.argmax(ok)) if (ok.any() and float(slope) < 0) else None
 
@@ -203,9 +205,14 @@ def minimize_dask(evaluate: Evaluator, theta, *, solver, tol, max_iter, memory=1
         if converged and not newton:
             break
         D = _newton_direction(xp, H, g, eps) if newton else _two_loop(xp, g, pairs, gamma)
-        values, grads, H_new = evaluate(theta, D, _LADDER, 1 if newton else 2, newton)
-        j = _armijo(xp, values, f, xp.sum(g * D))
-        j = None if frozen else j
+        slope = xp.sum(g * D)
+        values, grads, H_new = evaluate(theta, D, _LADDER[:_FIRST], 1 if newton else 2, newton)
+        j = _armijo(xp, values, f, slope, _LADDER[:_FIRST])
+        if j is None and float(slope) < 0:  # the smaller steps: values only
+            more = _armijo(
+                xp, evaluate(theta, D, _LADDER[_FIRST:], 0)[0], f, slope, _LADDER[_FIRST:]
+            )
+            j = None if more is None else _FIRST + more
         alpha = 0.0 if j is None else float(_LADDER[j])
         new_theta = theta + alpha * D
         if j is not None and j < len(grads):
