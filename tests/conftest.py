@@ -2,8 +2,8 @@
 
 Pairs that cannot run here (no GPU, library not installed) are skipped with the
 reason, which ``-ra`` shows in the summary. Dask (lazy, chunked) is opt-in: only tests
-marked ``@pytest.mark.dask`` run on it; the others skip it, saying so. ``dtype`` adds float32 and float64
-wherever the device supports them.
+marked ``@pytest.mark.dask`` run on it; the others skip it, saying so. ``dtype`` adds
+float32 and float64 wherever the device supports them.
 """
 
 from __future__ import annotations
