@@ -74,10 +74,12 @@ def row_blocks(X: Any, *others: Any, min_rows: int = 1) -> list[tuple[Any, ...]]
         X = X.rechunk({0: size})
         rows = X.chunks[0]
     X = _rows(X, rows)
-    parts = [X.to_delayed().ravel()]
+    parts = [X.to_delayed(optimize_graph=False).ravel()]  # keys shared with y's graph
     for other in others:
         parts.append(
-            [None] * len(rows) if other is None else _rows(other, rows).to_delayed().ravel()
+            [None] * len(rows)
+            if other is None
+            else _rows(other, rows).to_delayed(optimize_graph=False).ravel()
         )
     return list(zip(*parts, strict=True))
 
