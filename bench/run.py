@@ -174,13 +174,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if any(c.name == "dask" for c in args.cases):  # a cluster of its own: bench/dask_scale.py
+    # Dask only when asked for by name: it runs on a cluster of its own (bench/dask_scale.py).
+    dask = args.backends is not None and any(c.name == "dask" for c in args.cases)
+    args.cases = [c for c in args.cases if c.name != "dask"]
+    if dask:
         from bench import dask_scale
 
         given = [s for m, s in args.sizes if m is None]
         sizes = given[-1] if given else ([(20_000, 20)] if args.quick else None)
         dask_scale.main(sizes, args.repeat or 1, args.out)
-        args.cases = [c for c in args.cases if c.name != "dask"]
         if not args.cases:
             return 0
     result = run(args)
