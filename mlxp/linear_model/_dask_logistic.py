@@ -9,7 +9,7 @@ sᵢ/Σs, no penalty) and one evaluation is a tree sum over chunks of
 * f(θ + αⱼD) for the steps αⱼ = 1, ½, ¼, ⅛ of the Armijo ladder (``line_values``: the
   margins Z = Xθ and dZ = XD once, then element-wise work; the ladder's smaller steps, down
   to 2⁻¹¹, in a pass of their own only when none of these is accepted),
-* ∇f at the first steps (``value_grad`` with those margins), and for Newton ∇²f at α = 1
+* ∇f at α = 1 (``value_grad`` with those margins), and for Newton ∇²f there too
   (``hessian``, a (qK) × (qK) matrix, q = p + 1),
 
 all in one ``dask.compute``: a line search, the next gradient (and Hessian) in one read of X.
@@ -206,7 +206,7 @@ def minimize_dask(evaluate: Evaluator, theta, *, solver, tol, max_iter, memory=1
             break
         D = _newton_direction(xp, H, g, eps) if newton else _two_loop(xp, g, pairs, gamma)
         slope = xp.sum(g * D)
-        values, grads, H_new = evaluate(theta, D, _LADDER[:_FIRST], 1 if newton else 2, newton)
+        values, grads, H_new = evaluate(theta, D, _LADDER[:_FIRST], 1, newton)
         j = _armijo(xp, values, f, slope, _LADDER[:_FIRST])
         if j is None and float(slope) < 0:  # the smaller steps: values only
             more = _armijo(
