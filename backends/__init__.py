@@ -80,11 +80,14 @@ class Case:
         mlxp.synchronize(x)
 
 
-def cases() -> list[Case]:
-    """Every known (library, device) pair, usable ones first in each library."""
+def cases(include_dask: bool = False) -> list[Case]:
+    """Every known (library, device) pair, usable ones first in each library; Dask (lazy,
+    run on a cluster of its own) only with ``include_dask``."""
     out = []
     for row in backend_report():
         name = row["name"]
+        if name == "dask" and not include_dask:
+            continue
         if row["reason"] is not None:
             out.append(Case(name, _GPU_DEVICES.get(name, "cpu"), reason=row["reason"]))
             continue

@@ -96,7 +96,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not args.models or any(m not in MODELS for m in args.models):
         parser.error(f"--models {','.join(args.models)!r}: choose from {', '.join(MODELS)}")
-    known = backends.cases()
+    known = backends.cases(include_dask=True)
     if args.backends is not None:
         args.backends = [w.strip() for w in args.backends.split(",")]
         for w in args.backends:

@@ -19,7 +19,7 @@ import pytest
 import backends
 import mlxp
 
-CASES = backends.cases()
+CASES = backends.cases(include_dask=True)
 
 
 @pytest.fixture(params=CASES, ids=str)
