@@ -65,8 +65,16 @@ class Case:
         return getattr(self.xp, name)
 
     def asarray(self, a: Any, dtype: str | None = None) -> Any:
-        """A NumPy array (or array-like) as an array of this case, optionally cast."""
-        return self.backend.asarray(np.asarray(a, dtype=dtype))
+        """A NumPy array (or array-like) as an array of this case, optionally cast.
+
+        Dask arrays get three row chunks (so that reductions merge chunks)."""
+        host = np.asarray(a, dtype=dtype)
+        if self.name == "dask" and host.ndim:
+            import dask.array as da
+
+            rows = max(1, -(-host.shape[0] // 3))
+            return da.from_array(host, chunks=(rows, *host.shape[1:]))
+        return self.backend.asarray(host)
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return mlxp.to_numpy(x)
@@ -75,11 +83,14 @@ class Case:
         mlxp.synchronize(x)
 
 
-def cases() -> list[Case]:
-    """Every known (library, device) pair, usable ones first in each library."""
+def cases(include_dask: bool = False) -> list[Case]:
+    """Every known (library, device) pair, usable ones first in each library; Dask (lazy,
+    run on a cluster of its own) only with ``include_dask``."""
     out = []
     for row in backend_report():
         name = row["name"]
+        if name == "dask" and not include_dask:
+            continue
         if row["reason"] is not None:
             out.append(Case(name, _GPU_DEVICES.get(name, "cpu"), reason=row["reason"]))
             continue

@@ -99,7 +99,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not args.models or any(m not in MODELS for m in args.models):
         parser.error(f"--models {','.join(args.models)!r}: choose from {', '.join(MODELS)}")
-    known = backends.cases()
+    known = backends.cases(include_dask=True)
     if args.backends is not None:
         args.backends = [w.strip() for w in args.backends.split(",")]
         for w in args.backends:
@@ -180,6 +180,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Dask only when asked for by name: it runs on a cluster of its own (bench/dask_scale.py).
+    dask = args.backends is not None and any(c.name == "dask" for c in args.cases)
+    args.cases = [c for c in args.cases if c.name != "dask"]
+    if dask:
+        from bench import dask_scale
+
+        given = [s for m, s in args.sizes if m is None]
+        sizes = given[-1] if given else ([(20_000, 20)] if args.quick else None)
+        dask_scale.main(sizes, args.repeat or 1, args.out)
+        if not args.cases:
+            return 0
     result = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")

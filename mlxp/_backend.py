@@ -52,7 +52,7 @@ __all__ = [
     "use_backend",
 ]
 
-BACKEND_NAMES = ("numpy", "cupy", "torch", "jax", "array_api_strict")
+BACKEND_NAMES = ("numpy", "cupy", "torch", "jax", "array_api_strict", "dask")
 _ALIASES = {"array-api-strict": "array_api_strict", "strict": "array_api_strict", "np": "numpy"}
 
 DISCOVERY_LOCK = threading.RLock()
@@ -172,12 +172,22 @@ def _probe_cupy(cupy: ModuleType, index: int) -> None:
         )
 
 
+def _load_dask() -> _Library:
+    # Lazy, chunked arrays (dask.array); their chunks' library (NumPy, or CuPy under
+    # dask-cuda) computes each chunk and holds the small results (see mlxp._dask).
+    import array_api_compat.dask.array as xp
+    import dask
+
+    return _Library(dask.__version__, xp, {"cpu": "cpu"})
+
+
 _LOADERS = {
     "numpy": _load_numpy,
     "cupy": _load_cupy,
     "torch": _load_torch,
     "jax": _load_jax,
     "array_api_strict": _load_array_api_strict,
+    "dask": _load_dask,
 }
 
 
@@ -331,6 +341,7 @@ def _library_name(xp: ModuleType) -> str:
         ("jax", aac.is_jax_namespace),
         ("cupy", aac.is_cupy_namespace),
         ("array_api_strict", aac.is_array_api_strict_namespace),
+        ("dask", aac.is_dask_namespace),
     ):
         if test(xp):
             return name

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from mlxp._compat import argmax, to_numpy
+from mlxp._dask import is_dask_array, predict_rows
 from mlxp._special import log_softmax, sigmoid
+from mlxp._validation import check_is_fitted, validate_data
 
 __all__ = ["MarginClassifierMixin"]
 
@@ -18,8 +20,23 @@ class MarginClassifierMixin:
     from ``classes_``.
     """
 
+    def _on_chunks(self, method: Any, X: Any, columns: str) -> Any:
+        """``method`` blockwise on Dask X (lazy, O(chunks) tasks), or None for other X.
+
+        ``columns``: "labels" (n,), "classes" (n, K), "margins" (n,) or (n, K)."""
+        if not is_dask_array(X):
+            return None
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False)[1]
+        width = {"labels": 1, "classes": len(self.classes_), "margins": self.coef_.shape[0]}
+        dtype = self.classes_.dtype if columns == "labels" else self.coef_.dtype
+        return predict_rows(method, X, width=width[columns], dtype=dtype)
+
     def predict_proba(self, X: Any) -> Any:
         """P(class | x), shape (n_samples, n_classes), columns in ``classes_`` order."""
+        lazy = self._on_chunks(self.predict_proba, X, "classes")
+        if lazy is not None:
+            return lazy
         place, Z = self._margins(X)
         xp = place.xp
         if Z.shape[1] == 1:
@@ -29,6 +46,9 @@ class MarginClassifierMixin:
 
     def predict_log_proba(self, X: Any) -> Any:
         """log P(class | x), computed without overflow."""
+        lazy = self._on_chunks(self.predict_log_proba, X, "classes")
+        if lazy is not None:
+            return lazy
         place, Z = self._margins(X)
         xp = place.xp
         if Z.shape[1] == 1:
@@ -39,8 +59,11 @@ class MarginClassifierMixin:
         """The most probable label of each sample, as given to ``fit``.
 
         Numeric and boolean labels come back in the input's namespace and device;
-        other labels (strings) as a NumPy array.
+        other labels (strings) as a NumPy array. On Dask input: a lazy Dask array of labels.
         """
+        lazy = self._on_chunks(self.predict, X, "labels")
+        if lazy is not None:
+            return lazy
         place, Z = self._margins(X)
         xp = place.xp
         if Z.shape[1] == 1:

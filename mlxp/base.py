@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from mlxp._backend import BACKEND_NAMES, get_backend, use_backend
+from mlxp._dask import concrete
 from mlxp._device import OnComputeDevice
 from mlxp._frames import feature_names
 from mlxp._params import validate_params
@@ -217,7 +218,8 @@ class RegressorMixin:
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """R² = 1 − Σ wᵢ(yᵢ − ŷᵢ)² / Σ wᵢ(yᵢ − ȳ)², averaged uniformly over targets."""
-        return float(r2_score(y, self.predict(X), sample_weight=sample_weight))
+        y, pred, sample_weight = concrete(y, self.predict(X), sample_weight)
+        return float(r2_score(y, pred, sample_weight=sample_weight))
 
     def __sklearn_tags__(self) -> Any:
         from sklearn.utils import RegressorTags
@@ -237,7 +239,8 @@ class ClassifierMixin:
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Accuracy = Σ wᵢ [ŷᵢ = yᵢ] / Σ wᵢ."""
-        return float(accuracy_score(y, self.predict(X), sample_weight=sample_weight))
+        y, pred, sample_weight = concrete(y, self.predict(X), sample_weight)
+        return float(accuracy_score(y, pred, sample_weight=sample_weight))
 
     def __sklearn_tags__(self) -> Any:
         from sklearn.utils import ClassifierTags

@@ -1,8 +1,9 @@
 """One fixture, ``backend``, runs a test on every (library, device) pair mlxp knows.
 
 Pairs that cannot run here (no GPU, library not installed) are skipped with the
-reason, which ``-ra`` shows in the summary. ``dtype`` adds float32 and float64
-wherever the device supports them.
+reason, which ``-ra`` shows in the summary. Dask (lazy, chunked) is opt-in: only tests
+marked ``@pytest.mark.dask`` run on it; the others skip it, saying so. ``dtype`` adds
+float32 and float64 wherever the device supports them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 import backends
 import mlxp
 
-CASES = backends.cases()
+CASES = backends.cases(include_dask=True)
 
 
 @pytest.fixture(params=CASES, ids=str)
@@ -26,6 +27,11 @@ def backend(request) -> backends.Case:
     case = request.param
     if case.backend is None:
         pytest.skip(f"{case}: {case.reason}")
+    if case.name == "dask" and request.node.get_closest_marker("dask") is None:
+        pytest.skip(
+            "dask: opt-in (@pytest.mark.dask) for the cheap tests that apply; lazy arrays "
+            "recompute on every host read, and tests/test_dask.py covers the estimators"
+        )
     return case
 
 

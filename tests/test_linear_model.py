@@ -58,6 +58,7 @@ def test_exact_solvers_recover_known_coefficients(backend, dtype, solver, k, rng
     assert model.solver_ == ("cholesky" if solver == "auto" else solver)
 
 
+@pytest.mark.dask
 @pytest.mark.parametrize("solver", EXACT)
 @pytest.mark.parametrize("fit_intercept", [True, False])
 def test_ridge_matches_closed_form_with_weights(backend, solver, fit_intercept, rng):
@@ -72,6 +73,7 @@ def test_ridge_matches_closed_form_with_weights(backend, solver, fit_intercept, 
     np.testing.assert_allclose(backend.to_numpy(model.intercept_), intercept, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.dask
 @pytest.mark.parametrize("solver", EXACT)
 def test_matches_scikit_learn_on_diabetes(backend, solver):
     linear_model = pytest.importorskip("sklearn.linear_model")

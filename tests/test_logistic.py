@@ -24,6 +24,7 @@ IRIS = (_standardise(datasets.load_iris().data), datasets.load_iris().target)
 
 
 # --------------------------------------------------------------------------- against scikit-learn
+@pytest.mark.dask
 @pytest.mark.parametrize("solver", ["lbfgs", "newton"])
 @pytest.mark.parametrize("data", ["binary", "multiclass"])
 def test_matches_scikit_learn(backend, solver, data):

@@ -41,6 +41,7 @@ from mlxp.exceptions import RankWarning, SolverError
 __all__ = [
     "RankWarning",
     "SolverError",
+    "cholesky_gram",
     "factor_ok",
     "solve_auto",
     "solve_cholesky",
@@ -73,20 +74,27 @@ def _nan(xp: Any, X: Any, k: int) -> Any:
 
 
 def _cholesky(xp: Any, X: Any, Y: Any, alpha: float) -> tuple[Any, Any]:
-    """W from Cholesky LLᵀ = D⁻¹(XᵀX + αI)D⁻¹ (D² its diagonal), then L Z = D⁻¹XᵀY and
-    Lᵀ (DW) = Z; also κ(XᵀX + αI) of the equilibrated matrix, ∞ when the factor failed."""
-    p = X.shape[1]
-    A = X.T @ X
+    return cholesky_gram(xp, X.T @ X, X.T @ Y, alpha)
+
+
+def cholesky_gram(xp: Any, A: Any, B: Any, alpha: float = 0.0) -> tuple[Any, Any]:
+    """(W, κ) from the normal equations (A + αI) W = B, A = XᵀX (p, p), B = XᵀY (p, k).
+
+    Cholesky LLᵀ = D⁻¹(A + αI)D⁻¹ (D² its diagonal), then L Z = D⁻¹B and Lᵀ (DW) = Z;
+    κ is that of the equilibrated A + αI (inf, and W NaN, where the factorisation fails).
+    Used directly by the Dask path, which reduces A and B over the chunks of X.
+    """
+    p = A.shape[0]
     if alpha:
-        A = A + alpha * xp.eye(p, dtype=X.dtype, device=_device(X))
+        A = A + alpha * xp.eye(p, dtype=A.dtype, device=_device(A))
     d = _nonzero(xp, xp.sqrt(xp.linalg.diagonal(A)))
     A = A / (d[:, None] * d[None, :])
-    inf = xp.asarray(float("inf"), dtype=X.dtype, device=_device(X))
+    inf = xp.asarray(float("inf"), dtype=A.dtype, device=_device(A))
     try:
         L = xp.linalg.cholesky(A)
     except Exception:  # NumPy and PyTorch raise on a matrix that is not positive definite
-        return _nan(xp, X, Y.shape[1]), inf
-    Z = xp.linalg.solve(L, (X.T @ Y) / d[:, None])
+        return _nan(xp, A, B.shape[1]), inf
+    Z = xp.linalg.solve(L, B / d[:, None])
     W = xp.linalg.solve(L.T, Z) / d[:, None]
     return W, xp.where(factor_ok(xp, A, L), _condition(xp, L) ** 2, inf)  # L equilibrated
 

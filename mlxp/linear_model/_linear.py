@@ -5,11 +5,13 @@ from __future__ import annotations
 import numbers
 from typing import Any, ClassVar, TypeVar
 
+from mlxp._dask import is_dask_array, predict_rows
 from mlxp._params import Interval, StrOptions
 from mlxp._validation import check_is_fitted, validate_data
 from mlxp.base import BaseEstimator, RegressorMixin
 from mlxp.exceptions import warn_not_converged
 from mlxp.linear_model._base import ITERATIVE_CONSTRAINTS, LinearModelMixin
+from mlxp.linear_model._dask_exact import fit_linear_dask
 from mlxp.linear_model._exact import solve_auto, solve_cholesky, solve_qr, solve_svd
 from mlxp.linear_model._iterative import LeastSquaresObjective
 from mlxp.optim import Optimizer
@@ -44,6 +46,8 @@ class _LinearModel(LinearModelMixin, RegressorMixin, BaseEstimator):
         """
         self._validate_params()
         place, X, y, sw = validate_data(self, X, y, sample_weight, reset=True, require_y=True)
+        if is_dask_array(X):
+            return fit_linear_dask(self, X, y, sw)
         xp = place.xp
         Y = y[:, None] if y.ndim == 1 else y
         alpha = self._alpha
@@ -112,6 +116,10 @@ class _LinearModel(LinearModelMixin, RegressorMixin, BaseEstimator):
     def predict(self, X: Any) -> Any:
         """ŷ = X coefᵀ + intercept, of shape (n_samples,) or (n_samples, n_targets)."""
         check_is_fitted(self)
+        if is_dask_array(X):  # blockwise: O(chunks) tasks, the fitted arrays as constants
+            k = 1 if self.coef_.ndim == 1 else self.coef_.shape[0]
+            X = validate_data(self, X, reset=False)[1]
+            return predict_rows(self.predict, X, width=k, dtype=self.coef_.dtype)
         place, X, _, _ = validate_data(self, X, reset=False)
         coef, intercept = place.to_compute(self.coef_), place.to_compute(self.intercept_)
         if X.dtype != coef.dtype:

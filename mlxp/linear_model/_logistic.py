@@ -8,11 +8,13 @@ from typing import Any, ClassVar
 
 from mlxp._classifier import MarginClassifierMixin
 from mlxp._compat import move, to_numpy
+from mlxp._dask import is_dask_array
 from mlxp._params import Interval, StrOptions
 from mlxp._validation import check_is_fitted, encode_labels, validate_data
 from mlxp.base import BaseEstimator, ClassifierMixin
 from mlxp.exceptions import warn_not_converged
 from mlxp.linear_model._base import ITERATIVE_CONSTRAINTS, LinearModelMixin
+from mlxp.linear_model._dask_logistic import fit_logistic_dask
 from mlxp.linear_model._logistic_loss import LogisticObjective
 from mlxp.linear_model._minimize import minimize_lbfgs, minimize_newton
 
@@ -162,6 +164,8 @@ class LogisticRegression(LinearModelMixin, MarginClassifierMixin, ClassifierMixi
         place, X, y, sw = validate_data(
             self, X, y, sample_weight, reset=True, require_y=True, labels=True
         )
+        if is_dask_array(X):
+            return fit_logistic_dask(self, X, y, sw)
         classes, indices = encode_labels(y)
         if len(classes) < 2:
             raise ValueError(
@@ -244,6 +248,9 @@ class LogisticRegression(LinearModelMixin, MarginClassifierMixin, ClassifierMixi
 
     def decision_function(self, X: Any) -> Any:
         """Margins XWᵀ + b: shape (n_samples,) for two classes, else (n_samples, n_classes)."""
+        lazy = self._on_chunks(self.decision_function, X, "margins")
+        if lazy is not None:
+            return lazy
         place, Z = self._margins(X)
         return place.to_caller(Z[:, 0] if Z.shape[1] == 1 else Z)
 

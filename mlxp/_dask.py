@@ -1,0 +1,149 @@
+"""Dask arrays, the one place mlxp builds Dask graphs: detection, row blocks, tree reductions,
+blockwise maps.
+
+A Dask array's chunks are arrays of a *chunk library* (NumPy, or CuPy under dask-cuda):
+that library computes every chunk and holds every small result (fitted attributes, the
+optimiser state on the client). Estimators see Dask through four calls:
+
+* :func:`is_dask_array` -- whether an input is a Dask array;
+* :func:`chunk_namespace` -- the Array API namespace of its chunks;
+* :func:`row_blocks` -- X (one column chunk) with y and sample weights cut into the same row
+  chunks, as one tuple of delayed blocks per row chunk;
+* :func:`tree_reduce` + :func:`compute` -- ``chunk_fn`` on each row block, the results merged
+  pairwise by ``merge_fn`` in a binary tree (O(chunks) tasks, depth log₂ chunks), all
+  requested reductions evaluated by one ``dask.compute`` (X is read once per call);
+* :func:`concrete` -- Dask arrays among some arrays computed together (``score``);
+* :func:`map_rows` -- a function of a NumPy/CuPy chunk applied blockwise (O(chunks) tasks),
+  lazy, its graph holding only the chunks of X and the small arrays the function closes over.
+
+Nothing here keeps a graph between calls: each reduction is built from the (persisted)
+chunks of X and small client arrays, so a graph does not grow from one iteration to the next.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import array_api_compat as aac
+
+from mlxp._backend import use_backend
+
+__all__ = [
+    "chunk_namespace",
+    "compute",
+    "concrete",
+    "is_dask_array",
+    "map_rows",
+    "predict_rows",
+    "row_blocks",
+    "tree_reduce",
+]
+
+
+def is_dask_array(x: Any) -> bool:
+    """Whether ``x`` is a ``dask.array.Array`` (without importing Dask when it is not)."""
+    return aac.is_dask_array(x)
+
+
+def chunk_namespace(x: Any) -> Any:
+    """The Array API namespace of the chunks of the Dask array ``x`` (NumPy or CuPy)."""
+    return aac.array_namespace(x._meta)
+
+
+def _rows(x: Any, row_chunks: tuple[int, ...]) -> Any:
+    """``x`` cut into ``row_chunks`` along axis 0, one chunk along the others."""
+    import dask.array as da
+
+    if not is_dask_array(x):
+        x = da.from_array(x, chunks=(row_chunks, *tuple(x.shape[1:])))
+    return x.rechunk((row_chunks, *tuple(-1 for _ in x.shape[1:])))
+
+
+def row_blocks(X: Any, *others: Any, min_rows: int = 1) -> list[tuple[Any, ...]]:
+    """Delayed (X block, other blocks...) per row chunk; ``None`` others stay ``None``.
+
+    X keeps its row chunks (merged where a chunk has fewer than ``min_rows`` rows, as
+    TSQR needs) and gets one column chunk; the others (y, weights: Dask or NumPy) are cut
+    into the same rows.
+    """
+    rows = X.chunks[0]
+    if min(rows) < min_rows:
+        size = max(min_rows, max(rows))
+        X = X.rechunk({0: size})
+        rows = X.chunks[0]
+    X = _rows(X, rows)
+    parts = [X.to_delayed(optimize_graph=False).ravel()]  # keys shared with y's graph
+    for other in others:
+        parts.append(
+            [None] * len(rows)
+            if other is None
+            else _rows(other, rows).to_delayed(optimize_graph=False).ravel()
+        )
+    return list(zip(*parts, strict=True))
+
+
+def tree_reduce(
+    chunk_fn: Callable[..., Any],
+    merge_fn: Callable[[Any, Any], Any],
+    blocks: Sequence[tuple[Any, ...]],
+    *args: Any,
+) -> Any:
+    """A delayed ``merge_fn``-reduction of ``chunk_fn(*block, *args)`` over the blocks."""
+    import dask
+
+    level = [dask.delayed(chunk_fn)(*block, *args) for block in blocks]
+    merge = dask.delayed(merge_fn)
+    while len(level) > 1:
+        pairs = [merge(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        level = pairs + ([level[-1]] if len(level) % 2 else [])
+    return level[0]
+
+
+def concrete(*arrays: Any) -> list[Any]:
+    """The arrays with every Dask one computed (together, one ``dask.compute``)."""
+    lazy = [i for i, a in enumerate(arrays) if is_dask_array(a)]
+    out = list(arrays)
+    for i, value in zip(lazy, compute(*(arrays[i] for i in lazy)) if lazy else (), strict=True):
+        out[i] = value
+    return out
+
+
+def compute(*reductions: Any) -> tuple[Any, ...]:
+    """Evaluate delayed reductions (or Dask arrays) together: one ``dask.compute``."""
+    import dask
+
+    return dask.compute(*reductions)
+
+
+def map_rows(fn: Callable[[Any], Any], X: Any, *, width: int | None, dtype: Any) -> Any:
+    """``fn`` on each row chunk of X: a lazy Dask array of shape (n,) (``width`` None) or
+    (n, width), O(chunks) tasks. ``fn`` maps a chunk (m, p) to (m,) or (m, width)."""
+    X = X.rechunk({1: -1})
+    if width is None:
+        return X.map_blocks(fn, drop_axis=1, dtype=dtype, meta=_empty(X, dtype, (0,)))
+    return X.map_blocks(
+        fn, chunks=(X.chunks[0], (width,)), dtype=dtype, meta=_empty(X, dtype, (0, 0))
+    )
+
+
+def _empty(X: Any, dtype: Any, shape: tuple[int, ...]) -> Any:
+    import numpy
+
+    if numpy.dtype(dtype).kind not in "biuf":  # string labels: NumPy whatever the chunks
+        return numpy.empty(shape, dtype=dtype)
+    return chunk_namespace(X).empty(shape, dtype=dtype)
+
+
+def _on_host_chunk(method: Callable[[Any], Any], block: Any) -> Any:
+    with use_backend(None):  # compute where the chunk is, whatever the client chose
+        return method(block)
+
+
+def predict_rows(method: Callable[[Any], Any], X: Any, *, width: int, dtype: Any) -> Any:
+    """An estimator's ``method`` on each row chunk of Dask X, lazily: shape (n,) for
+    ``width`` 1, else (n, width). The graph holds X's chunks and the method (its
+    estimator's fitted arrays as constants): O(chunks) tasks, never the fit."""
+    fn = functools.partial(_on_host_chunk, method)
+    return map_rows(fn, X, width=None if width == 1 else width, dtype=dtype)

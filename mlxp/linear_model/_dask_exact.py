@@ -1,0 +1,201 @@
+"""Exact least squares on Dask arrays: X read once per pass, never held, solved on the client.
+
+With weights s (max-scaled to 1, as in memory) and A = [X | Y] of q = p + k columns:
+
+* **Gram pass** (Cholesky, and the first try of "auto"): each row chunk c gives its weight
+  w_c = Σ s, weighted mean m_c and *centred* Gram C_c = Σ s (a − m_c)(a − m_c)ᵀ; chunks merge
+  pairwise in a tree by Chan et al.'s update, w = w_a + w_b, δ = m_b − m_a,
+  m = m_a + δ·w_b/w, C = C_a + C_b + (w_a w_b / w) δδᵀ, which never subtracts two large
+  uncentred moments. The p × p solve (A + αI)W = B is :func:`~._exact.cholesky_gram`.
+* **TSQR pass** ("qr", "svd", and "auto" when κ(XᵀX) ≥ ε^(-1/4)): the R factor of
+  [√s, √s·X, √s·Y] (the ones column first when fitting an intercept) by
+  ``dask.array.linalg.tsqr``. Projecting out the first column is centring, so the trailing
+  block [[R, Z], [0, ρ]] is the R factor of the centred, weighted problem:
+  ‖XW − Y‖² = ‖RW − Z‖² + const, and :func:`~._exact.solve_qr`/``solve_svd``/``solve_auto``
+  solve the p × p problem (RW ≈ Z) with the minimisers of the full one -- minimum-norm and
+  ridge included. The means come from the first row: x̄ = R[0, 1:]/R[0, 0].
+
+So "auto" costs one pass on well-conditioned data and two otherwise. The SVD's default
+rcond, max(n, p)·ε, is carried over from the full problem. Data with fewer rows than
+columns, which has no tall factor, is small by nature: it is computed into memory and
+solved by the in-memory path.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from array_api_compat import array_namespace
+
+from mlxp._dask import chunk_namespace, compute, row_blocks, tree_reduce
+from mlxp.exceptions import SolverError
+from mlxp.linear_model._exact import cholesky_gram, solve_auto, solve_qr, solve_svd
+
+__all__ = ["fit_linear_dask", "gram_statistics", "solve_dask", "tall_factor"]
+
+
+def _chunk_stats(Xb: Any, Yb: Any, sb: Any) -> tuple[Any, Any, Any, Any]:
+    """(w, mean, centred Gram, max s) of one row chunk of A = [X | Y]."""
+    xp = array_namespace(Xb)
+    A = xp.concat([Xb, xp.astype(Yb, Xb.dtype)], axis=1)
+    s = xp.ones((A.shape[0],), dtype=A.dtype) if sb is None else xp.astype(sb, A.dtype)
+    w = xp.sum(s)
+    mean = (s @ A) / xp.where(w > 0, w, xp.ones_like(w))
+    centred = A - mean
+    return w, mean, (centred * s[:, None]).T @ centred, xp.max(s)
+
+
+def _merge_stats(a: tuple, b: tuple) -> tuple[Any, Any, Any, Any]:
+    """Chan et al.'s pairwise update of (w, mean, centred Gram), and the largest weight."""
+    wa, ma, Ca, pa = a
+    wb, mb, Cb, pb = b
+    xp = array_namespace(Ca)
+    w = wa + wb
+    share = wb / xp.where(w > 0, w, xp.ones_like(w))
+    delta = mb - ma
+    mean = ma + delta * share
+    C = Ca + Cb + (wa * share) * (delta[:, None] * delta[None, :])
+    return w, mean, C, xp.maximum(pa, pb)
+
+
+def gram_statistics(X: Any, Y: Any, sw: Any) -> Any:
+    """Delayed (Σs, weighted mean (q,), centred Gram (q, q), max s) of [X | Y] over rows."""
+    return tree_reduce(_chunk_stats, _merge_stats, row_blocks(X, Y, sw))
+
+
+def _weighted(X: Any, Y: Any, sw: Any, fit_intercept: bool) -> Any:
+    """[√s, √s·X, √s·Y] (the first column only with an intercept), blockwise."""
+    import dask.array as da
+
+    xp = chunk_namespace(X)
+    n = X.shape[0]
+    root = xp.ones((1,), dtype=X.dtype) if sw is None else None
+    parts = [X, Y]
+    if fit_intercept:
+        parts.insert(0, da.ones((n, 1), dtype=X.dtype, chunks=(X.chunks[0], (1,))))
+    A = da.concatenate([p.rechunk({0: X.chunks[0]}) for p in parts], axis=1)
+    if root is None:
+        A = A * da.sqrt(sw.rechunk(X.chunks[0]))[:, None]
+    return A.rechunk({1: -1})
+
+
+def tall_factor(X: Any, Y: Any, sw: Any, fit_intercept: bool) -> Any:
+    """The R factor (lazy) of [√s, √s·X, √s·Y] by TSQR: one pass over X."""
+    import dask.array as da
+
+    A = _weighted(X, Y, sw, fit_intercept)
+    q = A.shape[1]
+    if min(A.chunks[0]) < q:
+        A = A.rechunk({0: max(q, max(A.chunks[0]))})
+    _, R = da.linalg.tsqr(A)
+    return R
+
+
+def _cholesky(xp, stats, p, alpha, fit_intercept, limit):
+    """W from the Gram statistics (None if κ ≥ limit); also the means."""
+    w, mean, C, _ = stats
+    G = C if fit_intercept else C + w * (mean[:, None] * mean[None, :])
+    W, condition = cholesky_gram(xp, G[:p, :p], G[:p, p:], alpha)
+    good = bool(xp.all(xp.isfinite(W)) & (condition < limit))
+    return (W if good else None), mean
+
+
+def _from_factor(xp, R, p, fit_intercept, solver, alpha, rcond):
+    """(W, solver, means) from the TSQR factor R of [√s, √s·X, √s·Y]."""
+    first = 1 if fit_intercept else 0
+    mean = R[0, 1:] / R[0, 0] if fit_intercept else None
+    Rx, Z = R[first : first + p, first : first + p], R[first : first + p, first + p :]
+    if solver == "qr":
+        return solve_qr(xp, Rx, Z, alpha), "qr", mean
+    if solver == "svd":
+        return solve_svd(xp, Rx, Z, alpha, rcond=rcond), "svd", mean
+    W, used = solve_auto(xp, Rx, Z, alpha, rcond=rcond)
+    return W, used, mean
+
+
+def _check_stats(xp: Any, stats: tuple) -> None:
+    _w, mean, C, _top = stats
+    if not bool(xp.all(xp.isfinite(C)) & xp.all(xp.isfinite(mean))):
+        raise ValueError("Input X or y contains NaN or infinity.")
+
+
+def solve_dask(
+    X: Any, Y: Any, sw: Any, *, alpha: float, solver: str, fit_intercept: bool, rcond: Any
+) -> tuple[Any, Any, str]:
+    """(W (p, k), intercept (k,), solver used) of min ‖√s(XW + b − Y)‖² + α‖W‖² on Dask
+    X (n, p), Y (n, k) and weights ``sw`` (n,) or None; W and b in the chunk library."""
+    xp = chunk_namespace(X)
+    n, p = X.shape
+    eps = float(xp.finfo(X.dtype).eps)
+    cut = rcond if rcond is not None else max(n, p) * eps
+    stats = None
+    if solver in ("auto", "cholesky"):
+        stats = compute(gram_statistics(X, Y, sw))[0]
+        _check_stats(xp, stats)
+        if sw is not None:
+            top = stats[3]
+            if not bool(top > 0):
+                raise ValueError("Sample weights must contain at least one non-zero number.")
+            stats = (stats[0] / top, stats[1], stats[2] / top, top)
+            alpha = alpha / float(top)
+        W, mean = _cholesky(
+            xp, stats, p, alpha, fit_intercept, eps**-0.25 if solver == "auto" else 1 / eps
+        )
+        used = "cholesky"
+        if W is None and solver == "cholesky":
+            raise SolverError(
+                "solver='cholesky' failed: XᵀX + alpha·I is singular or not positive definite "
+                f"(X has {n} samples and {p} features, after centring; collinear or constant "
+                "columns?). Use solver='svd' or solver='auto'."
+            )
+    if stats is None or W is None:
+        R = xp.asarray(compute(tall_factor(X, Y, sw, fit_intercept))[0])
+        if not bool(xp.all(xp.isfinite(R))):
+            raise ValueError("Input X or y contains NaN or infinity.")
+        if sw is not None and stats is None:
+            top = float(compute(sw.max())[0])
+            if not top > 0:
+                raise ValueError("Sample weights must contain at least one non-zero number.")
+            alpha = alpha / top
+            R = R / math.sqrt(top)
+        elif sw is not None:
+            R = R / math.sqrt(float(stats[3]))
+        W, used, mean = _from_factor(xp, R, p, fit_intercept, solver, alpha, cut)
+    k = Y.shape[1]
+    if fit_intercept:
+        intercept = mean[p:] - mean[:p] @ W
+    else:
+        intercept = xp.zeros((k,), dtype=W.dtype)
+    return W, intercept, used
+
+
+def fit_linear_dask(est: Any, X: Any, y: Any, sw: Any) -> Any:
+    """Fit ``est`` (LinearRegression, Ridge) on Dask X (n, p), y (n[, k]), weights sw;
+    its attributes are set, as concrete arrays of the chunk library, once all is computed."""
+    if est.solver in ("gd", "sgd"):
+        raise ValueError(
+            f"solver={est.solver!r} does not run on Dask arrays; use an exact solver "
+            "('auto', 'cholesky', 'qr', 'svd': one or two passes over X), or compute X "
+            "into memory."
+        )
+    n, p = X.shape
+    if n - est.fit_intercept < p:  # wide: no tall factor, and small by nature
+        host = [None if a is None else a.compute() for a in (X, y, sw)]
+        return est.fit(*host)
+    Y = y[:, None] if y.ndim == 1 else y
+    W, intercept, solver = solve_dask(
+        X,
+        Y,
+        sw,
+        alpha=est._alpha,
+        solver=est.solver,
+        fit_intercept=est.fit_intercept,
+        rcond=est.rcond,
+    )
+    coef = W.T
+    if y.ndim == 1:
+        coef, intercept = coef[0, :], intercept[0]
+    est.coef_, est.intercept_ = coef, intercept
+    est.n_features_in_, est.solver_, est.n_iter_ = p, solver, 1
+    return est

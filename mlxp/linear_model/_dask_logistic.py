@@ -1,0 +1,288 @@
+"""Logistic regression on Dask arrays: one fused pass over X per iteration, state on the client.
+
+The labels are encoded by a tree reduction (each chunk's sorted uniques and weighted counts,
+merged by union): ``classes_`` and the class weights are known without y leaving the
+workers. Each chunk then builds the in-memory
+:class:`~mlxp.linear_model._logistic_loss.LogisticObjective` of its rows (weights
+sᵢ/Σs, no penalty) and one evaluation is a tree sum over chunks of
+
+* f(θ + αⱼD) for the steps αⱼ = 1, ½, ¼, ⅛ of the Armijo ladder (``line_values``: the
+  margins Z = Xθ and dZ = XD once, then element-wise work; the ladder's smaller steps, down
+  to 2⁻¹¹, in a pass of their own only when none of these is accepted),
+* ∇f at α = 1 (``value_grad`` with those margins), and for Newton ∇²f there too
+  (``hessian``, a (qK) × (qK) matrix, q = p + 1),
+
+all in one ``dask.compute``: a line search, the next gradient (and Hessian) in one read of X.
+The penalty ½λ̃‖W‖² is added on the client, where the small optimiser state lives (arrays of
+the chunk library). A second pass is needed only when the line search takes a step whose
+gradient was not evaluated (rare: L-BFGS and Newton mostly accept α = 1). No graph is
+kept between iterations, so a fit costs O(iterations × chunks) tasks.
+
+The iterates are those of :mod:`~mlxp.linear_model._minimize` on the host (same L-BFGS
+memory and curvature test, same Armijo ladder and largest-acceptable step, same
+convergence rule), so a Dask fit equals the in-memory one to rounding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from array_api_compat import array_namespace
+
+from mlxp._compat import to_numpy
+from mlxp._dask import chunk_namespace, compute, row_blocks, tree_reduce
+from mlxp._validation import encode_labels
+from mlxp.linear_model._logistic_loss import LogisticObjective
+
+__all__ = ["Evaluator", "encode_labels_dask", "fit_logistic_dask", "minimize_dask"]
+
+_ARMIJO = 1e-4
+_LADDER = 0.5 ** np.arange(12)
+_FIRST = 4  # steps tried in the pass that also takes the gradients; the rest only if needed
+
+
+# ---------------------------------------------------------------------------- labels
+def _chunk_labels(yb: Any, sb: Any) -> tuple[Any, Any]:
+    classes, indices = encode_labels(yb)  # host labels: data about the problem, not math
+    weights = None if sb is None else to_numpy(sb)
+    return classes, np.bincount(indices, weights=weights, minlength=len(classes))
+
+
+def _merge_labels(a: tuple, b: tuple) -> tuple[Any, Any]:
+    classes = np.union1d(a[0], b[0])
+    counts = np.zeros(len(classes))
+    for part, weight in (a, b):
+        counts[np.searchsorted(classes, part)] += weight
+    return classes, counts
+
+
+def encode_labels_dask(X: Any, y: Any, sw: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(classes (sorted, NumPy), weighted count of each) by one reduction over y's chunks."""
+    blocks = [(yb, sb) for _, yb, sb in row_blocks(X, y, sw)]
+    return compute(tree_reduce(_chunk_labels, _merge_labels, blocks))[0]
+
+
+# ---------------------------------------------------------------------------- evaluation
+def _chunk_objective(Xb: Any, yb: Any, sb: Any, setup: dict) -> LogisticObjective:
+    """The unpenalised objective of one chunk's rows, weights s·(class weight)/Σ."""
+    xp = array_namespace(Xb)
+    classes = setup["classes"]
+    idx = np.searchsorted(classes, to_numpy(yb))
+    K = len(classes)
+    one_hot = xp.asarray(np.eye(K)[idx], dtype=Xb.dtype)
+    s = xp.asarray(setup["class_scale"][idx], dtype=Xb.dtype)
+    if sb is not None:
+        s = s * xp.astype(sb, Xb.dtype)
+    Y = one_hot[:, 1:] if K == 2 else one_hot
+    return LogisticObjective(
+        xp, Xb, Y, s[:, None], l2_scaled=0.0, fit_intercept=setup["fit_intercept"]
+    )
+
+
+def _chunk_eval(Xb, yb, sb, setup, theta, direction, steps, n_grads, hessian):
+    """(f at each step, ∇f at the first ``n_grads`` steps, ∇²f at steps[0] or None)."""
+    xp = array_namespace(Xb)
+    obj = _chunk_objective(Xb, yb, sb, setup)
+    theta, direction = xp.asarray(theta, dtype=Xb.dtype), xp.asarray(direction, dtype=Xb.dtype)
+    steps = xp.asarray(steps, dtype=Xb.dtype)
+    Z, dZ = obj.margins(theta), obj.margins(direction)
+    values = obj.line_values(theta, Z, direction, steps, dZ)
+    grads = [
+        obj.value_grad(theta + steps[j] * direction, Z + steps[j] * dZ)[1] for j in range(n_grads)
+    ]
+    H = None
+    if hessian:
+        H = obj.hessian(theta + steps[0] * direction, Z + steps[0] * dZ)
+        keep = xp.reshape(obj.fitted_rows * xp.ones((1, theta.shape[1]), dtype=Xb.dtype), (-1,))
+        H = H - xp.eye(H.shape[0], dtype=H.dtype) * (1 - keep)[None, :]  # added once, on the client
+    return values, grads, H
+
+
+def _merge_eval(a: tuple, b: tuple) -> tuple:
+    H = None if a[2] is None else a[2] + b[2]
+    return a[0] + b[0], [x + y for x, y in zip(a[1], b[1], strict=True)], H
+
+
+class Evaluator:
+    """f, ∇f (and ∇²f) of the penalised objective over the chunks, one pass per call.
+
+    ``classes``/``counts`` from :func:`encode_labels_dask`; ``class_weights`` one per class;
+    ``l2`` = 1/C (0 for none). Results are arrays of the chunk library.
+    """
+
+    def __init__(self, X, y, sw, classes, counts, class_weights, *, l2, fit_intercept, peak):
+        self.xp = chunk_namespace(X)
+        self.blocks = row_blocks(X, y, sw)
+        self.passes = 0
+        total = float(np.dot(counts, class_weights)) / peak  # Σ sᵢ/peak · (class weight)
+        self.setup = {
+            "classes": classes,
+            "class_scale": np.asarray(class_weights) / (peak * total),
+            "fit_intercept": fit_intercept,
+        }
+        self.l2 = l2 / peak / total
+        p, K = X.shape[1], 1 if len(classes) == 2 else len(classes)
+        self.shape, self.dtype = (p + 1, K), X.dtype
+        rows = np.ones((p + 1, 1))
+        rows[p] = 0.0
+        self.penalised = self.xp.asarray(rows, dtype=X.dtype)
+        self.fitted = self.xp.asarray(
+            rows if not fit_intercept else np.ones((p + 1, 1)), dtype=X.dtype
+        )
+
+    def __call__(self, theta, direction, steps, n_grads, hessian=False):
+        """(values (m,), [gradients], Hessian or None) at θ + αD for α in ``steps``."""
+        xp = self.xp
+        args = (
+            self.setup,
+            to_numpy(theta),
+            to_numpy(direction),
+            np.asarray(steps),
+            n_grads,
+            hessian,
+        )
+        values, grads, H = compute(tree_reduce(_chunk_eval, _merge_eval, self.blocks, *args))[0]
+        self.passes += 1
+        steps = xp.asarray(np.asarray(steps), dtype=self.dtype)
+        W, D = theta * self.penalised, direction * self.penalised
+        ww, wd, dd = xp.sum(W * W), xp.sum(W * D), xp.sum(D * D)
+        values = values + 0.5 * self.l2 * (ww + 2 * steps * wd + steps**2 * dd)
+        grads = [g + self.l2 * (W + steps[j] * D) * self.fitted for j, g in enumerate(grads)]
+        if H is not None:
+            q = self.shape[0] * self.shape[1]
+            keep = xp.reshape(self.fitted * xp.ones((1, self.shape[1]), dtype=self.dtype), (q,))
+            pen = xp.reshape(self.penalised * xp.ones((1, self.shape[1]), dtype=self.dtype), (q,))
+            H = H + xp.eye(q, dtype=self.dtype) * (self.l2 * pen + (1 - keep))[None, :]
+        return values, grads, H
+
+
+# ---------------------------------------------------------------------------- minimisers
+def _converged(xp, grad, old, new, tol, eps) -> bool:
+    scale = max(abs(float(old)), abs(float(new)), 1.0)
+    return float(xp.max(xp.abs(grad))) <= tol or float(old - new) <= 64 * eps * scale
+
+
+def _armijo(xp, values, f, slope, steps) -> int | None:
+    """Index of the largest of ``steps`` meeting Armijo's condition, or None."""
+    ok = to_numpy(values <= f + _ARMIJO * xp.asarray(steps, dtype=values.dtype) * slope)
+    ok &= np.isfinite(to_numpy(values))
+    return int(np.argmax(ok)) if (ok.any() and float(slope) < 0) else None
+
+
+def _two_loop(xp, grad, pairs, gamma):
+    q, alphas = grad, []
+    for s, y, rho in reversed(pairs):
+        a = rho * xp.sum(s * q)
+        q = q - a * y
+        alphas.append(a)
+    r = gamma * q
+    for (s, y, rho), a in zip(pairs, reversed(alphas), strict=True):
+        r = r + s * (a - rho * xp.sum(y * r))
+    return -r
+
+
+def _newton_direction(xp, H, grad, eps):
+    jitter = 10 * H.shape[0] * eps * xp.max(xp.abs(H))
+    L = xp.linalg.cholesky(H + jitter * xp.eye(H.shape[0], dtype=H.dtype))
+    flat = xp.reshape(grad, (-1, 1))
+    return -xp.reshape(xp.linalg.solve(L.T, xp.linalg.solve(L, flat)), grad.shape)
+
+
+def minimize_dask(evaluate: Evaluator, theta, *, solver, tol, max_iter, memory=10):
+    """L-BFGS or damped Newton from θ, one pass per iteration; (θ, iterations, converged)."""
+    xp, newton = evaluate.xp, solver == "newton"
+    eps = float(xp.finfo(theta.dtype).eps)
+    zero = xp.zeros_like(theta)
+    values, grads, H = evaluate(theta, zero, [0.0], 1, newton)
+    f, g = values[0], grads[0]
+    if not bool(xp.isfinite(f) & xp.all(xp.isfinite(g))):
+        raise ValueError("Input X contains NaN or infinity.")
+    converged, frozen, n_iter = float(xp.max(xp.abs(g))) <= tol, False, 0
+    pairs: list = []
+    gamma = 1 / max(float(xp.linalg.vector_norm(g)), eps)
+    for _ in range(max_iter):
+        if converged and not newton:
+            break
+        D = _newton_direction(xp, H, g, eps) if newton else _two_loop(xp, g, pairs, gamma)
+        slope = xp.sum(g * D)
+        values, grads, H_new = evaluate(theta, D, _LADDER[:_FIRST], 1, newton)
+        j = _armijo(xp, values, f, slope, _LADDER[:_FIRST])
+        if j is None and float(slope) < 0:  # the smaller steps: values only
+            more = _armijo(
+                xp, evaluate(theta, D, _LADDER[_FIRST:], 0)[0], f, slope, _LADDER[_FIRST:]
+            )
+            j = None if more is None else _FIRST + more
+        alpha = 0.0 if j is None else float(_LADDER[j])
+        new_theta = theta + alpha * D
+        if j is not None and j < len(grads):
+            new_f, new_g = values[j], grads[j]
+        else:  # a step whose gradient the pass did not evaluate
+            more = evaluate(new_theta, zero, [0.0], 1, newton)
+            new_f, new_g, H_new = more[0][0], more[1][0], more[2]
+        n_iter += 1
+        if newton:
+            frozen, H = converged, H_new
+        s, y = new_theta - theta, new_g - g
+        sy = float(xp.sum(s * y))
+        curved = sy > eps * float(xp.linalg.vector_norm(s) * xp.linalg.vector_norm(y))
+        pairs = ([*pairs, (s, y, 1 / sy if curved else 0.0)])[-memory:]  # ρ = 0 removes it
+        gamma = sy / float(xp.sum(y * y)) if curved else gamma
+        converged = converged or j is None or _converged(xp, new_g, f, new_f, tol, eps)
+        theta, f, g = new_theta, new_f, new_g
+        if frozen:
+            break
+    return theta, n_iter, converged
+
+
+def fit_logistic_dask(est: Any, X: Any, y: Any, sw: Any) -> Any:
+    """Fit ``est`` (a LogisticRegression) on Dask X, labels y, weights sw; set its attributes
+    (concrete arrays of the chunk library) only once everything is computed."""
+    if est.solver not in ("lbfgs", "newton"):
+        raise ValueError(
+            f"solver={est.solver!r} does not run on Dask arrays; use solver='lbfgs' or "
+            "'newton' (one pass over X per iteration), or compute X into memory."
+        )
+    classes, counts = encode_labels_dask(X, y, sw)
+    if len(classes) < 2:
+        raise ValueError(
+            "This solver needs samples of at least 2 classes in the data, but the data "
+            f"contains only one class: {classes[0]!r}."
+        )
+    peak = 1.0 if sw is None else float(compute(sw.max())[0])
+    l2 = 0.0 if est.penalty is None or est.C == float("inf") else 1.0 / est.C
+    evaluate = Evaluator(
+        X,
+        y,
+        sw,
+        classes,
+        counts,
+        est._class_weights(classes, list(counts)),
+        l2=l2,
+        fit_intercept=est.fit_intercept,
+        peak=peak,
+    )
+    xp, (q, K) = evaluate.xp, evaluate.shape
+    theta = xp.zeros((q, K), dtype=X.dtype)
+    previous = getattr(est, "coef_", None)
+    if est.warm_start and previous is not None and previous.shape == (K, q - 1):
+        if list(est.classes_) == list(classes):
+            coef = xp.asarray(to_numpy(est.coef_), dtype=X.dtype)
+            bias = xp.asarray(to_numpy(est.intercept_), dtype=X.dtype)
+            theta = xp.concat([coef.T, bias[None, :]], axis=0) * evaluate.fitted
+    theta, n_iter, converged = minimize_dask(
+        evaluate, theta, solver=est.solver, tol=est.tol, max_iter=est.max_iter
+    )
+    if K > 1:
+        theta = theta - xp.mean(theta, axis=1, keepdims=True)
+    if not converged:
+        from mlxp.exceptions import warn_not_converged
+
+        warn_not_converged(
+            f"{est.solver} stopped after max_iter={est.max_iter} iterations without "
+            "reaching tol; increase max_iter, scale the data, or loosen tol."
+        )
+    est.classes_, est.coef_, est.intercept_ = classes, theta[:-1, :].T, theta[-1, :]
+    est.n_features_in_, est.n_iter_ = q - 1, n_iter
+    est.n_passes_ = evaluate.passes
+    return est
