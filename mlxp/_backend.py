@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import importlib.metadata
 import os
 import threading
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from typing import Any
 import array_api_compat as aac
 
 from mlxp._compat import move
+from mlxp._gpu_probe import probe_cupy
 from mlxp.exceptions import BackendUnavailableError
 
 __all__ = [
@@ -142,43 +144,19 @@ def _load_cupy() -> _Library:
             "no CUDA device was found (CuPy is installed but cupy.cuda.is_available() is False)"
         )
     for index in range(count):
-        _probe_cupy(cupy, index)
+        probe_cupy(cupy, index)
     import array_api_compat.cupy as xp
 
     devices = {f"cuda:{i}": cupy.cuda.Device(i) for i in range(count)}
     return _Library(cupy.__version__, xp, devices)
 
 
-def _probe_cupy(cupy: ModuleType, index: int) -> None:
-    """Compile and launch an elementwise kernel, a reduction and a cuBLAS product on
-    device ``index``; a CuPy that imports but cannot (no NVRTC or CUDA headers, a
-    library missing) is unavailable, with the reason, instead of failing every call."""
-    try:
-        with cupy.cuda.Device(index):
-            x = cupy.arange(8, dtype=cupy.float32)
-            m = cupy.reshape(x, (2, 4))
-            value = float(cupy.sum(2 * x + 1) + (m @ m.T)[0, 0])  # 64 + 14, one host read
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise BackendUnavailableError(
-            f"CuPy {cupy.__version__} sees cuda:{index} but cannot run a kernel there "
-            f"({type(exc).__name__}: {first}); install CuPy with its CUDA toolkit pieces: "
-            "pip install 'mlxp[cuda12]' or 'mlxp[cuda13]' (CuPy's [ctk] extra)"
-        ) from exc
-    if value != 78.0:
-        raise BackendUnavailableError(
-            f"CuPy {cupy.__version__} on cuda:{index} computed {value} instead of 78 "
-            "in its first-contact check (a broken CUDA install?)"
-        )
-
-
 def _load_dask() -> _Library:
     # Lazy, chunked arrays (dask.array); their chunks' library (NumPy, or CuPy under
     # dask-cuda) computes each chunk and holds the small results (see mlxp._dask).
     import array_api_compat.dask.array as xp
-    import dask
 
-    return _Library(dask.__version__, xp, {"cpu": "cpu"})
+    return _Library(importlib.metadata.version("dask"), xp, {"cpu": "cpu"})
 
 
 _LOADERS = {

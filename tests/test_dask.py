@@ -235,7 +235,8 @@ def test_logistic_equals_numpy(client, rng, solver, K, weights):
     assert isinstance(model.coef_, np.ndarray) and model.coef_.shape == ref.coef_.shape
     np.testing.assert_array_equal(model.classes_, ref.classes_)
     assert _rel(model.coef_, ref.coef_) < 1e-6
-    assert abs(model.n_iter_ - ref.n_iter_) <= 1
+    # the Dask driver's line search is not the in-memory compact L-BFGS's: a few iterations apart
+    assert abs(model.n_iter_ - ref.n_iter_) <= max(2, 0.1 * ref.n_iter_)
 
 
 def _count_computes(monkeypatch):

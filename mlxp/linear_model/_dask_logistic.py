@@ -81,7 +81,13 @@ def _chunk_objective(Xb: Any, yb: Any, sb: Any, setup: dict) -> LogisticObjectiv
 
 
 def _chunk_eval(Xb, yb, sb, setup, theta, direction, steps, n_grads, hessian):
-    """(f at each step, ∇f at the first ``n_grads`` steps, ∇²f at steps[0] or None)."""
+    """(f at each step, ∇f at the first ``n_grads`` steps, ∇²f at steps[0] or None); a
+    NaN in the chunk makes f NaN, which the client reports, without NumPy's warning."""
+    with np.errstate(invalid="ignore"):
+        return _evaluate(Xb, yb, sb, setup, theta, direction, steps, n_grads, hessian)
+
+
+def _evaluate(Xb, yb, sb, setup, theta, direction, steps, n_grads, hessian):
     xp = array_namespace(Xb)
     obj = _chunk_objective(Xb, yb, sb, setup)
     theta, direction = xp.asarray(theta, dtype=Xb.dtype), xp.asarray(direction, dtype=Xb.dtype)

@@ -139,7 +139,7 @@ def _forward_backward(model, loss_fn, params, model_state, batch, noise):
 
 class NoiseStream:
     """The uniforms the Dropout layers of ``model`` take, batch after batch, for an epoch of
-    ``n_samples`` rows: :meth:`take` gives a batch of m rows one array (m, *shape) per layer
+    ``n_samples`` rows: :meth:`take` gives a batch of m rows one array ``(m, *shape)`` per layer
     (:meth:`Sequential.noise_shapes`). Values are drawn from the model's generator in
     blocks of about :data:`NOISE_BLOCK_VALUES` (never more than the epoch still needs), one
     host draw and one copy to the device each, and consumed in batch order; a batch that
