@@ -12,7 +12,7 @@ name, learning rate and hyperparameters, and rebuilt only from a fixed table of
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, Protocol
 
 from mlxp._compat import check_random_state
 from mlxp._model_state import (
@@ -50,8 +50,30 @@ _FITTED_SCALARS = ("n_features_in_", "n_iter_", "solver_")
 _FITTED_SOLVERS = ("cholesky", "qr", "svd", "gd", "sgd")  # what solver_ may be
 
 
+class _Estimator(Protocol):
+    """What the model-file methods of :class:`LinearModelMixin` need from their estimator
+    (:class:`mlxp.base.BaseEstimator` has them)."""
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]: ...
+
+    def _validate_params(self) -> None: ...
+
+    @classmethod
+    def _param_names(cls) -> list[str]: ...
+
+
 class LinearModelMixin:
     """The "gd"/"sgd" run and ``_get_model_state``/``_from_model_state`` of a linear estimator."""
+
+    # the estimator's hyperparameters (set by its __init__)
+    fit_intercept: bool
+    solver: str
+    tol: float
+    max_iter: int
+    batch_size: int
+    optimizer: str | Optimizer
+    learning_rate: float | None
+    random_state: Any
 
     def _descend(self, objective: Any, theta: Any) -> tuple[Any, int, bool]:
         """Run "gd" (full batch, plain steps) or "sgd" (mini-batches, ``optimizer``) from θ."""
@@ -67,7 +89,7 @@ class LinearModelMixin:
             rng=check_random_state(self.random_state),
         )
 
-    def _get_model_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _get_model_state(self: _Estimator) -> tuple[dict[str, Any], dict[str, Any]]:
         check_is_fitted(self)
         name = type(self).__name__
         params = params_to_json(
@@ -81,7 +103,9 @@ class LinearModelMixin:
         return {"params": params, "fitted": fitted}, {k: getattr(self, k) for k in _FITTED_ARRAYS}
 
     @classmethod
-    def _from_model_state(cls, config: dict[str, Any], arrays: dict[str, Any]) -> Any:
+    def _from_model_state(
+        cls: type[_Estimator], config: dict[str, Any], arrays: dict[str, Any]
+    ) -> Any:
         """The estimator of a file: its params checked against the constraints, its fitted
         fields by name and type, its tensors against them (ValueError saying why)."""
         check_fields(config, "the config", {"class", "params", "fitted"})
@@ -99,7 +123,7 @@ class LinearModelMixin:
         return est
 
 
-def _check_fitted(fitted: Any, *, classifier: bool) -> dict[str, Any]:
+def _check_fitted(fitted: object, *, classifier: bool) -> dict[str, Any]:
     """The fitted fields of a file: exactly those a fit sets, each of its type."""
     required = {"n_features_in_", "n_iter_"} | (
         {"classes_", "classes_dtype"} if classifier else {"solver_"}
@@ -156,7 +180,7 @@ def _encode_optimizer(value: Any) -> dict[str, Any] | None:
     return {"optimizer": saved["optimizer"], "lr": saved["lr"], "hyperparameters": hyper}
 
 
-def _decode_optimizer(value: dict[str, Any]) -> Any:
+def _decode_optimizer(value: Any) -> Any:
     """The inverse of :func:`_encode_optimizer`; only a class of mlxp.optim's table."""
     cls = _SAVED_OPTIMIZERS.get(value.get("optimizer"))
     if cls is None:

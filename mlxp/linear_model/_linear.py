@@ -31,6 +31,7 @@ class _LinearModel(LinearModelMixin, RegressorMixin, BaseEstimator):
     """
 
     _alpha = 0.0
+    rcond: float | None  # the estimator's
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         **ITERATIVE_CONSTRAINTS,
         "solver": [StrOptions(set(SOLVERS))],
@@ -47,7 +48,8 @@ class _LinearModel(LinearModelMixin, RegressorMixin, BaseEstimator):
         self._validate_params()
         place, X, y, sw = validate_data(self, X, y, sample_weight, reset=True, require_y=True)
         if is_dask_array(X):
-            return fit_linear_dask(self, X, y, sw)
+            fitted: _Model = fit_linear_dask(self, X, y, sw)
+            return fitted
         xp = place.xp
         Y = y[:, None] if y.ndim == 1 else y
         alpha = self._alpha
@@ -82,7 +84,9 @@ class _LinearModel(LinearModelMixin, RegressorMixin, BaseEstimator):
         self.n_iter_ = n_iter
         return self
 
-    def _solve(self, xp: Any, X: Any, Y: Any, alpha: float, null: Any, device: Any):
+    def _solve(
+        self, xp: Any, X: Any, Y: Any, alpha: float, null: Any, device: Any
+    ) -> tuple[Any, str, int]:
         """(W, solver used, iterations) for the centred, weighted problem."""
         solver = self.solver
         if alpha == float("inf"):  # weights so small against α that only W = 0 is left
@@ -127,7 +131,7 @@ class _LinearModel(LinearModelMixin, RegressorMixin, BaseEstimator):
         scores = X @ coef if coef.ndim == 1 else X @ coef.T
         return place.to_caller(scores + intercept)
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
@@ -259,5 +263,5 @@ class Ridge(_LinearModel):
         self.random_state = random_state
 
     @property
-    def _alpha(self) -> float:
+    def _alpha(self) -> float:  # type: ignore[override]  # the base: a constant 0
         return float(self.alpha)

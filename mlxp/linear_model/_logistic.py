@@ -165,7 +165,8 @@ class LogisticRegression(LinearModelMixin, MarginClassifierMixin, ClassifierMixi
             self, X, y, sample_weight, reset=True, require_y=True, labels=True
         )
         if is_dask_array(X):
-            return fit_logistic_dask(self, X, y, sw)
+            fitted: LogisticRegression = fit_logistic_dask(self, X, y, sw)
+            return fitted
         classes, indices = encode_labels(y)
         if len(classes) < 2:
             raise ValueError(
@@ -254,7 +255,7 @@ class LogisticRegression(LinearModelMixin, MarginClassifierMixin, ClassifierMixi
         place, Z = self._margins(X)
         return place.to_caller(Z[:, 0] if Z.shape[1] == 1 else Z)
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_class = True
         return tags

@@ -186,7 +186,9 @@ def minimize_lbfgs(
     return state[0], max_iter, False
 
 
-def _settle(objective: Any, state: tuple, history: _History | None = None) -> tuple:
+def _settle(
+    objective: Any, state: tuple[Any, ...], history: _History | None = None
+) -> tuple[Any, ...]:
     """The state (and history) through ``objective.settle``, where it has one."""
     settle = getattr(objective, "settle", None)
     if settle is None:
@@ -199,8 +201,8 @@ def _settle(objective: Any, state: tuple, history: _History | None = None) -> tu
 
 
 def _lbfgs_iteration(
-    xp: Any, objective: Any, history: _History, state: tuple, tol: float, one: Any
-) -> tuple[tuple, Any]:
+    xp: Any, objective: Any, history: _History, state: tuple[Any, ...], tol: float, one: Any
+) -> tuple[tuple[Any, ...], Any]:
     """One L-BFGS iteration from state (θ, f, ∇f, β): the new state and the convergence
     flag (a 0-d array, computed only when it is read)."""
     theta, value, grad, beta = state

@@ -20,7 +20,7 @@ from mlxp.base import BACKEND_CONSTRAINT, BaseEstimator, ClassifierMixin, Regres
 from mlxp.exceptions import warn_not_converged
 from mlxp.nn import layers as L
 from mlxp.nn import streaming
-from mlxp.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from mlxp.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
 from mlxp.nn.model_files import check_fitted
 from mlxp.nn.sequential import Sequential
 from mlxp.nn.stopping import SklearnStopping, set_aside
@@ -81,6 +81,9 @@ class _BaseMLP(BaseEstimator):
         "compile": [StrOptions({"auto"}), bool],
         "backend": BACKEND_CONSTRAINT,
     }
+    feature_names_in_: Any  # fitted, as the following (set by a fit or a model file)
+    classes_: Any
+    _y_1d: bool
 
     def __init__(
         self,
@@ -165,7 +168,7 @@ class _BaseMLP(BaseEstimator):
         (``self._partial``): one epoch continuing the last network and its optimiser."""
         seed = check_random_state(self.random_state).spawn_seed()
         p, partial = X.shape[1], getattr(self, "_partial", False)
-        previous = getattr(self, "_model", None) if self.warm_start or partial else None
+        previous: Any = getattr(self, "_model", None) if self.warm_start or partial else None
         reuse = previous is not None and (self.n_features_in_, self.n_outputs_) == (p, n_out)
         X, targets, validation = (
             (X, targets, None)
@@ -200,17 +203,17 @@ class _BaseMLP(BaseEstimator):
                 stacklevel=4,
             )
         self._set_network(model)
-        self._optimizer_state = opt  # partial_fit continues it (not saved in model files)
+        self._optimizer_state: Any = opt  # partial_fit continues it (not saved in model files)
         kept = self.loss_curve_ if partial and reuse else []
-        self.loss_curve_ = kept + stopping.loss_curve
+        self.loss_curve_: list[float] = kept + stopping.loss_curve
         self.loss_ = self.loss_curve_[-1]
         self.best_loss_ = None if validation is not None else min(self.loss_curve_)
         if validation is not None:
             self.validation_scores_ = stopping.scores
             self.best_validation_score_ = stopping.best_score
         self.n_iter_ = len(kept) + len(history["loss"])
-        self.n_outputs_ = n_out
-        self.n_features_in_ = p
+        self.n_outputs_: int = n_out
+        self.n_features_in_: int = p
 
     def _set_network(self, model: Sequential) -> None:
         """Keep the trained network, and its weights as the fitted attributes."""
@@ -318,6 +321,7 @@ class MLPClassifier(BlockwiseClassifier, MarginClassifierMixin, ClassifierMixin,
         xp, dev = place.xp, place.device
         lazy = streaming.is_dask(indices) and streaming.is_dask(X)
         idx = indices if lazy else move(indices, xp, dev)
+        loss: Loss
         if len(classes) == 2:
             targets, n_out, loss = xp.astype(idx, X.dtype)[:, None], 1, BCEWithLogitsLoss()
         else:
@@ -336,7 +340,7 @@ class MLPClassifier(BlockwiseClassifier, MarginClassifierMixin, ClassifierMixin,
             hits = argmax(out, axis=1) == targets
         return float(xp.mean(xp.astype(hits, X.dtype)))
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_class = True
         return tags
@@ -387,7 +391,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         place, out = self._margins(X)
         return place.to_caller(out[:, 0] if self._y_1d else out)
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags

@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import math
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, cast
 
 from mlxp._model_state import check_fields, check_tensors, feature_names_from_json
 from mlxp.nn.conv_layers import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
@@ -98,7 +98,7 @@ def check_weights(layers: list[Layer], arrays: dict[str, Any]) -> None:
 
 
 def _is_int(value: Any, low: int = 1) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool) and value >= low
+    return isinstance(value, Integral) and not isinstance(value, bool) and int(value) >= low
 
 
 def _is_number(value: Any) -> bool:
@@ -142,4 +142,4 @@ def check_fitted(fitted: Any, network: Any, *, classifier: bool) -> dict[str, An
         raise ValueError(f"its network outputs samples of shape {out}, not ({n_out},)")
     if "feature_names_in_" in fitted:
         fitted = {**fitted, "feature_names_in_": feature_names_from_json(fitted, n_in)}
-    return fitted
+    return cast("dict[str, Any]", fitted)  # checked above to be one

@@ -78,7 +78,9 @@ class FlatLayout:
         return self.flatten(dict(zip(self.names, parts, strict=True)))
 
 
-def make_step(model: Any, loss_fn: Any, opt: Any, weight_decay: float, layout: FlatLayout):
+def make_step(
+    model: Any, loss_fn: Any, opt: Any, weight_decay: float, layout: FlatLayout
+) -> Callable[..., tuple[Any, Any, Any, Any]]:
     """The pure step of ``model`` (see the module docstring) with ``loss_fn`` and ``opt``.
 
     Weight decay adds (λ/m)·p to the gradient of every weight the layers declare
@@ -90,7 +92,9 @@ def make_step(model: Any, loss_fn: Any, opt: Any, weight_decay: float, layout: F
     if weight_decay:
         mask = layout.mask(set(model.decayed), next(iter(model.parameters.values())))
 
-    def step(params, opt_state, model_state, batch, noise):
+    def step(
+        params: Any, opt_state: dict[str, Any], model_state: dict[str, Any], batch: Any, noise: Any
+    ) -> tuple[Any, dict[str, Any], dict[str, Any], Any]:
         xb, yb, *weights = batch
         w = weights[0] if weights else None
         value, grads, model_state = _forward_backward(
@@ -107,7 +111,14 @@ def make_step(model: Any, loss_fn: Any, opt: Any, weight_decay: float, layout: F
     return step
 
 
-def _forward_backward(model, loss_fn, params, model_state, batch, noise):
+def _forward_backward(
+    model: Any,
+    loss_fn: Any,
+    params: dict[str, Any],
+    model_state: dict[str, Any],
+    batch: Any,
+    noise: Any,
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """(Σ wᵢℓᵢ, ∂(mean loss)/∂params by name, the buffers after the forward), the model's
     parameters and buffers set to ``params`` and ``model_state`` for the call only."""
     xb, yb, w = batch
@@ -145,12 +156,14 @@ class NoiseStream:
     host draw and one copy to the device each, and consumed in batch order; a batch that
     does not fit in what is left of a block starts a new one."""
 
+    flat: Any  # the block being consumed (None before the first)
+
     def __init__(self, model: Any, n_samples: int) -> None:
         self.model, self.remaining = model, n_samples
         self.shapes: list[tuple[int, ...]] | None = None
         self.flat, self.start = None, 0
 
-    def take(self, xb: Any) -> tuple:
+    def take(self, xb: Any) -> tuple[Any, ...]:
         """The noise of the batch ``xb`` (its rows, shape, namespace, device and dtype)."""
         m = xb.shape[0]
         if self.shapes is None:
@@ -175,7 +188,9 @@ class NoiseStream:
         return tuple(draws)
 
 
-def compile_step(step: Callable, xp: Any, mode: Any) -> tuple[Callable, str | None]:
+def compile_step(
+    step: Callable[..., Any], xp: Any, mode: Any
+) -> tuple[Callable[..., Any], str | None]:
     """(the step to run, what compiled it: "jax.jit", "cuda-graph", "torch.compile" or None).
 
     ``mode`` as :data:`COMPILE_OPTIONS`. "auto" compiles on JAX only (eager dispatch is
@@ -207,10 +222,13 @@ class _CudaGraphStep:
     The first call of a shape runs the step eagerly (allocations and kernel compilation
     must not happen during capture), the second captures it, later calls replay it."""
 
-    def __init__(self, step: Callable) -> None:
+    graphs: dict[Any, tuple[Any, Any, Any, Any]]  # key: (graph, inputs, outputs, stream)
+    seen: set[Any]
+
+    def __init__(self, step: Callable[..., Any]) -> None:
         self.step, self.graphs, self.seen = step, {}, set()
 
-    def __call__(self, *args):
+    def __call__(self, *args: Any) -> Any:
         import cupy
 
         leaves = _leaves(args)
@@ -242,7 +260,7 @@ def _leaves(tree: Any) -> list[Any]:
     return [] if tree is None or isinstance(tree, (int, float)) else [tree]
 
 
-def _rebuild(tree: Any, leaves: Iterator) -> Any:
+def _rebuild(tree: Any, leaves: Iterator[Any]) -> Any:
     if isinstance(tree, (tuple, list)):
         return type(tree)(_rebuild(item, leaves) for item in tree)
     if isinstance(tree, dict):

@@ -78,6 +78,8 @@ def is_dask(x: Any) -> bool:
 class InMemory:
     """Arrays X (n, ...) and y (n, ...) on the model's device, in the model's dtype."""
 
+    n_samples: int
+
     def __init__(self, X: Any, y: Any) -> None:
         self.X, self.y = X, y
         self.n_samples = X.shape[0]
@@ -125,7 +127,8 @@ class DaskChunks:
     def _compute(self, i: int) -> tuple[Any, Any]:
         import dask
 
-        return dask.compute(self.X.blocks[i], self.y.blocks[i])
+        # dask.compute is not annotated
+        return dask.compute(self.X.blocks[i], self.y.blocks[i])  # type: ignore[no-any-return]
 
     def n_batches(self, batch_size: int) -> int:
         return sum(math.ceil(s / batch_size) for s in self.sizes)

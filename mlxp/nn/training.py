@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from array_api_compat import array_namespace
@@ -37,7 +38,10 @@ from mlxp.optim import SGD, Adam, Optimizer, ReduceLROnPlateau, Schedule
 
 __all__ = ["OPTIMIZERS", "accuracy", "evaluate", "fit"]
 
-OPTIMIZERS = {"adam": lambda: Adam(1e-3), "sgd": lambda: SGD(1e-2, momentum=0.9)}
+OPTIMIZERS: dict[str, Callable[[], Optimizer]] = {
+    "adam": lambda: Adam(1e-3),
+    "sgd": lambda: SGD(1e-2, momentum=0.9),
+}
 """The optimisers ``fit`` accepts by name, with their default settings."""
 
 DIVERGENCE_FACTOR = 1e4
@@ -119,6 +123,8 @@ class _Trainer:
     validation, callbacks and the divergence guard see them; an epoch starts from the
     model's weights, so a callback that sets them is followed."""
 
+    step: Callable[..., tuple[Any, ...]]  # (params, state, buffers, loss) of a batch
+
     def __init__(
         self, model: Any, loss_fn: Loss, opt: Optimizer, weight_decay: float, mode: Any, rows: int
     ) -> None:
@@ -186,7 +192,9 @@ class _Trainer:
         step = xp.asarray(step, device=dev) if isinstance(step, int) else step
         return {**state, "lr": lr, "step": step}
 
-    def _batch(self, xb: Any, yb: Any, draws: tuple) -> tuple[tuple, tuple]:
+    def _batch(
+        self, xb: Any, yb: Any, draws: tuple[Any, ...]
+    ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         """The step's batch and noise: as they are, or, for a compiled step, with row
         weights and a last short batch padded to the full size (weight 0)."""
         if not self.pad:
@@ -199,7 +207,7 @@ class _Trainer:
             draws = tuple(_pad_rows(u, extra, 1) for u in draws)
         return (xb, yb, w), draws
 
-    def _run(self, *args: Any) -> tuple:
+    def _run(self, *args: Any) -> tuple[Any, ...]:
         """One step; under ``compile="auto"`` a compiled step that fails on its first call
         is replaced, with a warning, by the uncompiled one."""
         if not self.pending:
@@ -225,6 +233,8 @@ def _pad_rows(a: Any, extra: int, value: float) -> Any:
 class _DivergenceGuard:
     """Raise :class:`DivergenceError`, the last good weights restored, when an epoch's
     loss is non-finite or :data:`DIVERGENCE_FACTOR` times the very first batch's loss."""
+
+    first_loss: float | None
 
     def __init__(self, model: Any) -> None:
         self.good, self.first_loss = model.get_weights(), None
@@ -258,7 +268,7 @@ def evaluate(
     return logs
 
 
-def accuracy(model: Any, data: Any, batch_size: int) -> float:
+def accuracy(model: Any, data: streaming.InMemory | streaming.DaskChunks, batch_size: int) -> float:
     """The fraction of a source's rows whose class is predicted: the argmax of K > 1
     outputs, or output > 0 for one logit (y then holds 0/1)."""
     xp, dtype = model.xp, model.dtype

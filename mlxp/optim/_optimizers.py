@@ -38,7 +38,9 @@ class _RealScalarArray:
     def is_satisfied_by(self, value: Any) -> bool:
         if isinstance(value, numbers.Number) or not aac.is_array_api_obj(value):
             return False
-        return value.ndim == 0 and aac.array_namespace(value).isdtype(value.dtype, "real floating")
+        return bool(
+            value.ndim == 0 and aac.array_namespace(value).isdtype(value.dtype, "real floating")
+        )
 
     def describe(self, plural: bool = False) -> str:
         return "real floating 0-d arrays" if plural else "a real floating 0-d array"

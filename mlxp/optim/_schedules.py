@@ -196,4 +196,4 @@ class ReduceLROnPlateau:
 def apply_schedule(optimizer: Any, schedule: Schedule | ReduceLROnPlateau, epoch: int) -> float:
     """Set ``optimizer.lr = schedule(epoch)`` and return that learning rate."""
     optimizer.lr = schedule(epoch)
-    return optimizer.lr
+    return float(optimizer.lr)
