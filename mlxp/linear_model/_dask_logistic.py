@@ -33,9 +33,16 @@ from array_api_compat import array_namespace
 from mlxp._compat import to_numpy
 from mlxp._dask import chunk_namespace, compute, row_blocks, tree_reduce
 from mlxp._validation import encode_labels
+from mlxp.linear_model._iterative import gram_eigenvalue
 from mlxp.linear_model._logistic_loss import LogisticObjective
 
-__all__ = ["Evaluator", "encode_labels_dask", "fit_logistic_dask", "minimize_dask"]
+__all__ = [
+    "DescentObjective",
+    "Evaluator",
+    "encode_labels_dask",
+    "fit_logistic_dask",
+    "minimize_dask",
+]
 
 _ARMIJO = 1e-4
 _LADDER = 0.5 ** np.arange(12)
@@ -105,6 +112,14 @@ def _evaluate(Xb, yb, sb, setup, theta, direction, steps, n_grads, hessian):
     return values, grads, H
 
 
+def _chunk_gram(Xb: Any, yb: Any, sb: Any, setup: dict) -> Any:
+    """X̃ᵀdiag(s)X̃ of one chunk, X̃ = [X, 1] (what bounds ∇²f, for gd's step)."""
+    xp = array_namespace(Xb)
+    obj = _chunk_objective(Xb, yb, sb, setup)
+    Xt = xp.concat([Xb, xp.ones((Xb.shape[0], 1), dtype=Xb.dtype)], axis=1) * xp.sqrt(obj.s)
+    return Xt.T @ Xt
+
+
 def _merge_eval(a: tuple, b: tuple) -> tuple:
     H = None if a[2] is None else a[2] + b[2]
     return a[0] + b[0], [x + y for x, y in zip(a[1], b[1], strict=True)], H
@@ -137,6 +152,13 @@ class Evaluator:
             rows if not fit_intercept else np.ones((p + 1, 1)), dtype=X.dtype
         )
 
+    def curvature(self) -> Any:
+        """L = c·λ_max(X̃ᵀdiag(s)X̃) + λ̃ (c = ¼ binary, ½ softmax), X̃ = [X, 1]: the bound
+        on ∇²f the in-memory gd steps by (1/L), from one pass and a power iteration."""
+        G = self.xp.asarray(compute(tree_reduce(_chunk_gram, _add, self.blocks, self.setup))[0])
+        self.passes += 1
+        return (0.25 if self.shape[1] == 1 else 0.5) * gram_eigenvalue(self.xp, G) + self.l2
+
     def __call__(self, theta, direction, steps, n_grads, hessian=False):
         """(values (m,), [gradients], Hessian or None) at θ + αD for α in ``steps``."""
         xp = self.xp
@@ -161,6 +183,25 @@ class Evaluator:
             pen = xp.reshape(self.penalised * xp.ones((1, self.shape[1]), dtype=self.dtype), (q,))
             H = H + xp.eye(q, dtype=self.dtype) * (self.l2 * pen + (1 - keep))[None, :]
         return values, grads, H
+
+
+def _add(a: Any, b: Any) -> Any:
+    return a + b
+
+
+class DescentObjective:
+    """The full-batch objective :func:`~._stochastic.minimize_sgd` runs "gd" on: f and ∇f
+    by one pass of ``evaluate`` each; ``X`` (Dask) for its shape only."""
+
+    def __init__(self, evaluate: Evaluator, X: Any) -> None:
+        self.evaluate, self.X, self._L = evaluate, X, evaluate.curvature()
+
+    def value_grad(self, theta: Any) -> tuple[Any, Any, None]:
+        values, grads, _ = self.evaluate(theta, self.evaluate.xp.zeros_like(theta), [0.0], 1)
+        return values[0], grads[0], None
+
+    def curvature(self, batch_size: int) -> Any:
+        return self._L
 
 
 # ---------------------------------------------------------------------------- minimisers
@@ -244,10 +285,10 @@ def minimize_dask(evaluate: Evaluator, theta, *, solver, tol, max_iter, memory=1
 def fit_logistic_dask(est: Any, X: Any, y: Any, sw: Any) -> Any:
     """Fit ``est`` (a LogisticRegression) on Dask X, labels y, weights sw; set its attributes
     (concrete arrays of the chunk library) only once everything is computed."""
-    if est.solver not in ("lbfgs", "newton"):
+    if est.solver == "sgd":
         raise ValueError(
-            f"solver={est.solver!r} does not run on Dask arrays; use solver='lbfgs' or "
-            "'newton' (one pass over X per iteration), or compute X into memory."
+            "solver='sgd' does not run on Dask arrays; use solver='lbfgs', 'newton' or 'gd' "
+            "(one pass over X per iteration), or compute X into memory."
         )
     classes, counts = encode_labels_dask(X, y, sw)
     if len(classes) < 2:
@@ -276,9 +317,12 @@ def fit_logistic_dask(est: Any, X: Any, y: Any, sw: Any) -> Any:
             coef = xp.asarray(to_numpy(est.coef_), dtype=X.dtype)
             bias = xp.asarray(to_numpy(est.intercept_), dtype=X.dtype)
             theta = xp.concat([coef.T, bias[None, :]], axis=0) * evaluate.fitted
-    theta, n_iter, converged = minimize_dask(
-        evaluate, theta, solver=est.solver, tol=est.tol, max_iter=est.max_iter
-    )
+    if est.solver == "gd":
+        theta, n_iter, converged = est._descend(DescentObjective(evaluate, X), theta)
+    else:
+        theta, n_iter, converged = minimize_dask(
+            evaluate, theta, solver=est.solver, tol=est.tol, max_iter=est.max_iter
+        )
     if K > 1:
         theta = theta - xp.mean(theta, axis=1, keepdims=True)
     if not converged:
