@@ -6,17 +6,17 @@ workers. Each chunk then builds the in-memory
 :class:`~mlxp.linear_model._logistic_loss.LogisticObjective` of its rows (weights
 sᵢ/Σs, no penalty) and one evaluation is a tree sum over chunks of
 
-* f(θ + αⱼD) for the steps αⱼ = 1, ½, ¼, ⅛ of the Armijo ladder (``line_values``: the
-  margins Z = Xθ and dZ = XD once, then element-wise work; the ladder's smaller steps, down
-  to 2⁻¹¹, in a pass of their own only when none of these is accepted),
-* ∇f at α = 1 (``value_grad`` with those margins), and for Newton ∇²f there too
-  (``hessian``, a (qK) × (qK) matrix, q = p + 1),
+* f and ∇f at θ + D, the first step of the Armijo ladder (``value_grad`` from the margins
+  Z = Xθ and dZ = XD), and for Newton ∇²f there too (``hessian``, a (qK) × (qK) matrix,
+  q = p + 1),
 
-all in one ``dask.compute``: a line search, the next gradient (and Hessian) in one read of X.
-The penalty ½λ̃‖W‖² is added on the client, where the small optimiser state lives (arrays of
-the chunk library). A second pass is needed only when the line search takes a step whose
-gradient was not evaluated (rare: L-BFGS and Newton mostly accept α = 1). No graph is
-kept between iterations, so a fit costs O(iterations × chunks) tasks.
+all in one ``dask.compute``: the line search's first trial and the next gradient (and
+Hessian) in one read of X. Only when α = 1 is rejected does a second pass evaluate f at the
+ladder's smaller steps ½ … 2⁻¹¹ (``line_values``: element-wise work on the same margins)
+and ∇f at ½, and a third only when a still smaller step is taken (rare: L-BFGS and Newton
+mostly accept α = 1). The penalty ½λ̃‖W‖² is added on the client, where the small
+optimiser state lives (arrays of the chunk library). No graph is kept between iterations,
+so a fit costs O(iterations × chunks) tasks.
 
 The iterates are those of :mod:`~mlxp.linear_model._minimize` on the host (same L-BFGS
 memory and curvature test, same Armijo ladder and largest-acceptable step, same
@@ -46,7 +46,7 @@ __all__ = [
 
 _ARMIJO = 1e-4
 _LADDER = 0.5 ** np.arange(12)
-_FIRST = 4  # steps tried in the pass that also takes the gradients; the rest only if needed
+_FIRST = 1  # steps tried in the pass that takes the gradient; the rest only if needed
 
 
 # ---------------------------------------------------------------------------- labels
@@ -100,16 +100,19 @@ def _evaluate(Xb, yb, sb, setup, theta, direction, steps, n_grads, hessian):
     theta, direction = xp.asarray(theta, dtype=Xb.dtype), xp.asarray(direction, dtype=Xb.dtype)
     steps = xp.asarray(steps, dtype=Xb.dtype)
     Z, dZ = obj.margins(theta), obj.margins(direction)
-    values = obj.line_values(theta, Z, direction, steps, dZ)
-    grads = [
-        obj.value_grad(theta + steps[j] * direction, Z + steps[j] * dZ)[1] for j in range(n_grads)
+    fitted = [  # f and ∇f together where ∇f is wanted, f alone at the other steps
+        obj.value_grad(theta + steps[j] * direction, Z + steps[j] * dZ)[:2]
+        for j in range(n_grads)
     ]
+    values = [xp.reshape(v, (1,)) for v, _ in fitted]
+    if n_grads < steps.shape[0]:
+        values.append(obj.line_values(theta, Z, direction, steps[n_grads:], dZ))
     H = None
     if hessian:
         H = obj.hessian(theta + steps[0] * direction, Z + steps[0] * dZ)
         keep = xp.reshape(obj.fitted_rows * xp.ones((1, theta.shape[1]), dtype=Xb.dtype), (-1,))
         H = H - xp.eye(H.shape[0], dtype=H.dtype) * (1 - keep)[None, :]  # added once, on the client
-    return values, grads, H
+    return xp.concat(values), [g for _, g in fitted], H
 
 
 def _chunk_gram(Xb: Any, yb: Any, sb: Any, setup: dict) -> Any:
@@ -255,15 +258,19 @@ def minimize_dask(evaluate: Evaluator, theta, *, solver, tol, max_iter, memory=1
         slope = xp.sum(g * D)
         values, grads, H_new = evaluate(theta, D, _LADDER[:_FIRST], 1, newton)
         j = _armijo(xp, values, f, slope, _LADDER[:_FIRST])
-        if j is None and float(slope) < 0:  # the smaller steps: values only
-            more = _armijo(
-                xp, evaluate(theta, D, _LADDER[_FIRST:], 0)[0], f, slope, _LADDER[_FIRST:]
-            )
+        if j is None and float(slope) < 0:  # the smaller steps; ∇f at the next one down
+            values, grads, H_new = evaluate(theta, D, _LADDER[_FIRST:], 1, newton)
+            more = _armijo(xp, values, f, slope, _LADDER[_FIRST:])
             j = None if more is None else _FIRST + more
+            k = None if more is None else more
+        else:
+            k = j
         alpha = 0.0 if j is None else float(_LADDER[j])
         new_theta = theta + alpha * D
-        if j is not None and j < len(grads):
-            new_f, new_g = values[j], grads[j]
+        if k is None:  # no step taken: θ, f and ∇f stay
+            new_f, new_g, H_new = f, g, H
+        elif k < len(grads):
+            new_f, new_g = values[k], grads[k]
         else:  # a step whose gradient the pass did not evaluate
             more = evaluate(new_theta, zero, [0.0], 1, newton)
             new_f, new_g, H_new = more[0][0], more[1][0], more[2]
