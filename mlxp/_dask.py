@@ -23,6 +23,7 @@ chunks of X and small client arrays, so a graph does not grow from one iteration
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ __all__ = [
     "chunk_namespace",
     "compute",
     "concrete",
+    "dask_module",
     "is_dask_array",
     "map_rows",
     "predict_rows",
@@ -52,9 +54,14 @@ def chunk_namespace(x: Any) -> Any:
     return aac.array_namespace(x._meta)
 
 
+def dask_module(name: str = "dask") -> Any:
+    """``dask`` (or ``dask.array`` ...), imported on first use and typed as Any (untyped)."""
+    return importlib.import_module(name)
+
+
 def _rows(x: Any, row_chunks: tuple[int, ...]) -> Any:
     """``x`` cut into ``row_chunks`` along axis 0, one chunk along the others."""
-    import dask.array as da
+    da = dask_module("dask.array")
 
     if not is_dask_array(x):
         x = da.from_array(x, chunks=(row_chunks, *tuple(x.shape[1:])))
@@ -99,7 +106,7 @@ def tree_reduce(
     each merge task folds up to ``fan_in`` results left to right (so up to 16 chunks cost
     one merge task, one round trip: a pass's latency, not its work, is what a deep binary
     tree adds)."""
-    import dask
+    dask = dask_module()
 
     level = [dask.delayed(chunk_fn)(*block, *args) for block in blocks]
     fold = dask.delayed(functools.partial(_fold, merge_fn))
@@ -119,9 +126,7 @@ def concrete(*arrays: Any) -> list[Any]:
 
 def compute(*reductions: Any) -> tuple[Any, ...]:
     """Evaluate delayed reductions (or Dask arrays) together: one ``dask.compute``."""
-    import dask
-
-    return dask.compute(*reductions)
+    return tuple(dask_module().compute(*reductions))
 
 
 def map_rows(fn: Callable[[Any], Any], X: Any, *, width: int | None, dtype: Any) -> Any:

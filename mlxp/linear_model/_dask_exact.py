@@ -33,7 +33,7 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from mlxp._dask import chunk_namespace, compute, row_blocks, tree_reduce
+from mlxp._dask import chunk_namespace, compute, dask_module, row_blocks, tree_reduce
 from mlxp.exceptions import SolverError, warn_not_converged
 from mlxp.linear_model._exact import cholesky_gram, solve_auto, solve_qr, solve_svd
 from mlxp.linear_model._iterative import GramObjective
@@ -52,7 +52,7 @@ def _chunk_stats(Xb: Any, Yb: Any, sb: Any) -> tuple[Any, Any, Any, Any]:
     return w, mean, (centred * s[:, None]).T @ centred, xp.max(s)
 
 
-def _merge_stats(a: tuple, b: tuple) -> tuple[Any, Any, Any, Any]:
+def _merge_stats(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, Any, Any, Any]:
     """Chan et al.'s pairwise update of (w, mean, centred Gram), and the largest weight."""
     wa, ma, Ca, pa = a
     wb, mb, Cb, pb = b
@@ -72,7 +72,7 @@ def gram_statistics(X: Any, Y: Any, sw: Any) -> Any:
 
 def _weighted(X: Any, Y: Any, sw: Any, fit_intercept: bool) -> Any:
     """[√s, √s·X, √s·Y] (the first column only with an intercept), blockwise."""
-    import dask.array as da
+    da = dask_module("dask.array")
 
     xp = chunk_namespace(X)
     n = X.shape[0]
@@ -88,7 +88,7 @@ def _weighted(X: Any, Y: Any, sw: Any, fit_intercept: bool) -> Any:
 
 def tall_factor(X: Any, Y: Any, sw: Any, fit_intercept: bool) -> Any:
     """The R factor (lazy) of [√s, √s·X, √s·Y] by TSQR: one pass over X."""
-    import dask.array as da
+    da = dask_module("dask.array")
 
     A = _weighted(X, Y, sw, fit_intercept)
     q = A.shape[1]
@@ -98,7 +98,9 @@ def tall_factor(X: Any, Y: Any, sw: Any, fit_intercept: bool) -> Any:
     return R
 
 
-def _cholesky(xp, stats, p, alpha, fit_intercept, limit):
+def _cholesky(
+    xp: Any, stats: tuple[Any, ...], p: int, alpha: float, fit_intercept: bool, limit: float
+) -> tuple[Any, Any]:
     """W from the Gram statistics (None if κ ≥ limit); also the means."""
     w, mean, C, _ = stats
     G = C if fit_intercept else C + w * (mean[:, None] * mean[None, :])
@@ -107,7 +109,9 @@ def _cholesky(xp, stats, p, alpha, fit_intercept, limit):
     return (W if good else None), mean
 
 
-def _from_factor(xp, R, p, fit_intercept, solver, alpha, rcond):
+def _from_factor(
+    xp: Any, R: Any, p: int, fit_intercept: bool, solver: str, alpha: float, rcond: Any
+) -> tuple[Any, str, Any]:
     """(W, solver, means) from the TSQR factor R of [√s, √s·X, √s·Y]."""
     first = 1 if fit_intercept else 0
     mean = R[0, 1:] / R[0, 0] if fit_intercept else None
@@ -120,7 +124,7 @@ def _from_factor(xp, R, p, fit_intercept, solver, alpha, rcond):
     return W, used, mean
 
 
-def _check_stats(xp: Any, stats: tuple) -> None:
+def _check_stats(xp: Any, stats: tuple[Any, ...]) -> None:
     _w, mean, C, _top = stats
     if not bool(xp.all(xp.isfinite(C)) & xp.all(xp.isfinite(mean))):
         raise ValueError("Input X or y contains NaN or infinity.")
@@ -165,7 +169,7 @@ def solve_dask(
                 raise ValueError("Sample weights must contain at least one non-zero number.")
             alpha = alpha / top
             R = R / math.sqrt(top)
-        elif sw is not None:
+        elif sw is not None and stats is not None:
             R = R / math.sqrt(float(stats[3]))
         W, used, mean = _from_factor(xp, R, p, fit_intercept, solver, alpha, cut)
     k = Y.shape[1]

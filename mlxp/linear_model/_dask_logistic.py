@@ -56,7 +56,7 @@ def _chunk_labels(yb: Any, sb: Any) -> tuple[Any, Any]:
     return classes, np.bincount(indices, weights=weights, minlength=len(classes))
 
 
-def _merge_labels(a: tuple, b: tuple) -> tuple[Any, Any]:
+def _merge_labels(a: tuple[Any, Any], b: tuple[Any, Any]) -> tuple[Any, Any]:
     classes = np.union1d(a[0], b[0])
     counts = np.zeros(len(classes))
     for part, weight in (a, b):
@@ -67,11 +67,12 @@ def _merge_labels(a: tuple, b: tuple) -> tuple[Any, Any]:
 def encode_labels_dask(X: Any, y: Any, sw: Any) -> tuple[np.ndarray, np.ndarray]:
     """(classes (sorted, NumPy), weighted count of each) by one reduction over y's chunks."""
     blocks = [(yb, sb) for _, yb, sb in row_blocks(X, y, sw)]
-    return compute(tree_reduce(_chunk_labels, _merge_labels, blocks))[0]
+    classes, counts = compute(tree_reduce(_chunk_labels, _merge_labels, blocks))[0]
+    return np.asarray(classes), np.asarray(counts)
 
 
 # ---------------------------------------------------------------------------- evaluation
-def _chunk_objective(Xb: Any, yb: Any, sb: Any, setup: dict) -> LogisticObjective:
+def _chunk_objective(Xb: Any, yb: Any, sb: Any, setup: dict[str, Any]) -> LogisticObjective:
     """The unpenalised objective of one chunk's rows, weights s·(class weight)/Σ."""
     xp = array_namespace(Xb)
     classes = setup["classes"]
@@ -87,22 +88,44 @@ def _chunk_objective(Xb: Any, yb: Any, sb: Any, setup: dict) -> LogisticObjectiv
     )
 
 
-def _chunk_eval(Xb, yb, sb, setup, theta, direction, steps, n_grads, hessian):
+_Evaluation = tuple[Any, list[Any], Any]  # (values (m,), gradients, Hessian or None)
+
+
+def _chunk_eval(
+    Xb: Any,
+    yb: Any,
+    sb: Any,
+    setup: dict[str, Any],
+    theta: Any,
+    direction: Any,
+    steps: Any,
+    n_grads: int,
+    hessian: bool,
+) -> _Evaluation:
     """(f at each step, ∇f at the first ``n_grads`` steps, ∇²f at steps[0] or None); a
     NaN in the chunk makes f NaN, which the client reports, without NumPy's warning."""
     with np.errstate(invalid="ignore"):
         return _evaluate(Xb, yb, sb, setup, theta, direction, steps, n_grads, hessian)
 
 
-def _evaluate(Xb, yb, sb, setup, theta, direction, steps, n_grads, hessian):
+def _evaluate(
+    Xb: Any,
+    yb: Any,
+    sb: Any,
+    setup: dict[str, Any],
+    theta: Any,
+    direction: Any,
+    steps: Any,
+    n_grads: int,
+    hessian: bool,
+) -> _Evaluation:
     xp = array_namespace(Xb)
     obj = _chunk_objective(Xb, yb, sb, setup)
     theta, direction = xp.asarray(theta, dtype=Xb.dtype), xp.asarray(direction, dtype=Xb.dtype)
     steps = xp.asarray(steps, dtype=Xb.dtype)
     Z, dZ = obj.margins(theta), obj.margins(direction)
     fitted = [  # f and ∇f together where ∇f is wanted, f alone at the other steps
-        obj.value_grad(theta + steps[j] * direction, Z + steps[j] * dZ)[:2]
-        for j in range(n_grads)
+        obj.value_grad(theta + steps[j] * direction, Z + steps[j] * dZ)[:2] for j in range(n_grads)
     ]
     values = [xp.reshape(v, (1,)) for v, _ in fitted]
     if n_grads < steps.shape[0]:
@@ -115,7 +138,7 @@ def _evaluate(Xb, yb, sb, setup, theta, direction, steps, n_grads, hessian):
     return xp.concat(values), [g for _, g in fitted], H
 
 
-def _chunk_gram(Xb: Any, yb: Any, sb: Any, setup: dict) -> Any:
+def _chunk_gram(Xb: Any, yb: Any, sb: Any, setup: dict[str, Any]) -> Any:
     """X̃ᵀdiag(s)X̃ of one chunk, X̃ = [X, 1] (what bounds ∇²f, for gd's step)."""
     xp = array_namespace(Xb)
     obj = _chunk_objective(Xb, yb, sb, setup)
@@ -123,7 +146,7 @@ def _chunk_gram(Xb: Any, yb: Any, sb: Any, setup: dict) -> Any:
     return Xt.T @ Xt
 
 
-def _merge_eval(a: tuple, b: tuple) -> tuple:
+def _merge_eval(a: _Evaluation, b: _Evaluation) -> _Evaluation:
     H = None if a[2] is None else a[2] + b[2]
     return a[0] + b[0], [x + y for x, y in zip(a[1], b[1], strict=True)], H
 
@@ -135,7 +158,19 @@ class Evaluator:
     ``l2`` = 1/C (0 for none). Results are arrays of the chunk library.
     """
 
-    def __init__(self, X, y, sw, classes, counts, class_weights, *, l2, fit_intercept, peak):
+    def __init__(
+        self,
+        X: Any,
+        y: Any,
+        sw: Any,
+        classes: Any,
+        counts: Any,
+        class_weights: Any,
+        *,
+        l2: float,
+        fit_intercept: bool,
+        peak: float,
+    ) -> None:
         self.xp = chunk_namespace(X)
         self.blocks = row_blocks(X, y, sw)
         self.passes = 0
@@ -162,7 +197,9 @@ class Evaluator:
         self.passes += 1
         return (0.25 if self.shape[1] == 1 else 0.5) * gram_eigenvalue(self.xp, G) + self.l2
 
-    def __call__(self, theta, direction, steps, n_grads, hessian=False):
+    def __call__(
+        self, theta: Any, direction: Any, steps: Any, n_grads: int, hessian: bool = False
+    ) -> _Evaluation:
         """(values (m,), [gradients], Hessian or None) at θ + αD for α in ``steps``."""
         xp = self.xp
         args = (
@@ -208,19 +245,19 @@ class DescentObjective:
 
 
 # ---------------------------------------------------------------------------- minimisers
-def _converged(xp, grad, old, new, tol, eps) -> bool:
+def _converged(xp: Any, grad: Any, old: Any, new: Any, tol: float, eps: float) -> bool:
     scale = max(abs(float(old)), abs(float(new)), 1.0)
-    return float(xp.max(xp.abs(grad))) <= tol or float(old - new) <= 64 * eps * scale
+    return bool(float(xp.max(xp.abs(grad))) <= tol or float(old - new) <= 64 * eps * scale)
 
 
-def _armijo(xp, values, f, slope, steps) -> int | None:
+def _armijo(xp: Any, values: Any, f: Any, slope: Any, steps: Any) -> int | None:
     """Index of the largest of ``steps`` meeting Armijo's condition, or None."""
     ok = to_numpy(values <= f + _ARMIJO * xp.asarray(steps, dtype=values.dtype) * slope)
     ok &= np.isfinite(to_numpy(values))
     return int(np.argmax(ok)) if (ok.any() and float(slope) < 0) else None
 
 
-def _two_loop(xp, grad, pairs, gamma):
+def _two_loop(xp: Any, grad: Any, pairs: list[tuple[Any, Any, Any]], gamma: float) -> Any:
     q, alphas = grad, []
     for s, y, rho in reversed(pairs):
         a = rho * xp.sum(s * q)
@@ -232,14 +269,22 @@ def _two_loop(xp, grad, pairs, gamma):
     return -r
 
 
-def _newton_direction(xp, H, grad, eps):
+def _newton_direction(xp: Any, H: Any, grad: Any, eps: float) -> Any:
     jitter = 10 * H.shape[0] * eps * xp.max(xp.abs(H))
     L = xp.linalg.cholesky(H + jitter * xp.eye(H.shape[0], dtype=H.dtype))
     flat = xp.reshape(grad, (-1, 1))
     return -xp.reshape(xp.linalg.solve(L.T, xp.linalg.solve(L, flat)), grad.shape)
 
 
-def minimize_dask(evaluate: Evaluator, theta, *, solver, tol, max_iter, memory=10):
+def minimize_dask(
+    evaluate: Evaluator,
+    theta: Any,
+    *,
+    solver: str,
+    tol: float,
+    max_iter: int,
+    memory: int = 10,
+) -> tuple[Any, int, bool]:
     """L-BFGS or damped Newton from θ, one pass per iteration; (θ, iterations, converged)."""
     xp, newton = evaluate.xp, solver == "newton"
     eps = float(xp.finfo(theta.dtype).eps)
@@ -249,7 +294,7 @@ def minimize_dask(evaluate: Evaluator, theta, *, solver, tol, max_iter, memory=1
     if not bool(xp.isfinite(f) & xp.all(xp.isfinite(g))):
         raise ValueError("Input X contains NaN or infinity.")
     converged, frozen, n_iter = float(xp.max(xp.abs(g))) <= tol, False, 0
-    pairs: list = []
+    pairs: list[tuple[Any, Any, Any]] = []
     gamma = 1 / max(float(xp.linalg.vector_norm(g)), eps)
     for _ in range(max_iter):
         if converged and not newton:
@@ -272,8 +317,8 @@ def minimize_dask(evaluate: Evaluator, theta, *, solver, tol, max_iter, memory=1
         elif k < len(grads):
             new_f, new_g = values[k], grads[k]
         else:  # a step whose gradient the pass did not evaluate
-            more = evaluate(new_theta, zero, [0.0], 1, newton)
-            new_f, new_g, H_new = more[0][0], more[1][0], more[2]
+            at = evaluate(new_theta, zero, [0.0], 1, newton)
+            new_f, new_g, H_new = at[0][0], at[1][0], at[2]
         n_iter += 1
         if newton:
             frozen, H = converged, H_new
