@@ -159,7 +159,7 @@ def markdown(result: dict[str, Any]) -> str:
         quality = ", ".join(
             f"{k} {v:.4g}"
             for k, v in r.items()
-            if k not in ("model", "who", "seconds") and isinstance(v, float)
+            if k not in ("model", "who", "seconds") and isinstance(v, (float, int))
         )
         lines.append(f"- {r['model']}, {r['who']}: {r['seconds']:.2f} s ({quality})")
     lines.append("")
