@@ -10,7 +10,7 @@ optimiser state on the client). Estimators see Dask through four calls:
 * :func:`row_blocks` -- X (one column chunk) with y and sample weights cut into the same row
   chunks, as one tuple of delayed blocks per row chunk;
 * :func:`tree_reduce` + :func:`compute` -- ``chunk_fn`` on each row block, the results merged
-  pairwise by ``merge_fn`` in a binary tree (O(chunks) tasks, depth log₂ chunks), all
+  by ``merge_fn`` in a tree of fan-in 16 (O(chunks) tasks, depth log₁₆ chunks), all
   requested reductions evaluated by one ``dask.compute`` (X is read once per call);
 * :func:`concrete` -- Dask arrays among some arrays computed together (``score``);
 * :func:`map_rows` -- a function of a NumPy/CuPy chunk applied blockwise (O(chunks) tasks),
@@ -23,6 +23,7 @@ chunks of X and small client arrays, so a graph does not grow from one iteration
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ __all__ = [
     "chunk_namespace",
     "compute",
     "concrete",
+    "dask_module",
     "is_dask_array",
     "map_rows",
     "predict_rows",
@@ -52,9 +54,14 @@ def chunk_namespace(x: Any) -> Any:
     return aac.array_namespace(x._meta)
 
 
+def dask_module(name: str = "dask") -> Any:
+    """``dask`` (or ``dask.array`` ...), imported on first use and typed as Any (untyped)."""
+    return importlib.import_module(name)
+
+
 def _rows(x: Any, row_chunks: tuple[int, ...]) -> Any:
     """``x`` cut into ``row_chunks`` along axis 0, one chunk along the others."""
-    import dask.array as da
+    da = dask_module("dask.array")
 
     if not is_dask_array(x):
         x = da.from_array(x, chunks=(row_chunks, *tuple(x.shape[1:])))
@@ -84,20 +91,27 @@ def row_blocks(X: Any, *others: Any, min_rows: int = 1) -> list[tuple[Any, ...]]
     return list(zip(*parts, strict=True))
 
 
+def _fold(merge_fn: Callable[[Any, Any], Any], *parts: Any) -> Any:
+    return functools.reduce(merge_fn, parts)
+
+
 def tree_reduce(
     chunk_fn: Callable[..., Any],
     merge_fn: Callable[[Any, Any], Any],
     blocks: Sequence[tuple[Any, ...]],
     *args: Any,
+    fan_in: int = 16,
 ) -> Any:
-    """A delayed ``merge_fn``-reduction of ``chunk_fn(*block, *args)`` over the blocks."""
-    import dask
+    """A delayed ``merge_fn``-reduction of ``chunk_fn(*block, *args)`` over the blocks:
+    each merge task folds up to ``fan_in`` results left to right (so up to 16 chunks cost
+    one merge task, one round trip: a pass's latency, not its work, is what a deep binary
+    tree adds)."""
+    dask = dask_module()
 
     level = [dask.delayed(chunk_fn)(*block, *args) for block in blocks]
-    merge = dask.delayed(merge_fn)
+    fold = dask.delayed(functools.partial(_fold, merge_fn))
     while len(level) > 1:
-        pairs = [merge(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        level = pairs + ([level[-1]] if len(level) % 2 else [])
+        level = [fold(*level[i : i + fan_in]) for i in range(0, len(level), fan_in)]
     return level[0]
 
 
@@ -112,9 +126,7 @@ def concrete(*arrays: Any) -> list[Any]:
 
 def compute(*reductions: Any) -> tuple[Any, ...]:
     """Evaluate delayed reductions (or Dask arrays) together: one ``dask.compute``."""
-    import dask
-
-    return dask.compute(*reductions)
+    return tuple(dask_module().compute(*reductions))
 
 
 def map_rows(fn: Callable[[Any], Any], X: Any, *, width: int | None, dtype: Any) -> Any:

@@ -170,7 +170,7 @@ def test_wide_data_and_bad_input(client, rng):
     with pytest.raises(ValueError, match="does not run on Dask"):
         LinearRegression(solver="sgd").fit(*_dask(X, y))
     with pytest.raises(ValueError, match="does not run on Dask"):
-        LogisticRegression(solver="gd").fit(*_dask(X, y > 0))
+        LogisticRegression(solver="sgd").fit(*_dask(X, y > 0))
 
 
 # ------------------------------------------------------------------ prediction
@@ -237,6 +237,46 @@ def test_logistic_equals_numpy(client, rng, solver, K, weights):
     assert _rel(model.coef_, ref.coef_) < 1e-6
     # the Dask driver's line search is not the in-memory compact L-BFGS's: a few iterations apart
     assert abs(model.n_iter_ - ref.n_iter_) <= max(2, 0.1 * ref.n_iter_)
+
+
+@pytest.mark.parametrize(
+    ("make", "weighted", "k"),
+    [
+        (lambda: LinearRegression(solver="gd", tol=1e-6, max_iter=3000), False, None),
+        (lambda: Ridge(3.0, solver="gd", tol=1e-6, max_iter=3000), True, 2),
+        (lambda: Ridge(0.5, solver="gd", fit_intercept=False, max_iter=30), True, None),
+    ],
+)
+def test_least_squares_gd_equals_numpy(client, rng, make, weighted, k):
+    """One Gram pass, then gd on p × p matrices: the in-memory iterates (step, stopping)."""
+    X, y = _correlated(rng, n=2000, p=4, k=k)
+    X = X - X.mean(0)  # κ ~ 10: gd reaches tol in a few hundred steps
+    s = rng.uniform(0.2, 3.0, size=len(X)) if weighted else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter=30: on both sides
+        ref = make().fit(X, y, sample_weight=s)
+        model = make().fit(*_dask(X, y, s))
+    assert isinstance(model.coef_, np.ndarray) and model.solver_ == "gd"
+    assert model.n_iter_ == ref.n_iter_ and (model.n_iter_ < 3000 or ref.n_iter_ == 30)
+    assert _rel(model.coef_, ref.coef_) < 1e-10
+    assert _rel(model.intercept_, ref.intercept_ + 1e-300) < 1e-10 or not np.any(ref.intercept_)
+
+
+@pytest.mark.parametrize(("K", "weighted"), [(2, True), (3, False)])
+def test_logistic_gd_equals_numpy(client, rng, monkeypatch, K, weighted):
+    """gd: one curvature pass, then one pass (f, ∇f) per step of constant size."""
+    X, y = _classes(rng, K)
+    s = rng.uniform(0.2, 3.0, size=len(y)) if weighted else None
+    make = lambda: LogisticRegression(solver="gd", C=0.5, tol=3e-2, max_iter=300)  # noqa: E731
+    ref = make().fit(X, y, sample_weight=s)
+    sizes = _count_computes(monkeypatch)
+    model = make().fit(*_dask(X, y, s))
+    assert ref.n_iter_ < 300 and model.n_iter_ == ref.n_iter_
+    assert _rel(model.coef_, ref.coef_) < 1e-10
+    assert _rel(model.intercept_, ref.intercept_) < 1e-10
+    # labels (and the largest weight), curvature, then f and ∇f at θ₀ and after every step
+    assert len(sizes) == model.n_passes_ + 1 + weighted == model.n_iter_ + 3 + weighted
+    assert len(set(sizes[-model.n_iter_ - 1 :])) == 1  # all of one graph size
 
 
 def _count_computes(monkeypatch):

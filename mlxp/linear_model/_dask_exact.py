@@ -15,6 +15,11 @@ With weights s (max-scaled to 1, as in memory) and A = [X | Y] of q = p + k colu
   solve the p × p problem (RW ≈ Z) with the minimisers of the full one -- minimum-norm and
   ridge included. The means come from the first row: x̄ = R[0, 1:]/R[0, 0].
 
+* **Gradient descent** ("gd"): f and ∇f of the least-squares objective need only the
+  Gram statistics of the (weighted, centred) data, so after the Gram pass every gd step is
+  p × p work on the client (:class:`~._iterative.GramObjective`), with the in-memory step
+  1/L (power iteration on G) and stopping rule: the iterates of gd on NumPy, to rounding.
+
 So "auto" costs one pass on well-conditioned data and two otherwise. The SVD's default
 rcond, max(n, p)·ε, is carried over from the full problem. Data with fewer rows than
 columns, which has no tall factor, is small by nature: it is computed into memory and
@@ -28,11 +33,12 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from mlxp._dask import chunk_namespace, compute, row_blocks, tree_reduce
-from mlxp.exceptions import SolverError
+from mlxp._dask import chunk_namespace, compute, dask_module, row_blocks, tree_reduce
+from mlxp.exceptions import SolverError, warn_not_converged
 from mlxp.linear_model._exact import cholesky_gram, solve_auto, solve_qr, solve_svd
+from mlxp.linear_model._iterative import GramObjective
 
-__all__ = ["fit_linear_dask", "gram_statistics", "solve_dask", "tall_factor"]
+__all__ = ["descend_dask", "fit_linear_dask", "gram_statistics", "solve_dask", "tall_factor"]
 
 
 def _chunk_stats(Xb: Any, Yb: Any, sb: Any) -> tuple[Any, Any, Any, Any]:
@@ -46,7 +52,7 @@ def _chunk_stats(Xb: Any, Yb: Any, sb: Any) -> tuple[Any, Any, Any, Any]:
     return w, mean, (centred * s[:, None]).T @ centred, xp.max(s)
 
 
-def _merge_stats(a: tuple, b: tuple) -> tuple[Any, Any, Any, Any]:
+def _merge_stats(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, Any, Any, Any]:
     """Chan et al.'s pairwise update of (w, mean, centred Gram), and the largest weight."""
     wa, ma, Ca, pa = a
     wb, mb, Cb, pb = b
@@ -66,7 +72,7 @@ def gram_statistics(X: Any, Y: Any, sw: Any) -> Any:
 
 def _weighted(X: Any, Y: Any, sw: Any, fit_intercept: bool) -> Any:
     """[√s, √s·X, √s·Y] (the first column only with an intercept), blockwise."""
-    import dask.array as da
+    da = dask_module("dask.array")
 
     xp = chunk_namespace(X)
     n = X.shape[0]
@@ -82,7 +88,7 @@ def _weighted(X: Any, Y: Any, sw: Any, fit_intercept: bool) -> Any:
 
 def tall_factor(X: Any, Y: Any, sw: Any, fit_intercept: bool) -> Any:
     """The R factor (lazy) of [√s, √s·X, √s·Y] by TSQR: one pass over X."""
-    import dask.array as da
+    da = dask_module("dask.array")
 
     A = _weighted(X, Y, sw, fit_intercept)
     q = A.shape[1]
@@ -92,7 +98,9 @@ def tall_factor(X: Any, Y: Any, sw: Any, fit_intercept: bool) -> Any:
     return R
 
 
-def _cholesky(xp, stats, p, alpha, fit_intercept, limit):
+def _cholesky(
+    xp: Any, stats: tuple[Any, ...], p: int, alpha: float, fit_intercept: bool, limit: float
+) -> tuple[Any, Any]:
     """W from the Gram statistics (None if κ ≥ limit); also the means."""
     w, mean, C, _ = stats
     G = C if fit_intercept else C + w * (mean[:, None] * mean[None, :])
@@ -101,7 +109,9 @@ def _cholesky(xp, stats, p, alpha, fit_intercept, limit):
     return (W if good else None), mean
 
 
-def _from_factor(xp, R, p, fit_intercept, solver, alpha, rcond):
+def _from_factor(
+    xp: Any, R: Any, p: int, fit_intercept: bool, solver: str, alpha: float, rcond: Any
+) -> tuple[Any, str, Any]:
     """(W, solver, means) from the TSQR factor R of [√s, √s·X, √s·Y]."""
     first = 1 if fit_intercept else 0
     mean = R[0, 1:] / R[0, 0] if fit_intercept else None
@@ -114,7 +124,7 @@ def _from_factor(xp, R, p, fit_intercept, solver, alpha, rcond):
     return W, used, mean
 
 
-def _check_stats(xp: Any, stats: tuple) -> None:
+def _check_stats(xp: Any, stats: tuple[Any, ...]) -> None:
     _w, mean, C, _top = stats
     if not bool(xp.all(xp.isfinite(C)) & xp.all(xp.isfinite(mean))):
         raise ValueError("Input X or y contains NaN or infinity.")
@@ -159,7 +169,7 @@ def solve_dask(
                 raise ValueError("Sample weights must contain at least one non-zero number.")
             alpha = alpha / top
             R = R / math.sqrt(top)
-        elif sw is not None:
+        elif sw is not None and stats is not None:
             R = R / math.sqrt(float(stats[3]))
         W, used, mean = _from_factor(xp, R, p, fit_intercept, solver, alpha, cut)
     k = Y.shape[1]
@@ -170,20 +180,48 @@ def solve_dask(
     return W, intercept, used
 
 
+def descend_dask(est: Any, X: Any, Y: Any, sw: Any) -> tuple[Any, Any, int]:
+    """(W (p, k), intercept (k,), iterations) of ``est``'s "gd" on Dask X, Y, weights sw:
+    one Gram pass, then gd on the client on ½n⁻¹(‖√s(X − x̄)W − √s(Y − ȳ)‖² + α‖W‖²)
+    (the weights unscaled and the data centred when fitting an intercept, as in memory)."""
+    xp = chunk_namespace(X)
+    p = X.shape[1]
+    stats = compute(gram_statistics(X, Y, sw))[0]
+    _check_stats(xp, stats)
+    w, mean, C, _ = stats
+    G = C if est.fit_intercept else C + w * (mean[:, None] * mean[None, :])
+    objective = GramObjective(
+        xp, X, G[:p, :p], G[:p, p:], xp.sum(xp.linalg.diagonal(G[p:, p:])), alpha=est._alpha
+    )
+    W, n_iter, converged = est._descend(objective, xp.zeros((p, Y.shape[1]), dtype=X.dtype))
+    if not converged:
+        warn_not_converged(
+            f"gd stopped after max_iter={est.max_iter} iterations without reaching tol; "
+            "increase max_iter, loosen tol, or use an exact solver.",
+            stacklevel=4,
+        )
+    if not est.fit_intercept:
+        return W, xp.zeros((Y.shape[1],), dtype=W.dtype), n_iter
+    return W, mean[p:] - mean[:p] @ W, n_iter
+
+
 def fit_linear_dask(est: Any, X: Any, y: Any, sw: Any) -> Any:
     """Fit ``est`` (LinearRegression, Ridge) on Dask X (n, p), y (n[, k]), weights sw;
     its attributes are set, as concrete arrays of the chunk library, once all is computed."""
-    if est.solver in ("gd", "sgd"):
+    if est.solver == "sgd":
         raise ValueError(
-            f"solver={est.solver!r} does not run on Dask arrays; use an exact solver "
-            "('auto', 'cholesky', 'qr', 'svd': one or two passes over X), or compute X "
-            "into memory."
+            "solver='sgd' does not run on Dask arrays; use solver='gd' (one pass over X) or "
+            "an exact solver ('auto', 'cholesky', 'qr', 'svd': one or two passes), or "
+            "compute X into memory."
         )
     n, p = X.shape
     if n - est.fit_intercept < p:  # wide: no tall factor, and small by nature
         host = [None if a is None else a.compute() for a in (X, y, sw)]
         return est.fit(*host)
     Y = y[:, None] if y.ndim == 1 else y
+    if est.solver == "gd":
+        W, intercept, n_iter = descend_dask(est, X, Y, sw)
+        return _set(est, W, intercept, y.ndim, "gd", n_iter)
     W, intercept, solver = solve_dask(
         X,
         Y,
@@ -193,9 +231,14 @@ def fit_linear_dask(est: Any, X: Any, y: Any, sw: Any) -> Any:
         fit_intercept=est.fit_intercept,
         rcond=est.rcond,
     )
+    return _set(est, W, intercept, y.ndim, solver, 1)
+
+
+def _set(est: Any, W: Any, intercept: Any, ndim: int, solver: str, n_iter: int) -> Any:
+    """The fitted attributes of ``est`` from W (p, k) and the intercept (k,)."""
     coef = W.T
-    if y.ndim == 1:
+    if ndim == 1:
         coef, intercept = coef[0, :], intercept[0]
     est.coef_, est.intercept_ = coef, intercept
-    est.n_features_in_, est.solver_, est.n_iter_ = p, solver, 1
+    est.n_features_in_, est.solver_, est.n_iter_ = W.shape[0], solver, n_iter
     return est

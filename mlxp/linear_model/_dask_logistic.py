@@ -6,17 +6,17 @@ workers. Each chunk then builds the in-memory
 :class:`~mlxp.linear_model._logistic_loss.LogisticObjective` of its rows (weights
 sᵢ/Σs, no penalty) and one evaluation is a tree sum over chunks of
 
-* f(θ + αⱼD) for the steps αⱼ = 1, ½, ¼, ⅛ of the Armijo ladder (``line_values``: the
-  margins Z = Xθ and dZ = XD once, then element-wise work; the ladder's smaller steps, down
-  to 2⁻¹¹, in a pass of their own only when none of these is accepted),
-* ∇f at α = 1 (``value_grad`` with those margins), and for Newton ∇²f there too
-  (``hessian``, a (qK) × (qK) matrix, q = p + 1),
+* f and ∇f at θ + D, the first step of the Armijo ladder (``value_grad`` from the margins
+  Z = Xθ and dZ = XD), and for Newton ∇²f there too (``hessian``, a (qK) × (qK) matrix,
+  q = p + 1),
 
-all in one ``dask.compute``: a line search, the next gradient (and Hessian) in one read of X.
-The penalty ½λ̃‖W‖² is added on the client, where the small optimiser state lives (arrays of
-the chunk library). A second pass is needed only when the line search takes a step whose
-gradient was not evaluated (rare: L-BFGS and Newton mostly accept α = 1). No graph is
-kept between iterations, so a fit costs O(iterations × chunks) tasks.
+all in one ``dask.compute``: the line search's first trial and the next gradient (and
+Hessian) in one read of X. Only when α = 1 is rejected does a second pass evaluate f at the
+ladder's smaller steps ½ … 2⁻¹¹ (``line_values``: element-wise work on the same margins)
+and ∇f at ½, and a third only when a still smaller step is taken (rare: L-BFGS and Newton
+mostly accept α = 1). The penalty ½λ̃‖W‖² is added on the client, where the small
+optimiser state lives (arrays of the chunk library). No graph is kept between iterations,
+so a fit costs O(iterations × chunks) tasks.
 
 The iterates are those of :mod:`~mlxp.linear_model._minimize` on the host (same L-BFGS
 memory and curvature test, same Armijo ladder and largest-acceptable step, same
@@ -33,13 +33,20 @@ from array_api_compat import array_namespace
 from mlxp._compat import to_numpy
 from mlxp._dask import chunk_namespace, compute, row_blocks, tree_reduce
 from mlxp._validation import encode_labels
+from mlxp.linear_model._iterative import gram_eigenvalue
 from mlxp.linear_model._logistic_loss import LogisticObjective
 
-__all__ = ["Evaluator", "encode_labels_dask", "fit_logistic_dask", "minimize_dask"]
+__all__ = [
+    "DescentObjective",
+    "Evaluator",
+    "encode_labels_dask",
+    "fit_logistic_dask",
+    "minimize_dask",
+]
 
 _ARMIJO = 1e-4
 _LADDER = 0.5 ** np.arange(12)
-_FIRST = 4  # steps tried in the pass that also takes the gradients; the rest only if needed
+_FIRST = 1  # steps tried in the pass that takes the gradient; the rest only if needed
 
 
 # ---------------------------------------------------------------------------- labels
@@ -49,7 +56,7 @@ def _chunk_labels(yb: Any, sb: Any) -> tuple[Any, Any]:
     return classes, np.bincount(indices, weights=weights, minlength=len(classes))
 
 
-def _merge_labels(a: tuple, b: tuple) -> tuple[Any, Any]:
+def _merge_labels(a: tuple[Any, Any], b: tuple[Any, Any]) -> tuple[Any, Any]:
     classes = np.union1d(a[0], b[0])
     counts = np.zeros(len(classes))
     for part, weight in (a, b):
@@ -60,11 +67,12 @@ def _merge_labels(a: tuple, b: tuple) -> tuple[Any, Any]:
 def encode_labels_dask(X: Any, y: Any, sw: Any) -> tuple[np.ndarray, np.ndarray]:
     """(classes (sorted, NumPy), weighted count of each) by one reduction over y's chunks."""
     blocks = [(yb, sb) for _, yb, sb in row_blocks(X, y, sw)]
-    return compute(tree_reduce(_chunk_labels, _merge_labels, blocks))[0]
+    classes, counts = compute(tree_reduce(_chunk_labels, _merge_labels, blocks))[0]
+    return np.asarray(classes), np.asarray(counts)
 
 
 # ---------------------------------------------------------------------------- evaluation
-def _chunk_objective(Xb: Any, yb: Any, sb: Any, setup: dict) -> LogisticObjective:
+def _chunk_objective(Xb: Any, yb: Any, sb: Any, setup: dict[str, Any]) -> LogisticObjective:
     """The unpenalised objective of one chunk's rows, weights s·(class weight)/Σ."""
     xp = array_namespace(Xb)
     classes = setup["classes"]
@@ -80,32 +88,65 @@ def _chunk_objective(Xb: Any, yb: Any, sb: Any, setup: dict) -> LogisticObjectiv
     )
 
 
-def _chunk_eval(Xb, yb, sb, setup, theta, direction, steps, n_grads, hessian):
+_Evaluation = tuple[Any, list[Any], Any]  # (values (m,), gradients, Hessian or None)
+
+
+def _chunk_eval(
+    Xb: Any,
+    yb: Any,
+    sb: Any,
+    setup: dict[str, Any],
+    theta: Any,
+    direction: Any,
+    steps: Any,
+    n_grads: int,
+    hessian: bool,
+) -> _Evaluation:
     """(f at each step, ∇f at the first ``n_grads`` steps, ∇²f at steps[0] or None); a
     NaN in the chunk makes f NaN, which the client reports, without NumPy's warning."""
     with np.errstate(invalid="ignore"):
         return _evaluate(Xb, yb, sb, setup, theta, direction, steps, n_grads, hessian)
 
 
-def _evaluate(Xb, yb, sb, setup, theta, direction, steps, n_grads, hessian):
+def _evaluate(
+    Xb: Any,
+    yb: Any,
+    sb: Any,
+    setup: dict[str, Any],
+    theta: Any,
+    direction: Any,
+    steps: Any,
+    n_grads: int,
+    hessian: bool,
+) -> _Evaluation:
     xp = array_namespace(Xb)
     obj = _chunk_objective(Xb, yb, sb, setup)
     theta, direction = xp.asarray(theta, dtype=Xb.dtype), xp.asarray(direction, dtype=Xb.dtype)
     steps = xp.asarray(steps, dtype=Xb.dtype)
     Z, dZ = obj.margins(theta), obj.margins(direction)
-    values = obj.line_values(theta, Z, direction, steps, dZ)
-    grads = [
-        obj.value_grad(theta + steps[j] * direction, Z + steps[j] * dZ)[1] for j in range(n_grads)
+    fitted = [  # f and ∇f together where ∇f is wanted, f alone at the other steps
+        obj.value_grad(theta + steps[j] * direction, Z + steps[j] * dZ)[:2] for j in range(n_grads)
     ]
+    values = [xp.reshape(v, (1,)) for v, _ in fitted]
+    if n_grads < steps.shape[0]:
+        values.append(obj.line_values(theta, Z, direction, steps[n_grads:], dZ))
     H = None
     if hessian:
         H = obj.hessian(theta + steps[0] * direction, Z + steps[0] * dZ)
         keep = xp.reshape(obj.fitted_rows * xp.ones((1, theta.shape[1]), dtype=Xb.dtype), (-1,))
         H = H - xp.eye(H.shape[0], dtype=H.dtype) * (1 - keep)[None, :]  # added once, on the client
-    return values, grads, H
+    return xp.concat(values), [g for _, g in fitted], H
 
 
-def _merge_eval(a: tuple, b: tuple) -> tuple:
+def _chunk_gram(Xb: Any, yb: Any, sb: Any, setup: dict[str, Any]) -> Any:
+    """X̃ᵀdiag(s)X̃ of one chunk, X̃ = [X, 1] (what bounds ∇²f, for gd's step)."""
+    xp = array_namespace(Xb)
+    obj = _chunk_objective(Xb, yb, sb, setup)
+    Xt = xp.concat([Xb, xp.ones((Xb.shape[0], 1), dtype=Xb.dtype)], axis=1) * xp.sqrt(obj.s)
+    return Xt.T @ Xt
+
+
+def _merge_eval(a: _Evaluation, b: _Evaluation) -> _Evaluation:
     H = None if a[2] is None else a[2] + b[2]
     return a[0] + b[0], [x + y for x, y in zip(a[1], b[1], strict=True)], H
 
@@ -117,7 +158,19 @@ class Evaluator:
     ``l2`` = 1/C (0 for none). Results are arrays of the chunk library.
     """
 
-    def __init__(self, X, y, sw, classes, counts, class_weights, *, l2, fit_intercept, peak):
+    def __init__(
+        self,
+        X: Any,
+        y: Any,
+        sw: Any,
+        classes: Any,
+        counts: Any,
+        class_weights: Any,
+        *,
+        l2: float,
+        fit_intercept: bool,
+        peak: float,
+    ) -> None:
         self.xp = chunk_namespace(X)
         self.blocks = row_blocks(X, y, sw)
         self.passes = 0
@@ -137,7 +190,16 @@ class Evaluator:
             rows if not fit_intercept else np.ones((p + 1, 1)), dtype=X.dtype
         )
 
-    def __call__(self, theta, direction, steps, n_grads, hessian=False):
+    def curvature(self) -> Any:
+        """L = c·λ_max(X̃ᵀdiag(s)X̃) + λ̃ (c = ¼ binary, ½ softmax), X̃ = [X, 1]: the bound
+        on ∇²f the in-memory gd steps by (1/L), from one pass and a power iteration."""
+        G = self.xp.asarray(compute(tree_reduce(_chunk_gram, _add, self.blocks, self.setup))[0])
+        self.passes += 1
+        return (0.25 if self.shape[1] == 1 else 0.5) * gram_eigenvalue(self.xp, G) + self.l2
+
+    def __call__(
+        self, theta: Any, direction: Any, steps: Any, n_grads: int, hessian: bool = False
+    ) -> _Evaluation:
         """(values (m,), [gradients], Hessian or None) at θ + αD for α in ``steps``."""
         xp = self.xp
         args = (
@@ -163,20 +225,39 @@ class Evaluator:
         return values, grads, H
 
 
+def _add(a: Any, b: Any) -> Any:
+    return a + b
+
+
+class DescentObjective:
+    """The full-batch objective :func:`~._stochastic.minimize_sgd` runs "gd" on: f and ∇f
+    by one pass of ``evaluate`` each; ``X`` (Dask) for its shape only."""
+
+    def __init__(self, evaluate: Evaluator, X: Any) -> None:
+        self.evaluate, self.X, self._L = evaluate, X, evaluate.curvature()
+
+    def value_grad(self, theta: Any) -> tuple[Any, Any, None]:
+        values, grads, _ = self.evaluate(theta, self.evaluate.xp.zeros_like(theta), [0.0], 1)
+        return values[0], grads[0], None
+
+    def curvature(self, batch_size: int) -> Any:
+        return self._L
+
+
 # ---------------------------------------------------------------------------- minimisers
-def _converged(xp, grad, old, new, tol, eps) -> bool:
+def _converged(xp: Any, grad: Any, old: Any, new: Any, tol: float, eps: float) -> bool:
     scale = max(abs(float(old)), abs(float(new)), 1.0)
-    return float(xp.max(xp.abs(grad))) <= tol or float(old - new) <= 64 * eps * scale
+    return bool(float(xp.max(xp.abs(grad))) <= tol or float(old - new) <= 64 * eps * scale)
 
 
-def _armijo(xp, values, f, slope, steps) -> int | None:
+def _armijo(xp: Any, values: Any, f: Any, slope: Any, steps: Any) -> int | None:
     """Index of the largest of ``steps`` meeting Armijo's condition, or None."""
     ok = to_numpy(values <= f + _ARMIJO * xp.asarray(steps, dtype=values.dtype) * slope)
     ok &= np.isfinite(to_numpy(values))
     return int(np.argmax(ok)) if (ok.any() and float(slope) < 0) else None
 
 
-def _two_loop(xp, grad, pairs, gamma):
+def _two_loop(xp: Any, grad: Any, pairs: list[tuple[Any, Any, Any]], gamma: float) -> Any:
     q, alphas = grad, []
     for s, y, rho in reversed(pairs):
         a = rho * xp.sum(s * q)
@@ -188,14 +269,22 @@ def _two_loop(xp, grad, pairs, gamma):
     return -r
 
 
-def _newton_direction(xp, H, grad, eps):
+def _newton_direction(xp: Any, H: Any, grad: Any, eps: float) -> Any:
     jitter = 10 * H.shape[0] * eps * xp.max(xp.abs(H))
     L = xp.linalg.cholesky(H + jitter * xp.eye(H.shape[0], dtype=H.dtype))
     flat = xp.reshape(grad, (-1, 1))
     return -xp.reshape(xp.linalg.solve(L.T, xp.linalg.solve(L, flat)), grad.shape)
 
 
-def minimize_dask(evaluate: Evaluator, theta, *, solver, tol, max_iter, memory=10):
+def minimize_dask(
+    evaluate: Evaluator,
+    theta: Any,
+    *,
+    solver: str,
+    tol: float,
+    max_iter: int,
+    memory: int = 10,
+) -> tuple[Any, int, bool]:
     """L-BFGS or damped Newton from θ, one pass per iteration; (θ, iterations, converged)."""
     xp, newton = evaluate.xp, solver == "newton"
     eps = float(xp.finfo(theta.dtype).eps)
@@ -205,7 +294,7 @@ def minimize_dask(evaluate: Evaluator, theta, *, solver, tol, max_iter, memory=1
     if not bool(xp.isfinite(f) & xp.all(xp.isfinite(g))):
         raise ValueError("Input X contains NaN or infinity.")
     converged, frozen, n_iter = float(xp.max(xp.abs(g))) <= tol, False, 0
-    pairs: list = []
+    pairs: list[tuple[Any, Any, Any]] = []
     gamma = 1 / max(float(xp.linalg.vector_norm(g)), eps)
     for _ in range(max_iter):
         if converged and not newton:
@@ -214,18 +303,22 @@ def minimize_dask(evaluate: Evaluator, theta, *, solver, tol, max_iter, memory=1
         slope = xp.sum(g * D)
         values, grads, H_new = evaluate(theta, D, _LADDER[:_FIRST], 1, newton)
         j = _armijo(xp, values, f, slope, _LADDER[:_FIRST])
-        if j is None and float(slope) < 0:  # the smaller steps: values only
-            more = _armijo(
-                xp, evaluate(theta, D, _LADDER[_FIRST:], 0)[0], f, slope, _LADDER[_FIRST:]
-            )
+        if j is None and float(slope) < 0:  # the smaller steps; ∇f at the next one down
+            values, grads, H_new = evaluate(theta, D, _LADDER[_FIRST:], 1, newton)
+            more = _armijo(xp, values, f, slope, _LADDER[_FIRST:])
             j = None if more is None else _FIRST + more
+            k = None if more is None else more
+        else:
+            k = j
         alpha = 0.0 if j is None else float(_LADDER[j])
         new_theta = theta + alpha * D
-        if j is not None and j < len(grads):
-            new_f, new_g = values[j], grads[j]
+        if k is None:  # no step taken: θ, f and ∇f stay
+            new_f, new_g, H_new = f, g, H
+        elif k < len(grads):
+            new_f, new_g = values[k], grads[k]
         else:  # a step whose gradient the pass did not evaluate
-            more = evaluate(new_theta, zero, [0.0], 1, newton)
-            new_f, new_g, H_new = more[0][0], more[1][0], more[2]
+            at = evaluate(new_theta, zero, [0.0], 1, newton)
+            new_f, new_g, H_new = at[0][0], at[1][0], at[2]
         n_iter += 1
         if newton:
             frozen, H = converged, H_new
@@ -244,10 +337,10 @@ def minimize_dask(evaluate: Evaluator, theta, *, solver, tol, max_iter, memory=1
 def fit_logistic_dask(est: Any, X: Any, y: Any, sw: Any) -> Any:
     """Fit ``est`` (a LogisticRegression) on Dask X, labels y, weights sw; set its attributes
     (concrete arrays of the chunk library) only once everything is computed."""
-    if est.solver not in ("lbfgs", "newton"):
+    if est.solver == "sgd":
         raise ValueError(
-            f"solver={est.solver!r} does not run on Dask arrays; use solver='lbfgs' or "
-            "'newton' (one pass over X per iteration), or compute X into memory."
+            "solver='sgd' does not run on Dask arrays; use solver='lbfgs', 'newton' or 'gd' "
+            "(one pass over X per iteration), or compute X into memory."
         )
     classes, counts = encode_labels_dask(X, y, sw)
     if len(classes) < 2:
@@ -276,9 +369,12 @@ def fit_logistic_dask(est: Any, X: Any, y: Any, sw: Any) -> Any:
             coef = xp.asarray(to_numpy(est.coef_), dtype=X.dtype)
             bias = xp.asarray(to_numpy(est.intercept_), dtype=X.dtype)
             theta = xp.concat([coef.T, bias[None, :]], axis=0) * evaluate.fitted
-    theta, n_iter, converged = minimize_dask(
-        evaluate, theta, solver=est.solver, tol=est.tol, max_iter=est.max_iter
-    )
+    if est.solver == "gd":
+        theta, n_iter, converged = est._descend(DescentObjective(evaluate, X), theta)
+    else:
+        theta, n_iter, converged = minimize_dask(
+            evaluate, theta, solver=est.solver, tol=est.tol, max_iter=est.max_iter
+        )
     if K > 1:
         theta = theta - xp.mean(theta, axis=1, keepdims=True)
     if not converged:

@@ -21,6 +21,7 @@ f becomes non-finite or grows 10⁴-fold.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from array_api_compat import array_namespace
@@ -33,14 +34,14 @@ from mlxp.optim import SGD, Adam, Optimizer, ReduceLROnPlateau
 __all__ = ["OPTIMIZERS", "minimize_sgd"]
 
 _MOMENTUM = 0.9
-OPTIMIZERS = {
+OPTIMIZERS: dict[str, Callable[[Any], Optimizer]] = {
     "sgd": lambda lr: SGD(lr),
     "momentum": lambda lr: SGD(lr, momentum=_MOMENTUM, nesterov=True),
     "adam": lambda lr: Adam(lr),
 }
 
 
-def make_optimizer(optimizer: str | Optimizer, learning_rate: float | None, curvature: Any):
+def make_optimizer(optimizer: str | Optimizer, learning_rate: Any, curvature: Any) -> Optimizer:
     """The optimiser to use: a named rule with the default or given step, or a copy of one."""
     if isinstance(optimizer, Optimizer):
         opt = copy.deepcopy(optimizer)
