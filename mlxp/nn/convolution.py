@@ -94,7 +94,8 @@ def _geometry(W: Any, stride: Any, padding: Any, dilation: Any) -> tuple[Pair, P
 
 
 def _conv_bytes(W2: Any, out: Pair, x: Any, xp: Any) -> int:
-    """Bytes per image of the window matrix and of the scatter index its adjoint may need."""
+    """Bytes per image charged for the window matrix: a value and an index-sized word per
+    entry (room for the window gradients beside it)."""
     index_bytes = nbytes(xp, index_dtype(xp, _device(x)))
     return int(W2.shape[1]) * out[0] * out[1] * (nbytes(xp, x.dtype) + index_bytes)
 
