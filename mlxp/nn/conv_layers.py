@@ -1,8 +1,8 @@
 """Image layers (NCHW): Conv2D, MaxPool2D, AvgPool2D and GlobalAvgPool2D.
 
 Owns the layers' window arguments (int or pair, ``padding="same"``) and their checks;
-the arithmetic is in :mod:`mlxp.nn.convolution`. The base :class:`~mlxp.nn.layers.Layer`
-and the layers of flat data are in :mod:`mlxp.nn.layers`.
+the arithmetic is in :mod:`mlxp.nn.convolution` and :mod:`mlxp.nn.pooling`. The base
+:class:`~mlxp.nn.layers.Layer` and the layers of flat data are in :mod:`mlxp.nn.layers`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from mlxp._params import POSITIVE_INT, Interval, StrOptions, Tuples
 from mlxp.exceptions import InvalidParameterError
 from mlxp.nn import convolution as C
 from mlxp.nn import functional as F
+from mlxp.nn import pooling as P
 from mlxp.nn.init import INITIALIZERS
 from mlxp.nn.layers import Layer
 
@@ -116,11 +117,13 @@ class Conv2D(Layer):
                     f"got stride {self.stride}."
                 )
             total = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size, strict=True)]
-            self._pads = tuple((t // 2, t - t // 2) for t in total)
+            rows, columns = total
+            self._pads = ((rows // 2, rows - rows // 2), (columns // 2, columns - columns // 2))
             self.padding: tuple[int, int] | str = "same"
         else:
-            self.padding = C.pair(padding)
-            self._pads = tuple((p, p) for p in self.padding)
+            ph, pw = C.pair(padding)  # type: ignore[arg-type]  # not "same" here
+            self.padding = (ph, pw)
+            self._pads = ((ph, ph), (pw, pw))
         self.bias, self.init = bias, init
 
     def initialize(self, rng: Generator, *, xp: Any, device: Any, dtype: Any) -> None:
@@ -136,7 +139,9 @@ class Conv2D(Layer):
             self.params["b"] = xp.zeros((self.out_channels,), dtype=dtype, device=device)
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        shapes = {"W": (self.out_channels, self.in_channels, *self.kernel_size)}
+        shapes: dict[str, tuple[int, ...]] = {
+            "W": (self.out_channels, self.in_channels, *self.kernel_size)
+        }
         return {**shapes, "b": (self.out_channels,)} if self.bias else shapes
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -231,14 +236,14 @@ class MaxPool2D(_Pool2D):
         _check_images(self, x)
         if not training:  # backward, if asked, finds the argmax again
             self._cache = {"x": x}
-            return C.max_pool2d(x, *self._geometry())
-        y, indices = C.max_pool2d(x, *self._geometry(), return_indices=True)
+            return P.max_pool2d(x, *self._geometry())
+        y, indices = P.max_pool2d(x, *self._geometry(), return_indices=True)
         self._cache = {"x": x, "indices": indices}
         return y
 
     def _input_grad(self, grad: Any) -> Any:
         x, indices = self._cache["x"], self._cache.get("indices")
-        return C.max_pool2d_backward(x, None, grad, *self._geometry(), indices=indices)
+        return P.max_pool2d_backward(x, None, grad, *self._geometry(), indices=indices)
 
 
 class AvgPool2D(_Pool2D):
@@ -249,10 +254,10 @@ class AvgPool2D(_Pool2D):
     def forward(self, x: Any, training: bool = False) -> Any:
         _check_images(self, x)
         self._cache = {"shape": tuple(x.shape)}
-        return C.avg_pool2d(x, *self._geometry())
+        return P.avg_pool2d(x, *self._geometry())
 
     def _input_grad(self, grad: Any) -> Any:
-        return C.avg_pool2d_backward(self._cache["shape"], grad, *self._geometry())
+        return P.avg_pool2d_backward(self._cache["shape"], grad, *self._geometry())
 
 
 class GlobalAvgPool2D(Layer):

@@ -10,7 +10,8 @@ device and floating dtype. Signature convention (as array-api-extra):
 
 Re-exported here: the overflow-free :func:`softplus`, :func:`sigmoid`,
 :func:`log_softmax` and :func:`softmax` of :mod:`mlxp._special` (the linear models share
-them), and the convolutions and window pools of :mod:`mlxp.nn.convolution`.
+them), the convolutions of :mod:`mlxp.nn.convolution` and the window pools of
+:mod:`mlxp.nn.pooling`.
 """
 
 from __future__ import annotations
@@ -28,15 +29,8 @@ from array_api_compat import (
 from array_api_compat import device as _device
 
 from mlxp._special import log_softmax, sigmoid, softmax, softplus
-from mlxp.nn.convolution import (
-    IM2COL_MAX_BYTES,
-    avg_pool2d,
-    avg_pool2d_backward,
-    conv2d,
-    conv2d_backward,
-    max_pool2d,
-    max_pool2d_backward,
-)
+from mlxp.nn.convolution import IM2COL_MAX_BYTES, conv2d, conv2d_backward
+from mlxp.nn.pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
 __all__ = [
     "IM2COL_MAX_BYTES",
