@@ -1,8 +1,9 @@
 """Neural networks: layers with forward and backward propagation, losses, a training loop.
 
-Floors, each importing only those below: the math (``convolution``, ``functional``,
-``init``); the layers (``layers``, ``conv_layers``, ``normalization``); ``losses``; the
-training loop (``callbacks``, ``training``); the container ``sequential``; the estimators
+Floors, each importing only those below: the math (``_windows``, ``convolution``,
+``pooling``, ``functional``, ``init``); the layers (``layers``, ``conv_layers``,
+``normalization``); ``losses``; the step and the training loop (``step``, ``callbacks``,
+``stopping``, ``streaming``, ``training``); the container ``sequential``; the estimators
 (``mlp``, then ``cnn``).
 """
 
