@@ -36,6 +36,7 @@ __all__ = [
     "scatter_add",
     "slice_add",
     "synchronize",
+    "take_rows",
     "to_numpy",
 ]
 
@@ -277,6 +278,16 @@ def _flat_positions(shape: tuple[int, ...], region: tuple[slice, ...], xp: Any, 
 
 
 # --------------------------------------------------------------------------- reductions
+def take_rows(x: Any, rows: Any, *, xp: Any = None) -> Any:
+    """``x[rows, ...]``: the rows of ``x`` (n, ...) at the non-negative integer indices
+    ``rows`` (m,), the standard's ``take`` along axis 0. PyTorch: one gather by tensor
+    indexing, where array-api-compat's ``take`` first wraps negative indices (3 more ops)."""
+    xp = _namespace_of(x) if xp is None else xp
+    if aac.is_torch_namespace(xp):
+        return x[rows]
+    return xp.take(x, rows, axis=0)
+
+
 def argmax(x: Any, axis: int = -1) -> Any:
     """Index of the first maximum along ``axis``, in the device's default index dtype.
 

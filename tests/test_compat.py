@@ -15,10 +15,12 @@ from mlxp._compat import (
     Generator,
     check_random_state,
     default_float,
+    index_dtype,
     move,
     scatter_add,
     slice_add,
     synchronize,
+    take_rows,
     to_numpy,
 )
 from tests.conftest import Unrecognised, rtol_for
@@ -294,3 +296,17 @@ def test_default_float_of_a_namespace_without_devices():
 
     xp = types.SimpleNamespace(__array_namespace_info__=Info)
     assert default_float(xp, "anywhere") == "float16"
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["native", "fallback"])
+def test_take_rows_matches_numpy_fancy_indexing(backend, fallback, rng):
+    X = rng.normal(size=(9, 3, 2)).astype(np.float32)
+    rows = np.array([8, 0, 3, 3, 5])
+    x = backend.asarray(X)
+    dtype = index_dtype(backend.xp, backend.device)
+    index = backend.xp.asarray(rows, dtype=dtype, device=backend.device)
+    xp = Unrecognised(backend.xp) if fallback else None
+    out = take_rows(x, index, xp=xp)
+    assert aac.array_namespace(out) is aac.array_namespace(x)
+    assert aac.device(out) == aac.device(x)
+    np.testing.assert_array_equal(to_numpy(out), X[rows])

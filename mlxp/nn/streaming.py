@@ -51,7 +51,7 @@ from array_api_compat import array_namespace, is_dask_namespace
 from array_api_compat import device as _device
 
 from mlxp._backend import get_backend, placement
-from mlxp._compat import move
+from mlxp._compat import move, take_rows
 from mlxp._validation import encode_labels, to_array
 
 __all__ = [
@@ -99,7 +99,7 @@ class InMemory:
                 yield X[lo:hi, ...], y[lo:hi, ...]
             else:
                 rows = order[lo:hi]
-                yield xp.take(X, rows, axis=0), xp.take(y, rows, axis=0)
+                yield take_rows(X, rows, xp=xp), take_rows(y, rows, xp=xp)
 
 
 class DaskChunks:
