@@ -19,7 +19,7 @@ import array_api_compat as aac
 
 from mlxp._backend import placement
 
-__all__ = ["OnComputeDevice", "device_context"]
+__all__ = ["COMPUTE_METHODS", "OnComputeDevice", "device_context"]
 
 
 def device_context(xp: ModuleType, device: Any) -> contextlib.AbstractContextManager[Any]:
@@ -38,7 +38,7 @@ def device_context(xp: ModuleType, device: Any) -> contextlib.AbstractContextMan
     return contextlib.nullcontext()
 
 
-_ON_DEVICE = (
+COMPUTE_METHODS = (
     "fit",
     "partial_fit",
     "predict",
@@ -52,14 +52,14 @@ _ON_DEVICE = (
 
 
 class OnComputeDevice:
-    """Base class whose public compute methods (:data:`_ON_DEVICE`, ``method(X, ...)``)
+    """Base class whose public compute methods (:data:`COMPUTE_METHODS`, ``method(X, ...)``)
     run inside :func:`device_context` of where ``X`` computes (:func:`placement`): every
     subclass's methods of those names, its own or from mixins, are wrapped once, so no
     estimator needs to remember it."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for name in _ON_DEVICE:
+        for name in COMPUTE_METHODS:
             method = inspect.getattr_static(cls, name, None)
             if inspect.isfunction(method) and not hasattr(method, "_on_compute_device"):
                 setattr(cls, name, _on_compute_device(method))

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from mlxp._backend import BACKEND_NAMES, get_backend, use_backend
 from mlxp._dask import concrete
-from mlxp._device import OnComputeDevice
+from mlxp._device import COMPUTE_METHODS, OnComputeDevice
 from mlxp._frames import feature_names
 from mlxp._params import validate_params
 from mlxp.exceptions import BackendUnavailableError
@@ -30,18 +30,6 @@ __all__ = [
     "ClassifierMixin",
     "RegressorMixin",
 ]
-
-_COMPUTING = (
-    "fit",
-    "partial_fit",
-    "predict",
-    "predict_proba",
-    "predict_log_proba",
-    "decision_function",
-    "score",
-    "transform",
-)
-"""The public methods that compute on the estimator's ``backend`` when it names one."""
 
 
 class BackendSpec:
@@ -124,7 +112,7 @@ class BaseEstimator(OnComputeDevice):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for name in _COMPUTING:
+        for name in COMPUTE_METHODS:  # run on the estimator's ``backend`` when it names one
             method = getattr(cls, name, None)
             if inspect.isfunction(method) and not getattr(method, "_mlxp_computing", False):
                 setattr(cls, name, _computing(method, records_names=name == "fit"))

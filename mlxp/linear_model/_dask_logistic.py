@@ -91,21 +91,11 @@ def _chunk_objective(Xb: Any, yb: Any, sb: Any, setup: dict[str, Any]) -> Logist
 _Evaluation = tuple[Any, list[Any], Any]  # (values (m,), gradients, Hessian or None)
 
 
-def _chunk_eval(
-    Xb: Any,
-    yb: Any,
-    sb: Any,
-    setup: dict[str, Any],
-    theta: Any,
-    direction: Any,
-    steps: Any,
-    n_grads: int,
-    hessian: bool,
-) -> _Evaluation:
-    """(f at each step, ∇f at the first ``n_grads`` steps, ∇²f at steps[0] or None); a
-    NaN in the chunk makes f NaN, which the client reports, without NumPy's warning."""
+def _chunk_eval(*args: Any) -> _Evaluation:
+    """:func:`_evaluate` of one chunk; a NaN in the chunk makes f NaN, which the client
+    reports, without NumPy's warning."""
     with np.errstate(invalid="ignore"):
-        return _evaluate(Xb, yb, sb, setup, theta, direction, steps, n_grads, hessian)
+        return _evaluate(*args)
 
 
 def _evaluate(
@@ -119,6 +109,7 @@ def _evaluate(
     n_grads: int,
     hessian: bool,
 ) -> _Evaluation:
+    """(f at each step, ∇f at the first ``n_grads`` steps, ∇²f at steps[0] or None)."""
     xp = array_namespace(Xb)
     obj = _chunk_objective(Xb, yb, sb, setup)
     theta, direction = xp.asarray(theta, dtype=Xb.dtype), xp.asarray(direction, dtype=Xb.dtype)

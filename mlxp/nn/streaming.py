@@ -52,6 +52,7 @@ from array_api_compat import device as _device
 
 from mlxp._backend import get_backend, placement
 from mlxp._compat import move, take_rows
+from mlxp._dask import is_dask_array as is_dask
 from mlxp._validation import encode_labels, to_array
 
 __all__ = [
@@ -68,11 +69,6 @@ __all__ = [
     "source_on_model",
     "split_chunks",
 ]
-
-
-def is_dask(x: Any) -> bool:
-    """Whether ``x`` is a Dask array (detected without importing Dask)."""
-    return type(x).__module__.startswith("dask.")
 
 
 class InMemory:
