@@ -14,7 +14,10 @@ optimiser state on the client). Estimators see Dask through four calls:
   requested reductions evaluated by one ``dask.compute`` (X is read once per call);
 * :func:`concrete` -- Dask arrays among some arrays computed together (``score``);
 * :func:`map_rows` -- a function of a NumPy/CuPy chunk applied blockwise (O(chunks) tasks),
-  lazy, its graph holding only the chunks of X and the small arrays the function closes over.
+  lazy, its graph holding only the chunks of X and the small arrays the function closes over;
+* :func:`stream_chunks` -- the row chunks of X (and y, weights) computed one at a time, in a
+  shuffled order with their rows shuffled, the next one fetched while the current one is
+  used: how the networks and mini-batch SGD train on data larger than memory.
 
 Nothing here keeps a graph between calls: each reduction is built from the (persisted)
 chunks of X and small client arrays, so a graph does not grow from one iteration to the next.
@@ -24,7 +27,8 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import array_api_compat as aac
@@ -40,6 +44,7 @@ __all__ = [
     "map_rows",
     "predict_rows",
     "row_blocks",
+    "stream_chunks",
     "tree_reduce",
 ]
 
@@ -159,3 +164,63 @@ def predict_rows(method: Callable[[Any], Any], X: Any, *, width: int, dtype: Any
     estimator's fitted arrays as constants): O(chunks) tasks, never the fit."""
     fn = functools.partial(_on_host_chunk, method)
     return map_rows(fn, X, width=None if width == 1 else width, dtype=dtype)
+
+
+Chunk = tuple[Any, ...]
+
+
+def _compute_blocks(arrays: Sequence[Any], i: int) -> Chunk:
+    """Block i of each array (None stays None), computed together: one ``dask.compute``."""
+    present = [a.blocks[i] for a in arrays if a is not None]
+    values = iter(compute(*present))
+    return tuple(None if a is None else next(values) for a in arrays)
+
+
+def chunk_plan(sizes: Sequence[int], rng: Any, xp: Any) -> tuple[list[int], list[Any]]:
+    """(order of the chunks, row permutation of each chunk in that order) drawn from
+    ``rng`` in that sequence: the chunk order first (nothing drawn for one chunk), then one
+    permutation per chunk. ``rng`` None: stored order, rows as stored (None)."""
+    k = len(sizes)
+    if rng is None:
+        return list(range(k)), [None] * k
+    order = [int(i) for i in rng.permutation(k, xp=xp)] if k > 1 else [0]
+    return order, [rng.permutation(sizes[i], xp=xp) for i in order]
+
+
+def stream_chunks(
+    arrays: Sequence[Any],
+    rng: Any,
+    *,
+    fetch: Callable[[int], Chunk] | None = None,
+    prepare: Callable[[Chunk], Chunk] | None = None,
+) -> Iterator[Chunk]:
+    """The row chunks of Dask ``arrays`` (chunked alike along axis 0; None entries stay
+    None), one tuple of chunk-library arrays at a time, in the order and row order of
+    :func:`chunk_plan` (drawn here, on the calling thread, so the generator's sequence never
+    depends on the prefetch). Chunk j + 1 is fetched (``fetch(i)``, by default one
+    ``dask.compute`` of the blocks), its rows gathered and ``prepare``-d (moved to the
+    compute device, cast) by a background thread while chunk j is used; a chunk is
+    released before the next one is yielded, so at most two are held."""
+    fetch = fetch or functools.partial(_compute_blocks, arrays)
+    first = next(a for a in arrays if a is not None)
+    sizes = [int(s) for s in first.chunks[0]]
+    order, perms = chunk_plan(sizes, rng, aac.array_namespace(first._meta))
+
+    def load(j: int) -> Chunk:
+        chunk = fetch(order[j])
+        if perms[j] is not None:
+            chunk = tuple(None if c is None else _take(c, perms[j]) for c in chunk)
+        return chunk if prepare is None else prepare(chunk)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="mlxp-prefetch") as pool:
+        pending: Future[Chunk] = pool.submit(load, 0)
+        for j in range(len(order)):
+            chunk = pending.result()
+            if j + 1 < len(order):
+                pending = pool.submit(load, j + 1)
+            yield chunk
+            del chunk  # released before the next chunk is used
+
+
+def _take(a: Any, rows: Any) -> Any:
+    return aac.array_namespace(a).take(a, rows, axis=0)

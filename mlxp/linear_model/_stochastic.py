@@ -1,15 +1,17 @@
 """Gradient descent and mini-batch SGD for any objective, with an :mod:`mlxp.optim` optimiser.
 
-The objective provides ``value(θ)``, ``value_grad(θ) -> (f, ∇f, _)``, ``grad(θ)`` (∇f
-alone), ``batch(rows)`` (the unbiased estimate of f on some rows), ``rows(begin, end)``
-(the same for a contiguous range, as views) and ``curvature(m)`` (an upper bound L on ∇²f
-for batches of m rows). The update rule is the optimiser's:
+The objective provides ``value(θ)``, ``value_grad(θ) -> (f, ∇f, _)``, ``curvature(m)`` (an
+upper bound L on ∇²f for batches of m rows) and, for mini-batches, either ``epoch(rng, m)``
+(the batch objectives of one epoch, each with ``grad(θ)``: how Dask data are streamed) or
+``batch(rows)`` (the unbiased estimate of f on some rows) and ``rows(begin, end)`` (the same
+for a contiguous range, as views). The update rule is the optimiser's:
 θ ← θ − η∇f for plain SGD, with momentum or Adam's moments otherwise; the default step is η = 1/L
 (scaled by 1 − μ for momentum μ; Adam takes 10⁻³ as usual).
 
 * Full batch ("gd"): stops once ‖∇f‖∞ ≤ tol·max(1, ‖∇f(θ₀)‖∞), checked every
   ``check_every`` steps (the only host reads).
-* Mini-batches ("sgd"): rows shuffled every epoch by the portable generator. After
+* Mini-batches ("sgd"): rows shuffled every epoch by the portable generator (in memory:
+  one permutation of all rows, cut into batches in order). After
   each epoch f is read back once; when it has not improved by ``tol`` (relative)
   for ``n_iter_no_change`` epochs the step is halved (:class:`~mlxp.optim.ReduceLROnPlateau`),
   and training stops once it has shrunk 10⁶-fold.
@@ -21,7 +23,8 @@ f becomes non-finite or grows 10⁴-fold.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from array_api_compat import array_namespace
@@ -70,6 +73,16 @@ def _check_divergence(xp: Any, value: Any, start: Any, lr: Any) -> None:
     )
 
 
+def shuffled_batches(objective: Any, rng: Generator, batch_size: int) -> Iterator[Any]:
+    """The batch objectives of one epoch in memory: the rows in one permutation drawn from
+    ``rng`` (one gather), cut into batches of ``batch_size`` rows in order."""
+    xp = array_namespace(objective.X)
+    n = objective.X.shape[0]
+    shuffled = objective.batch(rng.permutation(n, xp=xp, device=_device(objective.X)))
+    for begin in range(0, n, batch_size):
+        yield shuffled.rows(begin, min(begin + batch_size, n))
+
+
 def minimize_sgd(
     objective: Any,
     theta: Any,
@@ -102,12 +115,13 @@ def minimize_sgd(
         return params["theta"], max_iter, False
 
     plateau = ReduceLROnPlateau(1.0, factor=0.5, patience=n_iter_no_change - 1, threshold=tol)
-    lr0, dev = opt.lr, _device(theta)
+    lr0 = opt.lr
+    epoch_batches = getattr(objective, "epoch", None) or functools.partial(
+        shuffled_batches, objective
+    )
     for epoch in range(1, max_iter + 1):
-        shuffled = objective.batch(rng.permutation(n, xp=xp, device=dev))  # one gather an epoch
-        for begin in range(0, n, m):
-            batch_grad = shuffled.rows(begin, min(begin + m, n)).grad(params["theta"])
-            params = opt.step(params, {"theta": batch_grad})
+        for batch in epoch_batches(rng, m):
+            params = opt.step(params, {"theta": batch.grad(params["theta"])})
         value = objective.value(params["theta"])
         _check_divergence(xp, value, start, opt.lr)
         scale = plateau.step(float(value))  # one host read per epoch

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from array_api_compat import array_namespace, is_dask_namespace
@@ -53,6 +52,7 @@ from array_api_compat import device as _device
 from mlxp._backend import get_backend, placement
 from mlxp._compat import move, take_rows
 from mlxp._dask import is_dask_array as is_dask
+from mlxp._dask import stream_chunks
 from mlxp._validation import encode_labels, to_array
 
 __all__ = [
@@ -117,7 +117,6 @@ class DaskChunks:
         self.X, self.y, self.xp, self.device, self.dtype = X, y, xp, device, dtype
         self.sizes = [int(s) for s in X.chunks[0]]
         self.n_samples = sum(self.sizes)
-        self.chunk_xp = array_namespace(X._meta)
         self.fetch: Callable[[int], tuple[Any, Any]] = fetch or self._compute
 
     def _compute(self, i: int) -> tuple[Any, Any]:
@@ -129,39 +128,20 @@ class DaskChunks:
     def n_batches(self, batch_size: int) -> int:
         return sum(math.ceil(s / batch_size) for s in self.sizes)
 
-    def _plan(self, rng: Any) -> tuple[list[int], list[Any]]:
-        """(chunk order, row permutation of each chunk in that order), drawn here, on the
-        calling thread, so that the generator's sequence never depends on the prefetch."""
-        k = len(self.sizes)
-        if rng is None:
-            return list(range(k)), [None] * k
-        order = [int(i) for i in rng.permutation(k, xp=self.chunk_xp)] if k > 1 else [0]
-        return order, [rng.permutation(self.sizes[i], xp=self.chunk_xp) for i in order]
-
-    def _load(self, i: int, rows: Any) -> tuple[Any, Any]:
-        """Chunk i computed, its rows gathered in ``rows`` order (None: as stored), moved
-        to the compute device; X cast to the model's dtype. Runs in the prefetch thread."""
-        xc, yc = self.fetch(i)
-        if rows is not None:
-            cxp = array_namespace(xc)
-            xc, yc = cxp.take(xc, rows, axis=0), cxp.take(yc, rows, axis=0)
-        xc, yc = move(xc, self.xp, self.device), move(yc, self.xp, self.device)
+    def _prepare(self, chunk: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A chunk (its rows in planned order) moved to the compute device, X cast to the
+        model's dtype. Runs in the prefetch thread."""
+        xc, yc = move(chunk[0], self.xp, self.device), move(chunk[1], self.xp, self.device)
         return (xc if xc.dtype == self.dtype else self.xp.astype(xc, self.dtype)), yc
 
     def batches(self, rng: Any, batch_size: int) -> Iterator[tuple[Any, Any]]:
-        """Batches cut within each chunk, the chunks in the planned order; the next chunk
-        is requested from the prefetch thread before the current one's first batch."""
-        order, perms = self._plan(rng)
-        with ThreadPoolExecutor(1, thread_name_prefix="mlxp-prefetch") as pool:
-            pending: Future[tuple[Any, Any]] | None = pool.submit(self._load, order[0], perms[0])
-            for j in range(len(order)):
-                assert pending is not None  # submitted for every chunk but after the last
-                xc, yc = pending.result()
-                nxt = j + 1 < len(order)
-                pending = pool.submit(self._load, order[j + 1], perms[j + 1]) if nxt else None
-                for lo in range(0, xc.shape[0], batch_size):
-                    yield xc[lo : lo + batch_size, ...], yc[lo : lo + batch_size, ...]
-                del xc, yc  # released before the next chunk trains
+        """Batches cut within each chunk, the chunks streamed by
+        :func:`~mlxp._dask.stream_chunks` (the next one prefetched)."""
+        chunks = stream_chunks((self.X, self.y), rng, fetch=self.fetch, prepare=self._prepare)
+        for xc, yc in chunks:
+            for lo in range(0, xc.shape[0], batch_size):
+                yield xc[lo : lo + batch_size, ...], yc[lo : lo + batch_size, ...]
+            del xc, yc  # released before the next chunk trains
 
 
 def known_chunks(X: Any, y: Any = None) -> tuple[Any, Any]:
