@@ -36,6 +36,7 @@ import array_api_compat as aac
 from mlxp._backend import use_backend
 
 __all__ = [
+    "aligned_rows",
     "chunk_namespace",
     "compute",
     "concrete",
@@ -73,26 +74,27 @@ def _rows(x: Any, row_chunks: tuple[int, ...]) -> Any:
     return x.rechunk((row_chunks, *tuple(-1 for _ in x.shape[1:])))
 
 
-def row_blocks(X: Any, *others: Any, min_rows: int = 1) -> list[tuple[Any, ...]]:
-    """Delayed (X block, other blocks...) per row chunk; ``None`` others stay ``None``.
-
-    X keeps its row chunks (merged where a chunk has fewer than ``min_rows`` rows, as
-    TSQR needs) and gets one column chunk; the others (y, weights: Dask or NumPy) are cut
-    into the same rows.
-    """
+def aligned_rows(X: Any, *others: Any, min_rows: int = 1) -> list[Any]:
+    """[X, others...] as Dask arrays cut into the same row chunks (``None`` others stay
+    ``None``): X keeps its row chunks (merged where a chunk has fewer than ``min_rows``
+    rows, as TSQR needs) and gets one column chunk; the others (y, weights: Dask or NumPy)
+    are cut into the same rows."""
     rows = X.chunks[0]
     if min(rows) < min_rows:
         size = max(min_rows, max(rows))
         X = X.rechunk({0: size})
         rows = X.chunks[0]
-    X = _rows(X, rows)
-    parts = [X.to_delayed(optimize_graph=False).ravel()]  # keys shared with y's graph
-    for other in others:
-        parts.append(
-            [None] * len(rows)
-            if other is None
-            else _rows(other, rows).to_delayed(optimize_graph=False).ravel()
-        )
+    return [_rows(X, rows), *(None if o is None else _rows(o, rows) for o in others)]
+
+
+def row_blocks(X: Any, *others: Any, min_rows: int = 1) -> list[tuple[Any, ...]]:
+    """Delayed (X block, other blocks...) per row chunk of :func:`aligned_rows`; ``None``
+    others stay ``None``."""
+    arrays = aligned_rows(X, *others, min_rows=min_rows)
+    k = len(arrays[0].chunks[0])
+    parts = [  # optimize_graph=False: keys shared with y's graph
+        [None] * k if a is None else a.to_delayed(optimize_graph=False).ravel() for a in arrays
+    ]
     return list(zip(*parts, strict=True))
 
 

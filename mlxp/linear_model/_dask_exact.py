@@ -19,6 +19,10 @@ With weights s (max-scaled to 1, as in memory) and A = [X | Y] of q = p + k colu
   Gram statistics of the (weighted, centred) data, so after the Gram pass every gd step is
   p × p work on the client (:class:`~._iterative.GramObjective`), with the in-memory step
   1/L (power iteration on G) and stopping rule: the iterates of gd on NumPy, to rounding.
+* **Mini-batch SGD** ("sgd"): the same f for the epoch's value and the divergence test; a
+  second pass finds max sᵢ‖xᵢ − x̄‖² for the in-memory step, then each epoch streams the
+  chunks (:func:`~mlxp._dask.stream_chunks`), centred and weighted on arrival, into
+  batches cut within a chunk: on one chunk, the in-memory sgd's iterates.
 
 So "auto" costs one pass on well-conditioned data and two otherwise. The SVD's default
 rcond, max(n, p)·ε, is carried over from the full problem. Data with fewer rows than
@@ -33,12 +37,27 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from mlxp._dask import chunk_namespace, compute, dask_module, row_blocks, tree_reduce
+from mlxp._dask import (
+    aligned_rows,
+    chunk_namespace,
+    compute,
+    dask_module,
+    row_blocks,
+    stream_chunks,
+    tree_reduce,
+)
 from mlxp.exceptions import SolverError, warn_not_converged
 from mlxp.linear_model._exact import cholesky_gram, solve_auto, solve_qr, solve_svd
-from mlxp.linear_model._iterative import GramObjective
+from mlxp.linear_model._iterative import GramObjective, LeastSquaresObjective
 
-__all__ = ["descend_dask", "fit_linear_dask", "gram_statistics", "solve_dask", "tall_factor"]
+__all__ = [
+    "StreamedLeastSquares",
+    "descend_dask",
+    "fit_linear_dask",
+    "gram_statistics",
+    "solve_dask",
+    "tall_factor",
+]
 
 
 def _chunk_stats(Xb: Any, Yb: Any, sb: Any) -> tuple[Any, Any, Any, Any]:
@@ -180,26 +199,87 @@ def solve_dask(
     return W, intercept, used
 
 
+def _chunk_row_norm(Xb: Any, sb: Any, mean: Any) -> Any:
+    """max sᵢ‖xᵢ − x̄‖² over one chunk (x̄ = ``mean``, or no centring for None)."""
+    xp = array_namespace(Xb)
+    centred = Xb if mean is None else Xb - xp.asarray(mean, dtype=Xb.dtype)
+    norms = xp.sum(centred**2, axis=1)
+    return xp.max(norms if sb is None else norms * xp.astype(sb, Xb.dtype))
+
+
+def _larger(a: Any, b: Any) -> Any:
+    return array_namespace(a).maximum(a, b)
+
+
+class StreamedLeastSquares(GramObjective):
+    """:class:`~._iterative.GramObjective` (f and ∇f on the client from the Gram pass) with
+    the mini-batches of "sgd" streamed from Dask X, Y, weights s: each chunk centred by the
+    means x̄, ȳ of the whole data (with an intercept) and scaled by √s, as the in-memory
+    problem, its rows shuffled and cut into batches (:func:`~mlxp._dask.stream_chunks`)."""
+
+    def __init__(self, xp: Any, arrays: list[Any], stats: Any, *, alpha: float, center: bool):
+        X, p = arrays[0], arrays[0].shape[1]
+        w, mean, C, _ = stats
+        G = C if center else C + w * (mean[:, None] * mean[None, :])
+        t = xp.sum(xp.linalg.diagonal(G[p:, p:]))
+        super().__init__(xp, X, G[:p, :p], G[:p, p:], t, alpha=alpha)
+        self.arrays, self.alpha = arrays, alpha
+        self.mean = mean if center else None
+
+    def curvature(self, batch_size: int) -> Any:
+        """L = λ_max(G)/n + λ, plus max sᵢ‖xᵢ − x̄‖²/m (one pass) for batches of m < n."""
+        L = super().curvature(batch_size)
+        if batch_size >= self.X.shape[0]:
+            return L
+        p = self.X.shape[1]
+        x_mean = None if self.mean is None else self.mean[:p]
+        X, _, sw = self.arrays
+        blocks = [(xb, sb) for xb, sb in row_blocks(X, sw)]
+        row = compute(tree_reduce(_chunk_row_norm, _larger, blocks, x_mean))[0]
+        return L + self.xp.asarray(row, dtype=L.dtype) / batch_size
+
+    def epoch(self, rng: Any, batch_size: int) -> Any:
+        """The batch objectives of one pass over the chunks, batches cut within a chunk."""
+        xp, p, l2 = self.xp, self.X.shape[1], self.l2
+        for Xc, Yc, sc in stream_chunks(self.arrays, rng):
+            Yc = xp.astype(Yc, Xc.dtype)
+            if self.mean is not None:
+                Xc, Yc = Xc - self.mean[:p], Yc - self.mean[p:]
+            if sc is not None:
+                root = xp.sqrt(xp.astype(sc, Xc.dtype))[:, None]
+                Xc, Yc = Xc * root, Yc * root
+            for begin in range(0, Xc.shape[0], batch_size):
+                end = min(begin + batch_size, Xc.shape[0])
+                yield LeastSquaresObjective(
+                    xp,
+                    Xc[begin:end, :],
+                    Yc[begin:end, :],
+                    alpha=self.alpha,
+                    row_scale=1 / (end - begin),
+                    l2=l2,
+                )
+
+
 def descend_dask(est: Any, X: Any, Y: Any, sw: Any) -> tuple[Any, Any, int]:
-    """(W (p, k), intercept (k,), iterations) of ``est``'s "gd" on Dask X, Y, weights sw:
-    one Gram pass, then gd on the client on ½n⁻¹(‖√s(X − x̄)W − √s(Y − ȳ)‖² + α‖W‖²)
-    (the weights unscaled and the data centred when fitting an intercept, as in memory)."""
+    """(W (p, k), intercept (k,), iterations) of ``est``'s "gd" or "sgd" on Dask X, Y,
+    weights sw: one Gram pass, then gd on the client on ½n⁻¹(‖√s(X − x̄)W − √s(Y − ȳ)‖² +
+    α‖W‖²) (the weights unscaled and the data centred when fitting an intercept, as in
+    memory), or sgd on its mini-batches streamed chunk by chunk."""
     xp = chunk_namespace(X)
     p = X.shape[1]
     stats = compute(gram_statistics(X, Y, sw))[0]
     _check_stats(xp, stats)
-    w, mean, C, _ = stats
-    G = C if est.fit_intercept else C + w * (mean[:, None] * mean[None, :])
-    objective = GramObjective(
-        xp, X, G[:p, :p], G[:p, p:], xp.sum(xp.linalg.diagonal(G[p:, p:])), alpha=est._alpha
-    )
+    arrays = aligned_rows(X, Y, sw)
+    objective = StreamedLeastSquares(xp, arrays, stats, alpha=est._alpha, center=est.fit_intercept)
     W, n_iter, converged = est._descend(objective, xp.zeros((p, Y.shape[1]), dtype=X.dtype))
     if not converged:
+        unit = "iterations" if est.solver == "gd" else "epochs"
         warn_not_converged(
-            f"gd stopped after max_iter={est.max_iter} iterations without reaching tol; "
-            "increase max_iter, loosen tol, or use an exact solver.",
+            f"{est.solver} stopped after max_iter={est.max_iter} {unit} without reaching "
+            "tol; increase max_iter, loosen tol, or use an exact solver.",
             stacklevel=4,
         )
+    mean = stats[1]
     if not est.fit_intercept:
         return W, xp.zeros((Y.shape[1],), dtype=W.dtype), n_iter
     return W, mean[p:] - mean[:p] @ W, n_iter
@@ -208,20 +288,14 @@ def descend_dask(est: Any, X: Any, Y: Any, sw: Any) -> tuple[Any, Any, int]:
 def fit_linear_dask(est: Any, X: Any, y: Any, sw: Any) -> Any:
     """Fit ``est`` (LinearRegression, Ridge) on Dask X (n, p), y (n[, k]), weights sw;
     its attributes are set, as concrete arrays of the chunk library, once all is computed."""
-    if est.solver == "sgd":
-        raise ValueError(
-            "solver='sgd' does not run on Dask arrays; use solver='gd' (one pass over X) or "
-            "an exact solver ('auto', 'cholesky', 'qr', 'svd': one or two passes), or "
-            "compute X into memory."
-        )
     n, p = X.shape
     if n - est.fit_intercept < p:  # wide: no tall factor, and small by nature
         host = [None if a is None else a.compute() for a in (X, y, sw)]
         return est.fit(*host)
     Y = y[:, None] if y.ndim == 1 else y
-    if est.solver == "gd":
+    if est.solver in ("gd", "sgd"):
         W, intercept, n_iter = descend_dask(est, X, Y, sw)
-        return _set(est, W, intercept, y.ndim, "gd", n_iter)
+        return _set(est, W, intercept, y.ndim, est.solver, n_iter)
     W, intercept, solver = solve_dask(
         X,
         Y,

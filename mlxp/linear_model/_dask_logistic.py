@@ -20,18 +20,35 @@ so a fit costs O(iterations × chunks) tasks.
 
 The iterates are those of :mod:`~mlxp.linear_model._minimize` on the host (same L-BFGS
 memory and curvature test, same Armijo ladder and largest-acceptable step, same
-convergence rule), so a Dask fit equals the in-memory one to rounding.
+convergence rule; :mod:`~mlxp.linear_model._dask_minimize`), so a Dask fit equals the
+in-memory one to rounding.
+
+"gd" runs the in-memory :func:`~mlxp.linear_model._stochastic.minimize_sgd` on these
+evaluations (one pass per step). "sgd" streams the chunks to the client one at a time
+(:func:`~mlxp._dask.stream_chunks`: chunk order and each chunk's rows shuffled by the
+estimator's generator, the next chunk prefetched), each chunk's objective weighted by n/c
+so that its batches are unbiased estimates of f; an epoch costs that streaming pass and one
+evaluation of f. On one chunk this is the in-memory sgd (same draws, same batches); with
+several, batches never mix two chunks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from array_api_compat import array_namespace
 
 from mlxp._compat import to_numpy
-from mlxp._dask import chunk_namespace, compute, row_blocks, tree_reduce
+from mlxp._dask import (
+    aligned_rows,
+    chunk_namespace,
+    compute,
+    row_blocks,
+    stream_chunks,
+    tree_reduce,
+)
 from mlxp._validation import encode_labels
 from mlxp.linear_model._dask_minimize import minimize_dask
 from mlxp.linear_model._iterative import gram_eigenvalue
@@ -68,19 +85,22 @@ def encode_labels_dask(X: Any, y: Any, sw: Any) -> tuple[np.ndarray, np.ndarray]
 
 
 # ---------------------------------------------------------------------------- evaluation
-def _chunk_objective(Xb: Any, yb: Any, sb: Any, setup: dict[str, Any]) -> LogisticObjective:
-    """The unpenalised objective of one chunk's rows, weights s·(class weight)/Σ."""
+def _chunk_objective(
+    Xb: Any, yb: Any, sb: Any, setup: dict[str, Any], row_scale: float = 1.0, l2: float = 0.0
+) -> LogisticObjective:
+    """The objective of one chunk's rows, weights s·(class weight)/Σ (times ``row_scale``),
+    penalty λ̃ = ``l2`` (none by default: the client adds it once)."""
     xp = array_namespace(Xb)
     classes = setup["classes"]
     idx = np.searchsorted(classes, to_numpy(yb))
     K = len(classes)
     one_hot = xp.asarray(np.eye(K)[idx], dtype=Xb.dtype)
-    s = xp.asarray(setup["class_scale"][idx], dtype=Xb.dtype)
+    s = xp.asarray(setup["class_scale"][idx] * row_scale, dtype=Xb.dtype)
     if sb is not None:
         s = s * xp.astype(sb, Xb.dtype)
     Y = one_hot[:, 1:] if K == 2 else one_hot
     return LogisticObjective(
-        xp, Xb, Y, s[:, None], l2_scaled=0.0, fit_intercept=setup["fit_intercept"]
+        xp, Xb, Y, s[:, None], l2_scaled=l2, fit_intercept=setup["fit_intercept"]
     )
 
 
@@ -125,12 +145,17 @@ def _evaluate(
     return xp.concat(values), [g for _, g in fitted], H
 
 
-def _chunk_gram(Xb: Any, yb: Any, sb: Any, setup: dict[str, Any]) -> Any:
-    """X̃ᵀdiag(s)X̃ of one chunk, X̃ = [X, 1] (what bounds ∇²f, for gd's step)."""
+def _chunk_gram(Xb: Any, yb: Any, sb: Any, setup: dict[str, Any]) -> tuple[Any, Any]:
+    """(X̃ᵀdiag(s)X̃, max sᵢ‖x̃ᵢ‖²) of one chunk, X̃ = [X, 1]: what bounds ∇²f (gd's step)
+    and the curvature of a single row (sgd's)."""
     xp = array_namespace(Xb)
     obj = _chunk_objective(Xb, yb, sb, setup)
     Xt = xp.concat([Xb, xp.ones((Xb.shape[0], 1), dtype=Xb.dtype)], axis=1) * xp.sqrt(obj.s)
-    return Xt.T @ Xt
+    return Xt.T @ Xt, xp.max(xp.sum(Xt**2, axis=1))
+
+
+def _merge_gram(a: tuple[Any, Any], b: tuple[Any, Any]) -> tuple[Any, Any]:
+    return a[0] + b[0], array_namespace(a[1]).maximum(a[1], b[1])
 
 
 def _merge_eval(a: _Evaluation, b: _Evaluation) -> _Evaluation:
@@ -159,7 +184,9 @@ class Evaluator:
         peak: float,
     ) -> None:
         self.xp = chunk_namespace(X)
-        self.blocks = row_blocks(X, y, sw)
+        self.arrays = aligned_rows(X, y, sw)
+        self.blocks = row_blocks(*self.arrays)
+        self.n = X.shape[0]
         self.passes = 0
         total = float(np.dot(counts, class_weights)) / peak  # Σ sᵢ/peak · (class weight)
         self.setup = {
@@ -177,12 +204,25 @@ class Evaluator:
             rows if not fit_intercept else np.ones((p + 1, 1)), dtype=X.dtype
         )
 
-    def curvature(self) -> Any:
-        """L = c·λ_max(X̃ᵀdiag(s)X̃) + λ̃ (c = ¼ binary, ½ softmax), X̃ = [X, 1]: the bound
-        on ∇²f the in-memory gd steps by (1/L), from one pass and a power iteration."""
-        G = self.xp.asarray(compute(tree_reduce(_chunk_gram, _add, self.blocks, self.setup))[0])
+    def curvature(self, batch_size: int) -> Any:
+        """L = c·(λ_max(X̃ᵀdiag(s)X̃) + n·max sᵢ‖x̃ᵢ‖²/m) + λ̃ (c = ¼ binary, ½ softmax,
+        X̃ = [X, 1], the row term only for batches of m < n rows): the bound the in-memory
+        gd and sgd step by (1/L), from one pass and a power iteration."""
+        reduction = tree_reduce(_chunk_gram, _merge_gram, self.blocks, self.setup)
+        G, row = (self.xp.asarray(a) for a in compute(reduction)[0])
         self.passes += 1
-        return (0.25 if self.shape[1] == 1 else 0.5) * gram_eigenvalue(self.xp, G) + self.l2
+        if not bool(self.xp.all(self.xp.isfinite(G)) & self.xp.isfinite(row)):
+            raise ValueError("Input X contains NaN or infinity.")
+        bound = gram_eigenvalue(self.xp, G)
+        if batch_size < self.n:
+            bound = bound + row * self.n / batch_size
+        return (0.25 if self.shape[1] == 1 else 0.5) * bound + self.l2
+
+    def chunk_objective(self, Xc: Any, yc: Any, sc: Any) -> LogisticObjective:
+        """The in-memory objective of one computed chunk of c rows, its weights scaled by
+        n/c and penalised by λ̃: its ``rows(b, e)`` are the unbiased estimates of f on
+        batches of those rows, as in memory."""
+        return _chunk_objective(Xc, yc, sc, self.setup, self.n / Xc.shape[0], self.l2)
 
     def __call__(
         self, theta: Any, direction: Any, steps: Any, n_grads: int, hessian: bool = False
@@ -212,33 +252,37 @@ class Evaluator:
         return values, grads, H
 
 
-def _add(a: Any, b: Any) -> Any:
-    return a + b
-
-
 class DescentObjective:
-    """The full-batch objective :func:`~._stochastic.minimize_sgd` runs "gd" on: f and ∇f
-    by one pass of ``evaluate`` each; ``X`` (Dask) for its shape only."""
+    """The objective :func:`~._stochastic.minimize_sgd` runs "gd" and "sgd" on: f and ∇f by
+    one pass of ``evaluate`` each, and an epoch's batches streamed
+    (:func:`~mlxp._dask.stream_chunks`: chunks in a shuffled order, each one's rows
+    shuffled and cut into batches, the next chunk prefetched)."""
 
-    def __init__(self, evaluate: Evaluator, X: Any) -> None:
-        self.evaluate, self.X, self._L = evaluate, X, evaluate.curvature()
+    def __init__(self, evaluate: Evaluator) -> None:
+        self.evaluate, self.X = evaluate, evaluate.arrays[0]
 
     def value_grad(self, theta: Any) -> tuple[Any, Any, None]:
         values, grads, _ = self.evaluate(theta, self.evaluate.xp.zeros_like(theta), [0.0], 1)
         return values[0], grads[0], None
 
+    def value(self, theta: Any) -> Any:
+        return self.evaluate(theta, self.evaluate.xp.zeros_like(theta), [0.0], 0)[0][0]
+
     def curvature(self, batch_size: int) -> Any:
-        return self._L
+        return self.evaluate.curvature(batch_size)
+
+    def epoch(self, rng: Any, batch_size: int) -> Iterator[LogisticObjective]:
+        """The batch objectives of one pass, batches cut within each chunk."""
+        self.evaluate.passes += 1
+        for Xc, yc, sc in stream_chunks(self.evaluate.arrays, rng):
+            chunk = self.evaluate.chunk_objective(Xc, yc, sc)
+            for begin in range(0, Xc.shape[0], batch_size):
+                yield chunk.rows(begin, min(begin + batch_size, Xc.shape[0]))
 
 
 def fit_logistic_dask(est: Any, X: Any, y: Any, sw: Any) -> Any:
     """Fit ``est`` (a LogisticRegression) on Dask X, labels y, weights sw; set its attributes
     (concrete arrays of the chunk library) only once everything is computed."""
-    if est.solver == "sgd":
-        raise ValueError(
-            "solver='sgd' does not run on Dask arrays; use solver='lbfgs', 'newton' or 'gd' "
-            "(one pass over X per iteration), or compute X into memory."
-        )
     classes, counts = encode_labels_dask(X, y, sw)
     if len(classes) < 2:
         raise ValueError(
@@ -266,8 +310,8 @@ def fit_logistic_dask(est: Any, X: Any, y: Any, sw: Any) -> Any:
             coef = xp.asarray(to_numpy(est.coef_), dtype=X.dtype)
             bias = xp.asarray(to_numpy(est.intercept_), dtype=X.dtype)
             theta = xp.concat([coef.T, bias[None, :]], axis=0) * evaluate.fitted
-    if est.solver == "gd":
-        theta, n_iter, converged = est._descend(DescentObjective(evaluate, X), theta)
+    if est.solver in ("gd", "sgd"):
+        theta, n_iter, converged = est._descend(DescentObjective(evaluate), theta)
     else:
         theta, n_iter, converged = minimize_dask(
             evaluate, theta, solver=est.solver, tol=est.tol, max_iter=est.max_iter
