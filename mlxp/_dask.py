@@ -137,22 +137,28 @@ def compute(*reductions: Any) -> tuple[Any, ...]:
 
 
 def map_rows(fn: Callable[[Any], Any], X: Any, *, width: int | None, dtype: Any) -> Any:
-    """``fn`` on each row chunk of X: a lazy Dask array of shape (n,) (``width`` None) or
-    (n, width), O(chunks) tasks. ``fn`` maps a chunk (m, p) to (m,) or (m, width)."""
-    X = X.rechunk({1: -1})
+    """``fn`` on each row chunk of X (n, ...): a lazy Dask array of shape (n,) (``width``
+    None) or (n, width), O(chunks) tasks. ``fn`` maps a chunk (m, ...) to (m,) or
+    (m, width) of ``dtype`` (a NumPy, CuPy or PyTorch dtype, or a string)."""
+    if X.ndim > 1:
+        X = X.rechunk({i: -1 for i in range(1, X.ndim)})
+    meta = _empty(X, dtype, (0,) if width is None else (0, 0))
     if width is None:
-        return X.map_blocks(fn, drop_axis=1, dtype=dtype, meta=_empty(X, dtype, (0,)))
-    return X.map_blocks(
-        fn, chunks=(X.chunks[0], (width,)), dtype=dtype, meta=_empty(X, dtype, (0, 0))
-    )
+        drop = list(range(1, X.ndim))
+        return X.map_blocks(fn, drop_axis=drop, chunks=(X.chunks[0],), meta=meta)
+    chunks = (X.chunks[0], (width,))
+    if X.ndim == 1:
+        return X.map_blocks(fn, new_axis=[1], chunks=chunks, meta=meta)
+    return X.map_blocks(fn, drop_axis=list(range(2, X.ndim)), chunks=chunks, meta=meta)
 
 
 def _empty(X: Any, dtype: Any, shape: tuple[int, ...]) -> Any:
     import numpy
 
-    if numpy.dtype(dtype).kind not in "biuf":  # string labels: NumPy whatever the chunks
-        return numpy.empty(shape, dtype=dtype)
-    return chunk_namespace(X).empty(shape, dtype=dtype)
+    kind = numpy.dtype(str(dtype).rsplit(".", 1)[-1])  # torch.float32 -> float32
+    if kind.kind not in "biuf":  # string labels: NumPy whatever the chunks
+        return numpy.empty(shape, dtype=kind)
+    return chunk_namespace(X).empty(shape, dtype=kind)
 
 
 def _on_host_chunk(method: Callable[[Any], Any], block: Any) -> Any:

@@ -52,7 +52,7 @@ from array_api_compat import device as _device
 from mlxp._backend import get_backend, placement
 from mlxp._compat import move, take_rows
 from mlxp._dask import is_dask_array as is_dask
-from mlxp._dask import stream_chunks
+from mlxp._dask import map_rows, stream_chunks
 from mlxp._validation import encode_labels, to_array
 
 __all__ = [
@@ -239,23 +239,10 @@ def predict_lazily(model: Any, X: Any, batch_size: int | None) -> Any:
 
 def blockwise(method: Callable[[Any], Any], X: Any, width: int | None, dtype: Any) -> Any:
     """``method`` (an in-memory prediction of a fitted estimator) applied to each row
-    chunk of Dask X, lazily: a graph of one task per chunk over X's, holding the fitted
-    estimator once and never its fit. Output (n,) if ``width`` is None, else (n, width)."""
-    import dask.array as da
-
-    if X.ndim > 1 and any(len(c) > 1 for c in X.chunks[1:]):
-        X = X.rechunk({i: -1 for i in range(1, X.ndim)})
-    cxp = array_namespace(X._meta)
-    dtype = getattr(cxp, str(dtype).rsplit(".", 1)[-1], dtype)  # torch.float32 → float32
-    meta = cxp.empty((0,) * (1 if width is None else 2), dtype=dtype)
-    if width is None:
-        drop = list(range(1, X.ndim))
-        return da.map_blocks(method, X, drop_axis=drop, chunks=(X.chunks[0],), meta=meta)
-    drop = list(range(2, X.ndim))
-    chunks = (X.chunks[0], (width,))
-    if X.ndim == 1:
-        return da.map_blocks(method, X, new_axis=[1], chunks=chunks, meta=meta)
-    return da.map_blocks(method, X, drop_axis=drop, chunks=chunks, meta=meta)
+    chunk of Dask X, lazily (:func:`~mlxp._dask.map_rows`): a graph of one task per chunk
+    over X's, holding the fitted estimator once and never its fit. Output (n,) if
+    ``width`` is None, else (n, width)."""
+    return map_rows(method, X, width=width, dtype=dtype)
 
 
 def class_indices(y: Any, classes: Any = None) -> tuple[Any, Any]:
