@@ -35,7 +35,9 @@ def main(n: int = 50_000, p: int = 20, chunks: int = 2) -> None:
     rng = np.random.default_rng(0)
     X = rng.standard_normal((n, p))
     y = (X @ rng.standard_normal((p, 1)) > 0).astype(np.float64)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False) as cluster:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+    ) as cluster:
         with Client(cluster):
             rows = -(-n // chunks)
             Xd, yd = (
