@@ -113,8 +113,14 @@ def relu_backward(x: Any, grad: Any, /, *, xp: Any = None) -> Any:
     booleans in arithmetic (NumPy, CuPy, PyTorch, JAX; NumPy's ``where`` would branch on
     every element, mispredicted for random signs), so a non-finite g at x ≤ 0 gives NaN
     there; ``where([x > 0], g, 0)`` elsewhere (the standard has no bool-float promotion).
+    PyTorch: its own ReLU backward (``threshold_backward``), one kernel; g at x ≤ 0 is
+    dropped there, non-finite or not.
     """
     xp = xp or array_namespace(grad)
+    if is_torch_namespace(xp):
+        import torch
+
+        return torch.ops.aten.threshold_backward(grad, x, 0.0)
     if any(is_lib(xp) for is_lib in _BOOL_ARITHMETIC):
         return grad * (x > 0)
     return xp.where(x > 0, grad, 0.0)
@@ -302,7 +308,8 @@ def softmax_cross_entropy(
 
     Logits Z (n, K), classes t (n,), optional row weights w (n,) (None: all 1). With the
     shift s = Z − max Z, e = exp(s) and S = Σₖ e: ℓᵢ = log Sᵢ − sᵢ,tᵢ and ∂ℓᵢ/∂zᵢ =
-    e/S − yᵢ for the one-hot Y, built once; Σᵢ sᵢ,tᵢ is one dot product ⟨Y, s⟩. Returns
+    e/S − yᵢ for the one-hot Y, built once; Σᵢ ℓᵢ is one dot product ⟨Y, log S − s⟩
+    (each row of Y sums to 1). Returns
     the 0-d summed loss and the (n, K) residual, the gradient of the sum; finite at any
     finite Z.
     """
@@ -311,12 +318,11 @@ def softmax_cross_entropy(
     e = xp.exp(s)
     total = xp.sum(e, axis=1, keepdims=True)
     Y = one_hot(target, logits.shape[1], logits.dtype, xp=xp)
+    losses = xp.reshape(xp.log(total) - s, (-1,))  # −log softmax; ℓᵢ = ⟨Yᵢ, that⟩
     if weights is not None:
         w = weights[:, None]
-        value = xp.sum(w * xp.log(total)) - xp.sum(w * Y * s)
-        return value, (e / total - Y) * w
-    value = xp.sum(xp.log(total)) - xp.reshape(Y, (-1,)) @ xp.reshape(s, (-1,))
-    return value, e / total - Y
+        return xp.reshape(w * Y, (-1,)) @ losses, (e / total - Y) * w
+    return xp.reshape(Y, (-1,)) @ losses, e / total - Y
 
 
 def cross_entropy(logits: Any, target: Any, /, *, xp: Any = None) -> Any:

@@ -71,6 +71,10 @@ __all__ = [
 ]
 
 
+GATHER_VALUES = 2**22
+"""Shuffled batches are gathered from memory this many values (of X) at a time."""
+
+
 class InMemory:
     """Arrays X (n, ...) and y (n, ...) on the model's device, in the model's dtype."""
 
@@ -85,17 +89,28 @@ class InMemory:
 
     def batches(self, rng: Any, batch_size: int) -> Iterator[tuple[Any, Any]]:
         """Batches of ``batch_size`` rows, taken in one permutation of all rows drawn from
-        ``rng`` (None: as stored, as views)."""
+        ``rng`` (None: as stored, as views). The rows of several consecutive batches
+        (about :data:`GATHER_VALUES` values) are gathered by one op, then sliced: a
+        fraction of a gather per step, the same batches as one gather each."""
         X, y, n = self.X, self.y, self.n_samples
         xp = array_namespace(X)
-        order = None if rng is None else rng.permutation(n, xp=xp, device=_device(X))
-        for lo in range(0, n, batch_size):
-            hi = min(lo + batch_size, n)
-            if order is None:
-                yield X[lo:hi, ...], y[lo:hi, ...]
-            else:
-                rows = order[lo:hi]
-                yield take_rows(X, rows, xp=xp), take_rows(y, rows, xp=xp)
+        if rng is None:
+            yield from _slices(X, y, batch_size)
+            return
+        order = rng.permutation(n, xp=xp, device=_device(X))
+        per_row = max(1, math.prod(X.shape[1:]))
+        block = batch_size * max(1, GATHER_VALUES // (batch_size * per_row))
+        for start in range(0, n, block):
+            rows = order[start : min(start + block, n)]
+            yield from _slices(take_rows(X, rows, xp=xp), take_rows(y, rows, xp=xp), batch_size)
+
+
+def _slices(X: Any, y: Any, batch_size: int) -> Iterator[tuple[Any, Any]]:
+    """(X, y) cut into consecutive batches of ``batch_size`` rows (views; the last shorter)."""
+    n = X.shape[0]
+    for lo in range(0, n, batch_size):
+        hi = min(lo + batch_size, n)  # in bounds: the standard leaves larger stops undefined
+        yield X[lo:hi, ...], y[lo:hi, ...]
 
 
 class DaskChunks:
@@ -139,8 +154,7 @@ class DaskChunks:
         :func:`~mlxp._dask.stream_chunks` (the next one prefetched)."""
         chunks = stream_chunks((self.X, self.y), rng, fetch=self.fetch, prepare=self._prepare)
         for xc, yc in chunks:
-            for lo in range(0, xc.shape[0], batch_size):
-                yield xc[lo : lo + batch_size, ...], yc[lo : lo + batch_size, ...]
+            yield from _slices(xc, yc, batch_size)
             del xc, yc  # released before the next chunk trains
 
 

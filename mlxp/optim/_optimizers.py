@@ -235,8 +235,11 @@ class Adam(Optimizer):
     """Adam with L2 weight decay added to the gradient, as ``torch.optim.Adam``.
 
     g ← g + λp;  m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;
-    p ← p − η/(1−β₁ᵗ) · m / (√v / √(1−β₂ᵗ) + ε), computed as
-    p − (η√(1−β₂ᵗ)/(1−β₁ᵗ)) · m / (√v + ε√(1−β₂ᵗ)) (one operation fewer; torch's order).
+    p ← p − η/(1−β₁ᵗ) · m / (√v / √(1−β₂ᵗ) + ε). The state holds the moments scaled,
+    u = m/(1−β₁) and w = v/(1−β₂), so that they update as u ← β₁u + g and w ← β₂w + g²
+    (two operations fewer), and the step is p − c·u/(√w + ε′) with the scalars
+    c = η√(1−β₂ᵗ)(1−β₁)/((1−β₁ᵗ)√(1−β₂)) and ε′ = ε√(1−β₂ᵗ)/√(1−β₂): ten whole-buffer
+    operations in all, the same iterates as torch's to rounding.
     """
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
@@ -269,10 +272,12 @@ class Adam(Optimizer):
         """The bias-corrected moment step shared by Adam and AdamW."""
         beta1, beta2 = self.betas
         t = state["step"]
-        m = state["exp_avg"] = beta1 * state["exp_avg"] + (1.0 - beta1) * g
-        v = state["exp_avg_sq"] = beta2 * state["exp_avg_sq"] + (1.0 - beta2) * (g * g)
+        u = state["exp_avg"] = beta1 * state["exp_avg"] + g  # m / (1 − β₁)
+        w = state["exp_avg_sq"] = beta2 * state["exp_avg_sq"] + g * g  # v / (1 − β₂)
         root = (1.0 - beta2**t) ** 0.5  # a float, or 0-d when t is an array
-        return p - (lr * root / (1.0 - beta1**t)) * (m / (xp.sqrt(v) + self.eps * root))
+        scale = (1.0 - beta1) / (1.0 - beta2) ** 0.5
+        eps = self.eps * root / (1.0 - beta2) ** 0.5
+        return p - (lr * root * scale / (1.0 - beta1**t)) * (u / (xp.sqrt(w) + eps))
 
 
 class AdamW(Adam):
