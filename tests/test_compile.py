@@ -12,6 +12,7 @@ import os
 import numpy as np
 import pytest
 
+import mlxp.nn.step
 import mlxp.nn.training
 from mlxp.exceptions import InvalidParameterError
 from mlxp.nn import (
@@ -84,6 +85,42 @@ def test_jax_jit_step_equals_the_uncompiled_step_and_numpy(make, data, kwargs, a
     _assert_same(compiled, _fit(make(), numpy_case, data, False, **kwargs), rtol=2e-5)
 
 
+def test_jax_refits_reuse_the_compiled_step(monkeypatch):
+    """A second fit of an equal network (another seed) traces nothing: it gets the first
+    fit's jitted step, which computes with the new network's weights (NumPy's model of
+    that seed); a network of another shape traces its own."""
+    import backends
+
+    jax_case = next(c for c in backends.cases() if str(c) == "jax:cpu")
+    if jax_case.backend is None:
+        pytest.skip(jax_case.reason)
+    monkeypatch.setattr(mlxp.nn.step, "_JITTED", type(mlxp.nn.step._JITTED)())
+    traces, make_step = [], mlxp.nn.training.make_step
+
+    def counted(*args):
+        step = make_step(*args)
+
+        def traced(*inputs):
+            traces.append(1)  # runs only while jax traces (or when not compiled)
+            return step(*inputs)
+
+        return traced
+
+    monkeypatch.setattr(mlxp.nn.training, "make_step", counted)
+
+    def mlp(seed, width=8):
+        return Sequential([Dense(6, width), ReLU(), Dropout(0.3), Dense(width, 3)], seed=seed)
+
+    _fit(mlp(3), jax_case, (X, Y), "auto")
+    first = len(traces)
+    assert 1 <= first <= 2  # the full and the padded last batch share one shape
+    got = _fit(mlp(4), jax_case, (X, Y), "auto")
+    assert len(traces) == first and len(mlxp.nn.step._JITTED) == 1
+    _assert_same(got, _fit(mlp(4), _numpy(), (X, Y), False), rtol=2e-5)
+    _fit(mlp(4, width=9), jax_case, (X, Y), "auto")
+    assert len(traces) > first and len(mlxp.nn.step._JITTED) == 2
+
+
 def test_every_backend_trains_the_same_model_with_dropout(backend):
     """The flat buffer, the block-drawn Dropout noise and the pure step on each backend
     (compile="auto": jax.jit on JAX) give NumPy's float64 model."""
@@ -97,7 +134,7 @@ def test_every_backend_trains_the_same_model_with_dropout(backend):
 
 
 def test_auto_falls_back_with_a_warning_when_compiling_fails(monkeypatch):
-    def broken(step, xp, mode):
+    def broken(step, xp, mode, key=None):
         def fails(*args):
             raise RuntimeError("cannot trace this")
 

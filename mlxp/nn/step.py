@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 from array_api_compat import array_namespace, is_cupy_namespace, is_jax_namespace
@@ -29,6 +30,7 @@ __all__ = [
     "NoiseStream",
     "compile_step",
     "make_step",
+    "step_key",
     "warn_fallback",
 ]
 
@@ -188,21 +190,58 @@ class NoiseStream:
         return tuple(draws)
 
 
+JIT_CACHE_SIZE = 8
+"""How many jitted steps are kept for later fits (each holds the model it was made from)."""
+
+_JITTED: OrderedDict[Hashable, Callable[..., Any]] = OrderedDict()
+
+
+def step_key(
+    model: Any, loss_fn: Any, opt: Any, weight_decay: float, layout: FlatLayout
+) -> Hashable:
+    """What a traced step depends on besides its arguments: the layers' and the loss's
+    configurations, the optimiser's type and hyperparameters (not its learning rate, an
+    argument when compiled), the weight decay, the parameter shapes, dtype and device.
+    Two fits with equal keys can share one compiled step."""
+    hyper = tuple(repr(getattr(opt, k)) for k in opt._hyperparameters)
+    return (
+        tuple(repr(layer) for layer in model.layers),
+        repr(loss_fn),
+        type(opt).__name__,
+        hyper,
+        float(weight_decay),
+        tuple(layout.shapes.items()),
+        str(model.dtype),
+        str(model.device),
+    )
+
+
 def compile_step(
-    step: Callable[..., Any], xp: Any, mode: Any
+    step: Callable[..., Any], xp: Any, mode: Any, key: Hashable = None
 ) -> tuple[Callable[..., Any], str | None]:
     """(the step to run, what compiled it: "jax.jit", "cuda-graph", "torch.compile" or None).
 
     ``mode`` as :data:`COMPILE_OPTIONS`. "auto" compiles on JAX only (eager dispatch is
     what costs there); True also captures CUDA graphs on CuPy and uses ``torch.compile``
-    on PyTorch; other libraries, or False, run the step as it is.
+    on PyTorch; other libraries, or False, run the step as it is. On JAX, a ``key``
+    (:func:`step_key`) seen in one of the last :data:`JIT_CACHE_SIZE` fits gives that
+    fit's jitted step back, already compiled for the shapes it saw: a refit (a grid
+    search, a new seed) does not trace and compile again.
     """
     if mode is False:
         return step, None
     if is_jax_namespace(xp):
         import jax
 
-        return jax.jit(step, donate_argnums=(0, 1, 2)), "jax.jit"
+        if key is not None and key in _JITTED:
+            _JITTED.move_to_end(key)
+            return _JITTED[key], "jax.jit"
+        jitted = jax.jit(step, donate_argnums=(0, 1, 2))
+        if key is not None:
+            _JITTED[key] = jitted
+            while len(_JITTED) > JIT_CACHE_SIZE:
+                _JITTED.popitem(last=False)
+        return jitted, "jax.jit"
     if mode != "auto" and is_cupy_namespace(xp):
         return _CudaGraphStep(step), "cuda-graph"
     if mode != "auto" and xp.__name__.endswith("torch"):

@@ -32,6 +32,7 @@ from mlxp.nn.step import (
     NoiseStream,
     compile_step,
     make_step,
+    step_key,
     warn_fallback,
 )
 from mlxp.optim import SGD, Adam, Optimizer, ReduceLROnPlateau, Schedule
@@ -132,7 +133,8 @@ class _Trainer:
         params = model.parameters
         self.layout = FlatLayout({k: tuple(v.shape) for k, v in params.items()})
         self.eager = make_step(model, loss_fn, opt, weight_decay, self.layout)
-        self.step, self.compiler = compile_step(self.eager, model.xp, mode)
+        key = step_key(model, loss_fn, opt, weight_decay, self.layout)
+        self.step, self.compiler = compile_step(self.eager, model.xp, mode, key)
         self.mode, self.pending = mode, self.compiler is not None
         self.opt_state = self._optimizer_state(self.layout.flatten(params))
         # padding the last batch keeps one compiled shape, unless rows share statistics
