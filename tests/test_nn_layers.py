@@ -247,6 +247,25 @@ def test_loss_matches_torch(backend, name):
     np.testing.assert_allclose(backend.to_numpy(grad), zt.grad.numpy(), rtol=rtol, atol=rtol)
 
 
+def test_weighted_cross_entropy_matches_torch(backend):
+    """Σᵢ wᵢℓᵢ and the gradient of its mean, wᵢ(P − Y)/Σw, with row weights (the step's
+    padded last batch, class weights), on every backend, against PyTorch's losses."""
+    torch = pytest.importorskip("torch")
+    dtype, rtol = widest_float(backend)
+    rng = np.random.default_rng(6)
+    z, t, w = rng.normal(size=(7, 4)) * 3, rng.integers(0, 4, size=7), rng.uniform(0, 2, size=7)
+    value, grad = CrossEntropyLoss().value_and_grad(
+        backend.asarray(z, dtype), backend.asarray(t), backend.asarray(w, dtype)
+    )
+    zt = torch.tensor(z, requires_grad=True)
+    ref = torch.nn.functional.cross_entropy(zt, torch.tensor(t), reduction="none")
+    (ref @ torch.tensor(w)).backward()
+    assert float(value) == pytest.approx(float(ref.detach() @ torch.tensor(w)), rel=rtol)  # Σ wᵢℓᵢ
+    np.testing.assert_allclose(
+        backend.to_numpy(grad), zt.grad.numpy() / w.sum(), rtol=rtol, atol=rtol
+    )
+
+
 # --------------------------------------------------------------------------- stability
 def _finite(backend, *arrays) -> bool:
     return all(np.all(np.isfinite(backend.to_numpy(a))) for a in arrays)

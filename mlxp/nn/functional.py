@@ -309,11 +309,13 @@ def softmax_cross_entropy(
     Logits Z (n, K), classes t (n,), optional row weights w (n,) (None: all 1). With the
     shift s = Z − max Z, e = exp(s) and S = Σₖ e: ℓᵢ = log Sᵢ − sᵢ,tᵢ and ∂ℓᵢ/∂zᵢ =
     e/S − yᵢ for the one-hot Y, built once; Σᵢ ℓᵢ is one dot product ⟨Y, log S − s⟩
-    (each row of Y sums to 1). Returns
-    the 0-d summed loss and the (n, K) residual, the gradient of the sum; finite at any
-    finite Z.
+    (each row of Y sums to 1). PyTorch: its fused ``log_softmax`` for the first four steps
+    (:func:`_torch_softmax_cross_entropy`). Returns the 0-d summed loss and the (n, K)
+    residual, the gradient of the sum; finite at any finite Z.
     """
     xp = xp or array_namespace(logits)
+    if is_torch_namespace(xp):
+        return _torch_softmax_cross_entropy(logits, target, weights, xp)
     s = logits - xp.max(logits, axis=1, keepdims=True)
     e = xp.exp(s)
     total = xp.sum(e, axis=1, keepdims=True)
@@ -323,6 +325,20 @@ def softmax_cross_entropy(
         w = weights[:, None]
         return xp.reshape(w * Y, (-1,)) @ losses, (e / total - Y) * w
     return xp.reshape(Y, (-1,)) @ losses, e / total - Y
+
+
+def _torch_softmax_cross_entropy(logits: Any, target: Any, weights: Any, xp: Any) -> Any:
+    """:func:`softmax_cross_entropy` on PyTorch: log softmax by its own one-kernel
+    ``log_softmax`` (the shift, exp, sum and log fused), then the same one-hot algebra:
+    Σᵢ wᵢℓᵢ = −⟨wY, log P⟩ and the residual w(P − Y), P = exp(log P)."""
+    import torch
+
+    log_p = torch.log_softmax(logits, dim=1)
+    Y = one_hot(target, logits.shape[1], logits.dtype, xp=xp)
+    rows = Y if weights is None else weights[:, None] * Y
+    value = -(xp.reshape(rows, (-1,)) @ xp.reshape(log_p, (-1,)))
+    residual = xp.exp(log_p) - Y
+    return value, residual if weights is None else residual * weights[:, None]
 
 
 def cross_entropy(logits: Any, target: Any, /, *, xp: Any = None) -> Any:
