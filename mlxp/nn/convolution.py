@@ -170,6 +170,8 @@ def _input_grad(
     N, C, H, Wd = shape
     K, out = W.shape[0], (grad.shape[2], grad.shape[3])
     padded = (H + sum(pads[0]), Wd + sum(pads[1]))
+    if is_torch_namespace(xp):
+        return _torch_input_grad(W, grad, geometry, padded)
     # NumPy adds in place with no launch cost, XLA fuses the slice additions of a compiled
     # step: both run them faster than the fold's padded copies
     in_place = is_numpy_namespace(xp) or is_jax_namespace(xp)
@@ -183,6 +185,22 @@ def _input_grad(
         images = fold(xp.matrix_transpose(Wt) @ G, C, kernel, stride, dilation, out, padded, xp)
         parts.append(crop(batch_first(images, xp), pads))
     return concat_batches(parts, xp)
+
+
+def _torch_input_grad(
+    W: Any, grad: Any, geometry: tuple[Pair, Pair, Pads, Pair], padded: Pair
+) -> Any:
+    """PyTorch: ∂L/∂x by its own transposed convolution (one kernel) onto the padded image,
+    the rows and columns no window reaches (``output_padding``) added, the padding cropped."""
+    import torch
+
+    kernel, stride, pads, dilation = geometry
+    reach = [dilation[a] * (kernel[a] - 1) + 1 for a in (0, 1)]
+    extra = tuple((padded[a] - reach[a]) % stride[a] for a in (0, 1))
+    images = torch.nn.functional.conv_transpose2d(
+        grad, W, stride=stride, dilation=dilation, output_padding=extra
+    )
+    return crop(images, pads)
 
 
 def _fold(

@@ -85,6 +85,11 @@ def max_pool2d(
             y, a = xp.maximum(y, view), a + better * (o - a)
         return batch_first(y, xp), a
     stacked = xp.stack(views, axis=0)
+    if is_torch_namespace(xp):  # values and first-maximum indices in one reduction
+        import torch
+
+        y, a = torch.max(stacked, dim=0)
+        return batch_first(y, xp), a
     return batch_first(xp.max(stacked, axis=0), xp), argmax(stacked, axis=0)
 
 
@@ -111,10 +116,14 @@ def max_pool2d_backward(
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
     N, C, H, W = x.shape
     k, out = kernel[0] * kernel[1], (grad.shape[2], grad.shape[3])
-    offsets = xp.arange(k, dtype=indices.dtype, device=_device(indices))
-    hit, g = indices == offsets[:, None, None, None, None], xp.permute_dims(grad, (1, 2, 3, 0))
-    bools = any(f(xp) for f in (is_numpy_namespace, is_cupy_namespace, is_torch_namespace))
-    parts = g * hit if bools else xp.where(hit, g, 0.0)  # NumPy's where branches
+    g = xp.permute_dims(grad, (1, 2, 3, 0))
+    if is_torch_namespace(xp):  # g scattered to its offset: two ops, not three
+        parts = g.new_zeros((k, *g.shape)).scatter_(0, indices[None, ...], g[None, ...])
+    else:
+        offsets = xp.arange(k, dtype=indices.dtype, device=_device(indices))
+        hit = indices == offsets[:, None, None, None, None]
+        bools = is_numpy_namespace(xp) or is_cupy_namespace(xp)
+        parts = g * hit if bools else xp.where(hit, g, 0.0)  # NumPy's where branches
     if stride == kernel and pads == ((0, 0), (0, 0)):
         blocks = xp.permute_dims(xp.reshape(parts, (*kernel, C, *out, N)), (2, 3, 0, 4, 1, 5))
         images = xp.reshape(blocks, (C, out[0] * kernel[0], out[1] * kernel[1], N))
