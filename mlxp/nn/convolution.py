@@ -119,10 +119,10 @@ def conv2d_backward(
     With G = g as (K, OH·OW·N): ∂L/∂W̃ = G X̃ᵀ and ∂L/∂b = Σ_{n,h,w} g. ∂L/∂x is the
     transposed convolution of g: the window gradients W̃ᵀG summed back into the pixels
     they were read from (:func:`_fold`, a few whole-buffer ops; on NumPy and JAX, added
-    per kernel offset, :func:`_fold_in_place`), the padding cropped.
-    ``cols`` is the X̃ returned by the forward pass (None: extracted again). ∂L/∂x is
-    None with ``input_grad=False``, ∂L/∂b None with ``bias=False``; buffers are bounded
-    by ``max_bytes`` as in :func:`conv2d`.
+    per kernel offset, :func:`_fold_in_place`; on PyTorch its own transposed convolution),
+    the padding cropped. ``cols`` is the X̃ returned by the forward pass (None: extracted
+    again). ∂L/∂x is None with ``input_grad=False``, ∂L/∂b None with ``bias=False``;
+    buffers are bounded by ``max_bytes`` as in :func:`conv2d`.
     """
     xp = xp or array_namespace(grad)
     geometry = _geometry(W, stride, padding, dilation)
@@ -165,7 +165,8 @@ def _input_grad(
     xp: Any,
 ) -> Any:
     """∂L/∂x (``shape``) = the window gradients W̃ᵀG folded (:func:`_fold`), in chunks
-    along N that keep the fold's buffers within ``max_bytes``."""
+    along N that keep the fold's buffers within ``max_bytes`` (PyTorch: one transposed
+    convolution, :func:`_torch_input_grad`, its buffers PyTorch's)."""
     kernel, stride, pads, dilation = geometry
     N, C, H, Wd = shape
     K, out = W.shape[0], (grad.shape[2], grad.shape[3])

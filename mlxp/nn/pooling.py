@@ -71,7 +71,8 @@ def max_pool2d(
     x is (N, C, H, W), y (N, C, OH, OW); stride defaults to the kernel size. Computed as
     an element-wise maximum of strided views, one per offset (i, j). With ``return_indices``,
     (y, a) where a[c, h, w, n] (batch last) is the row-major offset i·kw + j of the
-    first maximum of each window: the views stacked once, reduced by max and argmax.
+    first maximum of each window: the views stacked once, reduced by max and argmax
+    (PyTorch: one ``torch.max`` gives both).
     """
     xp = xp or array_namespace(x)
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
@@ -107,7 +108,8 @@ def max_pool2d_backward(
     """∂L/∂x of :func:`max_pool2d` for input x: each g[n, c, h, w] goes to the first
     maximum of its window in row-major order (as PyTorch), summed where windows overlap;
     y is not read. ``indices``: the forward's argmax offsets a (``return_indices``),
-    else found again. The offset gradients g ⊙ [a = o] are computed at once; windows
+    else found again. The offset gradients g ⊙ [a = o] are computed at once (PyTorch:
+    g scattered along the offsets by one ``scatter_``); windows
     that tile the image interleave into it with one copy, others are added into their
     strided slices (:func:`~mlxp._compat.slice_add`)."""
     xp = xp or array_namespace(grad)
