@@ -327,7 +327,9 @@ def softmax_cross_entropy(
     return xp.reshape(Y, (-1,)) @ losses, e / total - Y
 
 
-def _torch_softmax_cross_entropy(logits: Any, target: Any, weights: Any, xp: Any) -> Any:
+def _torch_softmax_cross_entropy(
+    logits: Any, target: Any, weights: Any, xp: Any
+) -> tuple[Any, Any]:
     """:func:`softmax_cross_entropy` on PyTorch: log softmax by its own one-kernel
     ``log_softmax`` (the shift, exp, sum and log fused), then the same one-hot algebra:
     Σᵢ wᵢℓᵢ = −⟨wY, log P⟩ and the residual w(P − Y), P = exp(log P)."""
