@@ -139,6 +139,7 @@ class _Trainer:
         self.opt_state = self._optimizer_state(self.layout.flatten(params))
         # padding the last batch keeps one compiled shape, unless rows share statistics
         self.pad = self.compiler is not None and not any(layer.buffers for layer in model.layers)
+        self.ones: Any = None  # row weights of a full padded batch
 
     def _optimizer_state(self, flat: Any) -> dict[str, Any]:
         """The optimiser's state of the flat buffer: its per-parameter state flattened
@@ -176,13 +177,17 @@ class _Trainer:
         if self.compiler is not None:  # traced: the count and rate as arrays
             state = self._as_arrays(state, params)
         noise = NoiseStream(model, n_samples)
-        total, first = model.xp.zeros((), dtype=model.dtype, device=model.device), None
+        values: list[Any] = []  # summed once per epoch: no op per step
+        first = None
         for i, (xb, yb) in enumerate(batches):
             batch, draws = self._batch(xb, yb, noise.take(xb))
             params, state, buffers, value = self._run(params, state, buffers, batch, draws)
-            total = total + value
+            values.append(value)
             first = value / xb.shape[0] if first is None else first
             bar.update(epoch, i + 1)
+        xp = model.xp
+        zero = xp.zeros((), dtype=model.dtype, device=model.device)
+        total = xp.sum(xp.stack(values)) if values else zero
         self.opt_state = {k: v for k, v in state.items() if k != "lr"}
         model.set_weights({**self.layout.views(params), **buffers})
         return total, first
@@ -202,6 +207,10 @@ class _Trainer:
         if not self.pad:
             return (xb, yb), draws
         xp, m = array_namespace(xb), xb.shape[0]
+        if m == self.batch_size:  # the full batches' weights, made once
+            if self.ones is None:
+                self.ones = xp.ones((m,), dtype=xb.dtype, device=_device(xb))
+            return (xb, yb, self.ones), draws
         w = xp.ones((m,), dtype=xb.dtype, device=_device(xb))
         if m < self.batch_size:
             extra = self.batch_size - m
