@@ -22,6 +22,7 @@ from array_api_compat import (
 from array_api_compat import device as _device
 
 from mlxp._compat import index_dtype, slice_add
+from mlxp._kernels import conv_transpose2d
 from mlxp.nn._windows import (
     Pads,
     Pair,
@@ -165,14 +166,18 @@ def _input_grad(
     xp: Any,
 ) -> Any:
     """∂L/∂x (``shape``) = the window gradients W̃ᵀG folded (:func:`_fold`), in chunks
-    along N that keep the fold's buffers within ``max_bytes`` (PyTorch: one transposed
-    convolution, :func:`_torch_input_grad`, its buffers PyTorch's)."""
+    along N that keep the fold's buffers within ``max_bytes``; or the library's own
+    transposed convolution onto the padded image, cropped (:func:`mlxp._kernels.conv_transpose2d`:
+    PyTorch), the rows and columns no window reaches added as ``extra``."""
     kernel, stride, pads, dilation = geometry
     N, C, H, Wd = shape
     K, out = W.shape[0], (grad.shape[2], grad.shape[3])
     padded = (H + sum(pads[0]), Wd + sum(pads[1]))
-    if is_torch_namespace(xp):
-        return _torch_input_grad(W, grad, geometry, padded)
+    reach = [dilation[a] * (kernel[a] - 1) + 1 for a in (0, 1)]
+    extra = ((padded[0] - reach[0]) % stride[0], (padded[1] - reach[1]) % stride[1])
+    images = conv_transpose2d(grad, W, stride, dilation, extra)  # the library's, if any
+    if images is not None:
+        return crop(images, pads)
     # NumPy adds in place with no launch cost, XLA fuses the slice additions of a compiled
     # step: both run them faster than the fold's padded copies
     in_place = is_numpy_namespace(xp) or is_jax_namespace(xp)
@@ -186,22 +191,6 @@ def _input_grad(
         images = fold(xp.matrix_transpose(Wt) @ G, C, kernel, stride, dilation, out, padded, xp)
         parts.append(crop(batch_first(images, xp), pads))
     return concat_batches(parts, xp)
-
-
-def _torch_input_grad(
-    W: Any, grad: Any, geometry: tuple[Pair, Pair, Pads, Pair], padded: Pair
-) -> Any:
-    """PyTorch: ∂L/∂x by its own transposed convolution (one kernel) onto the padded image,
-    the rows and columns no window reaches (``output_padding``) added, the padding cropped."""
-    import torch
-
-    kernel, stride, pads, dilation = geometry
-    reach = [dilation[a] * (kernel[a] - 1) + 1 for a in (0, 1)]
-    extra = tuple((padded[a] - reach[a]) % stride[a] for a in (0, 1))
-    images = torch.nn.functional.conv_transpose2d(
-        grad, W, stride=stride, dilation=dilation, output_padding=extra
-    )
-    return crop(images, pads)
 
 
 def _fold(

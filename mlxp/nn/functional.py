@@ -21,13 +21,12 @@ from typing import Any
 
 from array_api_compat import (
     array_namespace,
-    is_cupy_namespace,
-    is_jax_namespace,
-    is_numpy_namespace,
     is_torch_namespace,
 )
 from array_api_compat import device as _device
 
+from mlxp._kernels import fuses_log_softmax, positive_part_grad
+from mlxp._kernels import log_softmax as kernel_log_softmax
 from mlxp._special import log_softmax, sigmoid, softmax, softplus
 from mlxp.nn.convolution import IM2COL_MAX_BYTES, conv2d, conv2d_backward
 from mlxp.nn.pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
@@ -96,10 +95,6 @@ def dense_backward(
 
 
 # --------------------------------------------------------------------------- activations
-_BOOL_ARITHMETIC = (is_numpy_namespace, is_cupy_namespace, is_torch_namespace, is_jax_namespace)
-"""The libraries whose arithmetic takes a boolean array as 0/1 (the standard does not)."""
-
-
 def relu(x: Any, /, *, xp: Any = None) -> Any:
     """y = max(x, 0), element-wise (one op: the maximum with the scalar 0)."""
     xp = xp or array_namespace(x)
@@ -108,22 +103,8 @@ def relu(x: Any, /, *, xp: Any = None) -> Any:
 
 def relu_backward(x: Any, grad: Any, /, *, xp: Any = None) -> Any:
     """∂L/∂x = g ⊙ [x > 0] (0 at x = 0, as PyTorch); x may be the input or the output y.
-
-    One comparison and one product with the boolean mask on the libraries that promote
-    booleans in arithmetic (NumPy, CuPy, PyTorch, JAX; NumPy's ``where`` would branch on
-    every element, mispredicted for random signs), so a non-finite g at x ≤ 0 gives NaN
-    there; ``where([x > 0], g, 0)`` elsewhere (the standard has no bool-float promotion).
-    PyTorch: its own ReLU backward (``threshold_backward``), one kernel; g at x ≤ 0 is
-    dropped there, non-finite or not.
-    """
-    xp = xp or array_namespace(grad)
-    if is_torch_namespace(xp):
-        import torch
-
-        return torch.ops.aten.threshold_backward(grad, x, 0.0)
-    if any(is_lib(xp) for is_lib in _BOOL_ARITHMETIC):
-        return grad * (x > 0)
-    return xp.where(x > 0, grad, 0.0)
+    One op on PyTorch, two elsewhere (:func:`mlxp._kernels.positive_part_grad`)."""
+    return positive_part_grad(x, grad, xp=xp)
 
 
 def leaky_relu(x: Any, /, negative_slope: float = 0.01, *, xp: Any = None) -> Any:
@@ -309,13 +290,13 @@ def softmax_cross_entropy(
     Logits Z (n, K), classes t (n,), optional row weights w (n,) (None: all 1). With the
     shift s = Z − max Z, e = exp(s) and S = Σₖ e: ℓᵢ = log Sᵢ − sᵢ,tᵢ and ∂ℓᵢ/∂zᵢ =
     e/S − yᵢ for the one-hot Y, built once; Σᵢ ℓᵢ is one dot product ⟨Y, log S − s⟩
-    (each row of Y sums to 1). PyTorch: its fused ``log_softmax`` for the first four steps
-    (:func:`_torch_softmax_cross_entropy`). Returns the 0-d summed loss and the (n, K)
-    residual, the gradient of the sum; finite at any finite Z.
+    (each row of Y sums to 1). Where log softmax is one kernel (PyTorch), that kernel for
+    the first four steps (:func:`_cross_entropy_from_log_softmax`). Returns the 0-d summed
+    loss and the (n, K) residual, the gradient of the sum; finite at any finite Z.
     """
     xp = xp or array_namespace(logits)
-    if is_torch_namespace(xp):
-        return _torch_softmax_cross_entropy(logits, target, weights, xp)
+    if fuses_log_softmax(xp):
+        return _cross_entropy_from_log_softmax(logits, target, weights, xp)
     s = logits - xp.max(logits, axis=1, keepdims=True)
     e = xp.exp(s)
     total = xp.sum(e, axis=1, keepdims=True)
@@ -327,15 +308,13 @@ def softmax_cross_entropy(
     return xp.reshape(Y, (-1,)) @ losses, e / total - Y
 
 
-def _torch_softmax_cross_entropy(
+def _cross_entropy_from_log_softmax(
     logits: Any, target: Any, weights: Any, xp: Any
 ) -> tuple[Any, Any]:
-    """:func:`softmax_cross_entropy` on PyTorch: log softmax by its own one-kernel
-    ``log_softmax`` (the shift, exp, sum and log fused), then the same one-hot algebra:
-    Σᵢ wᵢℓᵢ = −⟨wY, log P⟩ and the residual w(P − Y), P = exp(log P)."""
-    import torch
-
-    log_p = torch.log_softmax(logits, dim=1)
+    """:func:`softmax_cross_entropy` where log softmax is one kernel
+    (:func:`mlxp._kernels.log_softmax`: the shift, exp, sum and log fused), then the same
+    one-hot algebra: Σᵢ wᵢℓᵢ = −⟨wY, log P⟩ and the residual w(P − Y), P = exp(log P)."""
+    log_p = kernel_log_softmax(logits, xp=xp)
     Y = one_hot(target, logits.shape[1], logits.dtype, xp=xp)
     rows = Y if weights is None else weights[:, None] * Y
     value = -(xp.reshape(rows, (-1,)) @ xp.reshape(log_p, (-1,)))

@@ -16,13 +16,12 @@ from typing import Any
 
 from array_api_compat import (
     array_namespace,
-    is_cupy_namespace,
     is_numpy_namespace,
-    is_torch_namespace,
 )
 from array_api_compat import device as _device
 
-from mlxp._compat import argmax, index_dtype, slice_add
+from mlxp._compat import index_dtype, slice_add
+from mlxp._kernels import max_and_argmax, spread_by_index
 from mlxp.nn._windows import (
     Pads,
     Pair,
@@ -72,7 +71,7 @@ def max_pool2d(
     an element-wise maximum of strided views, one per offset (i, j). With ``return_indices``,
     (y, a) where a[c, h, w, n] (batch last) is the row-major offset i·kw + j of the
     first maximum of each window: the views stacked once, reduced by max and argmax
-    (PyTorch: one ``torch.max`` gives both).
+    (one op on PyTorch: :func:`mlxp._kernels.max_and_argmax`).
     """
     xp = xp or array_namespace(x)
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
@@ -85,13 +84,8 @@ def max_pool2d(
             better = view > y
             y, a = xp.maximum(y, view), a + better * (o - a)
         return batch_first(y, xp), a
-    stacked = xp.stack(views, axis=0)
-    if is_torch_namespace(xp):  # values and first-maximum indices in one reduction
-        import torch
-
-        y, a = torch.max(stacked, dim=0)
-        return batch_first(y, xp), a
-    return batch_first(xp.max(stacked, axis=0), xp), argmax(stacked, axis=0)
+    y, a = max_and_argmax(xp.stack(views, axis=0), axis=0, xp=xp)  # one op on PyTorch
+    return batch_first(y, xp), a
 
 
 def max_pool2d_backward(
@@ -108,8 +102,8 @@ def max_pool2d_backward(
     """∂L/∂x of :func:`max_pool2d` for input x: each g[n, c, h, w] goes to the first
     maximum of its window in row-major order (as PyTorch), summed where windows overlap;
     y is not read. ``indices``: the forward's argmax offsets a (``return_indices``),
-    else found again. The offset gradients g ⊙ [a = o] are computed at once (PyTorch:
-    g scattered along the offsets by one ``scatter_``); windows
+    else found again. The offset gradients g ⊙ [a = o] are computed at once
+    (:func:`mlxp._kernels.spread_by_index`); windows
     that tile the image interleave into it with one copy, others are added into their
     strided slices (:func:`~mlxp._compat.slice_add`)."""
     xp = xp or array_namespace(grad)
@@ -118,14 +112,7 @@ def max_pool2d_backward(
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
     N, C, H, W = x.shape
     k, out = kernel[0] * kernel[1], (grad.shape[2], grad.shape[3])
-    g = xp.permute_dims(grad, (1, 2, 3, 0))
-    if is_torch_namespace(xp):  # g scattered to its offset: two ops, not three
-        parts = g.new_zeros((k, *g.shape)).scatter_(0, indices[None, ...], g[None, ...])
-    else:
-        offsets = xp.arange(k, dtype=indices.dtype, device=_device(indices))
-        hit = indices == offsets[:, None, None, None, None]
-        bools = is_numpy_namespace(xp) or is_cupy_namespace(xp)
-        parts = g * hit if bools else xp.where(hit, g, 0.0)  # NumPy's where branches
+    parts = spread_by_index(xp.permute_dims(grad, (1, 2, 3, 0)), indices, k, xp=xp)
     if stride == kernel and pads == ((0, 0), (0, 0)):
         blocks = xp.permute_dims(xp.reshape(parts, (*kernel, C, *out, N)), (2, 3, 0, 4, 1, 5))
         images = xp.reshape(blocks, (C, out[0] * kernel[0], out[1] * kernel[1], N))

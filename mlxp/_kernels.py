@@ -1,0 +1,115 @@
+"""Fused kernels a library has and the standard lacks, each beside its standard fallback.
+
+Ground floor. On a GPU a step costs about its number of kernel launches, so where PyTorch
+does in one kernel what the standard needs several operations for, the math calls the
+function here: PyTorch's kernel on PyTorch, the standard operations everywhere else (both
+tested on every backend by the tests of the layers that use them). The math modules
+import no array library themselves.
+
+* :func:`positive_part_grad` -- g ⊙ [x > 0] (ReLU's backward);
+* :func:`log_softmax` -- z − logsumexp(z) along axis 1, and :func:`fuses_log_softmax`;
+* :func:`max_and_argmax` -- the maximum and the index of its first occurrence;
+* :func:`spread_by_index` -- values sent to slot ``index`` of k slots, zeros elsewhere;
+* :func:`conv_transpose2d` -- the library's transposed convolution, or None.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import (
+    array_namespace,
+    is_cupy_namespace,
+    is_jax_namespace,
+    is_numpy_namespace,
+    is_torch_namespace,
+)
+from array_api_compat import device as _device
+
+from mlxp._compat import argmax
+from mlxp._special import log_softmax as _standard_log_softmax
+
+__all__ = [
+    "conv_transpose2d",
+    "fuses_log_softmax",
+    "log_softmax",
+    "max_and_argmax",
+    "positive_part_grad",
+    "spread_by_index",
+]
+
+_BOOL_ARITHMETIC = (is_numpy_namespace, is_cupy_namespace, is_torch_namespace, is_jax_namespace)
+"""The libraries whose arithmetic takes a boolean array as 0/1 (the standard does not)."""
+
+
+def positive_part_grad(x: Any, grad: Any, /, *, xp: Any = None) -> Any:
+    """g ⊙ [x > 0] (0 at x = 0, as PyTorch). PyTorch: ``threshold_backward``, one kernel
+    (g at x ≤ 0 dropped, finite or not). Libraries promoting booleans in arithmetic: one
+    comparison and one product (NumPy's ``where`` would branch on every element), so a
+    non-finite g at x ≤ 0 gives NaN there; ``where([x > 0], g, 0)`` elsewhere."""
+    xp = xp or array_namespace(grad)
+    if is_torch_namespace(xp):
+        import torch
+
+        return torch.ops.aten.threshold_backward(grad, x, 0.0)
+    if any(is_lib(xp) for is_lib in _BOOL_ARITHMETIC):
+        return grad * (x > 0)
+    return xp.where(x > 0, grad, 0.0)
+
+
+def fuses_log_softmax(xp: Any) -> bool:
+    """Whether :func:`log_softmax` is one kernel on ``xp`` (PyTorch), not four or more."""
+    return is_torch_namespace(xp)
+
+
+def log_softmax(z: Any, /, *, xp: Any = None) -> Any:
+    """z − logsumexp(z) along axis 1 of z (n, K): PyTorch's ``log_softmax``, else
+    :func:`mlxp._special.log_softmax` (the maximum shifted out first)."""
+    xp = xp or array_namespace(z)
+    if is_torch_namespace(xp):
+        import torch
+
+        return torch.log_softmax(z, dim=1)
+    return _standard_log_softmax(z, axis=1, xp=xp)
+
+
+def max_and_argmax(x: Any, /, *, axis: int = 0, xp: Any = None) -> tuple[Any, Any]:
+    """(max along ``axis``, index of its first occurrence): one ``torch.max`` on PyTorch,
+    else ``max`` and :func:`mlxp._compat.argmax`."""
+    xp = xp or array_namespace(x)
+    if is_torch_namespace(xp):
+        import torch
+
+        values, indices = torch.max(x, dim=axis)
+        return values, indices
+    return xp.max(x, axis=axis), argmax(x, axis=axis)
+
+
+def spread_by_index(values: Any, index: Any, k: int, /, *, xp: Any = None) -> Any:
+    """P (k, *values.shape) with P[o] = values where index = o, else 0, for integer
+    ``index`` of values' shape in [0, k). PyTorch: zeros and one ``scatter_`` (two ops);
+    elsewhere the comparison with 0..k−1 and a product (or ``where``), three."""
+    xp = xp or array_namespace(values)
+    if is_torch_namespace(xp):
+        zeros = values.new_zeros((k, *values.shape))
+        return zeros.scatter_(0, index[None, ...], values[None, ...])
+    offsets = xp.arange(k, dtype=index.dtype, device=_device(index))
+    hit = index == xp.reshape(offsets, (k,) + (1,) * index.ndim)
+    if is_numpy_namespace(xp) or is_cupy_namespace(xp):  # NumPy's where branches
+        return values * hit
+    return xp.where(hit, values, 0.0)
+
+
+def conv_transpose2d(
+    g: Any, W: Any, stride: tuple[int, int], dilation: tuple[int, int], extra: tuple[int, int]
+) -> Any:
+    """The transposed convolution of g (N, K, OH, OW) with W (K, C, kh, kw), unpadded, with
+    ``extra`` rows and columns no window reaches, by the library's own kernel; None where
+    it has none (the caller then folds the window gradients in standard operations)."""
+    if not is_torch_namespace(array_namespace(g)):
+        return None
+    import torch
+
+    return torch.nn.functional.conv_transpose2d(
+        g, W, stride=stride, dilation=dilation, output_padding=extra
+    )
