@@ -34,6 +34,7 @@ from typing import Any
 import array_api_compat as aac
 
 from mlxp._backend import use_backend
+from mlxp._compat import take_rows
 
 __all__ = [
     "aligned_rows",
@@ -217,7 +218,7 @@ def stream_chunks(
     def load(j: int) -> Chunk:
         chunk = fetch(order[j])
         if perms[j] is not None:
-            chunk = tuple(None if c is None else _take(c, perms[j]) for c in chunk)
+            chunk = tuple(None if c is None else take_rows(c, perms[j]) for c in chunk)
         return chunk if prepare is None else prepare(chunk)
 
     with ThreadPoolExecutor(1, thread_name_prefix="mlxp-prefetch") as pool:
@@ -228,7 +229,3 @@ def stream_chunks(
                 pending = pool.submit(load, j + 1)
             yield chunk
             del chunk  # released before the next chunk is used
-
-
-def _take(a: Any, rows: Any) -> Any:
-    return aac.array_namespace(a).take(a, rows, axis=0)

@@ -49,6 +49,7 @@ from mlxp._dask import (
 from mlxp.exceptions import SolverError, warn_not_converged
 from mlxp.linear_model._exact import cholesky_gram, solve_auto, solve_qr, solve_svd
 from mlxp.linear_model._iterative import GramObjective, LeastSquaresObjective
+from mlxp.linear_model._stochastic import contiguous_batches
 
 __all__ = [
     "StreamedLeastSquares",
@@ -234,13 +235,12 @@ class StreamedLeastSquares(GramObjective):
         p = self.X.shape[1]
         x_mean = None if self.mean is None else self.mean[:p]
         X, _, sw = self.arrays
-        blocks = [(xb, sb) for xb, sb in row_blocks(X, sw)]
-        row = compute(tree_reduce(_chunk_row_norm, _larger, blocks, x_mean))[0]
+        row = compute(tree_reduce(_chunk_row_norm, _larger, row_blocks(X, sw), x_mean))[0]
         return L + self.xp.asarray(row, dtype=L.dtype) / batch_size
 
     def epoch(self, rng: Any, batch_size: int) -> Any:
         """The batch objectives of one pass over the chunks, batches cut within a chunk."""
-        xp, p, l2 = self.xp, self.X.shape[1], self.l2
+        xp, p = self.xp, self.X.shape[1]
         for Xc, Yc, sc in stream_chunks(self.arrays, rng):
             Yc = xp.astype(Yc, Xc.dtype)
             if self.mean is not None:
@@ -248,16 +248,8 @@ class StreamedLeastSquares(GramObjective):
             if sc is not None:
                 root = xp.sqrt(xp.astype(sc, Xc.dtype))[:, None]
                 Xc, Yc = Xc * root, Yc * root
-            for begin in range(0, Xc.shape[0], batch_size):
-                end = min(begin + batch_size, Xc.shape[0])
-                yield LeastSquaresObjective(
-                    xp,
-                    Xc[begin:end, :],
-                    Yc[begin:end, :],
-                    alpha=self.alpha,
-                    row_scale=1 / (end - begin),
-                    l2=l2,
-                )
+            chunk = LeastSquaresObjective(xp, Xc, Yc, alpha=self.alpha, l2=self.l2)
+            yield from contiguous_batches(chunk, batch_size)
 
 
 def descend_dask(est: Any, X: Any, Y: Any, sw: Any) -> tuple[Any, Any, int]:

@@ -53,6 +53,7 @@ from mlxp._validation import encode_labels
 from mlxp.linear_model._dask_minimize import minimize_dask
 from mlxp.linear_model._iterative import gram_eigenvalue
 from mlxp.linear_model._logistic_loss import LogisticObjective
+from mlxp.linear_model._stochastic import contiguous_batches
 
 __all__ = [
     "DescentObjective",
@@ -275,9 +276,7 @@ class DescentObjective:
         """The batch objectives of one pass, batches cut within each chunk."""
         self.evaluate.passes += 1
         for Xc, yc, sc in stream_chunks(self.evaluate.arrays, rng):
-            chunk = self.evaluate.chunk_objective(Xc, yc, sc)
-            for begin in range(0, Xc.shape[0], batch_size):
-                yield chunk.rows(begin, min(begin + batch_size, Xc.shape[0]))
+            yield from contiguous_batches(self.evaluate.chunk_objective(Xc, yc, sc), batch_size)
 
 
 def fit_logistic_dask(est: Any, X: Any, y: Any, sw: Any) -> Any:

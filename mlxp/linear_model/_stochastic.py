@@ -34,7 +34,7 @@ from mlxp._compat import Generator
 from mlxp.exceptions import DivergenceError
 from mlxp.optim import SGD, Adam, Optimizer, ReduceLROnPlateau
 
-__all__ = ["OPTIMIZERS", "minimize_sgd"]
+__all__ = ["OPTIMIZERS", "contiguous_batches", "minimize_sgd", "shuffled_batches"]
 
 _MOMENTUM = 0.9
 OPTIMIZERS: dict[str, Callable[[Any], Optimizer]] = {
@@ -78,9 +78,17 @@ def shuffled_batches(objective: Any, rng: Generator, batch_size: int) -> Iterato
     ``rng`` (one gather), cut into batches of ``batch_size`` rows in order."""
     xp = array_namespace(objective.X)
     n = objective.X.shape[0]
-    shuffled = objective.batch(rng.permutation(n, xp=xp, device=_device(objective.X)))
+    yield from contiguous_batches(
+        objective.batch(rng.permutation(n, xp=xp, device=_device(objective.X))), batch_size
+    )
+
+
+def contiguous_batches(objective: Any, batch_size: int) -> Iterator[Any]:
+    """``objective.rows(b, e)`` for consecutive ranges of ``batch_size`` rows (the last
+    shorter): the batch estimates of f on its rows as stored."""
+    n = objective.X.shape[0]
     for begin in range(0, n, batch_size):
-        yield shuffled.rows(begin, min(begin + batch_size, n))
+        yield objective.rows(begin, min(begin + batch_size, n))
 
 
 def minimize_sgd(
