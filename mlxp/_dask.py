@@ -179,8 +179,13 @@ Chunk = tuple[Any, ...]
 
 
 def _compute_blocks(arrays: Sequence[Any], i: int) -> Chunk:
-    """Block i of each array (None stays None), computed together: one ``dask.compute``."""
-    present = [a.blocks[i] for a in arrays if a is not None]
+    """Block i of each array (None stays None), computed together: one ``dask.compute``.
+    The blocks go as unoptimised delayed values, as :func:`row_blocks`' do, so a key
+    shared with an earlier reduction (y[:, None] of y's chunks, say) is sent with the same
+    task, never a fused variant (which the scheduler warns about: it can deadlock)."""
+    present = [
+        a.blocks[i].to_delayed(optimize_graph=False).ravel()[0] for a in arrays if a is not None
+    ]
     values = iter(compute(*present))
     return tuple(None if a is None else next(values) for a in arrays)
 

@@ -117,7 +117,8 @@ class DaskChunks:
     """Row chunks of Dask arrays X and y (chunked alike along axis 0 only), streamed.
 
     ``fetch(i)`` returns chunk i of (X, y) as arrays of the chunk library (by default
-    ``dask.compute`` of the two blocks, on the default scheduler or client).
+    :func:`~mlxp._dask.stream_chunks`' one ``dask.compute`` of the two blocks, on the
+    default scheduler or client).
     """
 
     def __init__(
@@ -132,13 +133,7 @@ class DaskChunks:
         self.X, self.y, self.xp, self.device, self.dtype = X, y, xp, device, dtype
         self.sizes = [int(s) for s in X.chunks[0]]
         self.n_samples = sum(self.sizes)
-        self.fetch: Callable[[int], tuple[Any, Any]] = fetch or self._compute
-
-    def _compute(self, i: int) -> tuple[Any, Any]:
-        import dask
-
-        # dask.compute is not annotated
-        return dask.compute(self.X.blocks[i], self.y.blocks[i])  # type: ignore[no-any-return]
+        self.fetch = fetch
 
     def n_batches(self, batch_size: int) -> int:
         return sum(math.ceil(s / batch_size) for s in self.sizes)
