@@ -12,6 +12,7 @@ optimiser state on the client). Estimators see Dask through four calls:
 * :func:`tree_reduce` + :func:`compute` -- ``chunk_fn`` on each row block, the results merged
   by ``merge_fn`` in a tree of fan-in 16 (O(chunks) tasks, depth log₁₆ chunks), all
   requested reductions evaluated by one ``dask.compute`` (X is read once per call);
+* :func:`as_column` -- y (n,) as (n, 1), its keys new to the call;
 * :func:`concrete` -- Dask arrays among some arrays computed together (``score``);
 * :func:`map_rows` -- a function of a NumPy/CuPy chunk applied blockwise (O(chunks) tasks),
   lazy, its graph holding only the chunks of X and the small arrays the function closes over;
@@ -30,6 +31,7 @@ import importlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+from uuid import uuid4
 
 import array_api_compat as aac
 
@@ -38,6 +40,7 @@ from mlxp._compat import take_rows
 
 __all__ = [
     "aligned_rows",
+    "as_column",
     "chunk_namespace",
     "compute",
     "concrete",
@@ -133,8 +136,26 @@ def concrete(*arrays: Any) -> list[Any]:
 
 
 def compute(*reductions: Any) -> tuple[Any, ...]:
-    """Evaluate delayed reductions (or Dask arrays) together: one ``dask.compute``."""
-    return tuple(dask_module().compute(*reductions))
+    """Evaluate delayed reductions (or Dask arrays) together: one ``dask.compute``.
+
+    Every graph goes unoptimised, so a key mlxp sends twice (a chunk of y in two passes)
+    is always sent as the same task, never once as a fused variant: the distributed
+    scheduler warns about a key redefined while it still holds it (it can deadlock)."""
+    return tuple(dask_module().compute(*reductions, optimize_graph=False))
+
+
+def as_column(y: Any) -> Any:
+    """Dask y (n,) as (n, 1), under a name new to this call: the keys of a fit's column
+    are never those of another fit still held by the scheduler (as ``y[:, None]``'s,
+    named by a hash of y, would be)."""
+    meta = y._meta[:, None]
+    return y.map_blocks(
+        _column, new_axis=1, chunks=(y.chunks[0], (1,)), meta=meta, name=f"column-{uuid4().hex}"
+    )
+
+
+def _column(block: Any) -> Any:
+    return block[:, None]
 
 
 def map_rows(fn: Callable[[Any], Any], X: Any, *, width: int | None, dtype: Any) -> Any:

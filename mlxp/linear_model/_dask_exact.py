@@ -39,8 +39,10 @@ from array_api_compat import array_namespace
 
 from mlxp._dask import (
     aligned_rows,
+    as_column,
     chunk_namespace,
     compute,
+    concrete,
     dask_module,
     row_blocks,
     stream_chunks,
@@ -282,9 +284,9 @@ def fit_linear_dask(est: Any, X: Any, y: Any, sw: Any) -> Any:
     its attributes are set, as concrete arrays of the chunk library, once all is computed."""
     n, p = X.shape
     if n - est.fit_intercept < p:  # wide: no tall factor, and small by nature
-        host = [None if a is None else a.compute() for a in (X, y, sw)]
+        host = list(concrete(X, y, sw))
         return est.fit(*host)
-    Y = y[:, None] if y.ndim == 1 else y
+    Y = as_column(y) if y.ndim == 1 else y
     if est.solver in ("gd", "sgd"):
         W, intercept, n_iter = descend_dask(est, X, Y, sw)
         return _set(est, W, intercept, y.ndim, est.solver, n_iter)

@@ -51,8 +51,8 @@ from array_api_compat import device as _device
 
 from mlxp._backend import get_backend, placement
 from mlxp._compat import move, take_rows
+from mlxp._dask import compute, map_rows, stream_chunks
 from mlxp._dask import is_dask_array as is_dask
-from mlxp._dask import map_rows, stream_chunks
 from mlxp._validation import encode_labels, to_array
 
 __all__ = [
@@ -264,7 +264,7 @@ def class_indices(y: Any, classes: Any = None) -> tuple[Any, Any]:
     if is_dask(y):
         import dask.array as da
 
-        found, _ = encode_labels(da.unique(y).compute())
+        found, _ = encode_labels(compute(da.unique(y))[0])
     else:
         found, indices = encode_labels(y)
     if classes is None:
@@ -310,7 +310,6 @@ def split_chunks(X: Any, y: Any, fraction: float, rng: Any) -> tuple[Any, Any, A
     permutation from ``rng`` are set aside. The training rows stay lazy (one task per
     chunk), in the drawn order; the validation rows are computed, moved where the chunks
     train (they must fit in memory). For one chunk this is the in-memory split."""
-    import dask
     import dask.array as da
 
     X, y = _as_pair(X, y)
@@ -330,7 +329,7 @@ def split_chunks(X: Any, y: Any, fraction: float, rng: Any) -> tuple[Any, Any, A
         for part, chosen in ((held, rows[:v]), (train, rows[v:])):
             if chosen.shape[0]:
                 part.append((X.blocks[i][chosen], y.blocks[i][chosen]))
-    X_val, y_val = dask.compute(
+    X_val, y_val = compute(
         da.concatenate([a for a, _ in held]), da.concatenate([b for _, b in held])
     )
     xp, dev = _compute_place(X)
