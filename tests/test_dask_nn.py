@@ -23,7 +23,16 @@ import dask  # noqa: E402
 
 from mlxp.datasets import load_digits  # noqa: E402
 from mlxp.exceptions import ConvergenceWarning  # noqa: E402
-from mlxp.nn import CNNClassifier, Dense, Dropout, MLPClassifier, MLPRegressor, ReLU, Sequential  # noqa: E402
+from mlxp.nn import (  # noqa: E402
+    BatchNorm1d,
+    CNNClassifier,
+    Dense,
+    Dropout,
+    MLPClassifier,
+    MLPRegressor,
+    ReLU,
+    Sequential,
+)
 from mlxp.nn.streaming import DaskChunks  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(
@@ -74,6 +83,26 @@ def test_one_chunk_trains_exactly_as_in_memory(client):
     assert b.evaluate(Xd, yd) == a.evaluate(X, y)
     lazy = b.predict(Xd)
     assert isinstance(lazy, da.Array) and np.array_equal(lazy.compute(), a.predict(X))
+
+
+def test_streamed_batchnorm_moves_its_running_statistics_as_in_memory(client):
+    """Chunks of three batches in stored order cut the batches the data in memory gives:
+    the same steps, so the same weights and running statistics."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 6)) + 1.0
+    y = X @ rng.normal(size=(6, 1))
+
+    def net():
+        return Sequential([Dense(6, 8), BatchNorm1d(8), ReLU(), Dense(8, 1)], seed=3)
+
+    fit = dict(epochs=2, batch_size=32, shuffle=False, progress=False)
+    a, b = net(), net()
+    a.fit(X, y, **fit)
+    b.fit(*_chunked(X, y, 96), **fit)
+    expected = a.get_weights()
+    assert not np.allclose(expected["1.running_mean"], 0.0)
+    for name, value in b.get_weights().items():
+        np.testing.assert_allclose(value, expected[name], rtol=1e-12, err_msg=name)
 
 
 def test_chunks_train_on_the_chosen_backend(client):

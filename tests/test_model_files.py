@@ -126,6 +126,19 @@ def test_valid_files_load_without_initialising_anything(
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_a_fitted_batchnorm_keeps_its_running_statistics_in_its_file(backend, saved, tmp_path):
+    model, config, arrays = saved["sequential"]
+    weights = {k: mlxp.to_numpy(v) for k, v in model.get_weights().items()}
+    names = ("1.running_mean", "1.running_var")
+    for name in names:
+        np.testing.assert_array_equal(arrays[name], weights[name])
+    assert not np.allclose(arrays[names[0]], 0.0) and not np.allclose(arrays[names[1]], 1.0)
+    loaded = mlxp.load(_write(tmp_path / "m.mlxp", config, arrays), str(backend))
+    for name in names:
+        got = backend.to_numpy(loaded.get_weights()[name])
+        np.testing.assert_allclose(got, arrays[name], rtol=1e-6, err_msg=name)
+
+
 # --------------------------------------------------------------------------- tensors
 @pytest.mark.parametrize("name", NETWORKS + LINEAR)
 def test_missing_and_unexpected_tensors_are_named(backend, saved, name, tmp_path):

@@ -207,8 +207,11 @@ def test_batchnorm_matches_torch(backend, shape, momentum):
         ref.zero_grad()
         yt = ref(xt)
         (yt * torch.tensor(R)).sum().backward()
+        held = dict(ours.buffers)
         y = ours.forward(backend.asarray(x, dtype), training=training)
+        assert all(ours.buffers[k] is v for k, v in held.items())  # forward writes no buffer
         grad = ours.backward(backend.asarray(R, dtype))
+        ours.buffers.update(ours.state_updates())  # a loop by hand commits the statistics
         pairs = [
             (y, yt.detach()),
             (grad, xt.grad),
@@ -384,6 +387,13 @@ def test_batchnorm_train_and_eval(backend):
     np.testing.assert_allclose(y.mean(axis=0), 0, atol=tol)
     np.testing.assert_allclose(y.var(axis=0), x.var(axis=0) / (x.var(axis=0) + 1e-5), rtol=tol)
     running_mean, running_var = 0.2 * x.mean(axis=0), 0.8 + 0.2 * x.var(axis=0, ddof=1)
+    # The training forward hands the new statistics out and leaves the buffers as they were.
+    updates = {k: backend.to_numpy(v) for k, v in layer.state_updates().items()}
+    np.testing.assert_allclose(updates["running_mean"], running_mean, rtol=tol)
+    np.testing.assert_allclose(updates["running_var"], running_var, rtol=tol)
+    np.testing.assert_array_equal(backend.to_numpy(layer.buffers["running_mean"]), 0.0)
+    np.testing.assert_array_equal(backend.to_numpy(layer.buffers["running_var"]), 1.0)
+    layer.buffers.update(layer.state_updates())
     np.testing.assert_allclose(
         backend.to_numpy(layer.buffers["running_mean"]), running_mean, rtol=tol
     )
@@ -396,6 +406,7 @@ def test_batchnorm_train_and_eval(backend):
         y_eval, (x - running_mean) / np.sqrt(running_var + 1e-5), rtol=tol, atol=tol
     )
     row = backend.to_numpy(layer.forward(backend.asarray(x[:1], dtype)))
+    assert layer.state_updates() == {}
     np.testing.assert_allclose(row, y_eval[:1], rtol=tol, atol=tol)
     np.testing.assert_allclose(
         backend.to_numpy(layer.buffers["running_mean"]), running_mean, rtol=tol

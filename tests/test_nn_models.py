@@ -9,6 +9,7 @@ import pytest
 import mlxp
 from mlxp.nn import (
     BatchNorm1d,
+    BatchNorm2d,
     CNNClassifier,
     Conv2D,
     CrossEntropyLoss,
@@ -24,7 +25,7 @@ from mlxp.nn import (
     Sequential,
     Tanh,
 )
-from tests.conftest import require_float64
+from tests.conftest import require_float64, widest_float
 
 
 def _net(seed=0):
@@ -149,6 +150,54 @@ def test_batchnorm_and_dropout_inside_a_model_train_and_infer():
     history = model.fit(X, y, loss="cross_entropy", epochs=20, batch_size=32, progress=False)
     assert history["loss"][-1] < history["loss"][0]
     np.testing.assert_array_equal(model.predict(X), model.predict(X))  # eval is deterministic
+
+
+def test_a_training_forward_hands_out_the_running_statistics_and_writes_none():
+    X = np.random.default_rng(6).normal(size=(8, 4)) + 2.0
+    model = Sequential([Dense(4, 3), BatchNorm1d(3), ReLU(), Dense(3, 2)], seed=0)
+    model.build(np, "cpu", np.float64)
+    before = model.get_weights()
+    model.forward(X, training=True)
+    assert all(value is before[k] for k, value in model.get_weights().items())
+    updates = model.state_updates()
+    assert set(updates) == {"1.running_mean", "1.running_var"}
+    assert not np.allclose(updates["1.running_mean"], 0.0)
+    model.set_weights(updates)  # how a loop written by hand commits them
+    np.testing.assert_array_equal(model.get_weights()["1.running_var"], updates["1.running_var"])
+    model.clear_caches()
+    assert model.state_updates() == {}
+
+
+@pytest.mark.parametrize("rank", [2, 4])
+def test_fit_moves_the_running_statistics_as_torch_does(backend, rank):
+    """BatchNorm first, so that its batches are the data's whatever the weights do: after
+    two epochs in stored order (a short last batch; jax.jit on JAX) the running statistics
+    are torch.nn.BatchNorm1d/2d's after the same batches, and nothing of the last step
+    (cache, pending update) stays on the layers."""
+    torch = pytest.importorskip("torch")
+    dtype, rtol = widest_float(backend)
+    rng = np.random.default_rng(7)
+    if rank == 2:
+        X = rng.normal(size=(40, 3)) * [1.0, 2.0, 0.5] + [3.0, -1.0, 0.0]
+        model = Sequential([BatchNorm1d(3, momentum=0.2), Dense(3, 2)], seed=0)
+        ref = torch.nn.BatchNorm1d(3, momentum=0.2, dtype=torch.float64)
+    else:
+        X = rng.normal(size=(40, 2, 3, 3)) * 2 + 1
+        model = Sequential([BatchNorm2d(2, momentum=0.2), Flatten(), Dense(18, 2)], seed=0)
+        ref = torch.nn.BatchNorm2d(2, momentum=0.2, dtype=torch.float64)
+    y = rng.normal(size=(40, 2))
+    Xb, yb = backend.asarray(X, dtype), backend.asarray(y, dtype)
+    model.fit(Xb, yb, epochs=2, batch_size=16, shuffle=False, progress=False)
+    for _ in range(2):
+        for i in range(0, 40, 16):
+            ref(torch.tensor(X[i : i + 16]))
+    weights = model.get_weights()
+    for key, theirs in [("0.running_mean", ref.running_mean), ("0.running_var", ref.running_var)]:
+        np.testing.assert_allclose(
+            backend.to_numpy(weights[key]), theirs.numpy(), rtol=10 * rtol, atol=10 * rtol
+        )
+    assert model.state_updates() == {}
+    assert all(layer._cache == {} and layer.grads == {} for layer in model.layers)
 
 
 # --------------------------------------------------------------------------- estimators

@@ -37,6 +37,7 @@ __all__ = [
     "avg_pool2d_backward",
     "batch_norm_backward",
     "batch_norm_eval",
+    "batch_norm_running",
     "batch_norm_train",
     "bce_with_logits",
     "bce_with_logits_backward",
@@ -210,6 +211,19 @@ def batch_norm_train(
     y = xp.reshape(gamma, shape) * x_hat + xp.reshape(beta, shape)
     unbiased = xp.reshape(var, (-1,)) * (m / (m - 1))
     return y, x_hat, xp.reshape(inv_std, (-1,)), xp.reshape(mean, (-1,)), unbiased
+
+
+def batch_norm_running(
+    running_mean: Any, running_var: Any, mean: Any, var: Any, /, momentum: float
+) -> tuple[Any, Any]:
+    """The running statistics after a training batch, as ``torch.nn.BatchNorm`` moves them.
+
+    μ̄ ← (1 − momentum)·μ̄ + momentum·μ and σ̄² ← (1 − momentum)·σ̄² + momentum·s², with μ
+    and s² the batch mean and unbiased variance (:func:`batch_norm_train`); all (C,).
+    Returns the new (μ̄, σ̄²); nothing is modified.
+    """
+    m = momentum
+    return (1 - m) * running_mean + m * mean, (1 - m) * running_var + m * var
 
 
 def batch_norm_eval(

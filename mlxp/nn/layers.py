@@ -9,7 +9,9 @@ A layer's parameters live in ``layer.params`` (a dict of arrays) and, after
 ``backward``, their gradients in ``layer.grads`` under the same names. Parameters
 are created by ``initialize`` with the portable generator, so that a seed fixes
 them on every backend; ``forward`` caches what ``backward`` needs, until
-``clear_cache``. Constructor arguments are checked against the layer's
+``clear_cache``; a training ``forward`` that moves a buffer (BatchNorm's running
+statistics) hands its new value out through ``state_updates`` instead of writing it.
+Constructor arguments are checked against the layer's
 ``_parameter_constraints`` (see :mod:`mlxp._params`).
 """
 
@@ -100,8 +102,17 @@ class Layer:
         """∂L/∂x of a layer without parameters."""
         raise NotImplementedError
 
+    def state_updates(self) -> dict[str, Any]:
+        """The new values of buffers computed by the last training ``forward``, by buffer
+        name; ``{}`` for a layer without any, or after ``clear_cache``. ``forward`` never
+        writes ``buffers`` itself: the training step returns these as the model's new
+        state, and a loop written by hand commits them
+        (``layer.buffers.update(layer.state_updates())``)."""
+        return {}
+
     def clear_cache(self) -> None:
-        """Forget what the last ``forward`` kept for ``backward`` (its input, say)."""
+        """Forget what the last ``forward`` kept for ``backward`` (its input, say) and the
+        buffers' new values it handed out (:meth:`state_updates`)."""
         self._cache = {}
 
     def get_config(self) -> dict[str, Any]:

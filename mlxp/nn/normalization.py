@@ -1,7 +1,10 @@
 """Batch normalisation layers: BatchNorm1d (flat data, sequences) and BatchNorm2d (images).
 
-Owns the running statistics (buffers) and their update; the arithmetic is in
-:mod:`mlxp.nn.functional` (``batch_norm_train``, ``batch_norm_eval``, ``batch_norm_backward``).
+Owns the running statistics (buffers). A training ``forward`` computes their new values
+but does not write them: it hands them out (:meth:`~mlxp.nn.Layer.state_updates`) for the
+training step to return as the model's new state. The arithmetic is in
+:mod:`mlxp.nn.functional` (``batch_norm_train``, ``batch_norm_running``,
+``batch_norm_eval``, ``batch_norm_backward``).
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ class _BatchNorm(Layer):
     """Batch normalisation over the channels (axis 1); subclasses fix the input ranks.
 
     y = γ (x − μ)/√(σ² + ε) + β per channel. In training μ, σ² are the batch mean
-    and biased variance, and the buffers move towards the batch statistics:
+    and biased variance, and the running statistics move towards the batch statistics:
     running_mean ← (1 − momentum)·running_mean + momentum·μ, and likewise
-    running_var with the unbiased variance. In evaluation the running statistics
-    are used. Parameters ``gamma`` (ones) and ``beta`` (zeros) and buffers
+    running_var with the unbiased variance. ``forward`` leaves ``buffers`` as they were
+    and hands the new values out through :meth:`state_updates` until ``clear_cache``;
+    whoever trains commits them (``fit``'s step returns them as the model's new state; by
+    hand, ``layer.buffers.update(layer.state_updates())``). In evaluation the running
+    statistics are used. Parameters ``gamma`` (ones) and ``beta`` (zeros) and buffers
     ``running_mean`` (zeros) and ``running_var`` (ones) have shape (C,).
     """
 
@@ -78,11 +84,16 @@ class _BatchNorm(Layer):
                 f"got x of shape {tuple(x.shape)}."
             )
         y, x_hat, inv_std, mean, var = F.batch_norm_train(x, gamma, beta, self.eps)
-        self._cache = {"x_hat": x_hat, "inv_std": inv_std, "training": True}
-        m = self.momentum
-        buffers["running_mean"] = (1 - m) * buffers["running_mean"] + m * mean
-        buffers["running_var"] = (1 - m) * buffers["running_var"] + m * var
+        running = buffers["running_mean"], buffers["running_var"]
+        new_mean, new_var = F.batch_norm_running(*running, mean, var, self.momentum)
+        updates = {"running_mean": new_mean, "running_var": new_var}
+        self._cache = {"x_hat": x_hat, "inv_std": inv_std, "training": True, "updates": updates}
         return y
+
+    def state_updates(self) -> dict[str, Any]:
+        """{"running_mean": μ̄, "running_var": σ̄²} (C,) after the last training forward
+        (see :class:`_BatchNorm`); ``{}`` after an evaluation forward or ``clear_cache``."""
+        return dict(self._cache.get("updates", {}))
 
     def backward(self, grad: Any, *, input_grad: bool = True) -> Any:
         """Fill ``grads``; return ∂L/∂x (None with ``input_grad=False``)."""

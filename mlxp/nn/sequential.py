@@ -237,8 +237,19 @@ class Sequential(OnComputeDevice):
         parts = [self.infer(x[i : min(i + batch_size, n), ...]) for i in range(0, n, batch_size)]
         return xp.concat(parts, axis=0)
 
+    def state_updates(self) -> dict[str, Any]:
+        """The buffers' new values from the last training :meth:`forward` (BatchNorm's
+        running statistics), named like :meth:`get_weights` (``"<layer index>.<name>"``):
+        the model's next state, which ``forward`` does not write. ``fit`` commits them; a
+        loop written by hand does with ``model.set_weights(model.state_updates())``."""
+        return {
+            f"{i}.{k}": v
+            for i, layer in enumerate(self.layers)
+            for k, v in layer.state_updates().items()
+        }
+
     def clear_caches(self) -> None:
-        """Forget what every layer kept of the last forward pass."""
+        """Forget what every layer kept of the last forward pass (and handed out)."""
         for layer in self.layers:
             layer.clear_cache()
 

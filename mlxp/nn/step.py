@@ -121,8 +121,11 @@ def _forward_backward(
     batch: Any,
     noise: Any,
 ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """(Σ wᵢℓᵢ, ∂(mean loss)/∂params by name, the buffers after the forward), the model's
-    parameters and buffers set to ``params`` and ``model_state`` for the call only."""
+    """(Σ wᵢℓᵢ, ∂(mean loss)/∂params by name, the new ``model_state``), the model's
+    parameters and buffers set to ``params`` and ``model_state`` for the call only.
+
+    The new state is ``model_state`` with the values the training forward handed out
+    (:meth:`Sequential.state_updates`); the layers' buffers are only read."""
     xb, yb, w = batch
     slots = [  # (name, the layer's dict holding it, its key there)
         (f"{i}.{key}", held, key)
@@ -136,11 +139,12 @@ def _forward_backward(
         held[key] = given[name]
     try:
         out = model.forward(xb, training=True, noise=noise)
+        updates = model.state_updates()
+        state = {name: updates.get(name, before) for name, before in model_state.items()}
         loss_fn.check(out, yb)
         value, grad = loss_fn.value_and_grad(out, yb, w)
         model.backward(grad, input_grad=False)
         grads = model.gradients()
-        state = {name: held[key] for name, held, key in slots if name in model_state}
     finally:
         for (_, held, key), value_before in zip(slots, saved, strict=True):
             held[key] = value_before
