@@ -326,6 +326,10 @@ def test_set_backend_dask_and_environment(client, rng):
 
 
 # ------------------------------------------------------------------ out of core, processes
+def _affine(block, w):
+    return block @ w + 0.5
+
+
 def test_out_of_core_on_worker_processes():
     """X of 160 MB made lazily on two worker processes limited to 250 MiB each: a worker
     starts at ~145 MB, so holding its half of X (80 MB) would take it past the spill (70%)
@@ -344,7 +348,9 @@ def test_out_of_core_on_worker_processes():
         workers = set(c.scheduler_info()["workers"])
         X = da.random.default_rng(0).random(size=(n, p), chunks=(chunk, p)) - 0.5
         w = np.linspace(-3, 3, p)
-        z = X @ w + 0.5
+        # blockwise, w a constant of each task: X @ w would make w a one-chunk Dask array
+        # whose column w[:, None] every fit's graph holds under one hashed name
+        z = X.map_blocks(_affine, w, drop_axis=1, dtype=X.dtype)
         results = [LinearRegression().fit(X, z).coef_]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # the passes are what is tested
