@@ -37,6 +37,7 @@ __all__ = [
     "FlatLayout",
     "NoiseStream",
     "compile_block",
+    "compile_layout",
     "compile_step",
     "make_step",
     "run_block",
@@ -236,9 +237,10 @@ def run_block(
     return params, opt_state, model_state, array_namespace(xs).stack(values)
 
 
-JIT_CACHE_SIZE = 16
-"""How many jitted steps and blocks are kept for later fits (each holds the model it was
-made from; a fit on JAX makes one of each)."""
+JIT_CACHE_SIZE = 32
+"""How many jitted programs are kept for later fits (a step or a block holds the model it
+was made from; a fit on JAX makes four: its step, its block, its layout's flatten and
+views)."""
 
 _JITTED: OrderedDict[Hashable, Callable[..., Any]] = OrderedDict()
 
@@ -310,6 +312,20 @@ def compile_block(step: Callable[..., Any], xp: Any, key: Hashable = None) -> An
 
     block_key = None if key is None else ("block", key)
     return _cached(block_key, lambda: jax.jit(block, donate_argnums=(0, 1, 2)))
+
+
+def compile_layout(layout: FlatLayout, xp: Any) -> tuple[Callable[..., Any], ...]:
+    """(flatten, views) of ``layout``: on JAX each one jitted program (one dispatch for
+    all the arrays, not one or two per array), kept for later fits; else its methods."""
+    if not is_jax_namespace(xp):
+        return layout.flatten, layout.views
+    import jax
+
+    shapes = tuple(layout.shapes.items())
+    return (
+        _cached(("flatten", shapes), lambda: jax.jit(layout.flatten)),
+        _cached(("views", shapes), lambda: jax.jit(layout.views)),
+    )
 
 
 def _cached(key: Hashable, make: Callable[[], Any]) -> Any:

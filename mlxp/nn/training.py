@@ -33,6 +33,7 @@ from mlxp.nn.step import (
     FlatLayout,
     NoiseStream,
     compile_block,
+    compile_layout,
     compile_step,
     make_step,
     run_block,
@@ -140,7 +141,10 @@ class _Trainer:
         key = step_key(model, loss_fn, opt, weight_decay, self.layout)
         self.step, self.compiler = compile_step(self.eager, model.xp, mode, key)
         self.mode, self.pending = mode, self.compiler is not None
-        self.opt_state = self._optimizer_state(self.layout.flatten(params))
+        self.flatten, self.views = self.layout.flatten, self.layout.views
+        if self.compiler is not None:
+            self.flatten, self.views = compile_layout(self.layout, model.xp)
+        self.opt_state = self._optimizer_state(self.flatten(params))
         # padding the last batch keeps one compiled shape, unless rows share statistics
         self.pad = self.compiler is not None and not any(layer.buffers for layer in model.layers)
         self.ones: Any = None  # row weights of a full padded batch
@@ -156,7 +160,7 @@ class _Trainer:
         flat_state = {"step": first["step"]}
         for key in first:
             if key != "step":
-                flat_state[key] = self.layout.flatten({k: state[k][key] for k in state})
+                flat_state[key] = self.flatten({k: state[k][key] for k in state})
         return flat_state
 
     def save_optimizer_state(self) -> None:
@@ -164,7 +168,7 @@ class _Trainer:
         flat = {k: v for k, v in self.opt_state.items() if k not in ("step", "lr")}
         step = self.opt_state["step"]
         step = step if isinstance(step, int) else int(step)  # read once, after training
-        views = {key: self.layout.views(buffer) for key, buffer in flat.items()}
+        views = {key: self.views(buffer) for key, buffer in flat.items()}
         self.opt.state = {
             name: {"step": step, **{key: views[key][name] for key in flat}}
             for name in self.layout.names
@@ -177,7 +181,7 @@ class _Trainer:
         memory with a compiled block (JAX) trains by blocks of steps, one call each."""
         model = self.model
         weights = model.get_weights()
-        params = self.layout.flatten({k: weights[k] for k in self.layout.names})
+        params = self.flatten({k: weights[k] for k in self.layout.names})
         buffers = {k: v for k, v in weights.items() if k not in self.layout.slices}
         state = {**self.opt_state, "lr": self.opt.lr}
         if self.compiler is not None:  # traced: the count and rate as arrays
@@ -191,7 +195,7 @@ class _Trainer:
             carry, values, first = self._batches(carry, batches, noise, (bar, epoch))
         params, state, buffers = carry
         self.opt_state = {k: v for k, v in state.items() if k != "lr"}
-        model.set_weights({**self.layout.views(params), **buffers})
+        model.set_weights({**self.views(params), **buffers})
         return model.xp.sum(values), first
 
     def _batches(self, carry: Any, batches: Any, noise: NoiseStream, progress: Any) -> Any:
