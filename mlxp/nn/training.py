@@ -268,18 +268,20 @@ class _Trainer:
         """One call of ``self.step`` or ``self.block``; under ``compile="auto"`` a compiled
         program that fails on its first call is replaced, with a warning, by the uncompiled
         step (and the block by the loop of it)."""
+        run: Callable[..., tuple[Any, ...]] = getattr(self, program)
         if not self.pending:
-            return getattr(self, program)(*args)
+            return run(*args)
         self.pending = False
         try:
-            return getattr(self, program)(*args)
+            return run(*args)
         except Exception as reason:
             if self.mode != "auto":
                 raise
             warn_fallback(reason)
             self.step, self.compiler = self.eager, None
             self.block = functools.partial(run_block, self.eager)
-            return getattr(self, program)(*args)
+            run = getattr(self, program)
+            return run(*args)
 
 
 def _pad_rows(a: Any, extra: int, value: float) -> Any:
