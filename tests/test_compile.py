@@ -133,8 +133,8 @@ def _count_blocks(monkeypatch):
 def test_jax_blocks_equal_the_uncompiled_step(make, data, kwargs, small_blocks, monkeypatch):
     """On JAX, in-memory epochs train by compiled blocks of steps (jax.lax.scan): the same
     batches, order, Dropout draws and padded short last batch as the uncompiled step, on
-    JAX and on NumPy. ``several-blocks``: blocks of 2 steps and a shorter last block, the
-    Dropout noise drawn in blocks that end inside a block of steps."""
+    JAX and on NumPy. ``several-blocks``: blocks of 2 steps and the odd last batch by the
+    compiled step, the Dropout noise drawn in blocks that end inside a block of steps."""
     jax_case = _jax()
     if small_blocks:  # 2 steps per block; a noise draw of 40 rows (the old stream's rule)
         per_row = int(np.prod(data[0].shape[1:]))
@@ -142,10 +142,13 @@ def test_jax_blocks_equal_the_uncompiled_step(make, data, kwargs, small_blocks, 
         monkeypatch.setattr(mlxp.nn.streaming, "GATHER_VALUES", 2 * 32 * per_row)
         monkeypatch.setattr(mlxp.nn.training, "NOISE_BLOCK_VALUES", 2 * 32 * noise_row)
         monkeypatch.setattr(mlxp.nn.step, "NOISE_BLOCK_VALUES", 40 * noise_row)
+    batches = -(-data[0].shape[0] // 32)
+    if not small_blocks:
+        monkeypatch.setattr(mlxp.nn.training, "BLOCK_STEPS", batches)
     calls = _count_blocks(monkeypatch)
     compiled = _fit(make(), jax_case, data, "auto", **kwargs)
-    batches = -(-data[0].shape[0] // 32)
-    per_epoch = [2] * (batches // 2) + [1] * (batches % 2) if small_blocks else [batches]
+    # several blocks: an odd last batch (the MLP's third) goes through the compiled step
+    per_epoch = [2] * (batches // 2) if small_blocks else [batches]
     assert calls == per_epoch * 3
     _assert_same(compiled, _fit(make(), jax_case, data, False, **kwargs), rtol=2e-5)
     _assert_same(compiled, _fit(make(), _numpy(), data, False, **kwargs), rtol=2e-5)
@@ -164,6 +167,32 @@ def test_jax_refits_compile_nothing(caplog):
         _fit(Sequential([Dense(6, 8), ReLU(), Dropout(0.3), Dense(8, 3)], seed=7), jax_case,
              (X, Y), "auto", **kwargs)  # fmt: skip
     assert not [r.message for r in caplog.records if "Compiling" in r.message]
+
+
+def test_jax_blocks_serve_data_of_any_size(monkeypatch):
+    """Blocks have a fixed number of steps: a fit on data of another size (another count
+    of batches, another remainder) traces neither the step nor the block again."""
+    jax_case = _jax()
+    monkeypatch.setattr(mlxp.nn.training, "BLOCK_STEPS", 2)
+    monkeypatch.setattr(mlxp.nn.step, "_JITTED", type(mlxp.nn.step._JITTED)())
+    traces, make_step = [], mlxp.nn.training.make_step
+
+    def counted(*args):
+        step = make_step(*args)
+
+        def traced(*inputs):
+            traces.append(1)  # runs only while jax traces
+            return step(*inputs)
+
+        return traced
+
+    monkeypatch.setattr(mlxp.nn.training, "make_step", counted)
+    _fit(_mlp(), jax_case, (X, Y), "auto")  # 3 batches: a block of 2, then the step
+    first = len(traces)
+    for n in (64, 20, 50):  # a block; the step alone; a block and the step
+        got = _fit(_mlp(), jax_case, (X[:n], Y[:n]), "auto")
+    assert len(traces) == first
+    _assert_same(got, _fit(_mlp(), _numpy(), (X[:50], Y[:50]), False), rtol=2e-5)
 
 
 def test_jax_refits_reuse_the_compiled_step(monkeypatch):

@@ -42,13 +42,17 @@ from mlxp.nn.step import (
 )
 from mlxp.optim import SGD, Adam, Optimizer, ReduceLROnPlateau, Schedule
 
-__all__ = ["OPTIMIZERS", "accuracy", "evaluate", "fit"]
+__all__ = ["BLOCK_STEPS", "OPTIMIZERS", "accuracy", "evaluate", "fit"]
 
 OPTIMIZERS: dict[str, Callable[[], Optimizer]] = {
     "adam": lambda: Adam(1e-3),
     "sgd": lambda: SGD(1e-2, momentum=0.9),
 }
 """The optimisers ``fit`` accepts by name, with their default settings."""
+
+BLOCK_STEPS = 8
+"""Steps per compiled block on JAX: a fixed count, so that one block program serves data of
+any size (the remainder of an epoch goes through the compiled step)."""
 
 DIVERGENCE_FACTOR = 1e4
 """An epoch loss this many times the first batch's loss (or non-finite) is divergence."""
@@ -215,28 +219,36 @@ class _Trainer:
         return tuple(carry), xp.stack(values), first
 
     def _blocks(self, carry: Any, data: Any, rng: Any, noise: NoiseStream, progress: Any) -> Any:
-        """:meth:`_batches` for data in memory, by compiled blocks of steps: each block's
-        batches gathered by one op and trained by one call; as many steps per block as keep
-        its inputs (and its noise) within :data:`streaming.GATHER_VALUES`
-        (:data:`NOISE_BLOCK_VALUES`) values."""
+        """:meth:`_batches` for data in memory, by compiled blocks of a fixed number k of
+        steps (:data:`BLOCK_STEPS`, fewer where a block's inputs or noise would pass
+        :data:`streaming.GATHER_VALUES` or :data:`NOISE_BLOCK_VALUES` values): each block's
+        batches gathered by one op and trained by one call; the last n_batches mod k batches
+        by the compiled step, one call each. k depends on the model and the batch size
+        only, so data of any size reuses the two compiled programs."""
         n, b = data.n_samples, self.batch_size
         sizes = [min(b, n - lo) for lo in range(0, n, b)]
         features = tuple(data.X.shape[1:])
         noise_row = sum(math.prod(s) for s in self.model.noise_shapes(features))
-        steps = min(len(sizes), streaming.GATHER_VALUES // (b * max(1, math.prod(features))))
+        steps = min(BLOCK_STEPS, streaming.GATHER_VALUES // (b * max(1, math.prod(features))))
         if noise_row:
             steps = min(steps, NOISE_BLOCK_VALUES // (b * noise_row))
+        steps = max(1, steps)
         values, done = [], 0
-        for batches in data.blocks(rng, b, max(1, steps)):
+        for batches in data.blocks(rng, b, steps):
             k = batches[0].shape[0]
             draws = noise.block(sizes[done : done + k], b, features, batches[0])
-            *carry, block_values = self._run("block", *carry, batches, draws)
+            program = "block" if k == steps else "_stepwise"
+            *carry, block_values = self._run(program, *carry, batches, draws)
             values.append(block_values)
             done += k
             progress[0].update(progress[1], done, k)
         first = values[0][0] / sizes[0]
         xp = self.model.xp
         return tuple(carry), values[0] if len(values) == 1 else xp.concat(values), first
+
+    def _stepwise(self, *args: Any) -> tuple[Any, ...]:
+        """A block's batches trained by one call of the (compiled) step each."""
+        return run_block(self.step, *args)
 
     def _as_arrays(self, state: dict[str, Any], like: Any) -> dict[str, Any]:
         xp, dev = array_namespace(like), _device(like)
