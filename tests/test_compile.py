@@ -28,12 +28,14 @@ from mlxp.nn import (
     Sequential,
 )
 from mlxp.nn.step import FlatLayout
+from mlxp.optim import ExponentialLR
 
 # 70 rows at batch 32: the last batch is short (padded and masked when compiled)
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(70, 6))
 Y = RNG.integers(0, 3, size=70)
 IMAGES = RNG.normal(size=(20, 1, 8, 8))
+MORE_IMAGES = RNG.normal(size=(45, 1, 8, 8))  # two batches, the second short
 
 
 def _mlp(batch_norm: bool = False) -> Sequential:
@@ -46,6 +48,11 @@ def _cnn(batch_norm: bool = False) -> Sequential:
     norm = [BatchNorm2d(2)] if batch_norm else []
     layers = [Conv2D(1, 2, 3), ReLU(), MaxPool2D(2), *norm, Flatten(), Dense(18, 3)]
     return Sequential(layers, seed=3)
+
+
+def _cnn_dropout() -> Sequential:
+    layers = [Conv2D(1, 2, 3), ReLU(), Dropout(0.2), MaxPool2D(2), Flatten(), Dropout(0.3)]
+    return Sequential([*layers, Dense(18, 3)], seed=3)
 
 
 def _fit(model, backend, data, compile, dtype="float32", epochs=3, batch_size=32, **kwargs):
@@ -89,6 +96,109 @@ def test_jax_jit_step_equals_the_uncompiled_step_and_numpy(make, data, kwargs, a
     _assert_same(compiled, _fit(make(), numpy_case, data, False, **kwargs), rtol=2e-5)
 
 
+def _jax():
+    import backends
+
+    case = next(c for c in backends.cases() if str(c) == "jax:cpu")
+    if case.backend is None:
+        pytest.skip(case.reason)
+    return case
+
+
+def _count_blocks(monkeypatch):
+    """The number of steps of each block call of the fits that follow."""
+    calls, compile_block = [], mlxp.nn.training.compile_block
+
+    def counted(*args):
+        block = compile_block(*args)
+        if block is None:
+            return None
+
+        def call(*inputs):
+            calls.append(inputs[3][0].shape[0])
+            return block(*inputs)
+
+        return call
+
+    monkeypatch.setattr(mlxp.nn.training, "compile_block", counted)
+    return calls
+
+
+@pytest.mark.parametrize("small_blocks", [False, True], ids=["one-block", "several-blocks"])
+@pytest.mark.parametrize(
+    ("make", "data", "kwargs"),
+    [
+        (_mlp, (X, Y), {"schedule": ExponentialLR(1e-2, gamma=0.5), "weight_decay": 0.1}),
+        (_cnn_dropout, (MORE_IMAGES, Y[:45]), {"shuffle": False}),
+        (_cnn_dropout, (MORE_IMAGES, Y[:45]), {"optimizer": "sgd"}),
+    ],
+    ids=["mlp-dropout-schedule", "cnn-dropout-in-order", "cnn-dropout-sgd"],
+)
+def test_jax_blocks_equal_the_uncompiled_step(make, data, kwargs, small_blocks, monkeypatch):
+    """On JAX, in-memory epochs train by compiled blocks of steps (jax.lax.scan): the same
+    batches, order, Dropout draws and padded short last batch as the uncompiled step, on
+    JAX and on NumPy. ``several-blocks``: blocks of 2 steps and the odd last batch by the
+    compiled step, the Dropout noise drawn in blocks that end inside a block of steps."""
+    jax_case = _jax()
+    if small_blocks:  # 2 steps per block; a noise draw of 40 rows (the old stream's rule)
+        per_row = int(np.prod(data[0].shape[1:]))
+        noise_row = sum(int(np.prod(s)) for s in make().noise_shapes(data[0].shape[1:]))
+        monkeypatch.setattr(mlxp.nn.streaming, "GATHER_VALUES", 2 * 32 * per_row)
+        monkeypatch.setattr(mlxp.nn.training, "NOISE_BLOCK_VALUES", 2 * 32 * noise_row)
+        monkeypatch.setattr(mlxp.nn.step, "NOISE_BLOCK_VALUES", 40 * noise_row)
+    batches = -(-data[0].shape[0] // 32)
+    if not small_blocks:
+        monkeypatch.setattr(mlxp.nn.training, "BLOCK_STEPS", batches)
+    calls = _count_blocks(monkeypatch)
+    compiled = _fit(make(), jax_case, data, "auto", **kwargs)
+    # several blocks: an odd last batch (the MLP's third) goes through the compiled step
+    per_epoch = [2] * (batches // 2) if small_blocks else [batches]
+    assert calls == per_epoch * 3
+    _assert_same(compiled, _fit(make(), jax_case, data, False, **kwargs), rtol=2e-5)
+    _assert_same(compiled, _fit(make(), _numpy(), data, False, **kwargs), rtol=2e-5)
+
+
+def test_jax_refits_compile_nothing(caplog):
+    """A second fit of an equal network (another seed, a schedule) on data of the same
+    size compiles no program at all (jax_log_compiles stays silent): not its block, not
+    the small ops around it."""
+    import jax
+
+    jax_case = _jax()
+    kwargs = {"schedule": ExponentialLR(1e-2, gamma=0.5), "weight_decay": 0.1}
+    _fit(_mlp(), jax_case, (X, Y), "auto", **kwargs)
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+        _fit(Sequential([Dense(6, 8), ReLU(), Dropout(0.3), Dense(8, 3)], seed=7), jax_case,
+             (X, Y), "auto", **kwargs)  # fmt: skip
+    assert not [r.message for r in caplog.records if "Compiling" in r.message]
+
+
+def test_jax_blocks_serve_data_of_any_size(monkeypatch):
+    """Blocks have a fixed number of steps: a fit on data of another size (another count
+    of batches, another remainder) traces neither the step nor the block again."""
+    jax_case = _jax()
+    monkeypatch.setattr(mlxp.nn.training, "BLOCK_STEPS", 2)
+    monkeypatch.setattr(mlxp.nn.step, "_JITTED", type(mlxp.nn.step._JITTED)())
+    traces, make_step = [], mlxp.nn.training.make_step
+
+    def counted(*args):
+        step = make_step(*args)
+
+        def traced(*inputs):
+            traces.append(1)  # runs only while jax traces
+            return step(*inputs)
+
+        return traced
+
+    monkeypatch.setattr(mlxp.nn.training, "make_step", counted)
+    _fit(_mlp(), jax_case, (X, Y), "auto")  # 3 batches: a block of 2, then the step
+    first = len(traces)
+    for n in (64, 20, 50):  # a block; the step alone; a block and the step
+        got = _fit(_mlp(), jax_case, (X[:n], Y[:n]), "auto")
+    assert len(traces) == first
+    _assert_same(got, _fit(_mlp(), _numpy(), (X[:50], Y[:50]), False), rtol=2e-5)
+
+
 def test_jax_refits_reuse_the_compiled_step(monkeypatch):
     """A second fit of an equal network (another seed) traces nothing: it gets the first
     fit's jitted step, which computes with the new network's weights (NumPy's model of
@@ -119,10 +229,10 @@ def test_jax_refits_reuse_the_compiled_step(monkeypatch):
     first = len(traces)
     assert 1 <= first <= 2  # the full and the padded last batch share one shape
     got = _fit(mlp(4), jax_case, (X, Y), "auto")
-    assert len(traces) == first and len(mlxp.nn.step._JITTED) == 1
+    assert len(traces) == first and len(mlxp.nn.step._JITTED) == 4  # step, block, flatten, views
     _assert_same(got, _fit(mlp(4), _numpy(), (X, Y), False), rtol=2e-5)
     _fit(mlp(4, width=9), jax_case, (X, Y), "auto")
-    assert len(traces) > first and len(mlxp.nn.step._JITTED) == 2
+    assert len(traces) > first and len(mlxp.nn.step._JITTED) == 8
 
 
 def test_every_backend_trains_the_same_model_with_dropout(backend):

@@ -121,6 +121,25 @@ def test_chunks_train_on_the_chosen_backend(client):
     assert _same([w.numpy() for w in a.get_weights().values()], [w.numpy() for w in weights])
 
 
+def test_one_chunk_on_jax_trains_as_in_memory(client):
+    """On JAX, data in memory trains by compiled blocks of steps (jax.lax.scan), Dask
+    chunks by the compiled step batch after batch: one chunk, the same model."""
+    pytest.importorskip("jax")
+    import mlxp
+    from mlxp._compat import to_numpy
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(300, 6))
+    y = X @ rng.normal(size=(6, 1))
+    a, b = _net(), _net()
+    with mlxp.use_backend("jax:cpu"):
+        ha = a.fit(X, y, epochs=2, batch_size=32, progress=False)
+        hb = b.fit(*_chunked(X, y, 300), epochs=2, batch_size=32, progress=False)
+    np.testing.assert_allclose(ha["loss"], hb["loss"], rtol=1e-5)
+    for u, v in zip(a.get_weights().values(), b.get_weights().values(), strict=True):
+        np.testing.assert_allclose(to_numpy(u), to_numpy(v), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("early_stopping", [False, True])
 def test_estimator_one_chunk_equals_memory(client, digits, early_stopping):
     X, y = digits

@@ -94,9 +94,10 @@ class Progress:
 
             self.bar = tqdm(total=epochs * steps, unit="batch", desc=f"epoch 1/{epochs}")
 
-    def update(self, epoch: int, step: int) -> None:
+    def update(self, epoch: int, step: int, steps: int = 1) -> None:
+        """``steps`` more batches done, the last the ``step``-th of ``epoch``."""
         if self.bar is not None:
-            self.bar.update(1)
+            self.bar.update(steps)
 
     def end_epoch(self, epoch: int, logs: dict[str, float], seconds: float) -> None:
         if self.bar is not None:

@@ -11,6 +11,10 @@ and ``loss`` the batch's summed loss Σᵢ wᵢℓᵢ (0-d, on the device).
 
 ``compile_step`` wraps a step: ``jax.jit`` with donated buffers on JAX, a CUDA graph
 replayed per batch on CuPy, ``torch.compile`` on PyTorch when asked.
+
+A *block* is k steps over k batches stacked ahead of time (``run_block``: the loop; on JAX
+``compile_block``: one ``jax.lax.scan`` in one ``jax.jit``, so k steps cost one dispatch and
+the batches never pass through Python one by one).
 """
 
 from __future__ import annotations
@@ -18,18 +22,25 @@ from __future__ import annotations
 import math
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from typing import Any
 
+import numpy as np
 from array_api_compat import array_namespace, is_cupy_namespace, is_jax_namespace
 from array_api_compat import device as _device
 
+from mlxp.nn.cuda_graph import CudaGraphStep
+
 __all__ = [
     "COMPILE_OPTIONS",
+    "NOISE_BLOCK_VALUES",
     "FlatLayout",
     "NoiseStream",
+    "compile_block",
+    "compile_layout",
     "compile_step",
     "make_step",
+    "run_block",
     "step_key",
     "warn_fallback",
 ]
@@ -193,9 +204,47 @@ class NoiseStream:
         self.remaining -= m
         return tuple(draws)
 
+    def block(self, sizes: list[int], rows: int, features: tuple[int, ...], like: Any) -> Any:
+        """The noise of consecutive batches of ``sizes`` rows (one sample of shape
+        ``features``), the same values :meth:`take` gives batch after batch, stacked per
+        layer as (k, ``rows``, *shape), each batch padded to ``rows`` rows of 1: consumed
+        on the host, then one copy per layer to the device and dtype of ``like``."""
+        host = np.zeros((), dtype=np.float64)
+        draws = [self.take(np.broadcast_to(host, (m, *features))) for m in sizes]
+        xp, stacked = array_namespace(like), []
+        for i, shape in enumerate(self.shapes or []):
+            layer = np.ones((len(sizes), rows, *shape))
+            for j, batch in enumerate(draws):
+                layer[j, : sizes[j]] = batch[i]
+            stacked.append(xp.asarray(layer, dtype=like.dtype, device=_device(like)))
+        return tuple(stacked)
 
-JIT_CACHE_SIZE = 8
-"""How many jitted steps are kept for later fits (each holds the model it was made from)."""
+
+def run_block(
+    step: Callable[..., Any],
+    params: Any,
+    opt_state: Any,
+    model_state: Any,
+    batches: Any,
+    noise: Any,
+) -> tuple[Any, Any, Any, Any]:
+    """k steps, one per batch of ``batches`` = (xs (k, m, ...), ys (k, m, ...), row weights
+    (k, m)) with the noise ``noise`` (per layer (k, m, ...)): (params, opt_state,
+    model_state, the k summed losses (k,)). The loop a compiled block replaces."""
+    xs, ys, ws = batches
+    values = []
+    for j in range(xs.shape[0]):
+        batch = (xs[j, ...], ys[j, ...], ws[j, ...])
+        draws = tuple(u[j, ...] for u in noise)
+        params, opt_state, model_state, value = step(params, opt_state, model_state, batch, draws)
+        values.append(value)
+    return params, opt_state, model_state, array_namespace(xs).stack(values)
+
+
+JIT_CACHE_SIZE = 32
+"""How many jitted programs are kept for later fits (a step or a block holds the model it
+was made from; a fit on JAX makes four: its step, its block, its layout's flatten and
+views)."""
 
 _JITTED: OrderedDict[Hashable, Callable[..., Any]] = OrderedDict()
 
@@ -237,17 +286,9 @@ def compile_step(
     if is_jax_namespace(xp):
         import jax
 
-        if key is not None and key in _JITTED:
-            _JITTED.move_to_end(key)
-            return _JITTED[key], "jax.jit"
-        jitted = jax.jit(step, donate_argnums=(0, 1, 2))
-        if key is not None:
-            _JITTED[key] = jitted
-            while len(_JITTED) > JIT_CACHE_SIZE:
-                _JITTED.popitem(last=False)
-        return jitted, "jax.jit"
+        return _cached(key, lambda: jax.jit(step, donate_argnums=(0, 1, 2))), "jax.jit"
     if mode != "auto" and is_cupy_namespace(xp):
-        return _CudaGraphStep(step), "cuda-graph"
+        return CudaGraphStep(step), "cuda-graph"
     if mode != "auto" and xp.__name__.endswith("torch"):
         import torch
 
@@ -257,64 +298,52 @@ def compile_step(
     return step, None
 
 
-class _CudaGraphStep:
-    """A step captured once into a CUDA graph (``cupy.cuda.Graph`` by stream capture) per
-    input shape, then replayed: the inputs are copied into the captured buffers and the
-    outputs read from its buffers. Untested here (no GPU): written from CuPy's docs.
+def compile_block(step: Callable[..., Any], xp: Any, key: Hashable = None) -> Any:
+    """:func:`run_block` of ``step`` as one program: on JAX a ``jax.lax.scan`` of the step
+    over the stacked batches in one ``jax.jit`` (buffers donated; kept for later fits under
+    ``key`` as :func:`compile_step` keeps steps); None for other libraries."""
+    if not is_jax_namespace(xp):
+        return None
+    import jax
 
-    The first call of a shape runs the step eagerly (allocations and kernel compilation
-    must not happen during capture), the second captures it, later calls replay it."""
+    def block(params: Any, opt_state: Any, model_state: Any, batches: Any, noise: Any) -> Any:
+        def body(carry: Any, inputs: Any) -> Any:
+            *carry, value = step(*carry, *inputs)
+            return tuple(carry), value
 
-    graphs: dict[Any, tuple[Any, Any, Any, Any]]  # key: (graph, inputs, outputs, stream)
-    seen: set[Any]
+        carry, values = jax.lax.scan(body, (params, opt_state, model_state), (batches, noise))
+        return (*carry, values)
 
-    def __init__(self, step: Callable[..., Any]) -> None:
-        self.step, self.graphs, self.seen = step, {}, set()
-
-    def __call__(self, *args: Any) -> Any:
-        import cupy
-
-        leaves = _leaves(args)
-        key = tuple((tuple(a.shape), str(a.dtype)) for a in leaves)
-        if key not in self.seen:
-            self.seen.add(key)
-            return self.step(*args)
-        if key not in self.graphs:
-            inputs = [cupy.array(a, copy=True) for a in leaves]
-            stream = cupy.cuda.Stream(non_blocking=True)
-            with stream:
-                stream.begin_capture()
-                outputs = self.step(*_rebuild(args, iter(inputs)))
-                graph = stream.end_capture()
-            self.graphs[key] = (graph, inputs, outputs, stream)
-        graph, inputs, outputs, stream = self.graphs[key]
-        for buffer, value in zip(inputs, leaves, strict=True):
-            buffer[...] = value
-        graph.launch(stream)
-        stream.synchronize()
-        return _copy_tree(outputs)
+    block_key = None if key is None else ("block", key)
+    return _cached(block_key, lambda: jax.jit(block, donate_argnums=(0, 1, 2)))
 
 
-def _leaves(tree: Any) -> list[Any]:
-    if isinstance(tree, (tuple, list)):
-        return [leaf for item in tree for leaf in _leaves(item)]
-    if isinstance(tree, dict):
-        return [leaf for key in sorted(tree) for leaf in _leaves(tree[key])]
-    return [] if tree is None or isinstance(tree, (int, float)) else [tree]
+def compile_layout(layout: FlatLayout, xp: Any) -> tuple[Callable[..., Any], ...]:
+    """(flatten, views) of ``layout``: on JAX each one jitted program (one dispatch for
+    all the arrays, not one or two per array), kept for later fits; else its methods."""
+    if not is_jax_namespace(xp):
+        return layout.flatten, layout.views
+    import jax
+
+    shapes = tuple(layout.shapes.items())
+    return (
+        _cached(("flatten", shapes), lambda: jax.jit(layout.flatten)),
+        _cached(("views", shapes), lambda: jax.jit(layout.views)),
+    )
 
 
-def _rebuild(tree: Any, leaves: Iterator[Any]) -> Any:
-    if isinstance(tree, (tuple, list)):
-        return type(tree)(_rebuild(item, leaves) for item in tree)
-    if isinstance(tree, dict):
-        return {key: _rebuild(tree[key], leaves) for key in sorted(tree)}
-    return tree if tree is None or isinstance(tree, (int, float)) else next(leaves)
-
-
-def _copy_tree(tree: Any) -> Any:
-    """The outputs of a replay, copied out of the graph's buffers (the next replay
-    overwrites them)."""
-    return _rebuild(tree, iter([leaf.copy() for leaf in _leaves(tree)]))
+def _cached(key: Hashable, make: Callable[[], Any]) -> Any:
+    """The jitted program kept under ``key`` (the most recent :data:`JIT_CACHE_SIZE`),
+    else ``make()``, kept unless ``key`` is None."""
+    if key is None:
+        return make()
+    if key in _JITTED:
+        _JITTED.move_to_end(key)
+        return _JITTED[key]
+    _JITTED[key] = jitted = make()
+    while len(_JITTED) > JIT_CACHE_SIZE:
+        _JITTED.popitem(last=False)
+    return jitted
 
 
 def warn_fallback(reason: Exception) -> None:

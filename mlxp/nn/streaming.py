@@ -46,16 +46,18 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 from array_api_compat import array_namespace, is_dask_namespace
 from array_api_compat import device as _device
 
 from mlxp._backend import get_backend, placement
-from mlxp._compat import move, take_rows
+from mlxp._compat import index_dtype, move, take_rows
 from mlxp._dask import compute, map_rows, stream_chunks
 from mlxp._dask import is_dask_array as is_dask
 from mlxp._validation import encode_labels, to_array
 
 __all__ = [
+    "GATHER_VALUES",
     "BlockwiseClassifier",
     "DaskChunks",
     "InMemory",
@@ -103,6 +105,28 @@ class InMemory:
         for start in range(0, n, block):
             rows = order[start : min(start + block, n)]
             yield from _slices(take_rows(X, rows, xp=xp), take_rows(y, rows, xp=xp), batch_size)
+
+    def blocks(self, rng: Any, batch_size: int, steps: int) -> Iterator[tuple[Any, Any, Any]]:
+        """The batches of :meth:`batches` (the same rows in the same order, the same draw
+        from ``rng``), ``steps`` at a time, stacked for a block of steps
+        (:func:`mlxp.nn.step.run_block`): (xs (k, b, ...), ys (k, b, ...), row weights
+        (k, b)), b = ``batch_size``, k = ``steps`` but in the last block. The last batch is
+        padded to b rows of weight 0 (copies of row 0), so every batch has one shape. The
+        rows of a block are gathered by one op each from X and y."""
+        X, y, n = self.X, self.y, self.n_samples
+        xp, dev = array_namespace(X), _device(X)
+        total = math.ceil(n / batch_size) * batch_size
+        rows = np.zeros(total, dtype=np.int64)
+        rows[:n] = np.arange(n) if rng is None else rng.permutation(n, xp=np)
+        weights = np.arange(total) < n
+        for lo in range(0, total, steps * batch_size):
+            hi = min(lo + steps * batch_size, total)
+            k = (hi - lo) // batch_size
+            r = xp.asarray(rows[lo:hi], dtype=index_dtype(xp, dev), device=dev)
+            xs = xp.reshape(take_rows(X, r, xp=xp), (k, batch_size, *X.shape[1:]))
+            ys = xp.reshape(take_rows(y, r, xp=xp), (k, batch_size, *y.shape[1:]))
+            w = np.reshape(weights[lo:hi], (k, batch_size))
+            yield xs, ys, xp.asarray(w, dtype=X.dtype, device=dev)
 
 
 def _slices(X: Any, y: Any, batch_size: int) -> Iterator[tuple[Any, Any]]:

@@ -13,6 +13,7 @@ device during an epoch; the loss is read back once per epoch.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -28,22 +29,30 @@ from mlxp.nn.callbacks import History, Progress
 from mlxp.nn.losses import Loss, make_loss
 from mlxp.nn.step import (
     COMPILE_OPTIONS,
+    NOISE_BLOCK_VALUES,
     FlatLayout,
     NoiseStream,
+    compile_block,
+    compile_layout,
     compile_step,
     make_step,
+    run_block,
     step_key,
     warn_fallback,
 )
 from mlxp.optim import SGD, Adam, Optimizer, ReduceLROnPlateau, Schedule
 
-__all__ = ["OPTIMIZERS", "accuracy", "evaluate", "fit"]
+__all__ = ["BLOCK_STEPS", "OPTIMIZERS", "accuracy", "evaluate", "fit"]
 
 OPTIMIZERS: dict[str, Callable[[], Optimizer]] = {
     "adam": lambda: Adam(1e-3),
     "sgd": lambda: SGD(1e-2, momentum=0.9),
 }
 """The optimisers ``fit`` accepts by name, with their default settings."""
+
+BLOCK_STEPS = 8
+"""Steps per compiled block on JAX: a fixed count, so that one block program serves data of
+any size (the remainder of an epoch goes through the compiled step)."""
 
 DIVERGENCE_FACTOR = 1e4
 """An epoch loss this many times the first batch's loss (or non-finite) is divergence."""
@@ -83,8 +92,7 @@ def fit(
         if schedule is not None and not isinstance(schedule, ReduceLROnPlateau):
             opt.lr = schedule(epoch - 1)
         start = time.perf_counter()
-        batches = data.batches(model.rng if shuffle else None, batch_size)
-        total, first = trainer.epoch(batches, data.n_samples, bar, epoch)
+        total, first = trainer.epoch(data, model.rng if shuffle else None, bar, epoch)
         epoch_loss = float(total) / data.n_samples  # the one host read of the epoch
         guard.check(model, epoch, epoch_loss, first, opt)
         logs = {"loss": epoch_loss}
@@ -125,6 +133,7 @@ class _Trainer:
     model's weights, so a callback that sets them is followed."""
 
     step: Callable[..., tuple[Any, ...]]  # (params, state, buffers, loss) of a batch
+    block: Callable[..., tuple[Any, ...]] | None  # (params, state, buffers, losses) of k
 
     def __init__(
         self, model: Any, loss_fn: Loss, opt: Optimizer, weight_decay: float, mode: Any, rows: int
@@ -136,10 +145,14 @@ class _Trainer:
         key = step_key(model, loss_fn, opt, weight_decay, self.layout)
         self.step, self.compiler = compile_step(self.eager, model.xp, mode, key)
         self.mode, self.pending = mode, self.compiler is not None
-        self.opt_state = self._optimizer_state(self.layout.flatten(params))
+        self.flatten, self.views = self.layout.flatten, self.layout.views
+        if self.compiler is not None:
+            self.flatten, self.views = compile_layout(self.layout, model.xp)
+        self.opt_state = self._optimizer_state(self.flatten(params))
         # padding the last batch keeps one compiled shape, unless rows share statistics
         self.pad = self.compiler is not None and not any(layer.buffers for layer in model.layers)
         self.ones: Any = None  # row weights of a full padded batch
+        self.block = compile_block(self.eager, model.xp, key) if self.pad else None
 
     def _optimizer_state(self, flat: Any) -> dict[str, Any]:
         """The optimiser's state of the flat buffer: its per-parameter state flattened
@@ -151,7 +164,7 @@ class _Trainer:
         flat_state = {"step": first["step"]}
         for key in first:
             if key != "step":
-                flat_state[key] = self.layout.flatten({k: state[k][key] for k in state})
+                flat_state[key] = self.flatten({k: state[k][key] for k in state})
         return flat_state
 
     def save_optimizer_state(self) -> None:
@@ -159,38 +172,83 @@ class _Trainer:
         flat = {k: v for k, v in self.opt_state.items() if k not in ("step", "lr")}
         step = self.opt_state["step"]
         step = step if isinstance(step, int) else int(step)  # read once, after training
-        views = {key: self.layout.views(buffer) for key, buffer in flat.items()}
+        views = {key: self.views(buffer) for key, buffer in flat.items()}
         self.opt.state = {
             name: {"step": step, **{key: views[key][name] for key in flat}}
             for name in self.layout.names
         }
 
-    def epoch(self, batches: Any, n_samples: int, bar: Progress, epoch: int) -> tuple[Any, Any]:
+    def epoch(self, data: Any, rng: Any, bar: Progress, epoch: int) -> tuple[Any, Any]:
         """(Σ over the batches of the summed loss, the first batch's mean loss), both 0-d on
-        the device, after one step per batch of ``batches`` (a source's, :mod:`streaming`:
-        ``n_samples`` rows in all); the model then holds the new weights."""
+        the device, after one step per batch of ``data`` (a source of :mod:`streaming`,
+        shuffled by ``rng`` unless None); the model then holds the new weights. Data in
+        memory with a compiled block (JAX) trains by blocks of steps, one call each."""
         model = self.model
         weights = model.get_weights()
-        params = self.layout.flatten({k: weights[k] for k in self.layout.names})
+        params = self.flatten({k: weights[k] for k in self.layout.names})
         buffers = {k: v for k, v in weights.items() if k not in self.layout.slices}
         state = {**self.opt_state, "lr": self.opt.lr}
         if self.compiler is not None:  # traced: the count and rate as arrays
             state = self._as_arrays(state, params)
-        noise = NoiseStream(model, n_samples)
+        noise = NoiseStream(model, data.n_samples)
+        carry = (params, state, buffers)
+        if self.block is not None and isinstance(data, streaming.InMemory):
+            carry, values, first = self._blocks(carry, data, rng, noise, (bar, epoch))
+        else:
+            batches = data.batches(rng, self.batch_size)
+            carry, values, first = self._batches(carry, batches, noise, (bar, epoch))
+        params, state, buffers = carry
+        self.opt_state = {k: v for k, v in state.items() if k != "lr"}
+        model.set_weights({**self.views(params), **buffers})
+        return model.xp.sum(values), first
+
+    def _batches(self, carry: Any, batches: Any, noise: NoiseStream, progress: Any) -> Any:
+        """(carry, the batches' summed losses (one 1-d array), the first's mean loss) after
+        one step per batch of ``batches``."""
         values: list[Any] = []  # summed once per epoch: no op per step
         first = None
         for i, (xb, yb) in enumerate(batches):
             batch, draws = self._batch(xb, yb, noise.take(xb))
-            params, state, buffers, value = self._run(params, state, buffers, batch, draws)
+            *carry, value = self._run("step", *carry, batch, draws)
             values.append(value)
             first = value / xb.shape[0] if first is None else first
-            bar.update(epoch, i + 1)
-        xp = model.xp
-        zero = xp.zeros((), dtype=model.dtype, device=model.device)
-        total = xp.sum(xp.stack(values)) if values else zero
-        self.opt_state = {k: v for k, v in state.items() if k != "lr"}
-        model.set_weights({**self.layout.views(params), **buffers})
-        return total, first
+            progress[0].update(progress[1], i + 1)
+        xp, model = self.model.xp, self.model
+        if not values:
+            return tuple(carry), xp.zeros((0,), dtype=model.dtype, device=model.device), first
+        return tuple(carry), xp.stack(values), first
+
+    def _blocks(self, carry: Any, data: Any, rng: Any, noise: NoiseStream, progress: Any) -> Any:
+        """:meth:`_batches` for data in memory, by compiled blocks of a fixed number k of
+        steps (:data:`BLOCK_STEPS`, fewer where a block's inputs or noise would pass
+        :data:`streaming.GATHER_VALUES` or :data:`NOISE_BLOCK_VALUES` values): each block's
+        batches gathered by one op and trained by one call; the last n_batches mod k batches
+        by the compiled step, one call each. k depends on the model and the batch size
+        only, so data of any size reuses the two compiled programs."""
+        n, b = data.n_samples, self.batch_size
+        sizes = [min(b, n - lo) for lo in range(0, n, b)]
+        features = tuple(data.X.shape[1:])
+        noise_row = sum(math.prod(s) for s in self.model.noise_shapes(features))
+        steps = min(BLOCK_STEPS, streaming.GATHER_VALUES // (b * max(1, math.prod(features))))
+        if noise_row:
+            steps = min(steps, NOISE_BLOCK_VALUES // (b * noise_row))
+        steps = max(1, steps)
+        values, done = [], 0
+        for batches in data.blocks(rng, b, steps):
+            k = batches[0].shape[0]
+            draws = noise.block(sizes[done : done + k], b, features, batches[0])
+            program = "block" if k == steps else "_stepwise"
+            *carry, block_values = self._run(program, *carry, batches, draws)
+            values.append(block_values)
+            done += k
+            progress[0].update(progress[1], done, k)
+        first = values[0][0] / sizes[0]
+        xp = self.model.xp
+        return tuple(carry), values[0] if len(values) == 1 else xp.concat(values), first
+
+    def _stepwise(self, *args: Any) -> tuple[Any, ...]:
+        """A block's batches trained by one call of the (compiled) step each."""
+        return run_block(self.step, *args)
 
     def _as_arrays(self, state: dict[str, Any], like: Any) -> dict[str, Any]:
         xp, dev = array_namespace(like), _device(like)
@@ -218,20 +276,24 @@ class _Trainer:
             draws = tuple(_pad_rows(u, extra, 1) for u in draws)
         return (xb, yb, w), draws
 
-    def _run(self, *args: Any) -> tuple[Any, ...]:
-        """One step; under ``compile="auto"`` a compiled step that fails on its first call
-        is replaced, with a warning, by the uncompiled one."""
+    def _run(self, program: str, *args: Any) -> tuple[Any, ...]:
+        """One call of ``self.step`` or ``self.block``; under ``compile="auto"`` a compiled
+        program that fails on its first call is replaced, with a warning, by the uncompiled
+        step (and the block by the loop of it)."""
+        run: Callable[..., tuple[Any, ...]] = getattr(self, program)
         if not self.pending:
-            return self.step(*args)
+            return run(*args)
         self.pending = False
         try:
-            return self.step(*args)
+            return run(*args)
         except Exception as reason:
             if self.mode != "auto":
                 raise
             warn_fallback(reason)
             self.step, self.compiler = self.eager, None
-            return self.step(*args)
+            self.block = functools.partial(run_block, self.eager)
+            run = getattr(self, program)
+            return run(*args)
 
 
 def _pad_rows(a: Any, extra: int, value: float) -> Any:
