@@ -6,6 +6,7 @@ function here: PyTorch's kernel on PyTorch, the standard operations everywhere e
 tested on every backend by the tests of the layers that use them). The math modules
 import no array library themselves.
 
+* :func:`addmm` -- c + AB, the bias added into the matrix product;
 * :func:`positive_part_grad` -- g ⊙ [x > 0] (ReLU's backward);
 * :func:`log_softmax` -- z − logsumexp(z) along axis 1, and :func:`fuses_log_softmax`;
 * :func:`max_and_argmax` -- the maximum and the index of its first occurrence;
@@ -36,6 +37,7 @@ from mlxp._special import log_softmax as _standard_log_softmax
 
 __all__ = [
     "adam_update",
+    "addmm",
     "conv_transpose2d",
     "fuses_log_softmax",
     "log_softmax",
@@ -46,6 +48,22 @@ __all__ = [
 
 _BOOL_ARITHMETIC = (is_numpy_namespace, is_cupy_namespace, is_torch_namespace, is_jax_namespace)
 """The libraries whose arithmetic takes a boolean array as 0/1 (the standard does not)."""
+
+
+def addmm(c: Any, A: Any, B: Any, /, *, xp: Any = None) -> Any:
+    """c + AB for A (m, k), B (k, n) and c broadcasting to (m, n). PyTorch: ``addmm``, one
+    kernel; NumPy: c added into the fresh product in place (no second (m, n) buffer);
+    elsewhere AB + c."""
+    xp = xp or array_namespace(A)
+    if is_torch_namespace(xp):
+        import torch
+
+        return torch.addmm(c, A, B)
+    product = A @ B
+    if is_numpy_namespace(xp) and product.dtype == c.dtype:
+        product += c
+        return product
+    return product + c
 
 
 def positive_part_grad(x: Any, grad: Any, /, *, xp: Any = None) -> Any:
