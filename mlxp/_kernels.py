@@ -2,9 +2,11 @@
 
 Ground floor. On a GPU a step costs about its number of kernel launches, so where PyTorch
 does in one kernel what the standard needs several operations for, the math calls the
-function here: PyTorch's kernel on PyTorch, the standard operations everywhere else (both
-tested on every backend by the tests of the layers that use them). The math modules
-import no array library themselves.
+function here: PyTorch's kernel on PyTorch, the standard operations everywhere else. On
+NumPy an operation costs about its passes over memory and its fresh buffers, so there a
+function writes into buffers it owns or is given (``out=``) where the fallback allocates.
+Each fast path is tested against its fallback (``tests/test_kernels.py``, and the tests of
+the layers that use them). The math modules import no array library themselves.
 
 * :func:`addmm` -- c + AB, the bias added into the matrix product;
 * :func:`positive_part_grad` -- g ⊙ [x > 0] (ReLU's backward);
@@ -12,11 +14,8 @@ import no array library themselves.
 * :func:`max_and_argmax` -- the maximum and the index of its first occurrence;
 * :func:`spread_by_index` -- values sent to slot ``index`` of k slots, zeros elsewhere;
 * :func:`conv_transpose2d` -- the library's transposed convolution, or None;
-* :func:`adam_update` -- Adam's step on its scaled moments, in place on NumPy when the
-  caller gives the buffers up.
-
-On NumPy an operation costs about its passes over memory and its fresh buffers: there
-the functions write into buffers the caller owns (``out=``), where the fallback allocates.
+* :func:`adam_update` -- Adam's step on its scaled moments, written into the caller's
+  buffers on NumPy when it gives them up.
 """
 
 from __future__ import annotations
