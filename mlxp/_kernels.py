@@ -2,15 +2,20 @@
 
 Ground floor. On a GPU a step costs about its number of kernel launches, so where PyTorch
 does in one kernel what the standard needs several operations for, the math calls the
-function here: PyTorch's kernel on PyTorch, the standard operations everywhere else (both
-tested on every backend by the tests of the layers that use them). The math modules
-import no array library themselves.
+function here: PyTorch's kernel on PyTorch, the standard operations everywhere else. On
+NumPy an operation costs about its passes over memory and its fresh buffers, so there a
+function writes into buffers it owns or is given (``out=``) where the fallback allocates.
+Each fast path is tested against its fallback (``tests/test_kernels.py``, and the tests of
+the layers that use them). The math modules import no array library themselves.
 
+* :func:`addmm` -- c + AB, the bias added into the matrix product;
 * :func:`positive_part_grad` -- g ⊙ [x > 0] (ReLU's backward);
 * :func:`log_softmax` -- z − logsumexp(z) along axis 1, and :func:`fuses_log_softmax`;
 * :func:`max_and_argmax` -- the maximum and the index of its first occurrence;
 * :func:`spread_by_index` -- values sent to slot ``index`` of k slots, zeros elsewhere;
-* :func:`conv_transpose2d` -- the library's transposed convolution, or None.
+* :func:`conv_transpose2d` -- the library's transposed convolution, or None;
+* :func:`adam_update` -- Adam's step on its scaled moments, written into the caller's
+  buffers on NumPy when it gives them up.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from mlxp._compat import argmax
 from mlxp._special import log_softmax as _standard_log_softmax
 
 __all__ = [
+    "adam_update",
+    "addmm",
     "conv_transpose2d",
     "fuses_log_softmax",
     "log_softmax",
@@ -40,6 +47,22 @@ __all__ = [
 
 _BOOL_ARITHMETIC = (is_numpy_namespace, is_cupy_namespace, is_torch_namespace, is_jax_namespace)
 """The libraries whose arithmetic takes a boolean array as 0/1 (the standard does not)."""
+
+
+def addmm(c: Any, A: Any, B: Any, /, *, xp: Any = None) -> Any:
+    """c + AB for A (m, k), B (k, n) and c broadcasting to (m, n). PyTorch: ``addmm``, one
+    kernel; NumPy: c added into the fresh product in place (no second (m, n) buffer);
+    elsewhere AB + c."""
+    xp = xp or array_namespace(A)
+    if is_torch_namespace(xp):
+        import torch
+
+        return torch.addmm(c, A, B)
+    product = A @ B
+    if is_numpy_namespace(xp) and product.dtype == c.dtype:
+        product += c
+        return product
+    return product + c
 
 
 def positive_part_grad(x: Any, grad: Any, /, *, xp: Any = None) -> Any:
@@ -112,4 +135,58 @@ def conv_transpose2d(
 
     return torch.nn.functional.conv_transpose2d(
         g, W, stride=stride, dilation=dilation, output_padding=extra
+    )
+
+
+def adam_update(
+    p: Any,
+    g: Any,
+    u: Any,
+    w: Any,
+    betas: tuple[float, float],
+    step: Any,
+    eps: Any,
+    /,
+    *,
+    in_place: bool = False,
+) -> tuple[Any, Any, Any]:
+    """(p − s·u′/(√w′ + ε), u′, w′) with u′ = β₁u + g and w′ = β₂w + g², for arrays of one
+    shape and the scalars s = ``step`` and ε = ``eps`` (floats or 0-d arrays).
+
+    ``in_place``: p, u and w are the caller's to overwrite (it reads them no more). On
+    NumPy the results are then written into them, with one temporary: three in-cache
+    passes fewer and no fresh buffers (g is only read). Otherwise, and on every other
+    library, the ten standard operations, new arrays."""
+    beta1, beta2 = betas
+    if in_place and _writable_numpy(p, g, u, w):
+        import numpy as np
+
+        np.multiply(u, beta1, out=u)
+        u += g
+        np.multiply(w, beta2, out=w)
+        t = np.multiply(g, g)
+        w += t
+        np.sqrt(w, out=t)
+        t += eps
+        np.divide(u, t, out=t)
+        t *= step
+        p -= t
+        return p, u, w
+    xp = array_namespace(p, g, u, w)
+    u = beta1 * u + g
+    w = beta2 * w + g * g
+    return p - step * (u / (xp.sqrt(w) + eps)), u, w
+
+
+def _writable_numpy(*arrays: Any) -> bool:
+    """Whether every array is a writable NumPy array of the first one's dtype and shape."""
+    import numpy as np
+
+    first = arrays[0]
+    return all(
+        type(a) is np.ndarray
+        and a.dtype == first.dtype
+        and a.shape == first.shape
+        and a.flags.writeable
+        for a in arrays
     )

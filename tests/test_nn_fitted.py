@@ -182,11 +182,11 @@ def test_an_interrupted_warm_start_leaves_the_old_model(backend, name, monkeypat
     before = _state(model, backend)
     update, calls = mlxp.optim.Adam.update, []
 
-    def interrupted(self, params, grads, state, lr=None):
+    def interrupted(self, params, grads, state, lr=None, **kwargs):
         calls.append(1)
-        if len(calls) > 2:  # two steps change the weights, then Ctrl-C
+        if len(calls) > 2:  # two steps change the weights (in place on NumPy), then Ctrl-C
             raise KeyboardInterrupt
-        return update(self, params, grads, state, lr)
+        return update(self, params, grads, state, lr, **kwargs)
 
     monkeypatch.setattr(mlxp.optim.Adam, "update", interrupted)
     with pytest.raises(KeyboardInterrupt):

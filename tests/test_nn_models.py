@@ -143,6 +143,31 @@ def test_early_stopping_restores_the_best_weights():
     assert model.evaluate(X_val, y_val)["loss"] == pytest.approx(best, rel=1e-9)
 
 
+@pytest.mark.parametrize("optimizer", [mlxp.optim.Adam, mlxp.optim.AdamW])
+def test_training_writes_into_no_array_it_did_not_make(optimizer):
+    """The loop lets Adam write into the flat buffers it owns (NumPy): the weights and the
+    optimiser state of an earlier fit, a snapshot or a state dict, are left as they were."""
+    rng = np.random.default_rng(5)
+    X, y = rng.normal(size=(40, 5)).astype(np.float32), rng.integers(0, 3, size=40)
+    model, opt = Sequential([Dense(5, 8), ReLU(), Dense(8, 3)], seed=0), optimizer(1e-2)
+    model.build(np, "cpu", np.float32)
+    first = model.get_weights()
+    kwargs = {"loss": "cross_entropy", "batch_size": 8, "progress": False, "optimizer": opt}
+    model.fit(X, y, epochs=2, **kwargs)
+    snapshot, saved = model.get_weights(), opt.state_dict()
+    copies = [{k: v.copy() for k, v in d.items()} for d in (first, snapshot)]
+    moments = {
+        (n, k): v.copy() for n, s in saved["state"].items() for k, v in s.items() if k != "step"
+    }
+    model.fit(X, y, epochs=2, **kwargs)
+    for held, copy in zip((first, snapshot), copies, strict=True):
+        for name, value in held.items():
+            np.testing.assert_array_equal(value, copy[name])
+    for (name, key), value in moments.items():
+        np.testing.assert_array_equal(saved["state"][name][key], value)
+    assert any(not np.array_equal(v, snapshot[k]) for k, v in model.get_weights().items())
+
+
 def test_batchnorm_and_dropout_inside_a_model_train_and_infer():
     rng = np.random.default_rng(5)
     X, y = rng.normal(size=(128, 6)), rng.integers(0, 2, size=128)

@@ -182,10 +182,12 @@ def test_trajectory_matches_torch_optim(backend, config, rng):
     _assert_trajectories_close(got, expected, backend, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("in_place", [False, True], ids=["pure", "in-place"])
 @pytest.mark.parametrize("config", CONFIGS)
-def test_flat_buffer_update_matches_torch_optim(backend, config, rng):
+def test_flat_buffer_update_matches_torch_optim(backend, config, in_place, rng):
     """``update`` on every parameter flattened into one buffer (the training loop's
-    multi-tensor path) follows torch.optim's trajectory, and leaves its inputs alone."""
+    multi-tensor path) follows torch.optim's trajectory, and leaves its inputs alone
+    unless told they are given up (``in_place``, where NumPy's Adam writes into them)."""
     if "float64" not in backend.float_dtypes:
         pytest.skip(f"{backend} has no float64")
     params, consts = _problem(rng)
@@ -197,10 +199,16 @@ def test_flat_buffer_update_matches_torch_optim(backend, config, rng):
     for _ in range(N_STEPS):
         unflat = {"W": xp.reshape(flat[:6], shapes["W"]), "b": flat[6:]}
         g = _grads(unflat, cx)
-        before = dict(state)
-        flat, state = opt.update(flat, xp.concat([xp.reshape(g["W"], (-1,)), g["b"]]), state)
+        before = {**state, "p": flat}
+        kept = {k: np.array(backend.to_numpy(v), copy=True) for k, v in before.items()}
+        flat, state = opt.update(
+            flat, xp.concat([xp.reshape(g["W"], (-1,)), g["b"]]), state, in_place=in_place
+        )
         assert before["step"] == state["step"] - 1
-        got.append({"W": xp.reshape(flat[:6], shapes["W"]), "b": flat[6:]})
+        for k, v in before.items():  # given up (in place): may have been written into
+            if not in_place:
+                np.testing.assert_array_equal(backend.to_numpy(v), kept[k])
+        got.append({"W": xp.reshape(flat[:6], shapes["W"]) * 1.0, "b": flat[6:] * 1.0})
     _assert_trajectories_close(got, expected, backend, rtol=1e-12, atol=1e-14)
 
 

@@ -17,12 +17,11 @@ from array_api_compat import (
     array_namespace,
     is_jax_namespace,
     is_numpy_namespace,
-    is_torch_namespace,
 )
 from array_api_compat import device as _device
 
 from mlxp._compat import index_dtype, slice_add
-from mlxp._kernels import conv_transpose2d
+from mlxp._kernels import addmm, conv_transpose2d
 from mlxp.nn._windows import (
     Pads,
     Pair,
@@ -83,11 +82,9 @@ def conv2d(
 
 
 def _matmul_add(A: Any, B: Any, b: Any, xp: Any) -> Any:
-    """AB + b[:, None] (b None: AB); one ``addmm`` kernel on PyTorch."""
-    if b is None:
-        return A @ B
-    column = xp.reshape(b, (-1, 1))
-    return xp.addmm(column, A, B) if is_torch_namespace(xp) else A @ B + column
+    """AB + b[:, None] (b None: AB), by :func:`mlxp._kernels.addmm`: one kernel on PyTorch,
+    b added in place on NumPy."""
+    return A @ B if b is None else addmm(xp.reshape(b, (-1, 1)), A, B, xp=xp)
 
 
 def _geometry(W: Any, stride: Any, padding: Any, dilation: Any) -> tuple[Pair, Pair, Pads, Pair]:

@@ -19,13 +19,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from array_api_compat import (
-    array_namespace,
-    is_torch_namespace,
-)
+from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
-from mlxp._kernels import fuses_log_softmax, positive_part_grad
+from mlxp._kernels import addmm, fuses_log_softmax, positive_part_grad
 from mlxp._kernels import log_softmax as kernel_log_softmax
 from mlxp._special import log_softmax, sigmoid, softmax, softplus
 from mlxp.nn.convolution import IM2COL_MAX_BYTES, conv2d, conv2d_backward
@@ -76,12 +73,11 @@ __all__ = [
 def dense(x: Any, W: Any, b: Any, /, *, xp: Any = None) -> Any:
     """y = xW + b for x (n, in), W (in, out), b (out,); y is (n, out).
 
-    PyTorch adds b inside the matrix product (``addmm``, one kernel); elsewhere x @ W + b.
+    b is added into the product (:func:`mlxp._kernels.addmm`: one kernel on PyTorch, in
+    place on NumPy).
     """
     xp = xp or array_namespace(x)
-    if is_torch_namespace(xp) and x.ndim == 2:
-        return xp.addmm(b, x, W)
-    return x @ W + b
+    return addmm(b, x, W, xp=xp) if x.ndim == 2 else x @ W + b
 
 
 def dense_backward(

@@ -92,9 +92,17 @@ class FlatLayout:
 
 
 def make_step(
-    model: Any, loss_fn: Any, opt: Any, weight_decay: float, layout: FlatLayout
+    model: Any,
+    loss_fn: Any,
+    opt: Any,
+    weight_decay: float,
+    layout: FlatLayout,
+    in_place: bool = False,
 ) -> Callable[..., tuple[Any, Any, Any, Any]]:
-    """The pure step of ``model`` (see the module docstring) with ``loss_fn`` and ``opt``.
+    """The pure step of ``model`` (see the module docstring) with ``loss_fn`` and ``opt``;
+    with ``in_place``, for a loop that owns ``params`` and the buffers of ``opt_state``
+    and passes each step what the last one returned, the optimiser may write into them
+    (NumPy: no fresh buffers; :meth:`mlxp.optim.Optimizer.update`).
 
     Weight decay adds (λ/m)·p to the gradient of every weight the layers declare
     (``Layer.decayed``) for a batch of m samples (Σ wᵢ with row weights): an L2 penalty
@@ -118,7 +126,7 @@ def make_step(
             rows = xb.shape[0] if w is None else array_namespace(w).sum(w)
             g = g + (weight_decay / rows) * (mask * params)
         inner = {k: v for k, v in opt_state.items() if k != "lr"}
-        params, inner = opt.update(params, g, inner, opt_state["lr"])
+        params, inner = opt.update(params, g, inner, opt_state["lr"], in_place=in_place)
         return params, {**inner, "lr": opt_state["lr"]}, model_state, value
 
     return step

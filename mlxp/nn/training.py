@@ -141,7 +141,9 @@ class _Trainer:
         self.model, self.opt, self.batch_size = model, opt, rows
         params = model.parameters
         self.layout = FlatLayout({k: tuple(v.shape) for k, v in params.items()})
-        self.eager = make_step(model, loss_fn, opt, weight_decay, self.layout)
+        # the step may write into the buffers it is given: each epoch flattens fresh
+        # parameters, each fit a fresh optimiser state (so no snapshot is ever written)
+        self.eager = make_step(model, loss_fn, opt, weight_decay, self.layout, in_place=True)
         key = step_key(model, loss_fn, opt, weight_decay, self.layout)
         self.step, self.compiler = compile_step(self.eager, model.xp, mode, key)
         self.mode, self.pending = mode, self.compiler is not None

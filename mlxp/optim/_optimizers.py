@@ -7,9 +7,10 @@ parameter of a model in one flat buffer and calls the pure
 ``params, state = opt.update(params, grads, state)``: the same rule as a short fixed
 sequence of whole-buffer operations, whatever the number of parameters (as
 PyTorch's ``foreach`` optimisers). The update rules are ``torch.optim``'s term for
-term. Nothing is written in place (so JAX
-works): each step returns new arrays and replaces the state's buffers with new
-ones. The state of a parameter (its step count t and buffers such as velocities
+term. Nothing is written in place (so JAX works): each step returns new arrays and
+replaces the state's buffers with new ones; only a caller that gives the buffers up
+(``update(..., in_place=True)``: the training loop) lets Adam write into them on NumPy.
+The state of a parameter (its step count t and buffers such as velocities
 and moments) is created at its first step with ``zeros_like``, hence on its device
 and in its dtype. Step sizes and bias corrections are Python floats computed from
 the integer step count, so float32 parameters stay float32, and ``step`` never
@@ -24,6 +25,7 @@ from typing import Any, ClassVar
 
 import array_api_compat as aac
 
+from mlxp._kernels import adam_update
 from mlxp._params import Interval, Tuples, validate_params
 from mlxp.exceptions import InvalidParameterError
 
@@ -129,18 +131,29 @@ class Optimizer:
         return {"step": 0, **self._init_state(aac.array_namespace(p), p)}
 
     def update(
-        self, p: Array, g: Array, state: dict[str, Any], lr: float | Array | None = None
+        self,
+        p: Array,
+        g: Array,
+        state: dict[str, Any],
+        lr: float | Array | None = None,
+        *,
+        in_place: bool = False,
     ) -> tuple[Array, dict[str, Any]]:
         """(p', state'): one step of p (any shape, typically every parameter of a model
         flattened into one buffer) with gradient g, pure: ``state`` (from
         :meth:`init_state`, or a previous ``update``) is not modified. ``lr`` overrides
-        :attr:`lr` (a 0-d array keeps a compiled step from depending on its value)."""
+        :attr:`lr` (a 0-d array keeps a compiled step from depending on its value).
+
+        ``in_place=True`` says the caller gives p and the state's buffers up (it will read
+        them no more, as a training loop that owns them): an optimiser may then write the
+        results into them where the library allows it (Adam and AdamW on NumPy,
+        :func:`mlxp._kernels.adam_update`), and p' and state' may be those arrays."""
         xp = aac.array_namespace(p)
         state = {**state, "step": state["step"] + 1}
         lr = self._lr if lr is None else lr
         if not isinstance(lr, float) and lr.dtype != p.dtype:
             lr = xp.astype(lr, p.dtype)
-        return self._update(xp, p, g, state, lr), state
+        return self._update(xp, p, g, state, lr, in_place), state
 
     def reset(self) -> None:
         """Forget all state (step counts and buffers); the hyperparameters stay."""
@@ -183,7 +196,10 @@ class Optimizer:
     def _init_state(self, xp: Any, p: Array) -> dict[str, Array]:
         return {}
 
-    def _update(self, xp: Any, p: Array, g: Array, state: dict[str, Any], lr: Any) -> Array:
+    def _update(
+        self, xp: Any, p: Array, g: Array, state: dict[str, Any], lr: Any, in_place: bool = False
+    ) -> Array:
+        """p's new value, the buffers of ``state`` replaced; ``in_place``: see :meth:`update`."""
         raise NotImplementedError
 
 
@@ -222,7 +238,9 @@ class SGD(Optimizer):
     def _init_state(self, xp: Any, p: Array) -> dict[str, Array]:
         return {"momentum_buffer": xp.zeros_like(p)} if self.momentum else {}
 
-    def _update(self, xp: Any, p: Array, g: Array, state: dict[str, Any], lr: Any) -> Array:
+    def _update(
+        self, xp: Any, p: Array, g: Array, state: dict[str, Any], lr: Any, in_place: bool = False
+    ) -> Array:
         if self.weight_decay:
             g = g + self.weight_decay * p
         if self.momentum:
@@ -263,21 +281,26 @@ class Adam(Optimizer):
     def _init_state(self, xp: Any, p: Array) -> dict[str, Array]:
         return {"exp_avg": xp.zeros_like(p), "exp_avg_sq": xp.zeros_like(p)}
 
-    def _update(self, xp: Any, p: Array, g: Array, state: dict[str, Any], lr: Any) -> Array:
+    def _update(
+        self, xp: Any, p: Array, g: Array, state: dict[str, Any], lr: Any, in_place: bool = False
+    ) -> Array:
         if self.weight_decay:
             g = g + self.weight_decay * p
-        return self._adam(xp, p, g, state, lr)
+        return self._adam(p, g, state, lr, in_place)
 
-    def _adam(self, xp: Any, p: Array, g: Array, state: dict[str, Any], lr: Any) -> Array:
-        """The bias-corrected moment step shared by Adam and AdamW."""
+    def _adam(self, p: Array, g: Array, state: dict[str, Any], lr: Any, in_place: bool) -> Array:
+        """The bias-corrected moment step shared by Adam and AdamW
+        (:func:`mlxp._kernels.adam_update`; in place if the caller gives the buffers up)."""
         beta1, beta2 = self.betas
         t = state["step"]
-        u = state["exp_avg"] = beta1 * state["exp_avg"] + g  # m / (1 − β₁)
-        w = state["exp_avg_sq"] = beta2 * state["exp_avg_sq"] + g * g  # v / (1 − β₂)
         root = (1.0 - beta2**t) ** 0.5  # a float, or 0-d when t is an array
         scale = (1.0 - beta1) / (1.0 - beta2) ** 0.5
         eps = self.eps * root / (1.0 - beta2) ** 0.5
-        return p - (lr * root * scale / (1.0 - beta1**t)) * (u / (xp.sqrt(w) + eps))
+        step = lr * root * scale / (1.0 - beta1**t)
+        p, state["exp_avg"], state["exp_avg_sq"] = adam_update(
+            p, g, state["exp_avg"], state["exp_avg_sq"], self.betas, step, eps, in_place=in_place
+        )  # the moments scaled: u = m / (1 − β₁), w = v / (1 − β₂)
+        return p
 
 
 class AdamW(Adam):
@@ -295,10 +318,12 @@ class AdamW(Adam):
     ) -> None:
         super().__init__(lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
-    def _update(self, xp: Any, p: Array, g: Array, state: dict[str, Any], lr: Any) -> Array:
+    def _update(
+        self, xp: Any, p: Array, g: Array, state: dict[str, Any], lr: Any, in_place: bool = False
+    ) -> Array:
         if self.weight_decay:
             p = p * (1.0 - lr * self.weight_decay)
-        return self._adam(xp, p, g, state, lr)
+        return self._adam(p, g, state, lr, in_place)
 
 
 class RMSprop(Optimizer):
@@ -345,7 +370,9 @@ class RMSprop(Optimizer):
             state["grad_avg"] = xp.zeros_like(p)
         return state
 
-    def _update(self, xp: Any, p: Array, g: Array, state: dict[str, Any], lr: Any) -> Array:
+    def _update(
+        self, xp: Any, p: Array, g: Array, state: dict[str, Any], lr: Any, in_place: bool = False
+    ) -> Array:
         alpha = self.alpha
         if self.weight_decay:
             g = g + self.weight_decay * p

@@ -1,0 +1,65 @@
+"""mlxp._kernels: each library's fast path against the portable fallback beside it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlxp._compat import to_numpy
+from mlxp._kernels import adam_update, addmm
+from tests.conftest import Unrecognised, rtol_for
+
+
+# --------------------------------------------------------------------------- addmm
+@pytest.mark.parametrize("bias", ["row", "column"])
+def test_addmm_matches_the_standard_product_and_sum(backend, dtype, bias, rng):
+    A, B = rng.standard_normal((4, 3)).astype(dtype), rng.standard_normal((3, 5)).astype(dtype)
+    c = rng.standard_normal((5,) if bias == "row" else (4, 1)).astype(dtype)
+    args = [backend.asarray(a) for a in (c, A, B)]
+    fast, fallback = addmm(*args), addmm(*args, xp=Unrecognised(backend.xp))
+    expected = A @ B + c
+    for out in (fast, fallback):
+        assert out.dtype == args[1].dtype and tuple(out.shape) == (4, 5)
+        np.testing.assert_allclose(to_numpy(out), expected, rtol=rtol_for(dtype), atol=1e-6)
+    np.testing.assert_allclose(to_numpy(fast), to_numpy(fallback), rtol=rtol_for(dtype))
+
+
+# --------------------------------------------------------------------------- adam_update
+def _adam_case(backend, dtype, rng, n=37):
+    p, g, u = (rng.standard_normal(n).astype(dtype) for _ in range(3))
+    w = np.abs(rng.standard_normal(n)).astype(dtype)
+    return [backend.asarray(a) for a in (p, g, u, w)]
+
+
+@pytest.mark.parametrize("scalar", ["float", "0-d"])
+def test_adam_update_in_place_matches_the_standard_operations(backend, dtype, scalar, rng):
+    """In place (NumPy: written into p, u, w) or not, the same values as the fallback's
+    ten standard operations; g is never written."""
+    arrays = _adam_case(backend, dtype, rng)
+    xp = backend.xp
+    step, eps = 0.01, 1e-3
+    if scalar == "0-d":
+        step = xp.asarray(step, dtype=arrays[0].dtype, device=backend.device)
+    expected = [to_numpy(a) for a in adam_update(*arrays, (0.9, 0.99), step, eps)]
+    g_before = np.array(to_numpy(arrays[1]), copy=True)
+    got = adam_update(*arrays, (0.9, 0.99), step, eps, in_place=True)
+    for a, e in zip(got, expected, strict=True):
+        assert a.dtype == arrays[0].dtype
+        np.testing.assert_allclose(to_numpy(a), e, rtol=rtol_for(dtype), atol=1e-7)
+    np.testing.assert_array_equal(to_numpy(arrays[1]), g_before)
+    if backend.name == "numpy":  # the buffers given up hold the results
+        assert all(a is b for a, b in zip(got, (arrays[0], *arrays[2:]), strict=True))
+
+
+def test_adam_update_in_place_falls_back_where_it_cannot_write(rng):
+    """A read-only buffer, or a gradient of another dtype: new arrays, as the fallback."""
+    p, g, u, w = (np.abs(rng.standard_normal(5)).astype(np.float32) for _ in range(4))
+    expected = adam_update(p, g, u, w, (0.9, 0.99), 0.01, 1e-3)
+    p.flags.writeable = False
+    got = adam_update(p, g, u, w, (0.9, 0.99), 0.01, 1e-3, in_place=True)
+    assert got[0] is not p and got[1] is not u
+    for a, e in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, e)
+    p.flags.writeable = True
+    wide = adam_update(p, g.astype(np.float64), u, w, (0.9, 0.99), 0.01, 1e-3, in_place=True)
+    assert wide[0] is not p and wide[0].dtype == np.float64
