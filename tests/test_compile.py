@@ -181,8 +181,8 @@ def test_jax_blocks_serve_data_of_any_size(monkeypatch):
     monkeypatch.setattr(mlxp.nn.step, "_JITTED", type(mlxp.nn.step._JITTED)())
     traces, make_step = [], mlxp.nn.training.make_step
 
-    def counted(*args):
-        step = make_step(*args)
+    def counted(*args, **kwargs):
+        step = make_step(*args, **kwargs)
 
         def traced(*inputs):
             traces.append(1)  # runs only while jax traces
