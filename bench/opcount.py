@@ -209,9 +209,12 @@ class NamespaceOps(Count):
 def marginal(run: Callable[[int], Any], counter: Callable[[], Count], k: int) -> dict[str, Any]:
     """Ops and syncs per step: (count of ``run(2k)`` − count of ``run(k)``) / k.
 
-    ``run(m)`` does m steps (after any warm-up it needs); ``counter()`` makes a fresh
-    :class:`Count` context. The per-name tally is the same difference.
+    ``run(m)`` does m steps; ``counter()`` makes a fresh :class:`Count` context. The
+    per-name tally is the same difference. One uncounted ``run(k)`` goes first, so that
+    what a first call does once (JAX tracing a step it then keeps compiled) is not counted:
+    on JAX the count is then the operations dispatched outside the compiled programs.
     """
+    run(k)
     counts = []
     for m in (k, 2 * k):
         with counter() as c:
