@@ -214,7 +214,8 @@ def marginal(run: Callable[[int], Any], counter: Callable[[], Count], k: int) ->
     what a first call does once (JAX tracing a step it then keeps compiled) is not counted:
     on JAX the count is then the operations dispatched outside the compiled programs.
     """
-    run(k)
+    with counter():  # the warm-up's count is dropped
+        run(k)
     counts = []
     for m in (k, 2 * k):
         with counter() as c:
