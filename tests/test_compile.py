@@ -247,17 +247,22 @@ def test_every_backend_trains_the_same_model_with_dropout(backend):
     _assert_same(got, expected, rtol=1e-10 if dtype == "float64" else 2e-4)
 
 
-def test_auto_falls_back_with_a_warning_when_compiling_fails(monkeypatch):
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["dropout", "batchnorm"])
+def test_auto_falls_back_with_a_warning_when_compiling_fails(monkeypatch, batch_norm):
+    """The fallback trains as the uncompiled step does, every epoch: a model with
+    BatchNorm keeps to its unpadded batches (a padded short batch would enter its
+    statistics)."""
+
     def broken(step, xp, mode, key=None):
         def fails(*args):
             raise RuntimeError("cannot trace this")
 
         return fails, "broken"
 
-    expected = _fit(_mlp(), _numpy(), (X, Y), False)
+    expected = _fit(_mlp(batch_norm), _numpy(), (X, Y), False)
     monkeypatch.setattr(mlxp.nn.training, "compile_step", broken)
     with pytest.warns(RuntimeWarning, match="cannot trace this"):
-        got = _fit(_mlp(), _numpy(), (X, Y), "auto")
+        got = _fit(_mlp(batch_norm), _numpy(), (X, Y), "auto")
     _assert_same(got, expected, rtol=1e-6)  # rows weighted as for a compiled step
     with pytest.raises(RuntimeError, match="cannot trace this"):  # compile=True does not hide it
         _fit(_mlp(), _numpy(), (X, Y), True)
@@ -313,3 +318,25 @@ def _numpy():
     import backends
 
     return next(c for c in backends.cases() if str(c) == "numpy:cpu")
+
+
+def test_a_layer_that_writes_its_buffer_in_forward_keeps_the_writes():
+    """The older contract (a buffer written in ``forward``, as BatchNorm once did) still
+    holds for a user's layer: the pure step returns the value the layer wrote."""
+    from mlxp.nn import ReLU
+
+    class CountingReLU(ReLU):
+        def initialize(self, rng, *, xp, device, dtype):
+            self.buffers["calls"] = xp.zeros((1,), dtype=dtype, device=device)
+
+        def buffer_shapes(self):
+            return {"calls": (1,)}
+
+        def forward(self, x, training=False):
+            if training:
+                self.buffers["calls"] = self.buffers["calls"] + 1
+            return super().forward(x, training)
+
+    model = Sequential([Dense(6, 8), CountingReLU(), Dense(8, 3)], seed=3)
+    _fit(model, _numpy(), (X, Y), False)  # 3 epochs of 3 batches
+    assert model.get_weights()["1.calls"][0] == 9

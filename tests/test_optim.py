@@ -17,6 +17,7 @@ from mlxp.optim import (
     ConstantLR,
     CosineAnnealingLR,
     ExponentialLR,
+    Optimizer,
     ReduceLROnPlateau,
     RMSprop,
     StepLR,
@@ -550,3 +551,22 @@ def test_schedule_errors_are_invalid_parameter_errors(make, kwargs):
 def test_cosine_reaches_eta_min_at_t_max():
     assert CosineAnnealingLR(0.4, T_max=8, eta_min=0.05)(8) == pytest.approx(0.05, rel=1e-15)
     assert math.isclose(CosineAnnealingLR(0.4, T_max=8)(4), 0.2)
+
+
+def test_a_subclass_written_to_the_documented_update_hook_trains():
+    """``_update(xp, p, g, state, lr)``, the hook the base class documents, is called with
+    those five arguments, also by the training loop (which asks Adam to write in place)."""
+    from mlxp import nn
+
+    class PlainSGD(Optimizer):
+        def _update(self, xp, p, g, state, lr):
+            return p - lr * g
+
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    y = (X[:, 0] > 0).astype(int)
+    reference = nn.Sequential([nn.Dense(3, 2)], seed=0)
+    reference.fit(X, y, loss="cross_entropy", optimizer=SGD(0.1), epochs=2, progress=False)
+    net = nn.Sequential([nn.Dense(3, 2)], seed=0)
+    net.fit(X, y, loss="cross_entropy", optimizer=PlainSGD(0.1), epochs=2, progress=False)
+    for name, value in reference.get_weights().items():
+        np.testing.assert_allclose(net.get_weights()[name], value, rtol=1e-12)

@@ -144,7 +144,8 @@ def _forward_backward(
     parameters and buffers set to ``params`` and ``model_state`` for the call only.
 
     The new state is ``model_state`` with the values the training forward handed out
-    (:meth:`Sequential.state_updates`); the layers' buffers are only read."""
+    (:meth:`Sequential.state_updates`); a layer of its own that still writes a buffer in
+    ``forward`` has that value kept."""
     xb, yb, w = batch
     slots = [  # (name, the layer's dict holding it, its key there)
         (f"{i}.{key}", held, key)
@@ -158,8 +159,8 @@ def _forward_backward(
         held[key] = given[name]
     try:
         out = model.forward(xb, training=True, noise=noise)
-        updates = model.state_updates()
-        state = {name: updates.get(name, before) for name, before in model_state.items()}
+        updates = model.state_updates()  # else what a layer wrote itself (older layers)
+        state = {n: updates.get(n, held[k]) for n, held, k in slots if n in model_state}
         loss_fn.check(out, yb)
         value, grad = loss_fn.value_and_grad(out, yb, w)
         model.backward(grad, input_grad=False)

@@ -293,7 +293,8 @@ class _Trainer:
                 raise
             warn_fallback(reason)
             self.step, self.compiler = self.eager, None
-            self.block = functools.partial(run_block, self.eager)
+            if self.block is not None:  # a model that trains by batches (BatchNorm) keeps to it
+                self.block = functools.partial(run_block, self.eager)
             run = getattr(self, program)
             return run(*args)
 

@@ -64,8 +64,10 @@ class Optimizer:
 
     A subclass declares ``lr`` and its hyperparameters, in the order of its signature, in
     ``_parameter_constraints`` (see :mod:`mlxp._params`; ``__init__`` checks them), and
-    implements ``_init_state`` (the zero buffers of one parameter) and ``_update`` (one
-    parameter's new value, replacing the buffers in its state dict).
+    implements ``_init_state`` (the zero buffers of one parameter) and
+    ``_update(xp, p, g, state, lr)`` (one parameter's new value, replacing the buffers in its
+    state dict). A subclass whose ``_update`` also takes ``in_place`` (see :meth:`update`)
+    sets ``_writes_in_place = True``.
 
     Parameters
     ----------
@@ -76,6 +78,7 @@ class Optimizer:
     """
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"lr": _LR}
+    _writes_in_place: ClassVar[bool] = False  # whether ``_update`` takes ``in_place``
 
     def __init__(self, lr: float | Array, **hyperparameters: Any) -> None:
         validate_params(self, self._parameter_constraints, {"lr": lr, **hyperparameters})
@@ -153,7 +156,9 @@ class Optimizer:
         lr = self._lr if lr is None else lr
         if not isinstance(lr, float) and lr.dtype != p.dtype:
             lr = xp.astype(lr, p.dtype)
-        return self._update(xp, p, g, state, lr, in_place), state
+        if self._writes_in_place:
+            return self._update(xp, p, g, state, lr, in_place), state
+        return self._update(xp, p, g, state, lr), state
 
     def reset(self) -> None:
         """Forget all state (step counts and buffers); the hyperparameters stay."""
@@ -260,6 +265,7 @@ class Adam(Optimizer):
     operations in all, the same iterates as torch's to rounding.
     """
 
+    _writes_in_place: ClassVar[bool] = True
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "lr": _LR,
         "betas": [Tuples(_DECAY_RATE[0], 2)],
