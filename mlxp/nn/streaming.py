@@ -46,7 +46,6 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 from array_api_compat import array_namespace, is_dask_namespace
 from array_api_compat import device as _device
 
@@ -116,17 +115,17 @@ class InMemory:
         X, y, n = self.X, self.y, self.n_samples
         xp, dev = array_namespace(X), _device(X)
         total = math.ceil(n / batch_size) * batch_size
-        rows = np.zeros(total, dtype=np.int64)
-        rows[:n] = np.arange(n) if rng is None else rng.permutation(n, xp=np)
-        weights = np.arange(total) < n
+        positions = xp.arange(total, dtype=index_dtype(xp, dev), device=dev)
+        rows = positions if rng is None else rng.permutation(n, xp=xp, device=dev)
+        if total > n:  # the padding rows: copies of row 0
+            rows = xp.concat([rows[:n], xp.zeros_like(positions[n:])])
+        weights = xp.astype(positions < n, X.dtype)
         for lo in range(0, total, steps * batch_size):
             hi = min(lo + steps * batch_size, total)
             k = (hi - lo) // batch_size
-            r = xp.asarray(rows[lo:hi], dtype=index_dtype(xp, dev), device=dev)
-            xs = xp.reshape(take_rows(X, r, xp=xp), (k, batch_size, *X.shape[1:]))
-            ys = xp.reshape(take_rows(y, r, xp=xp), (k, batch_size, *y.shape[1:]))
-            w = np.reshape(weights[lo:hi], (k, batch_size))
-            yield xs, ys, xp.asarray(w, dtype=X.dtype, device=dev)
+            xs = xp.reshape(take_rows(X, rows[lo:hi], xp=xp), (k, batch_size, *X.shape[1:]))
+            ys = xp.reshape(take_rows(y, rows[lo:hi], xp=xp), (k, batch_size, *y.shape[1:]))
+            yield xs, ys, xp.reshape(weights[lo:hi], (k, batch_size))
 
 
 def _slices(X: Any, y: Any, batch_size: int) -> Iterator[tuple[Any, Any]]:

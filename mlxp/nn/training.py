@@ -13,7 +13,6 @@ device during an epoch; the loss is read back once per epoch.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import Callable
@@ -294,7 +293,7 @@ class _Trainer:
             warn_fallback(reason)
             self.step, self.compiler = self.eager, None
             if self.block is not None:  # a model that trains by batches (BatchNorm) keeps to it
-                self.block = functools.partial(run_block, self.eager)
+                self.block = self._stepwise
             run = getattr(self, program)
             return run(*args)
 

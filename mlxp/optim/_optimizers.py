@@ -66,8 +66,8 @@ class Optimizer:
     ``_parameter_constraints`` (see :mod:`mlxp._params`; ``__init__`` checks them), and
     implements ``_init_state`` (the zero buffers of one parameter) and
     ``_update(xp, p, g, state, lr)`` (one parameter's new value, replacing the buffers in its
-    state dict). A subclass whose ``_update`` also takes ``in_place`` (see :meth:`update`)
-    sets ``_writes_in_place = True``.
+    state dict); one that can write into buffers it is given up (see :meth:`update`) also
+    overrides ``_update_in_place``.
 
     Parameters
     ----------
@@ -78,7 +78,6 @@ class Optimizer:
     """
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"lr": _LR}
-    _writes_in_place: ClassVar[bool] = False  # whether ``_update`` takes ``in_place``
 
     def __init__(self, lr: float | Array, **hyperparameters: Any) -> None:
         validate_params(self, self._parameter_constraints, {"lr": lr, **hyperparameters})
@@ -156,9 +155,8 @@ class Optimizer:
         lr = self._lr if lr is None else lr
         if not isinstance(lr, float) and lr.dtype != p.dtype:
             lr = xp.astype(lr, p.dtype)
-        if self._writes_in_place:
-            return self._update(xp, p, g, state, lr, in_place), state
-        return self._update(xp, p, g, state, lr), state
+        update = self._update_in_place if in_place else self._update
+        return update(xp, p, g, state, lr), state
 
     def reset(self) -> None:
         """Forget all state (step counts and buffers); the hyperparameters stay."""
@@ -201,11 +199,16 @@ class Optimizer:
     def _init_state(self, xp: Any, p: Array) -> dict[str, Array]:
         return {}
 
-    def _update(
-        self, xp: Any, p: Array, g: Array, state: dict[str, Any], lr: Any, in_place: bool = False
-    ) -> Array:
-        """p's new value, the buffers of ``state`` replaced; ``in_place``: see :meth:`update`."""
+    def _update(self, xp: Any, p: Array, g: Array, state: dict[str, Any], lr: Any) -> Array:
+        """p's new value, the buffers of ``state`` replaced."""
         raise NotImplementedError
+
+    def _update_in_place(
+        self, xp: Any, p: Array, g: Array, state: dict[str, Any], lr: Any
+    ) -> Array:
+        """:meth:`_update` for a caller that gives p and the state's buffers up (see
+        :meth:`update`); an optimiser that can write into them overrides it."""
+        return self._update(xp, p, g, state, lr)
 
 
 class SGD(Optimizer):
@@ -243,9 +246,7 @@ class SGD(Optimizer):
     def _init_state(self, xp: Any, p: Array) -> dict[str, Array]:
         return {"momentum_buffer": xp.zeros_like(p)} if self.momentum else {}
 
-    def _update(
-        self, xp: Any, p: Array, g: Array, state: dict[str, Any], lr: Any, in_place: bool = False
-    ) -> Array:
+    def _update(self, xp: Any, p: Array, g: Array, state: dict[str, Any], lr: Any) -> Array:
         if self.weight_decay:
             g = g + self.weight_decay * p
         if self.momentum:
@@ -265,7 +266,6 @@ class Adam(Optimizer):
     operations in all, the same iterates as torch's to rounding.
     """
 
-    _writes_in_place: ClassVar[bool] = True
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "lr": _LR,
         "betas": [Tuples(_DECAY_RATE[0], 2)],
@@ -286,6 +286,11 @@ class Adam(Optimizer):
 
     def _init_state(self, xp: Any, p: Array) -> dict[str, Array]:
         return {"exp_avg": xp.zeros_like(p), "exp_avg_sq": xp.zeros_like(p)}
+
+    def _update_in_place(
+        self, xp: Any, p: Array, g: Array, state: dict[str, Any], lr: Any
+    ) -> Array:
+        return self._update(xp, p, g, state, lr, in_place=True)
 
     def _update(
         self, xp: Any, p: Array, g: Array, state: dict[str, Any], lr: Any, in_place: bool = False
@@ -376,9 +381,7 @@ class RMSprop(Optimizer):
             state["grad_avg"] = xp.zeros_like(p)
         return state
 
-    def _update(
-        self, xp: Any, p: Array, g: Array, state: dict[str, Any], lr: Any, in_place: bool = False
-    ) -> Array:
+    def _update(self, xp: Any, p: Array, g: Array, state: dict[str, Any], lr: Any) -> Array:
         alpha = self.alpha
         if self.weight_decay:
             g = g + self.weight_decay * p
