@@ -9,6 +9,7 @@ Each fast path is tested against its fallback (``tests/test_kernels.py``, and th
 the layers that use them). The math modules import no array library themselves.
 
 * :func:`addmm` -- c + AB, the bias added into the matrix product;
+* :func:`concat_flat` -- arrays flattened and laid end to end in one 1-D buffer;
 * :func:`positive_part_grad` -- g ⊙ [x > 0] (ReLU's backward);
 * :func:`log_softmax` -- z − logsumexp(z) along axis 1, and :func:`fuses_log_softmax`;
 * :func:`max_and_argmax` -- the maximum and the index of its first occurrence;
@@ -37,6 +38,7 @@ from mlxp._special import log_softmax as _standard_log_softmax
 __all__ = [
     "adam_update",
     "addmm",
+    "concat_flat",
     "conv_transpose2d",
     "fuses_log_softmax",
     "log_softmax",
@@ -63,6 +65,29 @@ def addmm(c: Any, A: Any, B: Any, /, *, xp: Any = None) -> Any:
         product += c
         return product
     return product + c
+
+
+def concat_flat(arrays: list[Any], /, *, xp: Any = None) -> Any:
+    """The arrays, each flattened (C order), laid end to end: one 1-D buffer of Σ sizes.
+
+    JAX: each part written at its offset into one zero buffer (``dynamic_update_slice``,
+    in place once compiled). XLA's CPU concatenate is evaluated per element, choosing the
+    operand at each, and fused into every consumer: on a model's flat gradient (235 146
+    values) it cost 0.6 ms per use, twice per Adam step, where the writes cost 0.13 ms in
+    all. Elsewhere the standard's ``concat``, one op."""
+    xp = xp or array_namespace(*arrays)
+    parts = [xp.reshape(a, (-1,)) for a in arrays]
+    if not is_jax_namespace(xp) or len(parts) < 2:
+        return xp.concat(parts)
+    from jax import lax
+
+    dtype = xp.result_type(*parts)
+    flat = xp.zeros((sum(p.shape[0] for p in parts),), dtype=dtype)  # joins the parts' device
+    start = 0
+    for part in parts:
+        flat = lax.dynamic_update_slice(flat, xp.astype(part, dtype), (start,))
+        start += part.shape[0]
+    return flat
 
 
 def positive_part_grad(x: Any, grad: Any, /, *, xp: Any = None) -> Any:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mlxp._compat import to_numpy
-from mlxp._kernels import adam_update, addmm
+from mlxp._kernels import adam_update, addmm, concat_flat
 from tests.conftest import Unrecognised, rtol_for
 
 
@@ -22,6 +22,24 @@ def test_addmm_matches_the_standard_product_and_sum(backend, dtype, bias, rng):
         assert out.dtype == args[1].dtype and tuple(out.shape) == (4, 5)
         np.testing.assert_allclose(to_numpy(out), expected, rtol=rtol_for(dtype), atol=1e-6)
     np.testing.assert_allclose(to_numpy(fast), to_numpy(fallback), rtol=rtol_for(dtype))
+
+
+# --------------------------------------------------------------------------- concat_flat
+def test_concat_flat_lays_the_flattened_arrays_end_to_end(backend, dtype, rng):
+    """The fast path (JAX: writes into one buffer), inside ``jax.jit`` too, and the fallback
+    (the standard's concat) equal NumPy's concatenation of the raveled arrays."""
+    host = [rng.standard_normal(s).astype(dtype) for s in [(3, 4), (4,), (2, 3, 2), (1,)]]
+    arrays = [backend.asarray(a) for a in host]
+    expected = np.concatenate([a.ravel() for a in host])
+    outs = [concat_flat(arrays), concat_flat(arrays, xp=Unrecognised(backend.xp))]
+    if backend.name.startswith("jax"):
+        import jax
+
+        outs.append(jax.jit(concat_flat)(arrays))
+    for out in outs:
+        assert out.dtype == arrays[0].dtype and tuple(out.shape) == (expected.size,)
+        np.testing.assert_array_equal(to_numpy(out), expected)
+    np.testing.assert_array_equal(to_numpy(concat_flat(arrays[:1])), host[0].ravel())
 
 
 # --------------------------------------------------------------------------- adam_update

@@ -29,6 +29,7 @@ import numpy as np
 from array_api_compat import array_namespace, is_cupy_namespace, is_jax_namespace
 from array_api_compat import device as _device
 
+from mlxp._kernels import concat_flat
 from mlxp.nn.cuda_graph import CudaGraphStep
 
 __all__ = [
@@ -71,8 +72,7 @@ class FlatLayout:
 
     def flatten(self, arrays: dict[str, Any]) -> Any:
         """The buffer holding ``arrays`` (every name of the layout)."""
-        xp = array_namespace(*arrays.values())
-        return xp.concat([xp.reshape(arrays[k], (-1,)) for k in self.names])
+        return concat_flat([arrays[k] for k in self.names])
 
     def views(self, flat: Any) -> dict[str, Any]:
         """The named arrays of buffer ``flat``, each of its shape."""
