@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.timing import Peaks, Target, device_memory, host_target, timed
+from bench.timing import Peaks, Target, Timed, device_memory, host_target, interleaved, timed
 from mlxp import nn
 from mlxp.optim import Adam
 
@@ -88,10 +88,10 @@ def cnn_madds(w: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class Peer:
-    """A native implementation: ``train`` runs the epochs on ``target``; ``reason`` if absent."""
+    """A native implementation: ``session`` builds it on ``target``; ``reason`` if absent."""
 
     name: str
-    train: Callable[..., dict[str, Any]] | None = None
+    session: Callable[..., Session] | None = None
     target: Target | None = None
     reason: str | None = None
 
@@ -101,7 +101,18 @@ def accuracy(outputs: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(outputs, axis=1) == y))
 
 
-def train_mlxp(bench: NetworkBench, w: int, target: Target, data: Any, repeat: int) -> dict:
+@dataclass(frozen=True)
+class Session:
+    """One library's network built on its target and ready to time: ``epoch`` trains one
+    epoch (result: its mean training loss), ``predict`` gives the outputs on the training
+    set (moved to NumPy by ``to_host``)."""
+
+    epoch: Timed
+    predict: Timed
+    to_host: Callable[[Any], np.ndarray]
+
+
+def mlxp_session(bench: NetworkBench, w: int, target: Target, data: Any) -> Session:
     """Epochs of ``Sequential.fit`` and batched ``predict`` on an mlxp backend."""
     net = nn.Sequential(bench.layers(w), seed=0)
     X, y = (target.to_device(a) for a in data)
@@ -115,16 +126,15 @@ def train_mlxp(bench: NetworkBench, w: int, target: Target, data: Any, repeat: i
     def trained(_: float) -> None:
         target.sync(net.layers[-1].params["W"])
 
-    loss, fit = timed(epoch, trained, repeat, target.memory)
-
     def predict() -> Any:
         return net.predict(X, batch_size=bench.batch)
 
-    out, predicted = timed(predict, target.sync, repeat, prefix="predict_")
-    return {**fit, **predicted, "final_loss": loss, "outputs": target.to_host(out)}
+    return Session(
+        Timed(epoch, trained, target.memory), Timed(predict, target.sync), target.to_host
+    )
 
 
-def train_torch(bench: NetworkBench, w: int, target: Target, data: Any, repeat: int) -> dict:
+def torch_session(bench: NetworkBench, w: int, target: Target, data: Any) -> Session:
     """The same epochs written natively in PyTorch (``torch.optim.Adam``, cross-entropy)."""
     import torch
 
@@ -153,12 +163,12 @@ def train_torch(bench: NetworkBench, w: int, target: Target, data: Any, repeat: 
     def trained(_: float) -> None:
         target.sync(net[-1].weight)
 
-    loss, fit = timed(epoch, trained, repeat, target.memory)
-    out, predicted = timed(predict, target.sync, repeat, prefix="predict_")
-    return {**fit, **predicted, "final_loss": loss, "outputs": target.to_host(out)}
+    return Session(
+        Timed(epoch, trained, target.memory), Timed(predict, target.sync), target.to_host
+    )
 
 
-def train_sklearn(bench: NetworkBench, w: int, target: Target, data: Any, repeat: int) -> dict:
+def sklearn_session(bench: NetworkBench, w: int, target: Target, data: Any) -> Session:
     """scikit-learn's MLPClassifier: one epoch is one ``partial_fit`` (Adam, no L2 penalty)."""
     from sklearn.neural_network import MLPClassifier
 
@@ -174,11 +184,13 @@ def train_sklearn(bench: NetworkBench, w: int, target: Target, data: Any, repeat
     classes = np.arange(CLASSES)
 
     def epoch() -> float:
-        return clf.partial_fit(X, y, classes=classes).loss_
+        return float(clf.partial_fit(X, y, classes=classes).loss_)
 
-    loss, fit = timed(epoch, target.sync, repeat, target.memory)
-    out, predicted = timed(lambda: clf.predict_proba(X), target.sync, repeat, prefix="predict_")
-    return {**fit, **predicted, "final_loss": float(loss), "outputs": out}
+    return Session(
+        Timed(epoch, target.sync, target.memory),
+        Timed(lambda: clf.predict_proba(X), target.sync),
+        np.asarray,
+    )
 
 
 def torch_target(device: str) -> Target:
@@ -203,9 +215,9 @@ def torch_peers() -> list[Peer]:
         import torch
     except ImportError as exc:
         return [Peer("PyTorch cpu", reason=f"torch is not installed ({exc})")]
-    peers = [Peer("PyTorch cpu", train_torch, torch_target("cpu"))]
+    peers = [Peer("PyTorch cpu", torch_session, torch_target("cpu"))]
     if torch.cuda.is_available():
-        return [*peers, Peer("PyTorch cuda:0", train_torch, torch_target("cuda:0"))]
+        return [*peers, Peer("PyTorch cuda:0", torch_session, torch_target("cuda:0"))]
     return [*peers, Peer("PyTorch cuda:0", reason="torch sees no CUDA device")]
 
 
@@ -213,7 +225,7 @@ def sklearn_peer() -> Peer:
     """scikit-learn's MLPClassifier on the host, if installed."""
     if importlib.util.find_spec("sklearn") is None:
         return Peer(SKLEARN, reason="scikit-learn is not installed")
-    return Peer(SKLEARN, train_sklearn, host_target(SKLEARN))
+    return Peer(SKLEARN, sklearn_session, host_target(SKLEARN))
 
 
 @dataclass(frozen=True)
@@ -245,15 +257,30 @@ class NetworkBench:
         repeat: int,
         peaks: Peaks,
     ) -> list[dict[str, Any]]:
-        """Rows for the available peers, then mlxp on every target."""
-        runs = [(p.train, p.target) for p in peers if p.target is not None]
-        runs += [(train_mlxp, target) for target in targets]
-        return [self.row(size, data, train, target, repeat, peaks) for train, target in runs]
+        """Rows for the available peers, then mlxp on every target. All are built first and
+        their epochs timed taking turns (:func:`~bench.timing.interleaved`), so the ratios
+        between them hold on a machine whose speed drifts; then each one's ``predict``."""
+        runs = [(p.session, p.target) for p in peers if p.target is not None and p.session]
+        runs += [(mlxp_session, target) for target in targets]
+        sessions = [make(self, size[1], target, data) for make, target in runs]
+        fits = interleaved([s.epoch for s in sessions], repeat)
+        rows = []
+        for (_, target), session, (loss, fit) in zip(runs, sessions, fits, strict=True):
+            out, predicted = timed(
+                session.predict.call, session.predict.sync, repeat, prefix="predict_"
+            )
+            result = {
+                **fit,
+                **predicted,
+                "final_loss": float(loss),
+                "outputs": session.to_host(out),
+            }
+            rows.append(self.row(size, data, target, result, peaks))
+        return rows
 
-    def row(self, size, data, train, target: Target, repeat: int, peaks: Peaks) -> dict[str, Any]:
+    def row(self, size, data, target: Target, result: dict, peaks: Peaks) -> dict[str, Any]:
         """One result row: timings, final loss, accuracy, GFLOP/s and the share of the peak."""
         n, w = size
-        result = train(self, w, target, data, repeat)
         gflops = self.flops(n, w) / result["median_s"] / 1e9
         peak = peaks.of(target)["float32"]
         return {

@@ -4,8 +4,10 @@ A :class:`Target` is where one column of the results computes: an mlxp backend c
 or a peer library's own placement (scikit-learn on the host, PyTorch on its device,
 cuML on CuPy). :func:`timed` runs a call once untimed (the warm-up: compilation,
 caches, memory-pool growth), then ``repeat`` times, synchronising the device before
-each clock read. :func:`transfer` times moving the data there and back on its own;
-:func:`matmul_peak` measures the matrix-multiply rate that network runs are set against.
+each clock read; :func:`interleaved` does so for several calls taking turns, so that
+their ratios survive a machine whose speed drifts. :func:`transfer` times moving the
+data there and back on its own; :func:`matmul_peak` measures the matrix-multiply rate
+that network runs are set against.
 """
 
 from __future__ import annotations
@@ -99,6 +101,43 @@ def summary(times: Sequence[float], prefix: str = "") -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Timed:
+    """A call to time: ``call()`` then ``sync(result)`` waits for the device; ``memory``
+    reads the device memory around the warm-up (None on CPUs)."""
+
+    call: Callable[[], Any]
+    sync: Callable[[Any], None]
+    memory: Callable[[], int | None] | None = None
+
+
+def interleaved(calls: Sequence[Timed], repeat: int) -> list[tuple[Any, dict[str, Any]]]:
+    """:func:`timed` of several calls taking turns: each warmed up once, then ``repeat``
+    rounds of one timed run each, in order. A machine whose speed drifts (other tenants,
+    clocks, thermals) then slows every call of a round alike, so the ratios of their
+    medians hold where medians of back-to-back runs would not."""
+    warm, times = [], [[] for _ in calls]
+    for c in calls:
+        before = c.memory() if c.memory else None
+        start = time.perf_counter()
+        c.sync(result := c.call())
+        warm.append((result, time.perf_counter() - start, before, c.memory() if c.memory else None))
+    results = [w[0] for w in warm]
+    for _ in range(repeat):
+        for i, c in enumerate(calls):
+            start = time.perf_counter()
+            c.sync(result := c.call())
+            times[i].append(time.perf_counter() - start)
+            results[i] = result
+    out = []
+    for c, result, (_, warmup, before, after), t in zip(calls, results, warm, times, strict=True):
+        stats = {**summary(t), "warmup_s": warmup}
+        if c.memory:
+            stats |= {"memory_before_warmup_bytes": before, "memory_after_warmup_bytes": after}
+        out.append((result, stats))
+    return out
+
+
 def timed(
     call: Callable[[], Any],
     sync: Callable[[Any], None],
@@ -112,22 +151,8 @@ def timed(
     time is reported beside the stats, and with ``memory`` the device memory read
     before and after it (its growth: pools, caches, compiled kernels' workspaces).
     """
-    before = memory() if memory else None
-    start = time.perf_counter()
-    sync(result := call())
-    warmup = time.perf_counter() - start
-    after = memory() if memory else None
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        sync(result := call())
-        times.append(time.perf_counter() - start)
-    stats = summary(times, prefix)
-    stats[f"{prefix}warmup_s"] = warmup
-    if memory:
-        stats[f"{prefix}memory_before_warmup_bytes"] = before
-        stats[f"{prefix}memory_after_warmup_bytes"] = after
-    return result, stats
+    result, stats = interleaved([Timed(call, sync, memory)], repeat)[0]
+    return result, {prefix + key: value for key, value in stats.items()}
 
 
 def transfer(target: Target, arrays: Sequence[np.ndarray], repeat: int) -> dict[str, Any]:
