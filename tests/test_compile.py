@@ -131,14 +131,23 @@ def _count_blocks(monkeypatch):
         (_mlp, (X, Y), {"schedule": ExponentialLR(1e-2, gamma=0.5), "weight_decay": 0.1}),
         (_cnn_dropout, (MORE_IMAGES, Y[:45]), {"shuffle": False}),
         (_cnn_dropout, (MORE_IMAGES, Y[:45]), {"optimizer": "sgd"}),
+        (lambda: _mlp(batch_norm=True), (X, Y), {"optimizer": "sgd"}),
+        (lambda: _cnn(batch_norm=True), (MORE_IMAGES, Y[:45]), {}),
     ],
-    ids=["mlp-dropout-schedule", "cnn-dropout-in-order", "cnn-dropout-sgd"],
+    ids=[
+        "mlp-dropout-schedule",
+        "cnn-dropout-in-order",
+        "cnn-dropout-sgd",
+        "mlp-batchnorm-sgd",
+        "cnn-batchnorm2d",
+    ],
 )
 def test_jax_blocks_equal_the_uncompiled_step(make, data, kwargs, small_blocks, monkeypatch):
     """On JAX, in-memory epochs train by compiled blocks of steps (jax.lax.scan): the same
     batches, order, Dropout draws and padded short last batch as the uncompiled step, on
     JAX and on NumPy. ``several-blocks``: blocks of 2 steps and the odd last batch by the
-    compiled step, the Dropout noise drawn in blocks that end inside a block of steps."""
+    compiled step, the Dropout noise drawn in blocks that end inside a block of steps.
+    BatchNorm takes its statistics over the rows of weight 1: the padding is unseen."""
     jax_case = _jax()
     if small_blocks:  # 2 steps per block; a noise draw of 40 rows (the old stream's rule)
         per_row = int(np.prod(data[0].shape[1:]))
@@ -173,9 +182,11 @@ def test_jax_refits_compile_nothing(caplog):
     assert not [r.message for r in caplog.records if "Compiling" in r.message]
 
 
-def test_jax_blocks_serve_data_of_any_size(monkeypatch):
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["dropout", "batchnorm"])
+def test_jax_blocks_serve_data_of_any_size(monkeypatch, batch_norm):
     """Blocks have a fixed number of steps: a fit on data of another size (another count
-    of batches, another remainder) traces neither the step nor the block again."""
+    of batches, another remainder) traces neither the step nor the block again; with
+    BatchNorm too (its short batches padded, the padding out of its statistics)."""
     jax_case = _jax()
     monkeypatch.setattr(mlxp.nn.training, "BLOCK_STEPS", 2)
     monkeypatch.setattr(mlxp.nn.step, "_JITTED", type(mlxp.nn.step._JITTED)())
@@ -191,12 +202,25 @@ def test_jax_blocks_serve_data_of_any_size(monkeypatch):
         return traced
 
     monkeypatch.setattr(mlxp.nn.training, "make_step", counted)
-    _fit(_mlp(), jax_case, (X, Y), "auto")  # 3 batches: a block of 2, then the step
+    _fit(_mlp(batch_norm), jax_case, (X, Y), "auto")  # 3 batches: a block of 2, the step
     first = len(traces)
     for n in (64, 20, 50):  # a block; the step alone; a block and the step
-        got = _fit(_mlp(), jax_case, (X[:n], Y[:n]), "auto")
+        got = _fit(_mlp(batch_norm), jax_case, (X[:n], Y[:n]), "auto")
     assert len(traces) == first
-    _assert_same(got, _fit(_mlp(), _numpy(), (X[:50], Y[:50]), False), rtol=2e-5)
+    _assert_same(got, _fit(_mlp(batch_norm), _numpy(), (X[:50], Y[:50]), False), rtol=2e-5)
+
+
+def test_jax_batchnorm_batch_of_one_row_is_not_padded():
+    """A short batch of one row is not padded for BatchNorm (padded, its variance would
+    be 0/0): BatchNorm1d refuses it on JAX as on NumPy, and BatchNorm2d, with 9 values per
+    channel in one image, trains on it the model NumPy trains."""
+    jax_case = _jax()
+    for case in (jax_case, _numpy()):
+        with pytest.raises(ValueError, match="more than one value"):
+            _fit(_mlp(batch_norm=True), case, (X[:65], Y[:65]), "auto")
+    data = (MORE_IMAGES[:33], Y[:33])
+    got = _fit(_cnn(batch_norm=True), jax_case, data, "auto")
+    _assert_same(got, _fit(_cnn(batch_norm=True), _numpy(), data, False), rtol=2e-5)
 
 
 def test_jax_refits_reuse_the_compiled_step(monkeypatch):

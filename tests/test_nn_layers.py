@@ -17,6 +17,7 @@ from mlxp import Generator
 from mlxp.nn import (
     GELU,
     BatchNorm1d,
+    BatchNorm2d,
     BCEWithLogitsLoss,
     CrossEntropyLoss,
     Dense,
@@ -377,6 +378,45 @@ def test_dropout_same_seed_same_mask_everywhere(backend, dtype):
 
 
 # --------------------------------------------------------------------------- batch norm
+@pytest.mark.parametrize("shape", [(6, 4), (6, 4, 3), (6, 2, 3, 3)], ids=["1d", "1d-L", "2d"])
+def test_batchnorm_rows_weigh_the_padding_out(backend, shape):
+    """A training forward given ``rows`` (a batch padded with rows of weight 0, as a
+    compiled step pads its short last batch) is PyTorch's BatchNorm on the rows of weight
+    1 alone: outputs, input gradients, γ and β gradients and running statistics; the
+    padding, out of the loss (no gradient reaches its outputs), gets no input gradient."""
+    torch = pytest.importorskip("torch")
+    dtype, rtol = widest_float(backend)
+    rtol = max(rtol, 1e-9)
+    rng = np.random.default_rng(8)
+    C, real = shape[1], 4
+    layer_type, ref_type = (
+        (BatchNorm2d, torch.nn.BatchNorm2d)
+        if len(shape) == 4
+        else (BatchNorm1d, torch.nn.BatchNorm1d)
+    )
+    ours = built(layer_type(C, momentum=0.3), backend, dtype)
+    ref = ref_type(C, momentum=0.3, dtype=torch.float64)
+    x, R = rng.normal(size=shape) * 2 + 1, rng.normal(size=shape)
+    x[real:], R[real:] = 50.0, 0.0  # the padding: far from the rows, so seeing it would show
+    rows = np.array([1.0] * real + [0.0] * (shape[0] - real))
+    xt = torch.tensor(x[:real], requires_grad=True)
+    yt = ref(xt)
+    (yt * torch.tensor(R[:real])).sum().backward()
+    y = ours.forward(backend.asarray(x, dtype), training=True, rows=backend.asarray(rows, dtype))
+    grad = backend.to_numpy(ours.backward(backend.asarray(R, dtype)))
+    pairs = [
+        (backend.to_numpy(y)[:real], yt.detach()),
+        (grad[:real], xt.grad),
+        (ours.grads["gamma"], ref.weight.grad),
+        (ours.grads["beta"], ref.bias.grad),
+        *((ours.state_updates()[k], getattr(ref, k)) for k in ("running_mean", "running_var")),
+    ]
+    for mine, theirs in pairs:
+        mine = mine if isinstance(mine, np.ndarray) else backend.to_numpy(mine)
+        np.testing.assert_allclose(mine, theirs.numpy(), rtol=rtol * 10, atol=10 * rtol)
+    np.testing.assert_array_equal(grad[real:], 0.0)
+
+
 def test_batchnorm_train_and_eval(backend):
     dtype, rtol = widest_float(backend)
     tol = max(rtol, 1e-9) * 100

@@ -187,7 +187,7 @@ def _per_channel(x: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 
 def batch_norm_train(
-    x: Any, gamma: Any, beta: Any, /, eps: float = 1e-5, *, xp: Any = None
+    x: Any, gamma: Any, beta: Any, /, eps: float = 1e-5, *, rows: Any = None, xp: Any = None
 ) -> tuple[Any, Any, Any, Any, Any]:
     """Normalise with the batch statistics of each channel (axis 1) of x (n, C, ...).
 
@@ -195,18 +195,35 @@ def batch_norm_train(
     x̂ = (x − μ)/√(σ² + ε), y = γ x̂ + β. Returns (y, x̂, 1/√(σ² + ε), μ, s²) with
     s² = σ² m/(m − 1) the unbiased variance (for running statistics); the last three
     have shape (C,), like γ and β.
+
+    ``rows``: weights r (n,) of 0 or 1, the statistics over the rows of weight 1 only
+    (a batch padded to a fixed size, the padding unseen): μ = Σ r x/m, σ² = Σ r (x − μ)²/m
+    with m = Σ r times the values per row and channel.
     """
     xp = xp or array_namespace(x)
     axes, shape = _per_channel(x)
-    m = math.prod(x.shape[i] for i in axes)
-    mean = xp.mean(x, axis=axes, keepdims=True)
-    centred = x - mean
-    var = xp.mean(centred * centred, axis=axes, keepdims=True)
+    if rows is None:
+        m: Any = math.prod(x.shape[i] for i in axes)
+        mean = xp.mean(x, axis=axes, keepdims=True)
+        centred = x - mean
+        var = xp.mean(centred * centred, axis=axes, keepdims=True)
+    else:
+        r, m = _row_weights(rows, x, xp)
+        mean = xp.sum(r * x, axis=axes, keepdims=True) / m
+        centred = x - mean
+        var = xp.sum(r * (centred * centred), axis=axes, keepdims=True) / m
     inv_std = 1 / xp.sqrt(var + eps)
     x_hat = centred * inv_std
     y = xp.reshape(gamma, shape) * x_hat + xp.reshape(beta, shape)
     unbiased = xp.reshape(var, (-1,)) * (m / (m - 1))
     return y, x_hat, xp.reshape(inv_std, (-1,)), xp.reshape(mean, (-1,)), unbiased
+
+
+def _row_weights(rows: Any, x: Any, xp: Any) -> tuple[Any, Any]:
+    """(r (n, 1, ...) broadcasting over x, m = Σ r × the values per row and channel)."""
+    per_row = math.prod(x.shape[2:])
+    r = xp.reshape(xp.astype(rows, x.dtype), (-1, *([1] * (x.ndim - 1))))
+    return r, xp.sum(r) * per_row
 
 
 def batch_norm_running(
@@ -245,25 +262,42 @@ def batch_norm_eval(
 
 
 def batch_norm_backward(
-    x_hat: Any, inv_std: Any, gamma: Any, grad: Any, /, training: bool, *, xp: Any = None
+    x_hat: Any,
+    inv_std: Any,
+    gamma: Any,
+    grad: Any,
+    /,
+    training: bool,
+    *,
+    rows: Any = None,
+    xp: Any = None,
 ) -> tuple[Any, Any, Any]:
     """(∂L/∂x, ∂L/∂γ, ∂L/∂β) from x̂ and 1/√(σ² + ε) of the forward pass.
 
     ∂L/∂γ = Σ g ⊙ x̂, ∂L/∂β = Σ g (sums over every axis but 1). With batch statistics
     (``training``), for d = γg over the m values of a channel,
     ∂L/∂x = (1/√(σ² + ε)) (d − mean(d) − x̂ ⊙ mean(d ⊙ x̂)); with running statistics,
-    which do not depend on x, ∂L/∂x = d/√(σ̄² + ε).
+    which do not depend on x, ∂L/∂x = d/√(σ̄² + ε). With the ``rows`` weights r of
+    :func:`batch_norm_train`, rows that are out of the loss too, so g is 0 on them (a
+    padded batch's padding, weighted 0): the means are over the rows of weight 1, and
+    ∂L/∂x is 0 on the others, which entered neither the statistics nor the loss. (g is
+    not masked here: in a compiled step that product cost 15% of a CNN step.)
     """
     xp = xp or array_namespace(grad)
     axes, shape = _per_channel(grad)
+    r, m = (None, None) if rows is None else _row_weights(rows, grad, xp)
     d_gamma = xp.sum(grad * x_hat, axis=axes)
     d_beta = xp.sum(grad, axis=axes)
     d = grad * xp.reshape(gamma * inv_std, shape)
     if not training:
         return d, d_gamma, d_beta
-    mean_d = xp.mean(d, axis=axes, keepdims=True)
-    mean_dx = xp.mean(d * x_hat, axis=axes, keepdims=True)
-    return d - mean_d - x_hat * mean_dx, d_gamma, d_beta
+    if r is None:
+        mean_d = xp.mean(d, axis=axes, keepdims=True)
+        mean_dx = xp.mean(d * x_hat, axis=axes, keepdims=True)
+        return d - mean_d - x_hat * mean_dx, d_gamma, d_beta
+    mean_d = xp.sum(d, axis=axes, keepdims=True) / m  # d is 0 on the rows of weight 0
+    mean_dx = xp.sum(d * x_hat, axis=axes, keepdims=True) / m
+    return r * (d - mean_d - x_hat * mean_dx), d_gamma, d_beta
 
 
 # --------------------------------------------------------------------------- losses

@@ -51,13 +51,17 @@ class Layer:
     estimators' L2 penalty and ``coefs_`` count them; the other parameters (biases,
     scales) are neither. A layer with ``draws`` takes the uniforms of its random mask
     as ``forward(x, training, noise=u)`` (u ~ U[0, 1) of the shape of x), so that a
-    training step receives its randomness instead of drawing it. ``get_config()``
+    training step receives its randomness instead of drawing it. A layer with
+    ``batch_statistics`` computes statistics over the rows of a training batch (BatchNorm)
+    and takes ``forward(x, training, rows=r)``, r (n,) of 0 or 1: the rows of weight 0
+    (a padded batch's padding) must not enter them. ``get_config()``
     returns the constructor arguments (JSON types only), so a model file can rebuild
     the layer without running any stored code.
     """
 
     decayed: ClassVar[tuple[str, ...]] = ()
     draws: ClassVar[bool] = False  # True: training forward takes ``noise`` (Dropout)
+    batch_statistics: ClassVar[bool] = False  # True: training forward takes ``rows``
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {}
 
     def __init__(self, **config: Any) -> None:

@@ -30,11 +30,14 @@ class _BatchNorm(Layer):
     running_var with the unbiased variance. ``forward`` leaves ``buffers`` as they were
     and hands the new values out through :meth:`state_updates` until ``clear_cache``;
     whoever trains commits them (``fit``'s step returns them as the model's new state; by
-    hand, ``layer.buffers.update(layer.state_updates())``). In evaluation the running
-    statistics are used. Parameters ``gamma`` (ones) and ``beta`` (zeros) and buffers
-    ``running_mean`` (zeros) and ``running_var`` (ones) have shape (C,).
+    hand, ``layer.buffers.update(layer.state_updates())``). A training ``forward`` given
+    ``rows`` (0/1 per row) takes the statistics over the rows of weight 1 only: a compiled
+    step pads a short last batch to the full size and the padding stays unseen. In
+    evaluation the running statistics are used. Parameters ``gamma`` (ones) and ``beta``
+    (zeros) and buffers ``running_mean`` (zeros) and ``running_var`` (ones) have shape (C,).
     """
 
+    batch_statistics = True
     _ranks: tuple[int, ...] = ()
     _shapes = ""  # the accepted input shapes, for error messages; C is num_features
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
@@ -67,7 +70,9 @@ class _BatchNorm(Layer):
             raise ValueError(f"{type(self).__name__} expects x of shape {shapes}; got {shape}.")
         return tuple(shape)
 
-    def forward(self, x: Any, training: bool = False) -> Any:
+    def forward(self, x: Any, training: bool = False, rows: Any = None) -> Any:
+        """y (the shape of x); in training, ``rows`` (n,) of 0 or 1, if given, marks the
+        rows the batch statistics are taken over (the others: padding)."""
         name = type(self).__name__
         if x.ndim not in self._ranks or x.shape[1] != self.num_features:
             shapes = self._shapes.replace("C", str(self.num_features))
@@ -83,11 +88,12 @@ class _BatchNorm(Layer):
                 f"{name} needs more than one value per feature in training; "
                 f"got x of shape {tuple(x.shape)}."
             )
-        y, x_hat, inv_std, mean, var = F.batch_norm_train(x, gamma, beta, self.eps)
+        y, x_hat, inv_std, mean, var = F.batch_norm_train(x, gamma, beta, self.eps, rows=rows)
         running = buffers["running_mean"], buffers["running_var"]
         new_mean, new_var = F.batch_norm_running(*running, mean, var, self.momentum)
         updates = {"running_mean": new_mean, "running_var": new_var}
-        self._cache = {"x_hat": x_hat, "inv_std": inv_std, "training": True, "updates": updates}
+        self._cache = {"x_hat": x_hat, "inv_std": inv_std, "training": True, "rows": rows}
+        self._cache["updates"] = updates
         return y
 
     def state_updates(self) -> dict[str, Any]:
@@ -99,7 +105,7 @@ class _BatchNorm(Layer):
         """Fill ``grads``; return ∂L/∂x (None with ``input_grad=False``)."""
         c = self._cache
         dx, d_gamma, d_beta = F.batch_norm_backward(
-            c["x_hat"], c["inv_std"], self.params["gamma"], grad, c["training"]
+            c["x_hat"], c["inv_std"], self.params["gamma"], grad, c["training"], rows=c.get("rows")
         )
         self.grads = {"gamma": d_gamma, "beta": d_beta}
         return dx if input_grad else None

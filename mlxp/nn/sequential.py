@@ -179,16 +179,20 @@ class Sequential(OnComputeDevice):
         return model
 
     # ------------------------------------------------------------------ propagation
-    def forward(self, x: Any, training: bool = False, noise: Any = None) -> Any:
+    def forward(self, x: Any, training: bool = False, noise: Any = None, rows: Any = None) -> Any:
         """The output of the last layer for input ``x``; each layer caches for backward.
 
         ``noise``: one uniform array per layer that ``draws`` (Dropout), in order, of the
         shape of its input (see :meth:`noise_shapes`); None: those layers draw their own.
+        ``rows``: (n,) 0 or 1, the rows that layers with ``batch_statistics`` (BatchNorm)
+        take their statistics over; None: every row.
         """
         draws = iter(noise) if noise is not None else None
         for layer in self.layers:
             if layer.draws and draws is not None:
                 x = layer.forward(x, training=training, noise=next(draws))
+            elif layer.batch_statistics and rows is not None:
+                x = layer.forward(x, training=training, rows=rows)
             else:
                 x = layer.forward(x, training=training)
         return x

@@ -158,7 +158,7 @@ def _forward_backward(
     for name, held, key in slots:
         held[key] = given[name]
     try:
-        out = model.forward(xb, training=True, noise=noise)
+        out = model.forward(xb, training=True, noise=noise, rows=w)
         updates = model.state_updates()  # else what a layer wrote itself (older layers)
         state = {n: updates.get(n, held[k]) for n, held, k in slots if n in model_state}
         loss_fn.check(out, yb)

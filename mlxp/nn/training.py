@@ -150,8 +150,16 @@ class _Trainer:
         if self.compiler is not None:
             self.flatten, self.views = compile_layout(self.layout, model.xp)
         self.opt_state = self._optimizer_state(self.flatten(params))
-        # padding the last batch keeps one compiled shape, unless rows share statistics
-        self.pad = self.compiler is not None and not any(layer.buffers for layer in model.layers)
+        # padding the last batch keeps one compiled shape: the padding's weight 0 keeps it
+        # out of the loss, and out of the statistics of layers that take ``rows``; a layer
+        # of its own with buffers (that might hold statistics of the rows) is not padded
+        layers = model.layers
+        self.pad = self.compiler is not None and all(
+            layer.batch_statistics or not layer.buffers for layer in layers
+        )
+        # short batches of up to this many rows stay unpadded: with such layers a batch of
+        # one row, which BatchNorm1d refuses (padded, its variance would be 0/0)
+        self.unpadded_max = 1 if any(layer.batch_statistics for layer in layers) else 0
         self.ones: Any = None  # row weights of a full padded batch
         self.block = compile_block(self.eager, model.xp, key) if self.pad else None
 
@@ -193,7 +201,8 @@ class _Trainer:
             state = self._as_arrays(state, params)
         noise = NoiseStream(model, data.n_samples)
         carry = (params, state, buffers)
-        if self.block is not None and isinstance(data, streaming.InMemory):
+        blocks = self.block is not None and isinstance(data, streaming.InMemory)
+        if blocks and not 0 < data.n_samples % self.batch_size <= self.unpadded_max:
             carry, values, first = self._blocks(carry, data, rng, noise, (bar, epoch))
         else:
             batches = data.batches(rng, self.batch_size)
@@ -271,6 +280,8 @@ class _Trainer:
                 self.ones = xp.ones((m,), dtype=xb.dtype, device=_device(xb))
             return (xb, yb, self.ones), draws
         w = xp.ones((m,), dtype=xb.dtype, device=_device(xb))
+        if m <= self.unpadded_max:
+            return (xb, yb), draws
         if m < self.batch_size:
             extra = self.batch_size - m
             xb, yb, w = (_pad_rows(a, extra, 0) for a in (xb, yb, w))
@@ -292,7 +303,7 @@ class _Trainer:
                 raise
             warn_fallback(reason)
             self.step, self.compiler = self.eager, None
-            if self.block is not None:  # a model that trains by batches (BatchNorm) keeps to it
+            if self.block is not None:  # a model without blocks keeps to its batches
                 self.block = self._stepwise
             run = getattr(self, program)
             return run(*args)
