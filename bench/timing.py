@@ -23,6 +23,11 @@ import numpy as np
 
 import backends
 
+SETTLE_SECONDS = 0.3
+"""Pause before each timed call of :func:`interleaved` when calls take turns: the thread
+pools the previous library left spinning go to sleep first (OpenBLAS's workers spin about
+0.1 s after a product). Without it a PyTorch epoch right after a NumPy one ran up to 1.6×
+slower, its threads sharing the cores with OpenBLAS's."""
 PEAK_REPEAT = 3  # timings per matmul peak (the best is kept), after a warm-up product
 PEAK_SECONDS = 0.05  # the least each timing lasts
 
@@ -115,7 +120,8 @@ def interleaved(calls: Sequence[Timed], repeat: int) -> list[tuple[Any, dict[str
     """:func:`timed` of several calls taking turns: each warmed up once, then ``repeat``
     rounds of one timed run each, in order. A machine whose speed drifts (other tenants,
     clocks, thermals) then slows every call of a round alike, so the ratios of their
-    medians hold where medians of back-to-back runs would not."""
+    medians hold where medians of back-to-back runs would not. Each timed call waits
+    :data:`SETTLE_SECONDS` first, so no call pays for the last one's spinning threads."""
     warm, times = [], [[] for _ in calls]
     for c in calls:
         before = c.memory() if c.memory else None
@@ -125,6 +131,8 @@ def interleaved(calls: Sequence[Timed], repeat: int) -> list[tuple[Any, dict[str
     results = [w[0] for w in warm]
     for _ in range(repeat):
         for i, c in enumerate(calls):
+            if len(calls) > 1:
+                time.sleep(SETTLE_SECONDS)
             start = time.perf_counter()
             c.sync(result := c.call())
             times[i].append(time.perf_counter() - start)
