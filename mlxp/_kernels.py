@@ -70,14 +70,15 @@ def addmm(c: Any, A: Any, B: Any, /, *, xp: Any = None) -> Any:
 def concat_flat(arrays: list[Any], /, *, xp: Any = None) -> Any:
     """The arrays, each flattened (C order), laid end to end: one 1-D buffer of Σ sizes.
 
-    JAX: each part written at its offset into one zero buffer (``dynamic_update_slice``,
-    in place once compiled). XLA's CPU concatenate is evaluated per element, choosing the
-    operand at each, and fused into every consumer: on a model's flat gradient (235 146
-    values) it cost 0.6 ms per use, twice per Adam step, where the writes cost 0.13 ms in
-    all. Elsewhere the standard's ``concat``, one op."""
+    JAX, while tracing (``jax.jit``): each part written at its offset into one zero buffer
+    (``dynamic_update_slice``, in place once compiled). XLA's CPU concatenate is evaluated
+    per element, choosing the operand at each, and fused into every consumer: on a model's
+    flat gradient (235 146 values) it cost 0.6 ms per use, twice per Adam step, where the
+    writes cost 0.13 ms in all. Run eagerly, each write would copy the whole buffer, so
+    there, and on every other library, the standard's ``concat``, one op."""
     xp = xp or array_namespace(*arrays)
     parts = [xp.reshape(a, (-1,)) for a in arrays]
-    if not is_jax_namespace(xp) or len(parts) < 2:
+    if not is_jax_namespace(xp) or len(parts) < 2 or not _tracing(parts):
         return xp.concat(parts)
     from jax import lax
 
@@ -88,6 +89,13 @@ def concat_flat(arrays: list[Any], /, *, xp: Any = None) -> Any:
         flat = lax.dynamic_update_slice(flat, xp.astype(part, dtype), (start,))
         start += part.shape[0]
     return flat
+
+
+def _tracing(arrays: list[Any]) -> bool:
+    """Whether any of these JAX arrays is a tracer (inside ``jax.jit`` and the like)."""
+    import jax
+
+    return any(isinstance(a, jax.core.Tracer) for a in arrays)
 
 
 def positive_part_grad(x: Any, grad: Any, /, *, xp: Any = None) -> Any:

@@ -211,9 +211,10 @@ def test_jax_blocks_serve_data_of_any_size(monkeypatch, batch_norm):
 
 
 def test_jax_batchnorm_batch_of_one_row_is_not_padded():
-    """A short batch of one row is not padded for BatchNorm (padded, its variance would
-    be 0/0): BatchNorm1d refuses it on JAX as on NumPy, and BatchNorm2d, with 9 values per
-    channel in one image, trains on it the model NumPy trains."""
+    """A short batch of one row is not padded for BatchNorm (padded, BatchNorm1d's running
+    variance would take the unbiased correction m/(m − 1) at m = 1): BatchNorm1d refuses
+    it on JAX as on NumPy, and BatchNorm2d, with 9 values per channel in one image, trains
+    on it the model NumPy trains."""
     jax_case = _jax()
     for case in (jax_case, _numpy()):
         with pytest.raises(ValueError, match="more than one value"):

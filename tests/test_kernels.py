@@ -26,8 +26,9 @@ def test_addmm_matches_the_standard_product_and_sum(backend, dtype, bias, rng):
 
 # --------------------------------------------------------------------------- concat_flat
 def test_concat_flat_lays_the_flattened_arrays_end_to_end(backend, dtype, rng):
-    """The fast path (JAX: writes into one buffer), inside ``jax.jit`` too, and the fallback
-    (the standard's concat) equal NumPy's concatenation of the raveled arrays."""
+    """The fast path (JAX, while tracing: writes into one buffer; eagerly the standard's
+    concat), inside ``jax.jit`` too, and the fallback (the standard's concat) equal NumPy's
+    concatenation of the raveled arrays."""
     host = [rng.standard_normal(s).astype(dtype) for s in [(3, 4), (4,), (2, 3, 2), (1,)]]
     arrays = [backend.asarray(a) for a in host]
     expected = np.concatenate([a.ravel() for a in host])

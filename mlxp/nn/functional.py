@@ -198,7 +198,8 @@ def batch_norm_train(
 
     ``rows``: weights r (n,) of 0 or 1, the statistics over the rows of weight 1 only
     (a batch padded to a fixed size, the padding unseen): μ = Σ r x/m, σ² = Σ r (x − μ)²/m
-    with m = Σ r times the values per row and channel.
+    with m = Σ r times the values per row and channel. m must exceed 1 (else s² is not
+    finite); it is not checked, as under a trace it cannot be read.
     """
     xp = xp or array_namespace(x)
     axes, shape = _per_channel(x)
@@ -277,11 +278,13 @@ def batch_norm_backward(
     ∂L/∂γ = Σ g ⊙ x̂, ∂L/∂β = Σ g (sums over every axis but 1). With batch statistics
     (``training``), for d = γg over the m values of a channel,
     ∂L/∂x = (1/√(σ² + ε)) (d − mean(d) − x̂ ⊙ mean(d ⊙ x̂)); with running statistics,
-    which do not depend on x, ∂L/∂x = d/√(σ̄² + ε). With the ``rows`` weights r of
-    :func:`batch_norm_train`, rows that are out of the loss too, so g is 0 on them (a
-    padded batch's padding, weighted 0): the means are over the rows of weight 1, and
-    ∂L/∂x is 0 on the others, which entered neither the statistics nor the loss. (g is
-    not masked here: in a compiled step that product cost 15% of a CNN step.)
+    which do not depend on x, ∂L/∂x = d/√(σ̄² + ε).
+
+    With the ``rows`` weights r of :func:`batch_norm_train`: the rows of weight 0 are the
+    padding of a batch, out of the loss as well, and g must be 0 on them (every loss of
+    mlxp weighs them 0). ∂L/∂γ, ∂L/∂β and the means are then sums over the rows of
+    weight 1 (g is not masked here: in a compiled step that product cost 15% of a CNN
+    step), and ∂L/∂x is 0 on the padding, which entered neither the statistics nor the loss.
     """
     xp = xp or array_namespace(grad)
     axes, shape = _per_channel(grad)

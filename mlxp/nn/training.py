@@ -158,7 +158,8 @@ class _Trainer:
             layer.batch_statistics or not layer.buffers for layer in layers
         )
         # short batches of up to this many rows stay unpadded: with such layers a batch of
-        # one row, which BatchNorm1d refuses (padded, its variance would be 0/0)
+        # one row, which BatchNorm1d refuses (padded, its running variance would take the
+        # unbiased correction m/(m − 1) at m = 1)
         self.unpadded_max = 1 if any(layer.batch_statistics for layer in layers) else 0
         self.ones: Any = None  # row weights of a full padded batch
         self.block = compile_block(self.eager, model.xp, key) if self.pad else None
@@ -191,7 +192,8 @@ class _Trainer:
         """(Σ over the batches of the summed loss, the first batch's mean loss), both 0-d on
         the device, after one step per batch of ``data`` (a source of :mod:`streaming`,
         shuffled by ``rng`` unless None); the model then holds the new weights. Data in
-        memory with a compiled block (JAX) trains by blocks of steps, one call each."""
+        memory with a compiled block (JAX) trains by blocks of steps, one call each, unless
+        its last batch is too short to pad (``unpadded_max``): then batch by batch."""
         model = self.model
         weights = model.get_weights()
         params = self.flatten({k: weights[k] for k in self.layout.names})
@@ -271,7 +273,8 @@ class _Trainer:
         self, xb: Any, yb: Any, draws: tuple[Any, ...]
     ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         """The step's batch and noise: as they are, or, for a compiled step, with row
-        weights and a last short batch padded to the full size (weight 0)."""
+        weights and a last short batch padded to the full size (weight 0); a short batch
+        of at most ``unpadded_max`` rows (one, for BatchNorm) stays as it is, unweighted."""
         if not self.pad:
             return (xb, yb), draws
         xp, m = array_namespace(xb), xb.shape[0]
@@ -279,9 +282,9 @@ class _Trainer:
             if self.ones is None:
                 self.ones = xp.ones((m,), dtype=xb.dtype, device=_device(xb))
             return (xb, yb, self.ones), draws
-        w = xp.ones((m,), dtype=xb.dtype, device=_device(xb))
         if m <= self.unpadded_max:
             return (xb, yb), draws
+        w = xp.ones((m,), dtype=xb.dtype, device=_device(xb))
         if m < self.batch_size:
             extra = self.batch_size - m
             xb, yb, w = (_pad_rows(a, extra, 0) for a in (xb, yb, w))
@@ -303,7 +306,7 @@ class _Trainer:
                 raise
             warn_fallback(reason)
             self.step, self.compiler = self.eager, None
-            if self.block is not None:  # a model without blocks keeps to its batches
+            if self.block is not None:  # the blocks' batches, one eager step each
                 self.block = self._stepwise
             run = getattr(self, program)
             return run(*args)
