@@ -24,10 +24,12 @@ import numpy as np
 import backends
 
 SETTLE_SECONDS = 0.3
-"""Pause before each timed call of :func:`interleaved` when calls take turns: the thread
-pools the previous library left spinning go to sleep first (OpenBLAS's workers spin about
-0.1 s after a product). Without it a PyTorch epoch right after a NumPy one ran up to 1.6×
-slower, its threads sharing the cores with OpenBLAS's."""
+"""When calls take turns (:func:`interleaved`), each turn first pauses this long, so the
+thread pools the previous library left spinning go to sleep (OpenBLAS's workers spin about
+0.1 s after a product), then makes one untimed call, so its own pools are awake and its
+data in cache again, then the timed one. Without the pause a PyTorch epoch right after a
+NumPy one ran up to 1.6× slower; without the untimed call a JAX epoch of 15 ms took 23 ms
+after the pause."""
 PEAK_REPEAT = 3  # timings per matmul peak (the best is kept), after a warm-up product
 PEAK_SECONDS = 0.05  # the least each timing lasts
 
@@ -120,8 +122,9 @@ def interleaved(calls: Sequence[Timed], repeat: int) -> list[tuple[Any, dict[str
     """:func:`timed` of several calls taking turns: each warmed up once, then ``repeat``
     rounds of one timed run each, in order. A machine whose speed drifts (other tenants,
     clocks, thermals) then slows every call of a round alike, so the ratios of their
-    medians hold where medians of back-to-back runs would not. Each timed call waits
-    :data:`SETTLE_SECONDS` first, so no call pays for the last one's spinning threads."""
+    medians hold where medians of back-to-back runs would not. With several calls each
+    turn settles first (:data:`SETTLE_SECONDS`: a pause, then one untimed call), so a
+    timed call runs as it would among calls of its own kind."""
     warm, times = [], [[] for _ in calls]
     for c in calls:
         before = c.memory() if c.memory else None
@@ -133,6 +136,7 @@ def interleaved(calls: Sequence[Timed], repeat: int) -> list[tuple[Any, dict[str
         for i, c in enumerate(calls):
             if len(calls) > 1:
                 time.sleep(SETTLE_SECONDS)
+                c.sync(c.call())
             start = time.perf_counter()
             c.sync(result := c.call())
             times[i].append(time.perf_counter() - start)
