@@ -254,10 +254,11 @@ def test_jax_refits_reuse_the_compiled_step(monkeypatch):
     first = len(traces)
     assert 1 <= first <= 2  # the full and the padded last batch share one shape
     got = _fit(mlp(4), jax_case, (X, Y), "auto")
-    assert len(traces) == first and len(mlxp.nn.step._JITTED) == 4  # step, block, flatten, views
+    assert len(traces) == first and len(mlxp.nn.step._JITTED) == 5  # step, block, flatten,
+    # views and the block gather
     _assert_same(got, _fit(mlp(4), _numpy(), (X, Y), False), rtol=2e-5)
     _fit(mlp(4, width=9), jax_case, (X, Y), "auto")
-    assert len(traces) > first and len(mlxp.nn.step._JITTED) == 8
+    assert len(traces) > first and len(mlxp.nn.step._JITTED) == 9  # the gather is shared
 
 
 def test_every_backend_trains_the_same_model_with_dropout(backend):
@@ -365,3 +366,28 @@ def test_a_layer_that_writes_its_buffer_in_forward_keeps_the_writes():
     model = Sequential([Dense(6, 8), CountingReLU(), Dense(8, 3)], seed=3)
     _fit(model, _numpy(), (X, Y), False)  # 3 epochs of 3 batches
     assert model.get_weights()["1.calls"][0] == 9
+
+
+@pytest.mark.parametrize("shuffled", [False, True], ids=["in-order", "shuffled"])
+def test_gather_block_takes_the_epoch_order_and_pads_with_row_zero(backend, shuffled):
+    """Positions start … start + k·b − 1 of the row order, row 0 of weight 0 past n; the
+    compiled form (jax.jit on JAX, the function itself elsewhere) gives the same."""
+    from mlxp._compat import index_dtype
+    from mlxp.nn.step import compile_gather
+    from mlxp.nn.streaming import gather_block
+
+    n, k, b = 11, 2, 4
+    X, y = np.arange(n * 3.0).reshape(n, 3), np.arange(n) % 3
+    order = RNG.permutation(n) if shuffled else np.arange(n)
+    Xd, yd = backend.asarray(X, "float32"), backend.asarray(y)
+    dev = backend.device
+    od = backend.xp.asarray(order, dtype=index_dtype(backend.xp, dev), device=dev)
+    od = od if shuffled else None
+    for start in (0, 8):  # a full block; the last, positions 11 … 15 past n
+        positions = np.arange(start, start + k * b)
+        rows = np.where(positions < n, order[np.minimum(positions, n - 1)], 0)
+        for gather in (gather_block, compile_gather(gather_block, backend.xp)):
+            xs, ys, ws = gather(Xd, yd, od, start, n, steps=k, batch_size=b)
+            np.testing.assert_array_equal(backend.to_numpy(xs), X[rows].reshape(k, b, 3))
+            np.testing.assert_array_equal(backend.to_numpy(ys), y[rows].reshape(k, b))
+            np.testing.assert_array_equal(backend.to_numpy(ws), (positions < n).reshape(k, b))

@@ -38,6 +38,7 @@ __all__ = [
     "FlatLayout",
     "NoiseStream",
     "compile_block",
+    "compile_gather",
     "compile_layout",
     "compile_step",
     "make_step",
@@ -253,7 +254,7 @@ def run_block(
 JIT_CACHE_SIZE = 32
 """How many jitted programs are kept for later fits (a step or a block holds the model it
 was made from; a fit on JAX makes four: its step, its block, its layout's flatten and
-views)."""
+views; the block gather is one for all fits)."""
 
 _JITTED: OrderedDict[Hashable, Callable[..., Any]] = OrderedDict()
 
@@ -325,6 +326,21 @@ def compile_block(step: Callable[..., Any], xp: Any, key: Hashable = None) -> An
 
     block_key = None if key is None else ("block", key)
     return _cached(block_key, lambda: jax.jit(block, donate_argnums=(0, 1, 2)))
+
+
+def compile_gather(gather: Callable[..., Any], xp: Any) -> Callable[..., Any]:
+    """``gather`` (:func:`mlxp.nn.streaming.gather_block`) as one jitted program on JAX,
+    its step and batch counts static (a block's batches gathered in one dispatch, not
+    eight), kept for later fits; else ``gather`` itself."""
+    if not is_jax_namespace(xp):
+        return gather
+    import jax
+
+    static = ("steps", "batch_size")
+    jitted: Callable[..., Any] = _cached(
+        ("gather", gather), lambda: jax.jit(gather, static_argnames=static)
+    )
+    return jitted
 
 
 def compile_layout(layout: FlatLayout, xp: Any) -> tuple[Callable[..., Any], ...]:

@@ -27,17 +27,8 @@ weights). With several chunks the shuffle is by chunk: rows of one chunk stay to
 within an epoch, and the batches differ from the in-memory run, so the weights differ
 while the accuracy reached is the same; rechunking the data changes the run.
 
-Next step, on paper: data-parallel training across GPU workers
---------------------------------------------------------------
-Following cuML's multi-GPU estimators and XGBoost on Dask, Dask would only place the
-data and start one long task per worker (``client.run`` or one pinned task per worker
-holding its local chunks, CuPy under dask-cuda). Each worker keeps a replica of the
-network (same seed: same initial weights), streams its own chunks as above, and after
-every batch the gradients are all-reduced among the workers (NCCL through the Dask
-communicator, as cuML's comms do) before the identical optimiser step on every replica;
-the per-worker batch is the global batch divided by the number of workers. Losses for
-logging and early stopping are reduced once per epoch; the client only starts the tasks
-and gathers the final weights from worker 0.
+The next step on paper, data-parallel training across GPU workers, is in the user guide
+(``docs/user_guide/scaling_out.md``).
 """
 
 from __future__ import annotations
@@ -62,6 +53,7 @@ __all__ = [
     "InMemory",
     "blockwise",
     "class_indices",
+    "gather_block",
     "is_dask",
     "known_chunks",
     "partial_fit_classes",
@@ -105,27 +97,45 @@ class InMemory:
             rows = order[start : min(start + block, n)]
             yield from _slices(take_rows(X, rows, xp=xp), take_rows(y, rows, xp=xp), batch_size)
 
-    def blocks(self, rng: Any, batch_size: int, steps: int) -> Iterator[tuple[Any, Any, Any]]:
+    def blocks(
+        self, rng: Any, batch_size: int, steps: int, gather: Callable[..., Any] | None = None
+    ) -> Iterator[tuple[Any, Any, Any]]:
         """The batches of :meth:`batches` (the same rows in the same order, the same draw
         from ``rng``), ``steps`` at a time, stacked for a block of steps
         (:func:`mlxp.nn.step.run_block`): (xs (k, b, ...), ys (k, b, ...), row weights
         (k, b)), b = ``batch_size``, k = ``steps`` but in the last block. The last batch is
-        padded to b rows of weight 0 (copies of row 0), so every batch has one shape. The
-        rows of a block are gathered by one op each from X and y."""
+        padded to b rows of weight 0 (copies of row 0), so every batch has one shape. Each
+        block is one call of ``gather`` (:func:`gather_block`, or a compiled form of it:
+        one dispatch per block on JAX, where it is jitted)."""
         X, y, n = self.X, self.y, self.n_samples
-        xp, dev = array_namespace(X), _device(X)
+        gather = gather or gather_block
+        order = (
+            None if rng is None else rng.permutation(n, xp=array_namespace(X), device=_device(X))
+        )
         total = math.ceil(n / batch_size) * batch_size
-        positions = xp.arange(total, dtype=index_dtype(xp, dev), device=dev)
-        rows = positions if rng is None else rng.permutation(n, xp=xp, device=dev)
-        if total > n:  # the padding rows: copies of row 0
-            rows = xp.concat([rows[:n], xp.zeros_like(positions[n:])])
-        weights = xp.astype(positions < n, X.dtype)
         for lo in range(0, total, steps * batch_size):
-            hi = min(lo + steps * batch_size, total)
-            k = (hi - lo) // batch_size
-            xs = xp.reshape(take_rows(X, rows[lo:hi], xp=xp), (k, batch_size, *X.shape[1:]))
-            ys = xp.reshape(take_rows(y, rows[lo:hi], xp=xp), (k, batch_size, *y.shape[1:]))
-            yield xs, ys, xp.reshape(weights[lo:hi], (k, batch_size))
+            k = min(steps, (total - lo) // batch_size)
+            yield gather(X, y, order, lo, n, steps=k, batch_size=batch_size)
+
+
+def gather_block(
+    X: Any, y: Any, order: Any, start: Any, n: Any, *, steps: int, batch_size: int
+) -> tuple[Any, Any, Any]:
+    """Positions ``start`` … ``start`` + k·b − 1 of an epoch's row order as k = ``steps``
+    batches of b = ``batch_size`` rows: (xs (k, b, ...), ys (k, b, ...), row weights
+    (k, b)). Position p < n is row ``order[p]`` (``order`` None: row p), weight 1; past n,
+    row 0, weight 0 (the padding of the last batch). Standard operations only; ``start``
+    and n may be 0-d integer arrays, so one compiled program serves every block and data
+    size of a shape."""
+    xp, dev = array_namespace(X), _device(X)
+    positions = start + xp.arange(steps * batch_size, dtype=index_dtype(xp, dev), device=dev)
+    inside = positions < n
+    rows = xp.where(inside, positions, xp.zeros_like(positions))
+    if order is not None:
+        rows = xp.where(inside, take_rows(order, rows, xp=xp), xp.zeros_like(positions))
+    xs = xp.reshape(take_rows(X, rows, xp=xp), (steps, batch_size, *X.shape[1:]))
+    ys = xp.reshape(take_rows(y, rows, xp=xp), (steps, batch_size, *y.shape[1:]))
+    return xs, ys, xp.reshape(xp.astype(inside, X.dtype), (steps, batch_size))
 
 
 def _slices(X: Any, y: Any, batch_size: int) -> Iterator[tuple[Any, Any]]:

@@ -32,6 +32,7 @@ from mlxp.nn.step import (
     FlatLayout,
     NoiseStream,
     compile_block,
+    compile_gather,
     compile_layout,
     compile_step,
     make_step,
@@ -163,6 +164,7 @@ class _Trainer:
         self.unpadded_max = 1 if any(layer.batch_statistics for layer in layers) else 0
         self.ones: Any = None  # row weights of a full padded batch
         self.block = compile_block(self.eager, model.xp, key) if self.pad else None
+        self.gather = compile_gather(streaming.gather_block, model.xp)
 
     def _optimizer_state(self, flat: Any) -> dict[str, Any]:
         """The optimiser's state of the flat buffer: its per-parameter state flattened
@@ -246,7 +248,7 @@ class _Trainer:
             steps = min(steps, NOISE_BLOCK_VALUES // (b * noise_row))
         steps = max(1, steps)
         values, done = [], 0
-        for batches in data.blocks(rng, b, steps):
+        for batches in data.blocks(rng, b, steps, self.gather):
             k = batches[0].shape[0]
             draws = noise.block(sizes[done : done + k], b, features, batches[0])
             program = "block" if k == steps else "_stepwise"
