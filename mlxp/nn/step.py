@@ -294,9 +294,7 @@ def compile_step(
     if mode is False:
         return step, None
     if is_jax_namespace(xp):
-        import jax
-
-        return _cached(key, lambda: jax.jit(step, donate_argnums=(0, 1, 2))), "jax.jit"
+        return _jitted(key, step, donate_argnums=(0, 1, 2)), "jax.jit"
     if mode != "auto" and is_cupy_namespace(xp):
         return CudaGraphStep(step), "cuda-graph"
     if mode != "auto" and xp.__name__.endswith("torch"):
@@ -324,8 +322,7 @@ def compile_block(step: Callable[..., Any], xp: Any, key: Hashable = None) -> An
         carry, values = jax.lax.scan(body, (params, opt_state, model_state), (batches, noise))
         return (*carry, values)
 
-    block_key = None if key is None else ("block", key)
-    return _cached(block_key, lambda: jax.jit(block, donate_argnums=(0, 1, 2)))
+    return _jitted(None if key is None else ("block", key), block, donate_argnums=(0, 1, 2))
 
 
 def compile_gather(gather: Callable[..., Any], xp: Any) -> Callable[..., Any]:
@@ -334,13 +331,7 @@ def compile_gather(gather: Callable[..., Any], xp: Any) -> Callable[..., Any]:
     eight), kept for later fits; else ``gather`` itself."""
     if not is_jax_namespace(xp):
         return gather
-    import jax
-
-    static = ("steps", "batch_size")
-    jitted: Callable[..., Any] = _cached(
-        ("gather", gather), lambda: jax.jit(gather, static_argnames=static)
-    )
-    return jitted
+    return _jitted(("gather", gather), gather, static_argnames=("steps", "batch_size"))
 
 
 def compile_layout(layout: FlatLayout, xp: Any) -> tuple[Callable[..., Any], ...]:
@@ -348,26 +339,23 @@ def compile_layout(layout: FlatLayout, xp: Any) -> tuple[Callable[..., Any], ...
     all the arrays, not one or two per array), kept for later fits; else its methods."""
     if not is_jax_namespace(xp):
         return layout.flatten, layout.views
+    shapes = tuple(layout.shapes.items())
+    return _jitted(("flatten", shapes), layout.flatten), _jitted(("views", shapes), layout.views)
+
+
+def _jitted(key: Hashable, fn: Callable[..., Any], **options: Any) -> Callable[..., Any]:
+    """The jitted program kept under ``key`` (the most recent :data:`JIT_CACHE_SIZE`),
+    else ``jax.jit(fn, **options)``, kept unless ``key`` is None."""
     import jax
 
-    shapes = tuple(layout.shapes.items())
-    return (
-        _cached(("flatten", shapes), lambda: jax.jit(layout.flatten)),
-        _cached(("views", shapes), lambda: jax.jit(layout.views)),
-    )
-
-
-def _cached(key: Hashable, make: Callable[[], Any]) -> Any:
-    """The jitted program kept under ``key`` (the most recent :data:`JIT_CACHE_SIZE`),
-    else ``make()``, kept unless ``key`` is None."""
-    if key is None:
-        return make()
-    if key in _JITTED:
+    if key is not None and key in _JITTED:
         _JITTED.move_to_end(key)
         return _JITTED[key]
-    _JITTED[key] = jitted = make()
-    while len(_JITTED) > JIT_CACHE_SIZE:
-        _JITTED.popitem(last=False)
+    jitted: Callable[..., Any] = jax.jit(fn, **options)
+    if key is not None:
+        _JITTED[key] = jitted
+        while len(_JITTED) > JIT_CACHE_SIZE:
+            _JITTED.popitem(last=False)
     return jitted
 
 
