@@ -210,12 +210,14 @@ def marginal(run: Callable[[int], Any], counter: Callable[[], Count], k: int) ->
     """Ops and syncs per step: (count of ``run(2k)`` − count of ``run(k)``) / k.
 
     ``run(m)`` does m steps; ``counter()`` makes a fresh :class:`Count` context. The
-    per-name tally is the same difference. One uncounted ``run(k)`` goes first, so that
-    what a first call does once (JAX tracing a step it then keeps compiled) is not counted:
-    on JAX the count is then the operations dispatched outside the compiled programs.
+    per-name tally is the same difference. Uncounted ``run(k)`` and ``run(2k)`` go first,
+    so that what a first call of each size does once (JAX tracing a step, or a block gather
+    for that many steps, it then keeps compiled) is not counted: on JAX the count is then
+    the operations dispatched outside the compiled programs.
     """
-    with counter():  # the warm-up's count is dropped
-        run(k)
+    for m in (k, 2 * k):  # the warm-ups: their counts are dropped
+        with counter():
+            run(m)
     counts = []
     for m in (k, 2 * k):
         with counter() as c:

@@ -83,4 +83,4 @@ def test_marginal_removes_fixed_costs():
         "operators_counted": True,
         "by_name": {"step": 2.0},
     }
-    assert np.array_equal([c.ops for c in made], [11, 11, 19])  # warm-up (dropped), k, 2k
+    assert np.array_equal([c.ops for c in made], [11, 19, 11, 19])  # warm-ups (dropped), k, 2k
