@@ -15,6 +15,7 @@ from mlxp._compat import (
     Generator,
     check_random_state,
     default_float,
+    from_host,
     index_dtype,
     move,
     scatter_add,
@@ -150,6 +151,20 @@ def test_to_numpy_of_a_torch_tensor_that_requires_grad():
     torch = pytest.importorskip("torch")
     t = torch.ones(3, dtype=torch.float64, requires_grad=True) * 2
     np.testing.assert_array_equal(to_numpy(t), [2.0, 2.0, 2.0])
+
+
+def test_from_host_matches_asarray_on_the_device(backend, dtype, rng):
+    a = rng.standard_normal((2, 3))
+    for value, cast in ((a, backend.dtype(dtype)), (a.astype(dtype), None), (0.25, None)):
+        x = from_host(value, backend.xp, device=backend.device, dtype=cast)
+        ref = backend.xp.asarray(value, dtype=cast, device=backend.device)
+        _assert_on(x, backend, ref.dtype)
+        assert tuple(x.shape) == tuple(ref.shape)
+        np.testing.assert_array_equal(to_numpy(x), to_numpy(ref))
+    ints = from_host(
+        np.arange(4), backend.xp, device=backend.device, dtype=_indexing_dtype(backend)
+    )
+    _assert_on(ints, backend, _indexing_dtype(backend))
 
 
 def test_move_to_the_same_place_does_not_copy(backend, rng):

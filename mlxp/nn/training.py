@@ -21,7 +21,7 @@ from typing import Any
 from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
-from mlxp._compat import synchronize
+from mlxp._compat import synchronize, to_numpy
 from mlxp.exceptions import DivergenceError
 from mlxp.nn import streaming
 from mlxp.nn.callbacks import History, Progress
@@ -93,7 +93,7 @@ def fit(
             opt.lr = schedule(epoch - 1)
         start = time.perf_counter()
         total, first = trainer.epoch(data, model.rng if shuffle else None, bar, epoch)
-        epoch_loss = float(total) / data.n_samples  # the one host read of the epoch
+        epoch_loss = total / data.n_samples
         guard.check(model, epoch, epoch_loss, first, opt)
         logs = {"loss": epoch_loss}
         if "accuracy" in metrics:
@@ -190,47 +190,46 @@ class _Trainer:
             for name in self.layout.names
         }
 
-    def epoch(self, data: Any, rng: Any, bar: Progress, epoch: int) -> tuple[Any, Any]:
-        """(Σ over the batches of the summed loss, the first batch's mean loss), both 0-d on
-        the device, after one step per batch of ``data`` (a source of :mod:`streaming`,
-        shuffled by ``rng`` unless None); the model then holds the new weights. Data in
-        memory with a compiled block (JAX) trains by blocks of steps, one call each, unless
-        its last batch is too short to pad (``unpadded_max``): then batch by batch."""
+    def epoch(self, data: Any, rng: Any, bar: Progress, epoch: int) -> tuple[float, float]:
+        """(Σ over the batches of the summed loss, the first batch's mean loss) after one
+        step per batch of ``data`` (a source of :mod:`streaming`, shuffled by ``rng``
+        unless None), read from the device once, as the vector of the batches' losses;
+        the model then holds the new weights. Data in memory with a compiled block (JAX)
+        trains by blocks of steps, one call each, unless its last batch is too short to pad
+        (``unpadded_max``): then batch by batch."""
         model = self.model
         weights = model.get_weights()
         params = self.flatten({k: weights[k] for k in self.layout.names})
         buffers = {k: v for k, v in weights.items() if k not in self.layout.slices}
         state = {**self.opt_state, "lr": self.opt.lr}
-        if self.compiler is not None:  # traced: the count and rate as arrays
-            state = self._as_arrays(state, params)
+        if self.compiler not in (None, "jax.jit"):  # captured or torch-compiled: the count
+            state = self._as_arrays(state, params)  # and rate as arrays (jit takes numbers)
         noise = NoiseStream(model, data.n_samples)
         carry = (params, state, buffers)
         blocks = self.block is not None and isinstance(data, streaming.InMemory)
         if blocks and not 0 < data.n_samples % self.batch_size <= self.unpadded_max:
-            carry, values, first = self._blocks(carry, data, rng, noise, (bar, epoch))
+            carry, values = self._blocks(carry, data, rng, noise, (bar, epoch))
         else:
             batches = data.batches(rng, self.batch_size)
-            carry, values, first = self._batches(carry, batches, noise, (bar, epoch))
+            carry, values = self._batches(carry, batches, noise, (bar, epoch))
         params, state, buffers = carry
         self.opt_state = {k: v for k, v in state.items() if k != "lr"}
         model.set_weights({**self.views(params), **buffers})
-        return model.xp.sum(values), first
+        losses = to_numpy(values)  # the one host read of the epoch
+        return float(losses.sum(dtype="float64")), float(losses[0]) / min(
+            self.batch_size, data.n_samples
+        )
 
     def _batches(self, carry: Any, batches: Any, noise: NoiseStream, progress: Any) -> Any:
-        """(carry, the batches' summed losses (one 1-d array), the first's mean loss) after
-        one step per batch of ``batches``."""
-        values: list[Any] = []  # summed once per epoch: no op per step
-        first = None
+        """(carry, the batches' summed losses (one 1-d array)) after one step per batch of
+        ``batches``."""
+        values: list[Any] = []  # stacked once per epoch: no op per step
         for i, (xb, yb) in enumerate(batches):
             batch, draws = self._batch(xb, yb, noise.take(xb))
             *carry, value = self._run("step", *carry, batch, draws)
             values.append(value)
-            first = value / xb.shape[0] if first is None else first
             progress[0].update(progress[1], i + 1)
-        xp, model = self.model.xp, self.model
-        if not values:
-            return tuple(carry), xp.zeros((0,), dtype=model.dtype, device=model.device), first
-        return tuple(carry), xp.stack(values), first
+        return tuple(carry), self.model.xp.stack(values)
 
     def _blocks(self, carry: Any, data: Any, rng: Any, noise: NoiseStream, progress: Any) -> Any:
         """:meth:`_batches` for data in memory, by compiled blocks of a fixed number k of
@@ -256,9 +255,7 @@ class _Trainer:
             values.append(block_values)
             done += k
             progress[0].update(progress[1], done, k)
-        first = values[0][0] / sizes[0]
-        xp = self.model.xp
-        return tuple(carry), values[0] if len(values) == 1 else xp.concat(values), first
+        return tuple(carry), values[0] if len(values) == 1 else self.model.xp.concat(values)
 
     def _stepwise(self, *args: Any) -> tuple[Any, ...]:
         """A block's batches trained by one call of the (compiled) step each."""
