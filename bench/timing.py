@@ -26,10 +26,15 @@ import backends
 SETTLE_SECONDS = 0.3
 """When calls take turns (:func:`interleaved`), each turn first pauses this long, so the
 thread pools the previous library left spinning go to sleep (OpenBLAS's workers spin about
-0.1 s after a product), then makes one untimed call, so its own pools are awake and its
-data in cache again, then the timed one. Without the pause a PyTorch epoch right after a
-NumPy one ran up to 1.6× slower; without the untimed call a JAX epoch of 15 ms took 23 ms
-after the pause."""
+0.1 s after a product), then makes untimed calls for :data:`WARM_SECONDS` (one at least),
+so its own pools are awake and its data in cache again, then the timed one. Without the
+pause a PyTorch epoch right after a NumPy one ran up to 1.6× slower; without the untimed
+call a JAX epoch of 15 ms took 23 ms after the pause."""
+WARM_SECONDS = 0.1
+"""The least time a turn's untimed calls take (:data:`SETTLE_SECONDS`). After the pause, a
+single untimed MLP epoch (2000x64, about 14 ms) left JAX's next one at 1.3× its median
+among back-to-back calls, NumPy's at 1.1×; after 0.1 s of untimed epochs, 25 rounds gave
+medians of 12.7 ms (JAX) and 16.5 ms (NumPy), against 17.2 and 17.3 after one."""
 PEAK_REPEAT = 3  # timings per matmul peak (the best is kept), after a warm-up product
 PEAK_SECONDS = 0.05  # the least each timing lasts
 
@@ -123,7 +128,7 @@ def interleaved(calls: Sequence[Timed], repeat: int) -> list[tuple[Any, dict[str
     rounds of one timed run each, in order. A machine whose speed drifts (other tenants,
     clocks, thermals) then slows every call of a round alike, so the ratios of their
     medians hold where medians of back-to-back runs would not. With several calls each
-    turn settles first (:data:`SETTLE_SECONDS`: a pause, then one untimed call), so a
+    turn settles first (:data:`SETTLE_SECONDS`: a pause, then untimed calls), so a
     timed call runs as it would among calls of its own kind."""
     warm, times = [], [[] for _ in calls]
     for c in calls:
@@ -136,7 +141,10 @@ def interleaved(calls: Sequence[Timed], repeat: int) -> list[tuple[Any, dict[str
         for i, c in enumerate(calls):
             if len(calls) > 1:
                 time.sleep(SETTLE_SECONDS)
+                warm_until = time.perf_counter() + WARM_SECONDS
                 c.sync(c.call())
+                while time.perf_counter() < warm_until:
+                    c.sync(c.call())
             start = time.perf_counter()
             c.sync(result := c.call())
             times[i].append(time.perf_counter() - start)
