@@ -26,6 +26,7 @@ from mlxp.nn import (
     MLPClassifier,
     ReLU,
     Sequential,
+    Softmax,
 )
 from mlxp.nn.step import FlatLayout
 from mlxp.optim import ExponentialLR
@@ -57,10 +58,10 @@ def _cnn_dropout() -> Sequential:
 
 def _fit(model, backend, data, compile, dtype="float32", epochs=3, batch_size=32, **kwargs):
     X_, y_ = (backend.asarray(a, d) for a, d in zip(data, (dtype, None), strict=True))
+    kwargs = {"loss": "cross_entropy", **kwargs}
     history = model.fit(
-        X_, y_, loss="cross_entropy", epochs=epochs, batch_size=batch_size, progress=False,
-        compile=compile, **kwargs,
-    )  # fmt: skip
+        X_, y_, epochs=epochs, batch_size=batch_size, progress=False, compile=compile, **kwargs
+    )
     weights = {k: backend.to_numpy(v) for k, v in model.get_weights().items()}
     return history["loss"], weights
 
@@ -222,6 +223,26 @@ def test_jax_batchnorm_batch_of_one_row_is_not_padded():
     data = (MORE_IMAGES[:33], Y[:33])
     got = _fit(_cnn(batch_norm=True), jax_case, data, "auto")
     _assert_same(got, _fit(_cnn(batch_norm=True), _numpy(), data, False), rtol=2e-5)
+
+
+def test_a_softmax_over_the_batch_is_not_padded():
+    """Softmax(axis=0) normalises over the rows of a batch: padding rows would enter it, so
+    such a model's short last batch stays unpadded (trained by the compiled step at its
+    own shape), and JAX trains the model NumPy trains. Layers along the other axes pad."""
+    row_wise = Sequential([Dense(6, 3), Softmax(axis=-1)], seed=3)
+    assert not row_wise.mixes_rows((6,))
+    for axis, shape in ((0, (6,)), (-2, (6,)), (0, (1, 8, 8)), (-4, (1, 8, 8))):
+        assert Softmax(axis=axis).mixes_rows(shape)
+    assert not Softmax(axis=-2).mixes_rows((1, 8, 8))
+
+    def make():
+        return Sequential([Dense(6, 3), Softmax(axis=0)], seed=3)
+
+    # mse against one-hot rows; SGD: the bias's gradient is 0 (a shift along the softmax's
+    # axis), rounding noise that Adam's normalisation would blow up to steps of lr
+    y, kwargs = np.eye(3)[Y], {"loss": "mse", "optimizer": "sgd"}
+    got = _fit(make(), _jax(), (X, y), "auto", **kwargs)
+    _assert_same(got, _fit(make(), _numpy(), (X, y), False, **kwargs), rtol=2e-5)
 
 
 def test_jax_refits_reuse_the_compiled_step(monkeypatch):

@@ -94,6 +94,12 @@ class Layer:
         batch axis); ValueError if the layer cannot take it. Default: unchanged."""
         return tuple(shape)
 
+    def mixes_rows(self, shape: tuple[int, ...]) -> bool:
+        """Whether a row of the output depends on other rows of the input, for one sample's
+        input of ``shape`` (training statistics apart: ``batch_statistics``). Such a model's
+        batches are never padded. Default: False."""
+        return False
+
     def forward(self, x: Any, training: bool = False) -> Any:
         raise NotImplementedError
 
@@ -285,6 +291,9 @@ class Softmax(Layer):
 
     def _input_grad(self, grad: Any) -> Any:
         return F.softmax_backward(self._cache["y"], grad, axis=self.axis)
+
+    def mixes_rows(self, shape: tuple[int, ...]) -> bool:
+        return self.axis % (len(shape) + 1) == 0  # along the batch axis
 
     def get_config(self) -> dict[str, Any]:
         return {"axis": self.axis}

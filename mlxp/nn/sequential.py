@@ -207,6 +207,15 @@ class Sequential(OnComputeDevice):
             shape = layer.output_shape(shape)
         return shapes
 
+    def mixes_rows(self, shape: tuple[int, ...]) -> bool:
+        """Whether any layer's output rows depend on other rows of its input
+        (:meth:`Layer.mixes_rows`), for one sample's input of ``shape``."""
+        for layer in self.layers:
+            if layer.mixes_rows(shape):
+                return True
+            shape = layer.output_shape(shape)
+        return False
+
     def backward(self, grad: Any, *, input_grad: bool = True) -> Any:
         """Back-propagate ∂L/∂output; returns ∂L/∂input (None with ``input_grad=False``,
         which skips it), fills every ``layer.grads``."""

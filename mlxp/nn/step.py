@@ -3,8 +3,9 @@
 A step is ``(params, opt_state, model_state, batch, noise) → (params, opt_state,
 model_state, loss)`` with nothing mutated: ``params`` is every parameter of the model in
 one flat buffer (:class:`FlatLayout`; the layers get views of it), ``opt_state`` the
-optimiser's state of that buffer plus the learning rate ``"lr"`` (a float, or a 0-d
-array in a compiled step, so a schedule does not recompile it), ``model_state`` the
+optimiser's state of that buffer plus the learning rate ``"lr"`` (a number, an argument
+of a jitted step like any other, so a schedule does not recompile it; a 0-d array for a
+CUDA graph or ``torch.compile``), ``model_state`` the
 layers' buffers by name (BatchNorm's running statistics), ``batch`` (x, y) or
 (x, y, row weights), ``noise`` the uniforms of the Dropout layers (:class:`NoiseStream`),
 and ``loss`` the batch's summed loss Σᵢ wᵢℓᵢ (0-d, on the device).

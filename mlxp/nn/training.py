@@ -82,7 +82,7 @@ def fit(
     loss_fn = make_loss(loss)
     opt = OPTIMIZERS[optimizer]() if isinstance(optimizer, str) else optimizer
     data, validation = _training_data(model, X, y, validation_data)
-    trainer = _Trainer(model, loss_fn, opt, weight_decay, compile, batch_size)
+    trainer = _Trainer(model, loss_fn, opt, weight_decay, compile, batch_size, data)
     history, callbacks = History(), list(callbacks or [])
     for callback in callbacks:
         callback.on_train_begin(model)
@@ -136,7 +136,14 @@ class _Trainer:
     block: Callable[..., tuple[Any, ...]] | None  # (params, state, buffers, losses) of k
 
     def __init__(
-        self, model: Any, loss_fn: Loss, opt: Optimizer, weight_decay: float, mode: Any, rows: int
+        self,
+        model: Any,
+        loss_fn: Loss,
+        opt: Optimizer,
+        weight_decay: float,
+        mode: Any,
+        rows: int,
+        data: Any,
     ) -> None:
         self.model, self.opt, self.batch_size = model, opt, rows
         params = model.parameters
@@ -152,11 +159,14 @@ class _Trainer:
             self.flatten, self.views = compile_layout(self.layout, model.xp)
         self.opt_state = self._optimizer_state(self.flatten(params))
         # padding the last batch keeps one compiled shape: the padding's weight 0 keeps it
-        # out of the loss, and out of the statistics of layers that take ``rows``; a layer
-        # of its own with buffers (that might hold statistics of the rows) is not padded
+        # out of the loss, and out of the statistics of layers that take ``rows``; a model
+        # with a layer that mixes rows (Softmax over the batch axis), or a layer of its own
+        # with buffers (that might hold statistics of the rows) is not padded
         layers = model.layers
-        self.pad = self.compiler is not None and all(
-            layer.batch_statistics or not layer.buffers for layer in layers
+        self.pad = (
+            self.compiler is not None
+            and not model.mixes_rows(tuple(data.X.shape[1:]))
+            and all(layer.batch_statistics or not layer.buffers for layer in layers)
         )
         # short batches of up to this many rows stay unpadded: with such layers a batch of
         # one row, which BatchNorm1d refuses (padded, its running variance would take the
