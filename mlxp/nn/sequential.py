@@ -20,7 +20,7 @@ from mlxp._compat import Generator, default_float, move
 from mlxp._device import OnComputeDevice, device_context
 from mlxp._model_state import check_fields
 from mlxp._validation import to_array
-from mlxp.nn import streaming, training
+from mlxp.nn import evaluation, streaming, training
 from mlxp.nn.callbacks import EarlyStopping, History
 from mlxp.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, Loss, make_loss
 from mlxp.nn.model_files import LAYERS, check_weights, layers_from_config
@@ -342,14 +342,14 @@ class Sequential(OnComputeDevice):
         metrics = ("accuracy",) if isinstance(loss_fn, _ACCURACY_LOSSES) else ()
         if streaming.is_dask(X) or streaming.is_dask(y):  # streamed by row chunks
             model = self.copy()
-            return training.evaluate(
+            return evaluation.evaluate(
                 model, streaming.source(model, X, y), loss_fn, batch_size, metrics
             )
         X, y = to_array(X, "X"), to_array(y, "y")
         place = placement(X=X, y=y)
         model, Xc = self.placed(place.to_compute(X), place.xp, place.device, in_place=False)
         data = streaming.InMemory(Xc, place.to_compute(y))
-        return training.evaluate(model, data, loss_fn, batch_size, metrics)
+        return evaluation.evaluate(model, data, loss_fn, batch_size, metrics)
 
     # ------------------------------------------------------------------ model files
     def _get_model_state(self) -> tuple[dict[str, Any], dict[str, Any]]:

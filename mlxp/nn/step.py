@@ -23,7 +23,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -38,10 +39,12 @@ __all__ = [
     "NOISE_BLOCK_VALUES",
     "FlatLayout",
     "NoiseStream",
+    "bound",
     "compile_block",
     "compile_gather",
     "compile_layout",
     "compile_step",
+    "jitted",
     "make_step",
     "run_block",
     "step_key",
@@ -149,17 +152,7 @@ def _forward_backward(
     (:meth:`Sequential.state_updates`); a layer of its own that still writes a buffer in
     ``forward`` has that value kept."""
     xb, yb, w = batch
-    slots = [  # (name, the layer's dict holding it, its key there)
-        (f"{i}.{key}", held, key)
-        for i, layer in enumerate(model.layers)
-        for held in (layer.params, layer.buffers)
-        for key in held
-    ]
-    saved = [held[key] for _, held, key in slots]
-    given = {**params, **model_state}
-    for name, held, key in slots:
-        held[key] = given[name]
-    try:
+    with bound(model, {**params, **model_state}) as slots:
         out = model.forward(xb, training=True, noise=noise, rows=w)
         updates = model.state_updates()  # else what a layer wrote itself (older layers)
         state = {n: updates.get(n, held[k]) for n, held, k in slots if n in model_state}
@@ -167,13 +160,32 @@ def _forward_backward(
         value, grad = loss_fn.value_and_grad(out, yb, w)
         model.backward(grad, input_grad=False)
         grads = model.gradients()
+    return value, grads, state
+
+
+@contextmanager
+def bound(model: Any, weights: dict[str, Any]) -> Iterator[list[tuple[str, Any, str]]]:
+    """The model's parameters and buffers set to ``weights`` (named as
+    :meth:`Sequential.get_weights` names them: every one) for the block only; afterwards
+    the layers hold what they held before, with no cache and no gradient. Gives the slots
+    (name, the layer's dict holding it, its key there), to read what a layer wrote."""
+    slots = [
+        (f"{i}.{key}", held, key)
+        for i, layer in enumerate(model.layers)
+        for held in (layer.params, layer.buffers)
+        for key in held
+    ]
+    saved = [held[key] for _, held, key in slots]
+    for name, held, key in slots:
+        held[key] = weights[name]
+    try:
+        yield slots
     finally:
         for (_, held, key), value_before in zip(slots, saved, strict=True):
             held[key] = value_before
         for layer in model.layers:
             layer.clear_cache()
             layer.grads = {}
-    return value, grads, state
 
 
 class NoiseStream:
@@ -295,7 +307,7 @@ def compile_step(
     if mode is False:
         return step, None
     if is_jax_namespace(xp):
-        return _jitted(key, step, donate_argnums=(0, 1, 2)), "jax.jit"
+        return jitted(key, step, donate_argnums=(0, 1, 2)), "jax.jit"
     if mode != "auto" and is_cupy_namespace(xp):
         return CudaGraphStep(step), "cuda-graph"
     if mode != "auto" and xp.__name__.endswith("torch"):
@@ -323,7 +335,7 @@ def compile_block(step: Callable[..., Any], xp: Any, key: Hashable = None) -> An
         carry, values = jax.lax.scan(body, (params, opt_state, model_state), (batches, noise))
         return (*carry, values)
 
-    return _jitted(None if key is None else ("block", key), block, donate_argnums=(0, 1, 2))
+    return jitted(None if key is None else ("block", key), block, donate_argnums=(0, 1, 2))
 
 
 def compile_gather(gather: Callable[..., Any], xp: Any) -> Callable[..., Any]:
@@ -332,7 +344,7 @@ def compile_gather(gather: Callable[..., Any], xp: Any) -> Callable[..., Any]:
     eight), kept for later fits; else ``gather`` itself."""
     if not is_jax_namespace(xp):
         return gather
-    return _jitted(("gather", gather), gather, static_argnames=("steps", "batch_size"))
+    return jitted(("gather", gather), gather, static_argnames=("steps", "batch_size"))
 
 
 def compile_layout(layout: FlatLayout, xp: Any) -> tuple[Callable[..., Any], ...]:
@@ -341,10 +353,10 @@ def compile_layout(layout: FlatLayout, xp: Any) -> tuple[Callable[..., Any], ...
     if not is_jax_namespace(xp):
         return layout.flatten, layout.views
     shapes = tuple(layout.shapes.items())
-    return _jitted(("flatten", shapes), layout.flatten), _jitted(("views", shapes), layout.views)
+    return jitted(("flatten", shapes), layout.flatten), jitted(("views", shapes), layout.views)
 
 
-def _jitted(key: Hashable, fn: Callable[..., Any], **options: Any) -> Callable[..., Any]:
+def jitted(key: Hashable, fn: Callable[..., Any], **options: Any) -> Callable[..., Any]:
     """The jitted program kept under ``key`` (the most recent :data:`JIT_CACHE_SIZE`),
     else ``jax.jit(fn, **options)``, kept unless ``key`` is None."""
     import jax
@@ -360,11 +372,12 @@ def _jitted(key: Hashable, fn: Callable[..., Any], **options: Any) -> Callable[.
     return jitted
 
 
-def warn_fallback(reason: Exception) -> None:
-    """The warning of ``compile="auto"`` when compiling failed and the step runs eagerly."""
+def warn_fallback(reason: Exception, what: str = "training", stacklevel: int = 3) -> None:
+    """The warning of ``compile="auto"`` when compiling failed and the step (or the
+    evaluation) runs eagerly."""
     warnings.warn(
-        f"compile='auto': compiling the training step failed ({type(reason).__name__}: "
-        f"{reason}); training with the uncompiled step.",
+        f"compile='auto': compiling the {what} step failed ({type(reason).__name__}: "
+        f"{reason}); {what} with the uncompiled step.",
         RuntimeWarning,
-        stacklevel=3,
+        stacklevel=stacklevel,
     )

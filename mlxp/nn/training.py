@@ -1,5 +1,4 @@
-"""The training loop of :meth:`Sequential.fit`, and the evaluation passes it shares with
-:meth:`Sequential.evaluate`.
+"""The training loop of :meth:`Sequential.fit`.
 
 Owns the epochs, the optimisation step (weight decay on the layers' declared weights),
 the divergence check, the per-epoch metrics, learning-rate schedules, the callbacks and
@@ -8,7 +7,8 @@ the progress bar. The batches (shuffled, or in stored order) come from a *source
 model is used through its public methods only: ``placed``, ``rng``,
 ``forward``/``backward``, ``infer``, ``parameters``/``gradients``,
 ``get_weights``/``set_weights``, ``decayed`` and ``clear_caches``. Values stay on the
-device during an epoch; the loss is read back once per epoch.
+device during an epoch; the loss is read back once per epoch. The metrics and validation
+passes are :mod:`mlxp.nn.evaluation`'s.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from mlxp._compat import synchronize, to_numpy
 from mlxp.exceptions import DivergenceError
 from mlxp.nn import streaming
 from mlxp.nn.callbacks import History, Progress
+from mlxp.nn.evaluation import accuracy, evaluate
 from mlxp.nn.losses import Loss, make_loss
 from mlxp.nn.step import (
     COMPILE_OPTIONS,
@@ -42,7 +43,7 @@ from mlxp.nn.step import (
 )
 from mlxp.optim import SGD, Adam, Optimizer, ReduceLROnPlateau, Schedule
 
-__all__ = ["BLOCK_STEPS", "OPTIMIZERS", "accuracy", "evaluate", "fit"]
+__all__ = ["BLOCK_STEPS", "OPTIMIZERS", "fit"]
 
 OPTIMIZERS: dict[str, Callable[[], Optimizer]] = {
     "adam": lambda: Adam(1e-3),
@@ -97,9 +98,9 @@ def fit(
         guard.check(model, epoch, epoch_loss, first, opt)
         logs = {"loss": epoch_loss}
         if "accuracy" in metrics:
-            logs["accuracy"] = accuracy(model, data, batch_size)
+            logs["accuracy"] = accuracy(model, data, batch_size, compile)
         if validation is not None:
-            val = evaluate(model, validation, loss_fn, batch_size, metrics)
+            val = evaluate(model, validation, loss_fn, batch_size, metrics, compile)
             logs.update({f"val_{k}": v for k, v in val.items()})
         for key, value in logs.items():
             history.setdefault(key, []).append(value)
@@ -349,35 +350,3 @@ class _DivergenceGuard:
                 "weights were kept. Use a smaller learning rate."
             )
         self.good = model.get_weights()
-
-
-def evaluate(
-    model: Any, data: Any, loss_fn: Loss, batch_size: int, metrics: tuple[str, ...] = ()
-) -> dict[str, float]:
-    """{"loss": the mean loss on a source's (X, y)} (and "accuracy" if in ``metrics``), in
-    evaluation mode, by batches in stored order (see :mod:`mlxp.nn.streaming`)."""
-    xp = model.xp
-    total = xp.zeros((), dtype=model.dtype, device=model.device)
-    for xb, yb in data.batches(None, batch_size):
-        total = total + loss_fn.forward(model.infer(xb), yb) * xb.shape[0]
-    logs = {"loss": float(total) / data.n_samples}
-    if "accuracy" in metrics:
-        logs["accuracy"] = accuracy(model, data, batch_size)
-    return logs
-
-
-def accuracy(model: Any, data: streaming.InMemory | streaming.DaskChunks, batch_size: int) -> float:
-    """The fraction of a source's rows whose class is predicted: the argmax of K > 1
-    outputs, or output > 0 for one logit (y then holds 0/1)."""
-    xp, dtype = model.xp, model.dtype
-    hits = xp.zeros((), dtype=dtype, device=model.device)
-    for xb, yb in data.batches(None, batch_size):
-        out = model.infer(xb)
-        if out.shape[1] == 1:
-            predicted = xp.astype(out[:, 0] > 0, dtype)
-            truth = xp.astype(xp.reshape(yb, (-1,)), dtype)
-        else:
-            predicted = xp.astype(xp.argmax(out, axis=1), dtype)
-            truth = xp.astype(yb, dtype)
-        hits = hits + xp.sum(xp.astype(predicted == truth, dtype))
-    return float(hits) / data.n_samples

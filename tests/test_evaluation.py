@@ -1,0 +1,145 @@
+"""The evaluation passes (mlxp.nn.evaluation): the mean loss and the accuracy against NumPy
+formulas applied to the model's own predictions, on every backend; on JAX, compiled blocks
+against the uncompiled pass, their reuse, their fallback and the rows they must not pad."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mlxp.nn.evaluation
+import mlxp.nn.losses
+import mlxp.nn.step
+import mlxp.nn.streaming
+from mlxp.nn import BatchNorm1d, Dense, Dropout, Layer, ReLU, Sequential, Softmax
+
+RNG = np.random.default_rng(1)
+X = RNG.normal(size=(70, 5))  # 70 rows at batch 16: four full batches and a short one
+Y = RNG.integers(0, 3, size=70)
+Y_BINARY = (X[:, 0] + X[:, 1] > 0).astype(np.float32)[:, None]  # (70, 1), as the logit
+
+
+def _model(outputs=3):
+    layers = [Dense(5, 8), BatchNorm1d(8), ReLU(), Dropout(0.5), Dense(8, outputs)]
+    return Sequential(layers, seed=0)
+
+
+def _trained(backend, outputs=3, y=Y):
+    model = _model(outputs)
+    loss = "cross_entropy" if outputs > 1 else "bce_with_logits"
+    model.fit(
+        backend.asarray(X), backend.asarray(y), loss=loss, epochs=2, batch_size=16, progress=False
+    )
+    return model
+
+
+def _log_softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def test_loss_and_accuracy_are_the_formulas_on_the_predictions(backend):
+    """Cross-entropy (mean of −log softmax at the class) and accuracy (argmax = class) of
+    ``predict``'s outputs, in float64 NumPy: one pass gives both, batch 16 with a short
+    last batch, BatchNorm in its running statistics and Dropout off."""
+    model = _trained(backend)
+    Xb, yb = backend.asarray(X), backend.asarray(Y)
+    out = backend.to_numpy(model.predict(Xb)).astype(np.float64)
+    loss = -_log_softmax(out)[np.arange(70), Y].mean()
+    got = model.evaluate(Xb, yb, loss="cross_entropy", batch_size=16)
+    assert got["loss"] == pytest.approx(loss, rel=1e-5)
+    assert got["accuracy"] == np.mean(out.argmax(axis=1) == Y)
+
+
+def test_one_logit_is_a_class_above_zero(backend):
+    """Binary cross-entropy with logits, and accuracy as (output > 0) = y."""
+    model = _trained(backend, outputs=1, y=Y_BINARY)
+    Xb, yb = backend.asarray(X), backend.asarray(Y_BINARY)
+    z = backend.to_numpy(model.predict(Xb))[:, 0].astype(np.float64)
+    y = Y_BINARY[:, 0]
+    loss = np.mean(np.logaddexp(0.0, z) - y * z)
+    got = model.evaluate(Xb, yb, loss="bce_with_logits", batch_size=16)
+    assert got["loss"] == pytest.approx(loss, rel=1e-5)
+    assert got["accuracy"] == np.mean((z > 0) == y)
+
+
+def _jax():
+    import backends
+
+    case = next(c for c in backends.cases() if str(c) == "jax:cpu")
+    if case.backend is None:
+        pytest.skip(case.reason)
+    return case
+
+
+def _traced(monkeypatch):
+    """The batch counts of each trace of a compiled evaluation block from now on."""
+    traces, batch_totals = [], mlxp.nn.evaluation.batch_totals
+    monkeypatch.setattr(mlxp.nn.step, "_JITTED", type(mlxp.nn.step._JITTED)())
+
+    def counted(*args):
+        import jax
+
+        if isinstance(args[3], jax.core.Tracer):
+            traces.append(tuple(args[3].shape))
+        return batch_totals(*args)
+
+    monkeypatch.setattr(mlxp.nn.evaluation, "batch_totals", counted)
+    return traces
+
+
+@pytest.mark.parametrize("block", [3, 8])
+def test_jax_blocks_equal_the_uncompiled_pass_and_serve_any_size(monkeypatch, block):
+    """On JAX the pass runs by compiled blocks (batches padded with weight-0 rows) and
+    gives what the uncompiled pass gives; data of other sizes traces nothing new. Blocks
+    of 3 (70 rows: a block, then two batches at k = 1, the last padded); of 8, more
+    batches than any of these data have: every batch at k = 1."""
+    jax_case = _jax()
+    monkeypatch.setattr(mlxp.nn.evaluation, "BLOCK_BATCHES", block)
+    model = _trained(jax_case)
+    traces = _traced(monkeypatch)
+    for n in (70, 64, 9, 40):
+        data = mlxp.nn.streaming.InMemory(
+            jax_case.asarray(X[:n], "float32"), jax_case.asarray(Y[:n])
+        )
+        loss_fn = mlxp.nn.losses.CrossEntropyLoss()
+        compiled = mlxp.nn.evaluation.evaluate(model, data, loss_fn, 16, ("accuracy",))
+        eager = mlxp.nn.evaluation.evaluate(model, data, loss_fn, 16, ("accuracy",), False)
+        assert compiled["loss"] == pytest.approx(eager["loss"], rel=1e-6)
+        assert compiled["accuracy"] == eager["accuracy"]
+    assert traces == ([(16, 5)] if block == 8 else [(16, 5), (16, 5)])  # k = 1; k = 3 and 1
+
+
+class _Untraceable(Layer):
+    """The identity, through the host: fine eagerly, refused by a trace."""
+
+    def forward(self, x, training=False):
+        return x * float(np.asarray(x).max() > -np.inf)
+
+
+def test_jax_falls_back_with_a_warning_and_data_errors_stay_errors():
+    jax_case = _jax()
+    model = Sequential([Dense(5, 3), _Untraceable()], seed=0)
+    Xb, yb = jax_case.asarray(X, "float32"), jax_case.asarray(Y)
+    with pytest.warns(RuntimeWarning, match="compiling the evaluation step failed"):
+        got = model.evaluate(Xb, yb, loss="cross_entropy", batch_size=16)
+    out = jax_case.to_numpy(model.predict(Xb)).astype(np.float64)
+    assert got["accuracy"] == np.mean(out.argmax(axis=1) == Y)
+    with pytest.raises(ValueError, match="target must be class indices"):
+        _model().evaluate(Xb, jax_case.asarray(Y[:, None]), loss="cross_entropy")
+
+
+def test_jax_does_not_pad_a_softmax_over_the_batch(monkeypatch):
+    """Softmax(axis=0) sees every row of a batch: the padding would change its outputs, so
+    JAX evaluates such a model batch by batch, equal to NumPy."""
+    import backends
+
+    jax_case = _jax()
+    numpy_case = next(c for c in backends.cases() if str(c) == "numpy:cpu")
+    traces = _traced(monkeypatch)
+    got = {}
+    for case in (jax_case, numpy_case):
+        model = Sequential([Dense(5, 3), Softmax(axis=0)], seed=0)
+        got[str(case)] = model.evaluate(case.asarray(X), case.asarray(np.eye(3)[Y]), batch_size=16)
+    assert got["jax:cpu"]["loss"] == pytest.approx(got["numpy:cpu"]["loss"], rel=1e-5)
+    assert traces == []
