@@ -143,3 +143,41 @@ def test_jax_does_not_pad_a_softmax_over_the_batch(monkeypatch):
         got[str(case)] = model.evaluate(case.asarray(X), case.asarray(np.eye(3)[Y]), batch_size=16)
     assert got["jax:cpu"]["loss"] == pytest.approx(got["numpy:cpu"]["loss"], rel=1e-5)
     assert traces == []
+
+
+@pytest.mark.parametrize("block", [3, 8])
+def test_jax_predicts_by_compiled_blocks_of_batches(monkeypatch, block):
+    """``predict`` with a batch size on JAX: compiled blocks (the padding's outputs dropped)
+    give the outputs of one uncompiled batch, and data of any size uses two programs (k
+    batches, and one), the model's weights their arguments."""
+    jax_case = _jax()
+    monkeypatch.setattr(mlxp.nn.evaluation, "BLOCK_BATCHES", block)
+    monkeypatch.setattr(mlxp.nn.step, "_JITTED", type(mlxp.nn.step._JITTED)())
+    model = _trained(jax_case)
+    for n in (70, 64, 9, 48):
+        Xb = jax_case.asarray(X[:n], "float32")
+        got = jax_case.to_numpy(model.predict(Xb, batch_size=16))
+        assert got.shape == (n, 3)
+        np.testing.assert_allclose(got, jax_case.to_numpy(model.infer(Xb)), rtol=1e-5, atol=1e-6)
+    program = next(v for k, v in mlxp.nn.step._JITTED.items() if k[0] == "infer")
+    assert program._cache_size() == (1 if block == 8 else 2)
+
+
+def test_jax_predicts_batch_by_batch_what_it_cannot_compile_or_pad():
+    """A layer a trace refuses: a warning, then the batches one by one; a softmax over the
+    batch: batch by batch too, each batch normalised over its own rows, as on NumPy."""
+    import backends
+
+    jax_case = _jax()
+    Xb = jax_case.asarray(X, "float32")
+    model = Sequential([Dense(5, 3), _Untraceable()], seed=0)
+    with pytest.warns(RuntimeWarning, match="compiling the inference step failed"):
+        got = jax_case.to_numpy(model.predict(Xb, batch_size=16))
+    np.testing.assert_allclose(got, jax_case.to_numpy(model.predict(Xb)), rtol=1e-6)
+    numpy_case = next(c for c in backends.cases() if str(c) == "numpy:cpu")
+    outputs = []
+    for case in (jax_case, numpy_case):
+        model = Sequential([Dense(5, 3), Softmax(axis=0)], seed=0)
+        outputs.append(case.to_numpy(model.predict(case.asarray(X, "float32"), batch_size=16)))
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5)
+    np.testing.assert_allclose(outputs[0][64:].sum(axis=0), 1.0, rtol=1e-5)  # the short batch

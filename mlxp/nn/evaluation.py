@@ -16,6 +16,7 @@ batch, as every other library does.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 from array_api_compat import array_namespace, is_jax_namespace
@@ -26,7 +27,7 @@ from mlxp.nn import streaming
 from mlxp.nn.losses import Loss
 from mlxp.nn.step import bound, compile_gather, jitted, warn_fallback
 
-__all__ = ["BLOCK_BATCHES", "accuracy", "batch_totals", "evaluate"]
+__all__ = ["BLOCK_BATCHES", "accuracy", "batch_totals", "evaluate", "infer_by_blocks"]
 
 BLOCK_BATCHES = 8
 """Batches per compiled evaluation block on JAX (fewer where the block's inputs would pass
@@ -118,22 +119,66 @@ def _by_blocks(
     """:func:`_totals` on JAX: blocks of k batches gathered (the last batch padded with
     weight-0 rows) and totalled by one jitted program each; the batches left over after
     the last full block, one call each of the same programs at k = 1."""
-    n, b = data.n_samples, batch_size
-    features = tuple(data.X.shape[1:])
-    steps = max(1, min(BLOCK_BATCHES, streaming.GATHER_VALUES // (b * max(1, math.prod(features)))))
     key = ("evaluate", tuple(repr(layer) for layer in model.layers), repr(loss_fn), hits)
     program = jitted(key, _block_program(model, loss_fn, hits))
-    gather = compile_gather(streaming.gather_block, model.xp)
     weights = model.get_weights()
     totals = model.xp.zeros((2,), dtype=model.dtype, device=model.device)
+    for block in _blocks(data.X, data.y, batch_size):
+        totals = program(weights, totals, *block)
+    both = to_numpy(totals)
+    return float(both[0]), float(both[1])
+
+
+def _blocks(X: Any, y: Any, batch_size: int) -> Iterator[tuple[Any, Any, Any]]:
+    """The rows of (X, y) in stored order as blocks of batches (xs, ys, row weights) by
+    the compiled :func:`mlxp.nn.streaming.gather_block`: k = :data:`BLOCK_BATCHES` batches
+    (fewer where a block's inputs would pass :data:`mlxp.nn.streaming.GATHER_VALUES`
+    values) while whole blocks remain, then k = 1, the last batch padded with row 0 at
+    weight 0: two shapes for data of any size."""
+    n, b = X.shape[0], batch_size
+    per_block = streaming.GATHER_VALUES // (b * max(1, math.prod(X.shape[1:])))
+    steps = max(1, min(BLOCK_BATCHES, per_block))
+    gather = compile_gather(streaming.gather_block, array_namespace(X))
     start, end = 0, math.ceil(n / b) * b
     while start < end:
         k = steps if start + steps * b <= end else 1
-        block = gather(data.X, data.y, None, start, n, steps=k, batch_size=b)
-        totals = program(weights, totals, *block)
+        yield gather(X, y, None, start, n, steps=k, batch_size=b)
         start += k * b
-    both = to_numpy(totals)
-    return float(both[0]), float(both[1])
+
+
+def infer_by_blocks(model: Any, x: Any, batch_size: int) -> Any:
+    """The model's outputs on the rows of x in evaluation mode, in batches of
+    ``batch_size`` rows, on JAX by compiled blocks as the passes above (the last batch
+    padded, the padding's outputs dropped); None elsewhere, for a model that mixes rows, or
+    when compiling fails (with a warning): the caller then goes batch by batch."""
+    if not is_jax_namespace(model.xp) or model.mixes_rows(tuple(x.shape[1:])):
+        return None
+    xp, n = model.xp, x.shape[0]
+    program = jitted(("infer", tuple(repr(layer) for layer in model.layers)), _infer_program(model))
+    none = xp.zeros((n, 0), dtype=x.dtype)  # the gather's labels: nothing
+    weights = model.get_weights()
+    try:
+        parts = [program(weights, xs) for xs, _, _ in _blocks(x, none, batch_size)]
+    except ValueError:
+        raise
+    except Exception as reason:
+        warn_fallback(reason, what="inference", stacklevel=4)
+        return None
+    out = parts[0] if len(parts) == 1 else xp.concat(parts)
+    return out[:n, ...]
+
+
+def _infer_program(model: Any) -> Any:
+    """(weights, xs (k, b, ...)) → the outputs of the k batches (k·b, ...), by
+    ``jax.lax.map`` of :meth:`Sequential.infer`, the model bound to ``weights``."""
+    import jax
+
+    def block(weights: Any, xs: Any) -> Any:
+        with bound(model, weights):
+            out = jax.lax.map(model.infer, xs)
+        return jax.numpy.reshape(out, (-1, *out.shape[2:]))
+
+    return block
 
 
 def _block_program(model: Any, loss_fn: Loss | None, hits: bool) -> Any:

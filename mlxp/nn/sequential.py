@@ -247,6 +247,9 @@ class Sequential(OnComputeDevice):
             batch_size = max(1, PREDICT_MAX_BYTES // per_sample) if per_sample else n
         if batch_size >= n:
             return self.infer(x)
+        out = evaluation.infer_by_blocks(self, x, batch_size)  # JAX: compiled; else None
+        if out is not None:
+            return out
         parts = [self.infer(x[i : min(i + batch_size, n), ...]) for i in range(0, n, batch_size)]
         return xp.concat(parts, axis=0)
 
@@ -299,8 +302,8 @@ class Sequential(OnComputeDevice):
         ``compile``: "auto" runs the step as one ``jax.jit`` program on JAX (falling back,
         with a warning, if that fails); True also uses CUDA graphs on CuPy and
         ``torch.compile`` on PyTorch, or raises; False never compiles. A compiled step
-        gives the uncompiled step's results to float tolerance. On JAX the metrics and
-        validation passes are compiled too, unless False (:mod:`mlxp.nn.evaluation`).
+        gives the uncompiled step's results to float tolerance (on JAX, with
+        :mod:`mlxp.nn.evaluation`'s compiled metrics and validation passes, unless False).
         X, y (and the validation data) may be Dask arrays chunked by rows, streamed to the
         device one chunk ahead and shuffled by chunk (see :mod:`mlxp.nn.streaming`).
         """
@@ -338,8 +341,7 @@ class Sequential(OnComputeDevice):
     def evaluate(
         self, X: Any, y: Any, *, loss: str | Loss = "mse", batch_size: int = 256
     ) -> dict[str, float]:
-        """The mean ``loss`` on (X, y), and the accuracy for classification losses, from
-        one pass in batches of ``batch_size`` (on JAX by compiled blocks of batches)."""
+        """The mean ``loss`` on (X, y), and the accuracy for classification losses, in one pass."""
         loss_fn = make_loss(loss)
         metrics = ("accuracy",) if isinstance(loss_fn, _ACCURACY_LOSSES) else ()
         if streaming.is_dask(X) or streaming.is_dask(y):  # streamed by row chunks
