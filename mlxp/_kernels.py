@@ -38,6 +38,7 @@ from mlxp._special import log_softmax as _standard_log_softmax
 __all__ = [
     "adam_update",
     "addmm",
+    "cholesky_solve",
     "concat_flat",
     "conv_transpose2d",
     "fuses_log_softmax",
@@ -65,6 +66,24 @@ def addmm(c: Any, A: Any, B: Any, /, *, xp: Any = None) -> Any:
         product += c
         return product
     return product + c
+
+
+def cholesky_solve(A: Any, B: Any, /, *, xp: Any = None) -> Any:
+    """X solving A X = B for a symmetric positive definite A (n, n) and B (n, k): A = LLᵀ
+    by Cholesky, then Ly = B and LᵀX = y. PyTorch: ``cholesky_ex`` and ``cholesky_solve``,
+    which read no status back to the host (``cholesky`` and ``solve`` do, on CUDA: a
+    synchronisation each), X set to NaN where the factorisation failed; elsewhere the
+    standard's ``cholesky`` and two ``solve``. For an A that is not positive definite to
+    working precision, NumPy raises, CuPy returns a partial factor silently: callers check
+    that X is finite."""
+    xp = xp or array_namespace(A, B)
+    if is_torch_namespace(xp):
+        import torch
+
+        L, info = torch.linalg.cholesky_ex(A)
+        return torch.where(info == 0, torch.cholesky_solve(B, L), torch.nan)
+    L = xp.linalg.cholesky(A)
+    return xp.linalg.solve(L.T, xp.linalg.solve(L, B))
 
 
 def concat_flat(arrays: list[Any], /, *, xp: Any = None) -> Any:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mlxp._compat import to_numpy
-from mlxp._kernels import adam_update, addmm, concat_flat
+from mlxp._kernels import adam_update, addmm, cholesky_solve, concat_flat
 from tests.conftest import Unrecognised, rtol_for
 
 
@@ -22,6 +22,29 @@ def test_addmm_matches_the_standard_product_and_sum(backend, dtype, bias, rng):
         assert out.dtype == args[1].dtype and tuple(out.shape) == (4, 5)
         np.testing.assert_allclose(to_numpy(out), expected, rtol=rtol_for(dtype), atol=1e-6)
     np.testing.assert_allclose(to_numpy(fast), to_numpy(fallback), rtol=rtol_for(dtype))
+
+
+# --------------------------------------------------------------------------- cholesky_solve
+def test_cholesky_solve_solves_a_positive_definite_system(backend, dtype, rng):
+    """A X = B for A = MMᵀ + I (5×5, positive definite), B (5, 2): the fast path (PyTorch:
+    cholesky_ex and cholesky_solve) and the fallback (the standard's cholesky and solve)
+    against NumPy's solve in float64."""
+    M = rng.standard_normal((5, 5))
+    A, B = M @ M.T + np.eye(5), rng.standard_normal((5, 2))
+    args = [backend.asarray(a.astype(dtype)) for a in (A, B)]
+    fast, fallback = cholesky_solve(*args), cholesky_solve(*args, xp=Unrecognised(backend.xp))
+    expected = np.linalg.solve(A, B)
+    for out in (fast, fallback):
+        assert out.dtype == args[0].dtype and tuple(out.shape) == (5, 2)
+        np.testing.assert_allclose(to_numpy(out), expected, rtol=50 * rtol_for(dtype), atol=1e-5)
+
+
+def test_cholesky_solve_flags_an_indefinite_matrix_with_nan_on_torch():
+    """PyTorch's fast path reads no status back: a failed factorisation gives NaN, which
+    the Newton solver replaces by a gradient step."""
+    torch = pytest.importorskip("torch")
+    A = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64)  # eigenvalues 3, −1
+    assert torch.isnan(cholesky_solve(A, torch.ones((2, 1), dtype=torch.float64))).all()
 
 
 # --------------------------------------------------------------------------- concat_flat

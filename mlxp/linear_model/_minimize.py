@@ -34,6 +34,7 @@ from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
 from mlxp._compat import on_host
+from mlxp._kernels import cholesky_solve
 
 __all__ = ["minimize_lbfgs", "minimize_newton"]
 
@@ -228,14 +229,15 @@ class _Lazy:
 
 def _newton_direction(xp: Any, objective: Any, theta: Any, Z: Any, grad: Any) -> Any:
     """D solving (∇²f + jitter·I) D = −∇f by Cholesky; the relative jitter keeps a
-    singular ∇²f (softmax with penalty=None) factorable."""
+    singular ∇²f (softmax with penalty=None) factorable. Should the factorisation still
+    fail (D not finite: CuPy's partial factor, PyTorch's flagged one), D = −∇f, a
+    gradient step, chosen on the device without reading anything back."""
     eps = float(xp.finfo(theta.dtype).eps)
     H = objective.hessian(theta, Z)
     jitter = 10 * H.shape[0] * eps * xp.max(xp.abs(H))
     H = H + jitter * xp.eye(H.shape[0], dtype=H.dtype, device=_device(H))
-    L = xp.linalg.cholesky(H)
-    flat = xp.reshape(grad, (-1, 1))
-    return -xp.reshape(xp.linalg.solve(L.T, xp.linalg.solve(L, flat)), theta.shape)
+    D = -xp.reshape(cholesky_solve(H, xp.reshape(grad, (-1, 1)), xp=xp), theta.shape)
+    return xp.where(xp.all(xp.isfinite(D)), D, -grad)
 
 
 def minimize_newton(
