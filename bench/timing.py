@@ -26,15 +26,19 @@ import backends
 SETTLE_SECONDS = 0.3
 """When calls take turns (:func:`interleaved`), each turn first pauses this long, so the
 thread pools the previous library left spinning go to sleep (OpenBLAS's workers spin about
-0.1 s after a product), then makes untimed calls for :data:`WARM_SECONDS` (one at least),
-so its own pools are awake and its data in cache again, then the timed one. Without the
+0.1 s after a product), then makes untimed calls (:data:`WARM_SECONDS`), so its own pools
+are awake and its data in cache again, then the timed one. Without the
 pause a PyTorch epoch right after a NumPy one ran up to 1.6× slower; without the untimed
 call a JAX epoch of 15 ms took 23 ms after the pause."""
 WARM_SECONDS = 0.1
-"""The least time a turn's untimed calls take (:data:`SETTLE_SECONDS`). After the pause, a
-single untimed MLP epoch (2000x64, about 14 ms) left JAX's next one at 1.3× its median
-among back-to-back calls, NumPy's at 1.1×; after 0.1 s of untimed epochs, 25 rounds gave
-medians of 12.7 ms (JAX) and 16.5 ms (NumPy), against 17.2 and 17.3 after one."""
+"""How long a turn's untimed calls last (:data:`SETTLE_SECONDS`), for the fastest of the
+calls taking turns: every call makes the same number of them (one to
+:data:`WARM_CALLS_MAX`), from the calls' second untimed runs, so that networks trained
+across turns have trained for as many epochs when their quality is compared. After the
+pause, a single untimed MLP epoch (2000x64, about 14 ms) left JAX's next one at 1.3× its
+median among back-to-back calls, NumPy's at 1.1×; after 0.1 s of untimed epochs, 25 rounds
+gave medians of 12.7 ms (JAX) and 16.5 ms (NumPy), against 17.2 and 17.3 after one."""
+WARM_CALLS_MAX = 10
 PEAK_REPEAT = 3  # timings per matmul peak (the best is kept), after a warm-up product
 PEAK_SECONDS = 0.05  # the least each timing lasts
 
@@ -137,13 +141,20 @@ def interleaved(calls: Sequence[Timed], repeat: int) -> list[tuple[Any, dict[str
         c.sync(result := c.call())
         warm.append((result, time.perf_counter() - start, before, c.memory() if c.memory else None))
     results = [w[0] for w in warm]
+    settle_calls = 0
+    if len(calls) > 1:  # the same for all: ~WARM_SECONDS of the fastest's untimed calls
+        steady = []
+        for i, c in enumerate(calls):
+            start = time.perf_counter()
+            c.sync(result := c.call())
+            steady.append(time.perf_counter() - start)
+            results[i] = result
+        settle_calls = min(WARM_CALLS_MAX, max(1, math.ceil(WARM_SECONDS / max(min(steady), 1e-9))))
     for _ in range(repeat):
         for i, c in enumerate(calls):
-            if len(calls) > 1:
+            if settle_calls:
                 time.sleep(SETTLE_SECONDS)
-                warm_until = time.perf_counter() + WARM_SECONDS
-                c.sync(c.call())
-                while time.perf_counter() < warm_until:
+                for _ in range(settle_calls):
                     c.sync(c.call())
             start = time.perf_counter()
             c.sync(result := c.call())

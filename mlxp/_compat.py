@@ -64,13 +64,14 @@ def to_numpy(x: Any) -> np.ndarray:
 
 def from_host(a: Any, xp: Any, *, device: Any = None, dtype: Any = None) -> Any:
     """A NumPy array or Python number as an array of ``xp`` on ``device`` (``dtype``: the
-    one to cast to, if any): ``xp.asarray``, or on JAX ``jax.device_put`` of the NumPy
-    array (``jax.numpy.asarray(..., device=d)`` goes through a sharding constraint, about
-    0.3 ms a call on a CPU, three times the transfer itself)."""
+    one to cast to, if any): ``xp.asarray``, or on JAX ``jax.device_put`` of a NumPy copy
+    (``jax.numpy.asarray(..., device=d)`` goes through a sharding constraint, about 0.3 ms
+    a call on a CPU, three times the transfer itself; ``device_put`` alone would share the
+    caller's memory on a CPU, where ``asarray`` copies)."""
     if aac.is_jax_namespace(xp):
         import jax
 
-        return jax.device_put(np.asarray(a, dtype=dtype), device)
+        return jax.device_put(np.array(a, dtype=dtype, copy=True), device)
     return xp.asarray(a, dtype=dtype, device=device)
 
 

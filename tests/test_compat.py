@@ -165,6 +165,12 @@ def test_from_host_matches_asarray_on_the_device(backend, dtype, rng):
         np.arange(4), backend.xp, device=backend.device, dtype=_indexing_dtype(backend)
     )
     _assert_on(ints, backend, _indexing_dtype(backend))
+    if backend.name == "jax":  # a copy, as jax.numpy.asarray makes (device_put would share
+        big = rng.standard_normal((64, 256)).astype(dtype)  # an array this big on a CPU)
+        host = big.copy()
+        x = from_host(host, backend.xp, device=backend.device)
+        host[...] = 0
+        np.testing.assert_array_equal(to_numpy(x), big)
 
 
 def test_move_to_the_same_place_does_not_copy(backend, rng):

@@ -12,6 +12,7 @@ import os
 import numpy as np
 import pytest
 
+import mlxp.nn.noise
 import mlxp.nn.step
 import mlxp.nn.training
 from mlxp.exceptions import InvalidParameterError
@@ -155,7 +156,7 @@ def test_jax_blocks_equal_the_uncompiled_step(make, data, kwargs, small_blocks, 
         noise_row = sum(int(np.prod(s)) for s in make().noise_shapes(data[0].shape[1:]))
         monkeypatch.setattr(mlxp.nn.streaming, "GATHER_VALUES", 2 * 32 * per_row)
         monkeypatch.setattr(mlxp.nn.training, "NOISE_BLOCK_VALUES", 2 * 32 * noise_row)
-        monkeypatch.setattr(mlxp.nn.step, "NOISE_BLOCK_VALUES", 40 * noise_row)
+        monkeypatch.setattr(mlxp.nn.noise, "NOISE_BLOCK_VALUES", 40 * noise_row)
     batches = -(-data[0].shape[0] // 32)
     if not small_blocks:
         monkeypatch.setattr(mlxp.nn.training, "BLOCK_STEPS", batches)
@@ -223,6 +224,25 @@ def test_jax_batchnorm_batch_of_one_row_is_not_padded():
     data = (MORE_IMAGES[:33], Y[:33])
     got = _fit(_cnn(batch_norm=True), jax_case, data, "auto")
     _assert_same(got, _fit(_cnn(batch_norm=True), _numpy(), data, False), rtol=2e-5)
+
+
+def test_jax_compiles_each_program_once(monkeypatch):
+    """The rate and step count enter a jitted program placed on the device, as its own
+    outputs give them back: a fit's first batch, its later batches and its later epochs
+    call one compiled program (the per-batch step here, then blocks of 3 steps)."""
+    jax_case = _jax()
+    monkeypatch.setattr(mlxp.nn.step, "_JITTED", type(mlxp.nn.step._JITTED)())
+    _fit(_mlp(), jax_case, (X, Y), "auto", epochs=3)  # 3 batches: fewer than a block
+    monkeypatch.setattr(mlxp.nn.training, "BLOCK_STEPS", 3)
+    _fit(_mlp(), jax_case, (X, Y), "auto", epochs=3, schedule=ExponentialLR(1e-2, gamma=0.5))
+    # step, block, flatten, views (not the gather: JAX counts its programs for every data
+    # shape any earlier test gave gather_block, the function it shares)
+    compiled = {
+        str(key)[:40]: program._cache_size()
+        for key, program in mlxp.nn.step._JITTED.items()
+        if key[0] != "gather"
+    }
+    assert len(compiled) == 4 and set(compiled.values()) == {1}, compiled
 
 
 def test_a_softmax_over_the_batch_is_not_padded():

@@ -194,6 +194,32 @@ def _recording_source(k, rows, started):
     return DaskChunks(Xd, yd, np_ns, "cpu", np_ns.float64, fetch=fetch)
 
 
+def test_the_first_batch_of_a_short_chunk_is_its_mean(client, monkeypatch):
+    """The divergence guard's reference, the first batch's mean loss: with chunks of 4 rows
+    and batches of 32, the first batch is the chunk's 4 rows, and its mean is over them."""
+    import mlxp.nn.training
+
+    seen, check = [], mlxp.nn.training._DivergenceGuard.check
+
+    def spy(self, model, epoch, epoch_loss, first, opt):
+        seen.append(first)
+        return check(self, model, epoch, epoch_loss, first, opt)
+
+    monkeypatch.setattr(mlxp.nn.training._DivergenceGuard, "check", spy)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 5)), rng.integers(0, 3, 40)
+
+    def model():
+        return Sequential([Dense(5, 8), ReLU(), Dense(8, 3)], seed=0)
+
+    Xd, yd = da.from_array(X, chunks=(4, 5)), da.from_array(y, chunks=4)
+    model().fit(
+        Xd, yd, loss="cross_entropy", epochs=1, batch_size=32, shuffle=False, progress=False
+    )
+    expected = model().evaluate(X[:4], y[:4], loss="cross_entropy")["loss"]
+    assert seen == [pytest.approx(expected, rel=1e-6)]
+
+
 def test_the_next_chunk_is_fetched_while_the_current_one_trains():
     k, rows = 4, 30
     started = [threading.Event() for _ in range(k)]

@@ -181,3 +181,58 @@ def test_jax_predicts_batch_by_batch_what_it_cannot_compile_or_pad():
         outputs.append(case.to_numpy(model.predict(case.asarray(X, "float32"), batch_size=16)))
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5)
     np.testing.assert_allclose(outputs[0][64:].sum(axis=0), 1.0, rtol=1e-5)  # the short batch
+
+
+class _Scale(Layer):
+    """y = s·x, ``s`` not in its configuration (a user's layer may hold more than it says)."""
+
+    def __init__(self, s):
+        super().__init__()
+        self.s = s
+
+    def forward(self, x, training=False):
+        return x * self.s
+
+    def _input_grad(self, grad):
+        return grad * self.s
+
+
+def test_jax_programs_of_users_layers_are_the_models_own(monkeypatch):
+    """Two models whose user layers print alike but compute differently: each predicts and
+    evaluates with its own layers, not with the first model's compiled program; mlxp's own
+    layers, described whole by their configuration, share one program."""
+    jax_case = _jax()
+    monkeypatch.setattr(mlxp.nn.step, "_JITTED", type(mlxp.nn.step._JITTED)())
+    Xb = jax_case.asarray(X, "float32")
+    for s in (1.0, 100.0):
+        model = Sequential([Dense(5, 3), _Scale(s)], seed=0)
+        batched = jax_case.to_numpy(model.predict(Xb, batch_size=16))
+        np.testing.assert_allclose(batched, jax_case.to_numpy(model.infer(Xb)), rtol=1e-6)
+        got = model.evaluate(Xb, jax_case.asarray(np.eye(3)[Y]), batch_size=16)["loss"]
+        expected = np.mean((jax_case.to_numpy(model.infer(Xb)) - np.eye(3)[Y]) ** 2)
+        assert got == pytest.approx(expected, rel=1e-5)
+    for seed in (0, 1):
+        Sequential([Dense(5, 3), ReLU()], seed=seed).predict(Xb, batch_size=16)
+    programs = [k for k in mlxp.nn.step._JITTED if k[0] == "infer"]
+    assert len(programs) == 3  # one per user model, one for both of mlxp's
+
+
+def test_jax_predict_and_evaluate_leave_the_layers_as_they_were():
+    """Gradients and forward caches of a hand-written step survive a compiled predict and
+    evaluate (of this model, and of another traced through the same program)."""
+    jax_case = _jax()
+    Xb, yb = jax_case.asarray(X, "float32"), jax_case.asarray(Y)
+    model, other = (Sequential([Dense(5, 4), ReLU(), Dense(4, 3)], seed=s) for s in (0, 1))
+    loss = mlxp.nn.losses.CrossEntropyLoss()
+    model.predict(Xb)  # builds it
+    loss.forward(model.forward(Xb, training=True), yb)
+    model.backward(loss.backward())
+    grads = model.gradients()
+    caches = [layer._cache for layer in model.layers]
+    other.predict(Xb, batch_size=16)
+    model.predict(Xb, batch_size=16)
+    model.evaluate(Xb, yb, loss="cross_entropy", batch_size=16)
+    assert model.gradients().keys() == grads.keys()
+    for name, g in grads.items():
+        assert model.gradients()[name] is g
+    assert [layer._cache for layer in model.layers] == caches

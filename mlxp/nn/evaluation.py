@@ -8,7 +8,8 @@ weights (0 on padding rows) in standard operations. On JAX, data in memory is ev
 blocks of :data:`BLOCK_BATCHES` batches: each block gathered by one compiled program and
 totalled by another (a ``jax.lax.scan`` of :func:`batch_totals` in one ``jax.jit``, the
 weights its arguments), the batches left over one such call each, so a pass is a few
-dispatches instead of some twenty per batch, and data of any size reuses the programs. A
+dispatches instead of some twenty per batch, and data of any size reuses the block programs
+(the gather, a small program that takes the whole data, compiles once per data shape). A
 model whose layers mix rows (:meth:`Sequential.mixes_rows`) is never padded: it goes batch by
 batch, as every other library does.
 """
@@ -16,7 +17,7 @@ batch, as every other library does.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from typing import Any
 
 from array_api_compat import array_namespace, is_jax_namespace
@@ -25,13 +26,17 @@ from array_api_compat import device as _device
 from mlxp._compat import argmax, to_numpy
 from mlxp.nn import streaming
 from mlxp.nn.losses import Loss
-from mlxp.nn.step import bound, compile_gather, jitted, warn_fallback
+from mlxp.nn.step import bound, compile_gather, jitted, layers_key, warn_fallback
 
 __all__ = ["BLOCK_BATCHES", "accuracy", "batch_totals", "evaluate", "infer_by_blocks"]
 
 BLOCK_BATCHES = 8
 """Batches per compiled evaluation block on JAX (fewer where the block's inputs would pass
 :data:`mlxp.nn.streaming.GATHER_VALUES` values)."""
+
+_UNTRACEABLE: set[Hashable] = set()
+"""The keys of programs whose tracing failed (a layer that reads its input on the host):
+their passes go uncompiled from then on, warned about once."""
 
 
 def evaluate(
@@ -68,7 +73,9 @@ def batch_totals(
     out = model.infer(xb)
     xp, dtype = array_namespace(out), out.dtype
     loss = right = xp.zeros((), dtype=dtype, device=_device(out))
-    if loss_fn is not None:
+    if loss_fn is not None and w is None:  # the mean of ``forward``: any Loss has one
+        loss = loss_fn.forward(out, yb) * out.shape[0]
+    elif loss_fn is not None:  # inside a compiled block (the gradient is never computed)
         loss_fn.check(out, yb)
         loss = loss_fn.value_and_grad(out, yb, w)[0]
     if hits:
@@ -90,19 +97,22 @@ def _totals(
     blocks on JAX (unless ``compile`` is False, the data streamed, or rows mixed), else
     batch by batch; under "auto" a block program that fails falls back, with a warning."""
     features = tuple(data.X.shape[1:])
+    key = ("evaluate", layers_key(model), repr(loss_fn), hits)
     if (
         compile is not False
         and is_jax_namespace(model.xp)
         and isinstance(data, streaming.InMemory)
+        and key not in _UNTRACEABLE
         and not model.mixes_rows(features)
     ):
         try:
-            return _by_blocks(model, data, loss_fn, hits, batch_size)
+            return _by_blocks(model, data, key, loss_fn, hits, batch_size)
         except ValueError:  # the data's, as the uncompiled pass would say (tracing: TypeError)
             raise
         except Exception as reason:
             if compile is True:
                 raise
+            _UNTRACEABLE.add(key)
             warn_fallback(reason, what="evaluation", stacklevel=4)
     xp = model.xp
     loss = right = xp.zeros((), dtype=model.dtype, device=model.device)
@@ -114,12 +124,12 @@ def _totals(
 
 
 def _by_blocks(
-    model: Any, data: Any, loss_fn: Loss | None, hits: bool, batch_size: int
+    model: Any, data: Any, key: Hashable, loss_fn: Loss | None, hits: bool, batch_size: int
 ) -> tuple[float, float]:
     """:func:`_totals` on JAX: blocks of k batches gathered (the last batch padded with
-    weight-0 rows) and totalled by one jitted program each; the batches left over after
-    the last full block, one call each of the same programs at k = 1."""
-    key = ("evaluate", tuple(repr(layer) for layer in model.layers), repr(loss_fn), hits)
+    weight-0 rows) and totalled by one jitted program each, kept under ``key``; the
+    batches left over after the last full block, one call each of the same programs at
+    k = 1."""
     program = jitted(key, _block_program(model, loss_fn, hits))
     weights = model.get_weights()
     totals = model.xp.zeros((2,), dtype=model.dtype, device=model.device)
@@ -151,10 +161,13 @@ def infer_by_blocks(model: Any, x: Any, batch_size: int) -> Any:
     ``batch_size`` rows, on JAX by compiled blocks as the passes above (the last batch
     padded, the padding's outputs dropped); None elsewhere, for a model that mixes rows, or
     when compiling fails (with a warning): the caller then goes batch by batch."""
-    if not is_jax_namespace(model.xp) or model.mixes_rows(tuple(x.shape[1:])):
+    key = ("infer", layers_key(model))
+    if not is_jax_namespace(model.xp) or key in _UNTRACEABLE:
+        return None
+    if model.mixes_rows(tuple(x.shape[1:])):
         return None
     xp, n = model.xp, x.shape[0]
-    program = jitted(("infer", tuple(repr(layer) for layer in model.layers)), _infer_program(model))
+    program = jitted(key, _infer_program(model))
     none = xp.zeros((n, 0), dtype=x.dtype)  # the gather's labels: nothing
     weights = model.get_weights()
     try:
@@ -162,6 +175,7 @@ def infer_by_blocks(model: Any, x: Any, batch_size: int) -> Any:
     except ValueError:
         raise
     except Exception as reason:
+        _UNTRACEABLE.add(key)
         warn_fallback(reason, what="inference", stacklevel=4)
         return None
     out = parts[0] if len(parts) == 1 else xp.concat(parts)

@@ -3,11 +3,11 @@
 A step is ``(params, opt_state, model_state, batch, noise) → (params, opt_state,
 model_state, loss)`` with nothing mutated: ``params`` is every parameter of the model in
 one flat buffer (:class:`FlatLayout`; the layers get views of it), ``opt_state`` the
-optimiser's state of that buffer plus the learning rate ``"lr"`` (a number, an argument
-of a jitted step like any other, so a schedule does not recompile it; a 0-d array for a
-CUDA graph or ``torch.compile``), ``model_state`` the
-layers' buffers by name (BatchNorm's running statistics), ``batch`` (x, y) or
-(x, y, row weights), ``noise`` the uniforms of the Dropout layers (:class:`NoiseStream`),
+optimiser's state of that buffer plus the learning rate ``"lr"`` (a number; a 0-d array
+in a compiled step, so a schedule does not recompile it: :func:`placed_numbers` on JAX),
+``model_state`` the layers' buffers by name (BatchNorm's running statistics), ``batch`` (x, y) or
+(x, y, row weights), ``noise`` the uniforms of the Dropout layers
+(:class:`mlxp.nn.noise.NoiseStream`),
 and ``loss`` the batch's summed loss Σᵢ wᵢℓᵢ (0-d, on the device).
 
 ``compile_step`` wraps a step: ``jax.jit`` with donated buffers on JAX, a CUDA graph
@@ -27,7 +27,6 @@ from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 from array_api_compat import array_namespace, is_cupy_namespace, is_jax_namespace
 from array_api_compat import device as _device
 
@@ -36,16 +35,16 @@ from mlxp.nn.cuda_graph import CudaGraphStep
 
 __all__ = [
     "COMPILE_OPTIONS",
-    "NOISE_BLOCK_VALUES",
     "FlatLayout",
-    "NoiseStream",
     "bound",
     "compile_block",
     "compile_gather",
     "compile_layout",
     "compile_step",
     "jitted",
+    "layers_key",
     "make_step",
+    "placed_numbers",
     "run_block",
     "step_key",
     "warn_fallback",
@@ -54,9 +53,6 @@ __all__ = [
 COMPILE_OPTIONS = ("auto", True, False)
 """``compile=``: "auto" compiles where it is known to help (JAX) and falls back with a
 warning if that fails; True compiles on JAX, CuPy and PyTorch or raises; False never."""
-
-NOISE_BLOCK_VALUES = 2**22
-"""The noise of this many values (over a block of batches) is drawn in one host draw."""
 
 
 class FlatLayout:
@@ -167,8 +163,9 @@ def _forward_backward(
 def bound(model: Any, weights: dict[str, Any]) -> Iterator[list[tuple[str, Any, str]]]:
     """The model's parameters and buffers set to ``weights`` (named as
     :meth:`Sequential.get_weights` names them: every one) for the block only; afterwards
-    the layers hold what they held before, with no cache and no gradient. Gives the slots
-    (name, the layer's dict holding it, its key there), to read what a layer wrote."""
+    the layers hold what they held before (weights, forward caches and gradients alike:
+    nothing of the block stays on them). Gives the slots (name, the layer's dict holding
+    it, its key there), to read what a layer wrote."""
     slots = [
         (f"{i}.{key}", held, key)
         for i, layer in enumerate(model.layers)
@@ -176,6 +173,7 @@ def bound(model: Any, weights: dict[str, Any]) -> Iterator[list[tuple[str, Any, 
         for key in held
     ]
     saved = [held[key] for _, held, key in slots]
+    kept = [(layer._cache, layer.grads) for layer in model.layers]
     for name, held, key in slots:
         held[key] = weights[name]
     try:
@@ -183,64 +181,8 @@ def bound(model: Any, weights: dict[str, Any]) -> Iterator[list[tuple[str, Any, 
     finally:
         for (_, held, key), value_before in zip(slots, saved, strict=True):
             held[key] = value_before
-        for layer in model.layers:
-            layer.clear_cache()
-            layer.grads = {}
-
-
-class NoiseStream:
-    """The uniforms the Dropout layers of ``model`` take, batch after batch, for an epoch of
-    ``n_samples`` rows: :meth:`take` gives a batch of m rows one array ``(m, *shape)`` per layer
-    (:meth:`Sequential.noise_shapes`). Values are drawn from the model's generator in
-    blocks of about :data:`NOISE_BLOCK_VALUES` (never more than the epoch still needs), one
-    host draw and one copy to the device each, and consumed in batch order; a batch that
-    does not fit in what is left of a block starts a new one."""
-
-    flat: Any  # the block being consumed (None before the first)
-
-    def __init__(self, model: Any, n_samples: int) -> None:
-        self.model, self.remaining = model, n_samples
-        self.shapes: list[tuple[int, ...]] | None = None
-        self.flat, self.start = None, 0
-
-    def take(self, xb: Any) -> tuple[Any, ...]:
-        """The noise of the batch ``xb`` (its rows, shape, namespace, device and dtype)."""
-        m = xb.shape[0]
-        if self.shapes is None:
-            self.shapes = self.model.noise_shapes(tuple(xb.shape[1:]))
-        if not self.shapes:
-            return ()
-        per_row = sum(math.prod(shape) for shape in self.shapes)
-        if self.flat is None or self.start + m * per_row > self.flat.shape[0]:
-            values = max(m, min(self.remaining, NOISE_BLOCK_VALUES // per_row)) * per_row
-            self.flat = self.model.rng.uniform(
-                (values,), xp=array_namespace(xb), device=_device(xb), dtype=xb.dtype
-            )
-            self.start = 0
-        draws = []
-        for shape in self.shapes:
-            size = m * math.prod(shape)
-            draws.append(
-                array_namespace(xb).reshape(self.flat[self.start : self.start + size], (m, *shape))
-            )
-            self.start += size
-        self.remaining -= m
-        return tuple(draws)
-
-    def block(self, sizes: list[int], rows: int, features: tuple[int, ...], like: Any) -> Any:
-        """The noise of consecutive batches of ``sizes`` rows (one sample of shape
-        ``features``), the same values :meth:`take` gives batch after batch, stacked per
-        layer as (k, ``rows``, *shape), each batch padded to ``rows`` rows of 1: consumed
-        on the host, then one copy per layer to the device and dtype of ``like``."""
-        host = np.zeros((), dtype=np.float64)
-        draws = [self.take(np.broadcast_to(host, (m, *features))) for m in sizes]
-        xp, stacked = array_namespace(like), []
-        for i, shape in enumerate(self.shapes or []):
-            layer = np.ones((len(sizes), rows, *shape))
-            for j, batch in enumerate(draws):
-                layer[j, : sizes[j]] = batch[i]
-            stacked.append(xp.asarray(layer, dtype=like.dtype, device=_device(like)))
-        return tuple(stacked)
+        for layer, (cache, grads) in zip(model.layers, kept, strict=True):
+            layer._cache, layer.grads = cache, grads
 
 
 def run_block(
@@ -275,13 +217,14 @@ _JITTED: OrderedDict[Hashable, Callable[..., Any]] = OrderedDict()
 def step_key(
     model: Any, loss_fn: Any, opt: Any, weight_decay: float, layout: FlatLayout
 ) -> Hashable:
-    """What a traced step depends on besides its arguments: the layers' and the loss's
-    configurations, the optimiser's type and hyperparameters (not its learning rate, an
-    argument when compiled), the weight decay, the parameter shapes, dtype and device.
-    Two fits with equal keys can share one compiled step."""
+    """What a traced step depends on besides its arguments: the layers
+    (:func:`layers_key`), the loss's configuration, the optimiser's type and
+    hyperparameters (not its learning rate, an argument when compiled), the weight decay,
+    the parameter shapes, dtype and device. Two fits with equal keys can share one
+    compiled step."""
     hyper = tuple(repr(getattr(opt, k)) for k in opt._hyperparameters)
     return (
-        tuple(repr(layer) for layer in model.layers),
+        layers_key(model),
         repr(loss_fn),
         type(opt).__name__,
         hyper,
@@ -290,6 +233,30 @@ def step_key(
         str(model.dtype),
         str(model.device),
     )
+
+
+def placed_numbers(state: dict[str, Any], like: Any) -> dict[str, Any]:
+    """``state`` with its Python numbers (the rate, the step count) as a jitted step takes
+    them: put on ``like``'s device by ``jax.device_put``, weakly typed, as the step's own
+    outputs are. Left as numbers, each mix of numbers and placed arrays (a first batch, the
+    later ones, a later epoch's first) would be a signature of its own, compiled anew."""
+    import jax
+
+    dev = _device(like)
+    return {
+        k: jax.device_put(v, dev) if isinstance(v, int | float) else v for k, v in state.items()
+    }
+
+
+def layers_key(model: Any) -> Hashable:
+    """What a program traced through ``model``'s layers depends on besides their weights:
+    the layers' reprs (class and configuration) when each is one of mlxp's own, which its
+    configuration describes whole (a model file rebuilds it from that alone); else the
+    model itself (by identity: the program holds it), as a layer of the user's may hold
+    more than its configuration says."""
+    if all(type(layer).__module__.startswith("mlxp.") for layer in model.layers):
+        return tuple(repr(layer) for layer in model.layers)
+    return ("model", id(model))
 
 
 def compile_step(

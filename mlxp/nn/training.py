@@ -27,16 +27,16 @@ from mlxp.nn import streaming
 from mlxp.nn.callbacks import History, Progress
 from mlxp.nn.evaluation import accuracy, evaluate
 from mlxp.nn.losses import Loss, make_loss
+from mlxp.nn.noise import NOISE_BLOCK_VALUES, NoiseStream
 from mlxp.nn.step import (
     COMPILE_OPTIONS,
-    NOISE_BLOCK_VALUES,
     FlatLayout,
-    NoiseStream,
     compile_block,
     compile_gather,
     compile_layout,
     compile_step,
     make_step,
+    placed_numbers,
     run_block,
     step_key,
     warn_fallback,
@@ -213,34 +213,36 @@ class _Trainer:
         params = self.flatten({k: weights[k] for k in self.layout.names})
         buffers = {k: v for k, v in weights.items() if k not in self.layout.slices}
         state = {**self.opt_state, "lr": self.opt.lr}
-        if self.compiler not in (None, "jax.jit"):  # captured or torch-compiled: the count
-            state = self._as_arrays(state, params)  # and rate as arrays (jit takes numbers)
+        if self.compiler == "jax.jit":
+            state = placed_numbers(state, params)
+        elif self.compiler is not None:  # captured or torch-compiled: 0-d arrays
+            state = self._as_arrays(state, params)
         noise = NoiseStream(model, data.n_samples)
         carry = (params, state, buffers)
         blocks = self.block is not None and isinstance(data, streaming.InMemory)
         if blocks and not 0 < data.n_samples % self.batch_size <= self.unpadded_max:
-            carry, values = self._blocks(carry, data, rng, noise, (bar, epoch))
+            carry, values, first_rows = self._blocks(carry, data, rng, noise, (bar, epoch))
         else:
             batches = data.batches(rng, self.batch_size)
-            carry, values = self._batches(carry, batches, noise, (bar, epoch))
+            carry, values, first_rows = self._batches(carry, batches, noise, (bar, epoch))
         params, state, buffers = carry
         self.opt_state = {k: v for k, v in state.items() if k != "lr"}
         model.set_weights({**self.views(params), **buffers})
         losses = to_numpy(values)  # the one host read of the epoch
-        return float(losses.sum(dtype="float64")), float(losses[0]) / min(
-            self.batch_size, data.n_samples
-        )
+        return float(losses.sum(dtype="float64")), float(losses[0]) / first_rows
 
     def _batches(self, carry: Any, batches: Any, noise: NoiseStream, progress: Any) -> Any:
-        """(carry, the batches' summed losses (one 1-d array)) after one step per batch of
-        ``batches``."""
+        """(carry, the batches' summed losses (one 1-d array), the first batch's rows) after
+        one step per batch of ``batches`` (a Dask chunk may end a batch early)."""
         values: list[Any] = []  # stacked once per epoch: no op per step
+        first_rows = 0
         for i, (xb, yb) in enumerate(batches):
             batch, draws = self._batch(xb, yb, noise.take(xb))
             *carry, value = self._run("step", *carry, batch, draws)
             values.append(value)
+            first_rows = first_rows or xb.shape[0]
             progress[0].update(progress[1], i + 1)
-        return tuple(carry), self.model.xp.stack(values)
+        return tuple(carry), self.model.xp.stack(values), first_rows
 
     def _blocks(self, carry: Any, data: Any, rng: Any, noise: NoiseStream, progress: Any) -> Any:
         """:meth:`_batches` for data in memory, by compiled blocks of a fixed number k of
@@ -248,7 +250,8 @@ class _Trainer:
         :data:`streaming.GATHER_VALUES` or :data:`NOISE_BLOCK_VALUES` values): each block's
         batches gathered by one op and trained by one call; the last n_batches mod k batches
         by the compiled step, one call each. k depends on the model and the batch size
-        only, so data of any size reuses the two compiled programs."""
+        only, so data of any size reuses the two compiled programs (the gather, a small
+        program that takes the whole X, compiles once per data shape)."""
         n, b = data.n_samples, self.batch_size
         sizes = [min(b, n - lo) for lo in range(0, n, b)]
         features = tuple(data.X.shape[1:])
@@ -266,7 +269,8 @@ class _Trainer:
             values.append(block_values)
             done += k
             progress[0].update(progress[1], done, k)
-        return tuple(carry), values[0] if len(values) == 1 else self.model.xp.concat(values)
+        stacked = values[0] if len(values) == 1 else self.model.xp.concat(values)
+        return tuple(carry), stacked, sizes[0]
 
     def _stepwise(self, *args: Any) -> tuple[Any, ...]:
         """A block's batches trained by one call of the (compiled) step each."""

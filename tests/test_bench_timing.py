@@ -1,0 +1,40 @@
+"""bench.timing.interleaved: calls taking turns are called equally often, so networks trained
+across the turns have trained for as many epochs when their quality is compared."""
+
+from __future__ import annotations
+
+import time
+
+import bench.timing
+from bench.timing import Timed, interleaved
+
+
+def _counted(seconds):
+    calls = []
+
+    def call():
+        time.sleep(seconds)
+        calls.append(1)
+        return len(calls)
+
+    return calls, Timed(call, lambda _: None)
+
+
+def test_turns_warm_every_call_alike(monkeypatch):
+    """A fast (2 ms) and a slow (20 ms) call: the same number of untimed calls per turn, as
+    many as make WARM_SECONDS of the fast one's calls (capped); the results are the last
+    timed calls'."""
+    monkeypatch.setattr(bench.timing, "SETTLE_SECONDS", 0.0)
+    monkeypatch.setattr(bench.timing, "WARM_SECONDS", 0.01)
+    (fast, fast_call), (slow, slow_call) = _counted(0.002), _counted(0.02)
+    (fast_result, fast_stats), (slow_result, slow_stats) = interleaved([fast_call, slow_call], 3)
+    assert len(fast) == len(slow) == fast_result == slow_result
+    settle = (len(fast) - 2) // 3 - 1  # warm-up, steady run, then 3 turns of settle + 1
+    assert 2 <= settle <= 5 and len(fast) == 2 + 3 * (settle + 1)
+    assert len(fast_stats["times_s"]) == len(slow_stats["times_s"]) == 3
+
+
+def test_a_single_call_does_not_settle():
+    calls, call = _counted(0.0)
+    ((result, stats),) = interleaved([call], 4)
+    assert len(calls) == result == 5 and len(stats["times_s"]) == 4
