@@ -121,8 +121,9 @@ def test_jax_falls_back_with_a_warning_and_data_errors_stay_errors():
     jax_case = _jax()
     model = Sequential([Dense(5, 3), _Untraceable()], seed=0)
     Xb, yb = jax_case.asarray(X, "float32"), jax_case.asarray(Y)
-    with pytest.warns(RuntimeWarning, match="compiling the evaluation step failed"):
+    with pytest.warns(RuntimeWarning, match="compiling the evaluation step failed") as caught:
         got = model.evaluate(Xb, yb, loss="cross_entropy", batch_size=16)
+    assert [w.filename for w in caught] == [__file__]  # the user's line, not mlxp's
     out = jax_case.to_numpy(model.predict(Xb)).astype(np.float64)
     assert got["accuracy"] == np.mean(out.argmax(axis=1) == Y)
     with pytest.raises(ValueError, match="target must be class indices"):

@@ -113,7 +113,7 @@ def _totals(
             if compile is True:
                 raise
             _UNTRACEABLE.add(key)
-            warn_fallback(reason, what="evaluation", stacklevel=4)
+            warn_fallback(reason, what="evaluation")
     xp = model.xp
     loss = right = xp.zeros((), dtype=model.dtype, device=model.device)
     for xb, yb in data.batches(None, batch_size):
@@ -176,7 +176,7 @@ def infer_by_blocks(model: Any, x: Any, batch_size: int) -> Any:
         raise
     except Exception as reason:
         _UNTRACEABLE.add(key)
-        warn_fallback(reason, what="inference", stacklevel=4)
+        warn_fallback(reason, what="inference")
         return None
     out = parts[0] if len(parts) == 1 else xp.concat(parts)
     return out[:n, ...]

@@ -21,6 +21,7 @@ the batches never pass through Python one by one).
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
@@ -339,9 +340,12 @@ def jitted(key: Hashable, fn: Callable[..., Any], **options: Any) -> Callable[..
     return jitted
 
 
-def warn_fallback(reason: Exception, what: str = "training", stacklevel: int = 3) -> None:
+def warn_fallback(reason: Exception, what: str = "training") -> None:
     """The warning of ``compile="auto"`` when compiling failed and the step (or the
-    evaluation) runs eagerly."""
+    evaluation) runs eagerly, attributed to the first caller outside mlxp."""
+    frame, stacklevel = sys._getframe(1), 2
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("mlxp."):
+        frame, stacklevel = frame.f_back, stacklevel + 1
     warnings.warn(
         f"compile='auto': compiling the {what} step failed ({type(reason).__name__}: "
         f"{reason}); {what} with the uncompiled step.",
