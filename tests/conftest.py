@@ -67,6 +67,15 @@ class Unrecognised:
         return getattr(self._xp, name)
 
 
+def case_named(name: str) -> backends.Case:
+    """The backend case printed as ``name`` ("jax:cpu"), for a test of one backend;
+    skipped, with the reason, where it cannot run."""
+    case = next(c for c in backends.cases() if str(c) == name)
+    if case.backend is None:
+        pytest.skip(case.reason)
+    return case
+
+
 def require_float64(backend) -> None:
     """Skip on devices without float64 (finite differences and tight tolerances need it)."""
     if "float64" not in backend.float_dtypes:

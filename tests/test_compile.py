@@ -31,6 +31,7 @@ from mlxp.nn import (
 )
 from mlxp.nn.step import FlatLayout
 from mlxp.optim import ExponentialLR
+from tests.conftest import case_named
 
 # 70 rows at batch 32: the last batch is short (padded and masked when compiled)
 RNG = np.random.default_rng(0)
@@ -86,25 +87,11 @@ def _assert_same(got, expected, rtol):
 def test_jax_jit_step_equals_the_uncompiled_step_and_numpy(make, data, kwargs, against_jax):
     """jax.jit (compile="auto"; padded last batch, or BatchNorm's own shape) against
     the eager step on JAX and on NumPy: the same model from the same seed."""
-    import backends
-
-    jax_case = next(c for c in backends.cases() if str(c) == "jax:cpu")
-    numpy_case = next(c for c in backends.cases() if str(c) == "numpy:cpu")
-    if jax_case.backend is None:
-        pytest.skip(jax_case.reason)
+    jax_case, numpy_case = case_named("jax:cpu"), case_named("numpy:cpu")
     compiled = _fit(make(), jax_case, data, "auto", **kwargs)
     if against_jax:  # eager JAX is slow to run: once
         _assert_same(compiled, _fit(make(), jax_case, data, False, **kwargs), rtol=2e-5)
     _assert_same(compiled, _fit(make(), numpy_case, data, False, **kwargs), rtol=2e-5)
-
-
-def _jax():
-    import backends
-
-    case = next(c for c in backends.cases() if str(c) == "jax:cpu")
-    if case.backend is None:
-        pytest.skip(case.reason)
-    return case
 
 
 def _count_blocks(monkeypatch):
@@ -150,7 +137,7 @@ def test_jax_blocks_equal_the_uncompiled_step(make, data, kwargs, small_blocks, 
     JAX and on NumPy. ``several-blocks``: blocks of 2 steps and the odd last batch by the
     compiled step, the Dropout noise drawn in blocks that end inside a block of steps.
     BatchNorm takes its statistics over the rows of weight 1: the padding is unseen."""
-    jax_case = _jax()
+    jax_case = case_named("jax:cpu")
     if small_blocks:  # 2 steps per block; a noise draw of 40 rows (the old stream's rule)
         per_row = int(np.prod(data[0].shape[1:]))
         noise_row = sum(int(np.prod(s)) for s in make().noise_shapes(data[0].shape[1:]))
@@ -166,7 +153,7 @@ def test_jax_blocks_equal_the_uncompiled_step(make, data, kwargs, small_blocks, 
     per_epoch = [2] * (batches // 2) if small_blocks else [batches]
     assert calls == per_epoch * 3
     _assert_same(compiled, _fit(make(), jax_case, data, False, **kwargs), rtol=2e-5)
-    _assert_same(compiled, _fit(make(), _numpy(), data, False, **kwargs), rtol=2e-5)
+    _assert_same(compiled, _fit(make(), case_named("numpy:cpu"), data, False, **kwargs), rtol=2e-5)
 
 
 def test_jax_refits_compile_nothing(caplog):
@@ -175,7 +162,7 @@ def test_jax_refits_compile_nothing(caplog):
     the small ops around it."""
     import jax
 
-    jax_case = _jax()
+    jax_case = case_named("jax:cpu")
     kwargs = {"schedule": ExponentialLR(1e-2, gamma=0.5), "weight_decay": 0.1}
     _fit(_mlp(), jax_case, (X, Y), "auto", **kwargs)
     with jax.log_compiles(True), caplog.at_level("WARNING"):
@@ -189,7 +176,7 @@ def test_jax_blocks_serve_data_of_any_size(monkeypatch, batch_norm):
     """Blocks have a fixed number of steps: a fit on data of another size (another count
     of batches, another remainder) traces neither the step nor the block again; with
     BatchNorm too (its short batches padded, the padding out of its statistics)."""
-    jax_case = _jax()
+    jax_case = case_named("jax:cpu")
     monkeypatch.setattr(mlxp.nn.training, "BLOCK_STEPS", 2)
     monkeypatch.setattr(mlxp.nn.step, "_JITTED", type(mlxp.nn.step._JITTED)())
     traces, make_step = [], mlxp.nn.training.make_step
@@ -209,7 +196,9 @@ def test_jax_blocks_serve_data_of_any_size(monkeypatch, batch_norm):
     for n in (64, 20, 50):  # a block; the step alone; a block and the step
         got = _fit(_mlp(batch_norm), jax_case, (X[:n], Y[:n]), "auto")
     assert len(traces) == first
-    _assert_same(got, _fit(_mlp(batch_norm), _numpy(), (X[:50], Y[:50]), False), rtol=2e-5)
+    _assert_same(
+        got, _fit(_mlp(batch_norm), case_named("numpy:cpu"), (X[:50], Y[:50]), False), rtol=2e-5
+    )
 
 
 def test_jax_batchnorm_batch_of_one_row_is_not_padded():
@@ -217,20 +206,20 @@ def test_jax_batchnorm_batch_of_one_row_is_not_padded():
     variance would take the unbiased correction m/(m − 1) at m = 1): BatchNorm1d refuses
     it on JAX as on NumPy, and BatchNorm2d, with 9 values per channel in one image, trains
     on it the model NumPy trains."""
-    jax_case = _jax()
-    for case in (jax_case, _numpy()):
+    jax_case = case_named("jax:cpu")
+    for case in (jax_case, case_named("numpy:cpu")):
         with pytest.raises(ValueError, match="more than one value"):
             _fit(_mlp(batch_norm=True), case, (X[:65], Y[:65]), "auto")
     data = (MORE_IMAGES[:33], Y[:33])
     got = _fit(_cnn(batch_norm=True), jax_case, data, "auto")
-    _assert_same(got, _fit(_cnn(batch_norm=True), _numpy(), data, False), rtol=2e-5)
+    _assert_same(got, _fit(_cnn(batch_norm=True), case_named("numpy:cpu"), data, False), rtol=2e-5)
 
 
 def test_jax_compiles_each_program_once(monkeypatch):
     """The rate and step count enter a jitted program placed on the device, as its own
     outputs give them back: a fit's first batch, its later batches and its later epochs
     call one compiled program (the per-batch step here, then blocks of 3 steps)."""
-    jax_case = _jax()
+    jax_case = case_named("jax:cpu")
     monkeypatch.setattr(mlxp.nn.step, "_JITTED", type(mlxp.nn.step._JITTED)())
     _fit(_mlp(), jax_case, (X, Y), "auto", epochs=3)  # 3 batches: fewer than a block
     monkeypatch.setattr(mlxp.nn.training, "BLOCK_STEPS", 3)
@@ -261,19 +250,15 @@ def test_a_softmax_over_the_batch_is_not_padded():
     # mse against one-hot rows; SGD: the bias's gradient is 0 (a shift along the softmax's
     # axis), rounding noise that Adam's normalisation would blow up to steps of lr
     y, kwargs = np.eye(3)[Y], {"loss": "mse", "optimizer": "sgd"}
-    got = _fit(make(), _jax(), (X, y), "auto", **kwargs)
-    _assert_same(got, _fit(make(), _numpy(), (X, y), False, **kwargs), rtol=2e-5)
+    got = _fit(make(), case_named("jax:cpu"), (X, y), "auto", **kwargs)
+    _assert_same(got, _fit(make(), case_named("numpy:cpu"), (X, y), False, **kwargs), rtol=2e-5)
 
 
 def test_jax_refits_reuse_the_compiled_step(monkeypatch):
     """A second fit of an equal network (another seed) traces nothing: it gets the first
     fit's jitted step, which computes with the new network's weights (NumPy's model of
     that seed); a network of another shape traces its own."""
-    import backends
-
-    jax_case = next(c for c in backends.cases() if str(c) == "jax:cpu")
-    if jax_case.backend is None:
-        pytest.skip(jax_case.reason)
+    jax_case = case_named("jax:cpu")
     monkeypatch.setattr(mlxp.nn.step, "_JITTED", type(mlxp.nn.step._JITTED)())
     traces, make_step = [], mlxp.nn.training.make_step
 
@@ -297,7 +282,7 @@ def test_jax_refits_reuse_the_compiled_step(monkeypatch):
     got = _fit(mlp(4), jax_case, (X, Y), "auto")
     assert len(traces) == first and len(mlxp.nn.step._JITTED) == 5  # step, block, flatten,
     # views and the block gather
-    _assert_same(got, _fit(mlp(4), _numpy(), (X, Y), False), rtol=2e-5)
+    _assert_same(got, _fit(mlp(4), case_named("numpy:cpu"), (X, Y), False), rtol=2e-5)
     _fit(mlp(4, width=9), jax_case, (X, Y), "auto")
     assert len(traces) > first and len(mlxp.nn.step._JITTED) == 9  # the gather is shared
 
@@ -306,9 +291,7 @@ def test_every_backend_trains_the_same_model_with_dropout(backend):
     """The flat buffer, the block-drawn Dropout noise and the pure step on each backend
     (compile="auto": jax.jit on JAX) give NumPy's float64 model."""
     dtype = "float64" if "float64" in backend.float_dtypes else "float32"
-    import backends
-
-    numpy_case = next(c for c in backends.cases() if str(c) == "numpy:cpu")
+    numpy_case = case_named("numpy:cpu")
     expected = _fit(_mlp(), numpy_case, (X, Y), False, dtype="float64", epochs=2)
     got = _fit(_mlp(), backend, (X, Y), "auto", dtype=dtype, epochs=2)
     _assert_same(got, expected, rtol=1e-10 if dtype == "float64" else 2e-4)
@@ -326,20 +309,20 @@ def test_auto_falls_back_with_a_warning_when_compiling_fails(monkeypatch, batch_
 
         return fails, "broken"
 
-    expected = _fit(_mlp(batch_norm), _numpy(), (X, Y), False)
+    expected = _fit(_mlp(batch_norm), case_named("numpy:cpu"), (X, Y), False)
     monkeypatch.setattr(mlxp.nn.training, "compile_step", broken)
     with pytest.warns(RuntimeWarning, match="cannot trace this"):
-        got = _fit(_mlp(batch_norm), _numpy(), (X, Y), "auto")
+        got = _fit(_mlp(batch_norm), case_named("numpy:cpu"), (X, Y), "auto")
     _assert_same(got, expected, rtol=1e-6)  # rows weighted as for a compiled step
     with pytest.raises(RuntimeError, match="cannot trace this"):  # compile=True does not hide it
-        _fit(_mlp(), _numpy(), (X, Y), True)
+        _fit(_mlp(), case_named("numpy:cpu"), (X, Y), True)
 
 
 def test_compile_is_checked():
     with pytest.raises(ValueError, match="compile must be one of"):
-        _fit(_mlp(), _numpy(), (X, Y), "always")
+        _fit(_mlp(), case_named("numpy:cpu"), (X, Y), "always")
     with pytest.raises(ValueError, match=r"no compiler for the .*numpy backend"):
-        _fit(_mlp(), _numpy(), (X, Y), True)
+        _fit(_mlp(), case_named("numpy:cpu"), (X, Y), True)
     with pytest.raises(InvalidParameterError, match="compile"):
         MLPClassifier(compile="yes").fit(X, Y)
 
@@ -350,10 +333,20 @@ def test_optimiser_state_survives_fits_per_parameter():
     from mlxp.optim import Adam
 
     model, opt = _mlp(), Adam(1e-2)
-    once = _fit(_mlp(), _numpy(), (X, Y), False, epochs=2, shuffle=False, optimizer=Adam(1e-2))
-    _fit(model, _numpy(), (X, Y), False, epochs=1, shuffle=False, optimizer=opt)
+    once = _fit(
+        _mlp(),
+        case_named("numpy:cpu"),
+        (X, Y),
+        False,
+        epochs=2,
+        shuffle=False,
+        optimizer=Adam(1e-2),
+    )
+    _fit(model, case_named("numpy:cpu"), (X, Y), False, epochs=1, shuffle=False, optimizer=opt)
     assert set(opt.state) == set(model.parameters) and opt.state["0.W"]["step"] == 3
-    twice = _fit(model, _numpy(), (X, Y), False, epochs=1, shuffle=False, optimizer=opt)
+    twice = _fit(
+        model, case_named("numpy:cpu"), (X, Y), False, epochs=1, shuffle=False, optimizer=opt
+    )
     _assert_same(([once[0][-1]], twice[1]), ([twice[0][-1]], once[1]), rtol=1e-12)
 
 
@@ -373,18 +366,10 @@ def test_flat_layout_round_trips_and_its_views_share_the_buffer():
     reason="torch.compile on CPU compiles C++ for ~25 s; MLXP_TEST_TORCH_COMPILE=1 runs it",
 )
 def test_torch_compile_on_request_equals_the_uncompiled_step():
-    import backends
-
-    case = next(c for c in backends.cases() if str(c) == "torch:cpu")
+    case = case_named("torch:cpu")
     with pytest.warns(UserWarning):  # Dynamo's notices about array-api-compat's caches
         compiled = _fit(_mlp(batch_norm=True), case, (X, Y), True, epochs=2)
     _assert_same(compiled, _fit(_mlp(batch_norm=True), case, (X, Y), False, epochs=2), 1e-5)
-
-
-def _numpy():
-    import backends
-
-    return next(c for c in backends.cases() if str(c) == "numpy:cpu")
 
 
 def test_a_layer_that_writes_its_buffer_in_forward_keeps_the_writes():
@@ -405,7 +390,7 @@ def test_a_layer_that_writes_its_buffer_in_forward_keeps_the_writes():
             return super().forward(x, training)
 
     model = Sequential([Dense(6, 8), CountingReLU(), Dense(8, 3)], seed=3)
-    _fit(model, _numpy(), (X, Y), False)  # 3 epochs of 3 batches
+    _fit(model, case_named("numpy:cpu"), (X, Y), False)  # 3 epochs of 3 batches
     assert model.get_weights()["1.calls"][0] == 9
 
 

@@ -12,6 +12,7 @@ import mlxp.nn.losses
 import mlxp.nn.step
 import mlxp.nn.streaming
 from mlxp.nn import BatchNorm1d, Dense, Dropout, Layer, ReLU, Sequential, Softmax
+from tests.conftest import case_named
 
 RNG = np.random.default_rng(1)
 X = RNG.normal(size=(70, 5))  # 70 rows at batch 16: four full batches and a short one
@@ -63,15 +64,6 @@ def test_one_logit_is_a_class_above_zero(backend):
     assert got["accuracy"] == np.mean((z > 0) == y)
 
 
-def _jax():
-    import backends
-
-    case = next(c for c in backends.cases() if str(c) == "jax:cpu")
-    if case.backend is None:
-        pytest.skip(case.reason)
-    return case
-
-
 def _traced(monkeypatch):
     """The batch counts of each trace of a compiled evaluation block from now on."""
     traces, batch_totals = [], mlxp.nn.evaluation.batch_totals
@@ -94,7 +86,7 @@ def test_jax_blocks_equal_the_uncompiled_pass_and_serve_any_size(monkeypatch, bl
     gives what the uncompiled pass gives; data of other sizes traces nothing new. Blocks
     of 3 (70 rows: a block, then two batches at k = 1, the last padded); of 8, more
     batches than any of these data have: every batch at k = 1."""
-    jax_case = _jax()
+    jax_case = case_named("jax:cpu")
     monkeypatch.setattr(mlxp.nn.evaluation, "BLOCK_BATCHES", block)
     model = _trained(jax_case)
     traces = _traced(monkeypatch)
@@ -118,7 +110,7 @@ class _Untraceable(Layer):
 
 
 def test_jax_falls_back_with_a_warning_and_data_errors_stay_errors():
-    jax_case = _jax()
+    jax_case = case_named("jax:cpu")
     model = Sequential([Dense(5, 3), _Untraceable()], seed=0)
     Xb, yb = jax_case.asarray(X, "float32"), jax_case.asarray(Y)
     with pytest.warns(RuntimeWarning, match="compiling the evaluation step failed") as caught:
@@ -133,10 +125,7 @@ def test_jax_falls_back_with_a_warning_and_data_errors_stay_errors():
 def test_jax_does_not_pad_a_softmax_over_the_batch(monkeypatch):
     """Softmax(axis=0) sees every row of a batch: the padding would change its outputs, so
     JAX evaluates such a model batch by batch, equal to NumPy."""
-    import backends
-
-    jax_case = _jax()
-    numpy_case = next(c for c in backends.cases() if str(c) == "numpy:cpu")
+    jax_case, numpy_case = case_named("jax:cpu"), case_named("numpy:cpu")
     traces = _traced(monkeypatch)
     got = {}
     for case in (jax_case, numpy_case):
@@ -151,7 +140,7 @@ def test_jax_predicts_by_compiled_blocks_of_batches(monkeypatch, block):
     """``predict`` with a batch size on JAX: compiled blocks (the padding's outputs dropped)
     give the outputs of one uncompiled batch, and data of any size uses two programs (k
     batches, and one), the model's weights their arguments."""
-    jax_case = _jax()
+    jax_case = case_named("jax:cpu")
     monkeypatch.setattr(mlxp.nn.evaluation, "BLOCK_BATCHES", block)
     monkeypatch.setattr(mlxp.nn.step, "_JITTED", type(mlxp.nn.step._JITTED)())
     model = _trained(jax_case)
@@ -167,15 +156,13 @@ def test_jax_predicts_by_compiled_blocks_of_batches(monkeypatch, block):
 def test_jax_predicts_batch_by_batch_what_it_cannot_compile_or_pad():
     """A layer a trace refuses: a warning, then the batches one by one; a softmax over the
     batch: batch by batch too, each batch normalised over its own rows, as on NumPy."""
-    import backends
-
-    jax_case = _jax()
+    jax_case = case_named("jax:cpu")
     Xb = jax_case.asarray(X, "float32")
     model = Sequential([Dense(5, 3), _Untraceable()], seed=0)
     with pytest.warns(RuntimeWarning, match="compiling the inference step failed"):
         got = jax_case.to_numpy(model.predict(Xb, batch_size=16))
     np.testing.assert_allclose(got, jax_case.to_numpy(model.predict(Xb)), rtol=1e-6)
-    numpy_case = next(c for c in backends.cases() if str(c) == "numpy:cpu")
+    numpy_case = case_named("numpy:cpu")
     outputs = []
     for case in (jax_case, numpy_case):
         model = Sequential([Dense(5, 3), Softmax(axis=0)], seed=0)
@@ -202,7 +189,7 @@ def test_jax_programs_of_users_layers_are_the_models_own(monkeypatch):
     """Two models whose user layers print alike but compute differently: each predicts and
     evaluates with its own layers, not with the first model's compiled program; mlxp's own
     layers, described whole by their configuration, share one program."""
-    jax_case = _jax()
+    jax_case = case_named("jax:cpu")
     monkeypatch.setattr(mlxp.nn.step, "_JITTED", type(mlxp.nn.step._JITTED)())
     Xb = jax_case.asarray(X, "float32")
     for s in (1.0, 100.0):
@@ -221,7 +208,7 @@ def test_jax_programs_of_users_layers_are_the_models_own(monkeypatch):
 def test_jax_predict_and_evaluate_leave_the_layers_as_they_were():
     """Gradients and forward caches of a hand-written step survive a compiled predict and
     evaluate (of this model, and of another traced through the same program)."""
-    jax_case = _jax()
+    jax_case = case_named("jax:cpu")
     Xb, yb = jax_case.asarray(X, "float32"), jax_case.asarray(Y)
     model, other = (Sequential([Dense(5, 4), ReLU(), Dense(4, 3)], seed=s) for s in (0, 1))
     loss = mlxp.nn.losses.CrossEntropyLoss()
