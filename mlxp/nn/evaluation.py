@@ -185,12 +185,12 @@ def infer_by_blocks(model: Any, x: Any, batch_size: int) -> Any:
 def _infer_program(model: Any) -> Any:
     """(weights, xs (k, b, ...)) → the outputs of the k batches (k·b, ...), by
     ``jax.lax.map`` of :meth:`Sequential.infer`, the model bound to ``weights``."""
-    import jax
+    from jax import lax
 
     def block(weights: Any, xs: Any) -> Any:
         with bound(model, weights):
-            out = jax.lax.map(model.infer, xs)
-        return jax.numpy.reshape(out, (-1, *out.shape[2:]))
+            out = lax.map(model.infer, xs)
+        return array_namespace(out).reshape(out, (-1, *out.shape[2:]))
 
     return block
 
@@ -199,15 +199,15 @@ def _block_program(model: Any, loss_fn: Loss | None, hits: bool) -> Any:
     """(weights, totals (2,), xs (k, b, ...), ys (k, b, ...), ws (k, b)) → totals plus the
     block's (Σ wℓ, Σ w·hit): a ``jax.lax.scan`` of :func:`batch_totals`, the model bound
     to ``weights`` while it is traced."""
-    import jax
+    from jax import lax
 
     def block(weights: Any, totals: Any, xs: Any, ys: Any, ws: Any) -> Any:
         def body(carry: Any, batch: Any) -> Any:
             loss, right = batch_totals(model, loss_fn, hits, *batch)
-            return carry + jax.numpy.stack([loss, right]), None
+            return carry + array_namespace(carry).stack([loss, right]), None
 
         with bound(model, weights):
-            totals, _ = jax.lax.scan(body, totals, (xs, ys, ws))
+            totals, _ = lax.scan(body, totals, (xs, ys, ws))
         return totals
 
     return block
