@@ -28,7 +28,14 @@ MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 # Ground floor first; a module may import only from its own floor or below.
 FLOORS = [
-    ("mlxp._compat", "mlxp._special", "mlxp._kernels", "mlxp.exceptions", "mlxp._gpu_probe"),
+    (
+        "mlxp._compat",
+        "mlxp._special",
+        "mlxp._kernels",
+        "mlxp.exceptions",
+        "mlxp._gpu_probe",
+        "mlxp._jit",
+    ),
     ("mlxp._backend", "mlxp._params", "mlxp._frames", "mlxp._dask"),
     ("mlxp._validation", "mlxp._registry", "mlxp._model_state", "mlxp.io", "mlxp._classifier"),
     ("mlxp.metrics", "mlxp.datasets", "mlxp.base", "mlxp._device"),

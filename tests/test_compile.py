@@ -12,6 +12,7 @@ import os
 import numpy as np
 import pytest
 
+import mlxp._jit
 import mlxp.nn.noise
 import mlxp.nn.step
 import mlxp.nn.training
@@ -178,7 +179,7 @@ def test_jax_blocks_serve_data_of_any_size(monkeypatch, batch_norm):
     BatchNorm too (its short batches padded, the padding out of its statistics)."""
     jax_case = case_named("jax:cpu")
     monkeypatch.setattr(mlxp.nn.training, "BLOCK_STEPS", 2)
-    monkeypatch.setattr(mlxp.nn.step, "_JITTED", type(mlxp.nn.step._JITTED)())
+    monkeypatch.setattr(mlxp._jit, "_JITTED", type(mlxp._jit._JITTED)())
     traces, make_step = [], mlxp.nn.training.make_step
 
     def counted(*args, **kwargs):
@@ -220,7 +221,7 @@ def test_jax_compiles_each_program_once(monkeypatch):
     outputs give them back: a fit's first batch, its later batches and its later epochs
     call one compiled program (the per-batch step here, then blocks of 3 steps)."""
     jax_case = case_named("jax:cpu")
-    monkeypatch.setattr(mlxp.nn.step, "_JITTED", type(mlxp.nn.step._JITTED)())
+    monkeypatch.setattr(mlxp._jit, "_JITTED", type(mlxp._jit._JITTED)())
     _fit(_mlp(), jax_case, (X, Y), "auto", epochs=3)  # 3 batches: fewer than a block
     monkeypatch.setattr(mlxp.nn.training, "BLOCK_STEPS", 3)
     _fit(_mlp(), jax_case, (X, Y), "auto", epochs=3, schedule=ExponentialLR(1e-2, gamma=0.5))
@@ -228,7 +229,7 @@ def test_jax_compiles_each_program_once(monkeypatch):
     # shape any earlier test gave gather_block, the function it shares)
     compiled = {
         str(key)[:40]: program._cache_size()
-        for key, program in mlxp.nn.step._JITTED.items()
+        for key, program in mlxp._jit._JITTED.items()
         if key[0] != "gather"
     }
     assert len(compiled) == 4 and set(compiled.values()) == {1}, compiled
@@ -259,7 +260,7 @@ def test_jax_refits_reuse_the_compiled_step(monkeypatch):
     fit's jitted step, which computes with the new network's weights (NumPy's model of
     that seed); a network of another shape traces its own."""
     jax_case = case_named("jax:cpu")
-    monkeypatch.setattr(mlxp.nn.step, "_JITTED", type(mlxp.nn.step._JITTED)())
+    monkeypatch.setattr(mlxp._jit, "_JITTED", type(mlxp._jit._JITTED)())
     traces, make_step = [], mlxp.nn.training.make_step
 
     def counted(*args, **kwargs):
@@ -280,11 +281,11 @@ def test_jax_refits_reuse_the_compiled_step(monkeypatch):
     first = len(traces)
     assert 1 <= first <= 2  # the full and the padded last batch share one shape
     got = _fit(mlp(4), jax_case, (X, Y), "auto")
-    assert len(traces) == first and len(mlxp.nn.step._JITTED) == 5  # step, block, flatten,
+    assert len(traces) == first and len(mlxp._jit._JITTED) == 5  # step, block, flatten,
     # views and the block gather
     _assert_same(got, _fit(mlp(4), case_named("numpy:cpu"), (X, Y), False), rtol=2e-5)
     _fit(mlp(4, width=9), jax_case, (X, Y), "auto")
-    assert len(traces) > first and len(mlxp.nn.step._JITTED) == 9  # the gather is shared
+    assert len(traces) > first and len(mlxp._jit._JITTED) == 9  # the gather is shared
 
 
 def test_every_backend_trains_the_same_model_with_dropout(backend):

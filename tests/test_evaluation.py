@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import mlxp._jit
 import mlxp.nn.evaluation
 import mlxp.nn.losses
-import mlxp.nn.step
 import mlxp.nn.streaming
 from mlxp.nn import BatchNorm1d, Dense, Dropout, Layer, ReLU, Sequential, Softmax
 from tests.conftest import case_named
@@ -67,7 +67,7 @@ def test_one_logit_is_a_class_above_zero(backend):
 def _traced(monkeypatch):
     """The batch counts of each trace of a compiled evaluation block from now on."""
     traces, batch_totals = [], mlxp.nn.evaluation.batch_totals
-    monkeypatch.setattr(mlxp.nn.step, "_JITTED", type(mlxp.nn.step._JITTED)())
+    monkeypatch.setattr(mlxp._jit, "_JITTED", type(mlxp._jit._JITTED)())
 
     def counted(*args):
         import jax
@@ -142,14 +142,14 @@ def test_jax_predicts_by_compiled_blocks_of_batches(monkeypatch, block):
     batches, and one), the model's weights their arguments."""
     jax_case = case_named("jax:cpu")
     monkeypatch.setattr(mlxp.nn.evaluation, "BLOCK_BATCHES", block)
-    monkeypatch.setattr(mlxp.nn.step, "_JITTED", type(mlxp.nn.step._JITTED)())
+    monkeypatch.setattr(mlxp._jit, "_JITTED", type(mlxp._jit._JITTED)())
     model = _trained(jax_case)
     for n in (70, 64, 9, 48):
         Xb = jax_case.asarray(X[:n], "float32")
         got = jax_case.to_numpy(model.predict(Xb, batch_size=16))
         assert got.shape == (n, 3)
         np.testing.assert_allclose(got, jax_case.to_numpy(model.infer(Xb)), rtol=1e-5, atol=1e-6)
-    program = next(v for k, v in mlxp.nn.step._JITTED.items() if k[0] == "infer")
+    program = next(v for k, v in mlxp._jit._JITTED.items() if k[0] == "infer")
     assert program._cache_size() == (1 if block == 8 else 2)
 
 
@@ -190,7 +190,7 @@ def test_jax_programs_of_users_layers_are_the_models_own(monkeypatch):
     evaluates with its own layers, not with the first model's compiled program; mlxp's own
     layers, described whole by their configuration, share one program."""
     jax_case = case_named("jax:cpu")
-    monkeypatch.setattr(mlxp.nn.step, "_JITTED", type(mlxp.nn.step._JITTED)())
+    monkeypatch.setattr(mlxp._jit, "_JITTED", type(mlxp._jit._JITTED)())
     Xb = jax_case.asarray(X, "float32")
     for s in (1.0, 100.0):
         model = Sequential([Dense(5, 3), _Scale(s)], seed=0)
@@ -201,7 +201,7 @@ def test_jax_programs_of_users_layers_are_the_models_own(monkeypatch):
         assert got == pytest.approx(expected, rel=1e-5)
     for seed in (0, 1):
         Sequential([Dense(5, 3), ReLU()], seed=seed).predict(Xb, batch_size=16)
-    programs = [k for k in mlxp.nn.step._JITTED if k[0] == "infer"]
+    programs = [k for k in mlxp._jit._JITTED if k[0] == "infer"]
     assert len(programs) == 3  # one per user model, one for both of mlxp's
 
 

@@ -24,9 +24,10 @@ from array_api_compat import array_namespace, is_jax_namespace
 from array_api_compat import device as _device
 
 from mlxp._compat import argmax, to_numpy
+from mlxp._jit import jitted, warn_fallback
 from mlxp.nn import streaming
 from mlxp.nn.losses import Loss
-from mlxp.nn.step import bound, compile_gather, jitted, layers_key, warn_fallback
+from mlxp.nn.step import bound, compile_gather, layers_key
 
 __all__ = ["BLOCK_BATCHES", "accuracy", "batch_totals", "evaluate", "infer_by_blocks"]
 
@@ -113,7 +114,7 @@ def _totals(
             if compile is True:
                 raise
             _UNTRACEABLE.add(key)
-            warn_fallback(reason, what="evaluation")
+            warn_fallback(reason, what="evaluation step")
     xp = model.xp
     loss = right = xp.zeros((), dtype=model.dtype, device=model.device)
     for xb, yb in data.batches(None, batch_size):
@@ -176,7 +177,7 @@ def infer_by_blocks(model: Any, x: Any, batch_size: int) -> Any:
         raise
     except Exception as reason:
         _UNTRACEABLE.add(key)
-        warn_fallback(reason, what="inference")
+        warn_fallback(reason, what="inference step")
         return None
     out = parts[0] if len(parts) == 1 else xp.concat(parts)
     return out[:n, ...]

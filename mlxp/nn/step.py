@@ -21,9 +21,6 @@ the batches never pass through Python one by one).
 from __future__ import annotations
 
 import math
-import sys
-import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,6 +28,7 @@ from typing import Any
 from array_api_compat import array_namespace, is_cupy_namespace, is_jax_namespace
 from array_api_compat import device as _device
 
+from mlxp._jit import jitted
 from mlxp._kernels import concat_flat
 from mlxp.nn.cuda_graph import CudaGraphStep
 
@@ -42,13 +40,11 @@ __all__ = [
     "compile_gather",
     "compile_layout",
     "compile_step",
-    "jitted",
     "layers_key",
     "make_step",
     "placed_numbers",
     "run_block",
     "step_key",
-    "warn_fallback",
 ]
 
 COMPILE_OPTIONS = ("auto", True, False)
@@ -207,14 +203,6 @@ def run_block(
     return params, opt_state, model_state, array_namespace(xs).stack(values)
 
 
-JIT_CACHE_SIZE = 32
-"""How many jitted programs are kept for later fits (a step or a block holds the model it
-was made from; a fit on JAX makes four: its step, its block, its layout's flatten and
-views; the block gather is one for all fits)."""
-
-_JITTED: OrderedDict[Hashable, Callable[..., Any]] = OrderedDict()
-
-
 def step_key(
     model: Any, loss_fn: Any, opt: Any, weight_decay: float, layout: FlatLayout
 ) -> Hashable:
@@ -268,7 +256,7 @@ def compile_step(
     ``mode`` as :data:`COMPILE_OPTIONS`. "auto" compiles on JAX only (eager dispatch is
     what costs there); True also captures CUDA graphs on CuPy and uses ``torch.compile``
     on PyTorch; other libraries, or False, run the step as it is. On JAX, a ``key``
-    (:func:`step_key`) seen in one of the last :data:`JIT_CACHE_SIZE` fits gives that
+    (:func:`step_key`) seen in one of the last :data:`mlxp._jit.JIT_CACHE_SIZE` fits gives that
     fit's jitted step back, already compiled for the shapes it saw: a refit (a grid
     search, a new seed) does not trace and compile again.
     """
@@ -322,33 +310,3 @@ def compile_layout(layout: FlatLayout, xp: Any) -> tuple[Callable[..., Any], ...
         return layout.flatten, layout.views
     shapes = tuple(layout.shapes.items())
     return jitted(("flatten", shapes), layout.flatten), jitted(("views", shapes), layout.views)
-
-
-def jitted(key: Hashable, fn: Callable[..., Any], **options: Any) -> Callable[..., Any]:
-    """The jitted program kept under ``key`` (the most recent :data:`JIT_CACHE_SIZE`),
-    else ``jax.jit(fn, **options)``, kept unless ``key`` is None."""
-    import jax
-
-    if key is not None and key in _JITTED:
-        _JITTED.move_to_end(key)
-        return _JITTED[key]
-    jitted: Callable[..., Any] = jax.jit(fn, **options)
-    if key is not None:
-        _JITTED[key] = jitted
-        while len(_JITTED) > JIT_CACHE_SIZE:
-            _JITTED.popitem(last=False)
-    return jitted
-
-
-def warn_fallback(reason: Exception, what: str = "training") -> None:
-    """The warning of ``compile="auto"`` when compiling failed and the step (or the
-    evaluation) runs eagerly, attributed to the first caller outside mlxp."""
-    frame, stacklevel = sys._getframe(1), 2
-    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("mlxp."):
-        frame, stacklevel = frame.f_back, stacklevel + 1
-    warnings.warn(
-        f"compile='auto': compiling the {what} step failed ({type(reason).__name__}: "
-        f"{reason}); {what} with the uncompiled step.",
-        RuntimeWarning,
-        stacklevel=stacklevel,
-    )

@@ -22,6 +22,7 @@ from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
 from mlxp._compat import synchronize, to_numpy
+from mlxp._jit import warn_fallback
 from mlxp.exceptions import DivergenceError
 from mlxp.nn import streaming
 from mlxp.nn.callbacks import History, Progress
@@ -39,7 +40,6 @@ from mlxp.nn.step import (
     placed_numbers,
     run_block,
     step_key,
-    warn_fallback,
 )
 from mlxp.optim import SGD, Adam, Optimizer, ReduceLROnPlateau, Schedule
 
@@ -318,7 +318,7 @@ class _Trainer:
         except Exception as reason:
             if self.mode != "auto":
                 raise
-            warn_fallback(reason)
+            warn_fallback(reason, what="training step")
             self.step, self.compiler = self.eager, None
             if self.block is not None:  # the blocks' batches, one eager step each
                 self.block = self._stepwise

@@ -1,0 +1,53 @@
+"""The programs ``jax.jit`` made, kept for later calls, and the warning of a failed compile.
+
+One cache for every compiled program of the package (training steps and blocks,
+evaluation and inference passes, solver loops), so that a program is traced once per
+key and the memory they hold is bounded by :data:`JIT_CACHE_SIZE`.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any
+
+__all__ = ["JIT_CACHE_SIZE", "jitted", "warn_fallback"]
+
+JIT_CACHE_SIZE = 32
+"""How many jitted programs are kept for later fits (a step or a block holds the model it
+was made from; a network's fit on JAX makes four: its step, its block, its layout's
+flatten and views; the block gather is one for all fits)."""
+
+_JITTED: OrderedDict[Hashable, Callable[..., Any]] = OrderedDict()
+
+
+def jitted(key: Hashable, fn: Callable[..., Any], **options: Any) -> Callable[..., Any]:
+    """The jitted program kept under ``key`` (the most recent :data:`JIT_CACHE_SIZE`),
+    else ``jax.jit(fn, **options)``, kept unless ``key`` is None."""
+    import jax
+
+    if key is not None and key in _JITTED:
+        _JITTED.move_to_end(key)
+        return _JITTED[key]
+    program: Callable[..., Any] = jax.jit(fn, **options)
+    if key is not None:
+        _JITTED[key] = program
+        while len(_JITTED) > JIT_CACHE_SIZE:
+            _JITTED.popitem(last=False)
+    return program
+
+
+def warn_fallback(reason: Exception, what: str = "training step") -> None:
+    """The warning of ``compile="auto"`` when compiling ``what`` failed and it runs
+    uncompiled, attributed to the first caller outside mlxp."""
+    frame, stacklevel = sys._getframe(1), 2
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("mlxp."):
+        frame, stacklevel = frame.f_back, stacklevel + 1
+    warnings.warn(
+        f"compile='auto': compiling the {what} failed ({type(reason).__name__}: "
+        f"{reason}); it runs uncompiled.",
+        RuntimeWarning,
+        stacklevel=stacklevel,
+    )
