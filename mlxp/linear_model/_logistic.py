@@ -64,6 +64,12 @@ class LogisticRegression(LinearModelMixin, MarginClassifierMixin, ClassifierMixi
         Step size of "gd"/"sgd"; None derives it from the data (1/L).
     backend : str or None, default None
         Where to compute, as for :class:`~mlxp.linear_model.LinearRegression`.
+    compile : {"auto", True, False}, default "auto"
+        On JAX, whether the "lbfgs" and "newton" iterations run as one compiled program
+        (a ``jax.lax.while_loop``; results equal to float tolerance). "auto" compiles a
+        program once its eager iterations, over the fits of the process with the same
+        shapes, have cost about what compiling does; True compiles at once (a ValueError
+        on other backends); False never. See ``mlxp.linear_model._compiled_loop``.
 
     Attributes
     ----------
@@ -92,6 +98,7 @@ class LogisticRegression(LinearModelMixin, MarginClassifierMixin, ClassifierMixi
         "solver": [StrOptions(set(SOLVERS))],
         "class_weight": [StrOptions({"balanced"}), dict, None],
         "warm_start": [bool],
+        "compile": [StrOptions({"auto"}), bool],
     }
 
     def __init__(
@@ -110,6 +117,7 @@ class LogisticRegression(LinearModelMixin, MarginClassifierMixin, ClassifierMixi
         batch_size: int = 64,
         learning_rate: float | None = None,
         backend: str | None = None,
+        compile: bool | str = "auto",
     ) -> None:
         self.penalty = penalty
         self.C = C
@@ -124,6 +132,7 @@ class LogisticRegression(LinearModelMixin, MarginClassifierMixin, ClassifierMixi
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.backend = backend
+        self.compile = compile
 
     def _class_weights(self, classes: Any, counts: list[float]) -> list[float]:
         """Per-class weights; "balanced" gives Σs / (K · Σ_{i in class k} sᵢ)."""
@@ -220,9 +229,13 @@ class LogisticRegression(LinearModelMixin, MarginClassifierMixin, ClassifierMixi
     def _solve(self, objective: LogisticObjective, theta: Any) -> tuple[Any, int, bool]:
         """Minimise ``objective`` from θ with the chosen solver: (θ, iterations, converged)."""
         if self.solver == "lbfgs":
-            return minimize_lbfgs(objective, theta, tol=self.tol, max_iter=self.max_iter)
+            return minimize_lbfgs(
+                objective, theta, tol=self.tol, max_iter=self.max_iter, compile=self.compile
+            )
         if self.solver == "newton":
-            return minimize_newton(objective, theta, tol=self.tol, max_iter=self.max_iter)
+            return minimize_newton(
+                objective, theta, tol=self.tol, max_iter=self.max_iter, compile=self.compile
+            )
         return self._descend(objective, theta)
 
     def _initial_theta(self, place: Any, classes: Any, p: int, targets: int, dtype: Any) -> Any:

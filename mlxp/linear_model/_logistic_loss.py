@@ -79,6 +79,30 @@ class LogisticObjective:
             objective.masked = True
         return objective
 
+    def leaves(self) -> tuple[Any, ...]:
+        """The arrays the objective is made of (λ̃ as a 0-d array): what a compiled
+        program takes as arguments, so that one program serves any data of the same
+        shapes and any C."""
+        l2 = self.xp.asarray(self.l2_scaled, dtype=self.X.dtype, device=_device(self.X))
+        return self.X, self.Y, self.s, l2, self.penalised, self.fitted_rows
+
+    def config(self) -> tuple[bool, bool]:
+        """What :meth:`leaves` leaves out (whether ∇f is masked), hashable."""
+        return (self.fit_intercept, self.masked)
+
+    @classmethod
+    def from_leaves(
+        cls, xp: Any, config: tuple[bool, bool], leaves: tuple[Any, ...]
+    ) -> LogisticObjective:
+        """The objective of :meth:`leaves` and :meth:`config` (inside a traced program)."""
+        objective = cls.__new__(cls)
+        objective.xp, objective._cache = xp, None
+        objective.fit_intercept, objective.masked = config
+        X, Y, s, objective.l2_scaled, objective.penalised, objective.fitted_rows = leaves
+        objective.X, objective.Y, objective.s = X, Y, s
+        objective.binary = Y.shape[1] == 1
+        return objective
+
     def batch(self, rows: Any) -> LogisticObjective:
         """The unbiased mini-batch estimate of f on ``rows``: weights scaled by n/m."""
         xp = self.xp

@@ -35,6 +35,7 @@ from array_api_compat import device as _device
 
 from mlxp._compat import on_host
 from mlxp._kernels import cholesky_solve
+from mlxp.linear_model._compiled_loop import CompiledLoop
 
 __all__ = ["minimize_lbfgs", "minimize_newton"]
 
@@ -105,9 +106,23 @@ class _History:
         last = xp.astype((ii[:, None] == 2 * m - 1) & (ii[None, :] == 2 * m - 1), dtype)
         self.G = newest + delta * pair + last
         self.gamma = delta
+        self._constants(dtype, dev)
+
+    def _constants(self, dtype: Any, dev: Any) -> None:
+        xp, m = self.xp, self.m
         self.zero_row = xp.zeros((1, m - 1), dtype=dtype, device=dev)
         self.unit_last = xp.astype(xp.arange(m, device=dev) == m - 1, dtype)
         self.one = xp.ones((), dtype=dtype, device=dev)
+
+    @classmethod
+    def from_state(cls, xp: Any, state: tuple[Any, Any, Any, Any]) -> _History:
+        """The history holding ``state`` (what :meth:`state` returned): how a compiled
+        loop, which carries the arrays alone, rebuilds it."""
+        history = cls.__new__(cls)
+        history.xp, history.m = xp, state[2].shape[0]
+        history.restore(state)
+        history._constants(state[0].dtype, _device(state[0]))
+        return history
 
     def direction(self, grad: Any) -> Any:
         """−H∇f, from the products V∇f, R⁻¹(·), G and Vᵀ(·): 12 array operations."""
@@ -149,7 +164,14 @@ class _History:
 
 
 def minimize_lbfgs(
-    objective: Any, theta: Any, *, tol: float, max_iter: int, memory: int = 10, check_every: int = 5
+    objective: Any,
+    theta: Any,
+    *,
+    tol: float,
+    max_iter: int,
+    memory: int = 10,
+    check_every: int = 5,
+    compile: bool | str = "auto",
 ) -> tuple[Any, int, bool]:
     """Minimise with L-BFGS from θ; returns (θ, iterations, converged).
 
@@ -160,8 +182,15 @@ def minimize_lbfgs(
     iterations since the previous read are replayed from the state kept then, reading
     after each, so that the fit stops at the first iterate meeting the rule, as if it
     had been read every iteration: the same θ and iteration count on every backend.
+    On JAX the whole run may be one compiled program, which tests the rule after every
+    iteration on the device (``compile``: see :mod:`._compiled_loop`).
     """
     xp = array_namespace(theta)
+    loop = CompiledLoop("lbfgs", objective, theta, compile)
+    if loop.available:
+        ran = loop.run(_lbfgs_start, _lbfgs_body, theta, tol, max_iter, (memory,))
+        if ran is not None:
+            return ran[0][0][0], ran[1], ran[2]
     check_every = 1 if on_host(xp) else check_every  # NumPy: reading is free
     value, grad, _ = objective.value_grad(theta)
     if bool(xp.max(xp.abs(grad)) <= tol):
@@ -185,6 +214,25 @@ def minimize_lbfgs(
             state = _settle(objective, state, history)
             kept = (it, state, history.state())
     return state[0], max_iter, False
+
+
+def _lbfgs_start(
+    xp: Any, objective: Any, theta: Any, tol: Any, memory: int
+) -> tuple[tuple[Any, Any, Any], Any]:
+    """The compiled loop's first carry (state, history arrays, tol), and whether θ
+    already meets ‖∇f‖∞ ≤ tol."""
+    value, grad, _ = objective.value_grad(theta)
+    history = _History(xp, grad, memory)
+    state = (theta, value, grad, xp.ones_like(value))
+    return (state, history.state(), tol), xp.max(xp.abs(grad)) <= tol
+
+
+def _lbfgs_body(xp: Any, objective: Any, carry: tuple[Any, Any, Any]) -> tuple[Any, Any]:
+    """One L-BFGS iteration on the compiled loop's carry."""
+    state, saved, tol = carry
+    history = _History.from_state(xp, saved)
+    state, flag = _lbfgs_iteration(xp, objective, history, state, tol, xp.ones_like(state[1]))
+    return (state, history.state(), tol), flag.compute()
 
 
 def _settle(
@@ -241,31 +289,64 @@ def _newton_direction(xp: Any, objective: Any, theta: Any, Z: Any, grad: Any) ->
 
 
 def minimize_newton(
-    objective: Any, theta: Any, *, tol: float, max_iter: int
+    objective: Any, theta: Any, *, tol: float, max_iter: int, compile: bool | str = "auto"
 ) -> tuple[Any, int, bool]:
     """Damped Newton: solve ∇²f D = −∇f by Cholesky, then the one-trial line search.
 
     Newton converges in a handful of iterations, so the flag is read every step; each
     step costs one Hessian (n·(pK)²) and one Cholesky ((pK)³). Once the tolerance is
     met, one more step polishes θ: convergence being quadratic, that brings it to near
-    machine precision for the price of one iteration.
+    machine precision for the price of one iteration. On JAX the whole run may be one
+    compiled program (``compile``: see :mod:`._compiled_loop`).
     """
     xp = array_namespace(theta)
+    loop = CompiledLoop("newton", objective, theta, compile)
+    if loop.available:
+        ran = loop.run(_newton_start, _newton_body, theta, tol, max_iter)
+        if ran is not None:
+            (state, converged, _), iterations, _ = ran
+            return state[0], iterations, bool(converged)
     value, grad, Z = objective.value_grad(theta)
     converged = bool(xp.max(xp.abs(grad)) <= tol)
-    one = beta = xp.ones_like(value)
-    n_iter = 0
-    for _ in range(max_iter):
+    one = xp.ones_like(value)
+    state = (theta, value, grad, Z, one)
+    for done in range(max_iter):  # iterations done so far
         polishing = converged
-        direction = _newton_direction(xp, objective, theta, Z, grad)
-        new_theta, new_value, new_grad, trial_Z, ok, beta, _ = _step(
-            xp, objective, theta, value, grad, direction, beta, one
-        )
-        Z = xp.where(ok, trial_Z, Z)
-        n_iter += 1
+        state, flag = _newton_iteration(xp, objective, state, tol, one)
         if polishing:
-            theta, value, grad = new_theta, new_value, new_grad
-            break
-        converged = bool(_converged(xp, new_grad, value, new_value, ok, beta, tol, one))
-        theta, value, grad, Z, beta = _settle(objective, (new_theta, new_value, new_grad, Z, beta))
-    return theta, n_iter, converged
+            return state[0], done + 1, True
+        converged = bool(flag)
+        state = _settle(objective, state)
+    return state[0], max_iter, converged
+
+
+def _newton_iteration(
+    xp: Any, objective: Any, state: tuple[Any, ...], tol: Any, one: Any
+) -> tuple[tuple[Any, ...], Any]:
+    """One damped Newton iteration from state (θ, f, ∇f, Z, β): the new state and the
+    convergence flag (computed only when it is read)."""
+    theta, value, grad, Z, beta = state
+    direction = _newton_direction(xp, objective, theta, Z, grad)
+    new_theta, new_value, new_grad, trial_Z, ok, beta, _ = _step(
+        xp, objective, theta, value, grad, direction, beta, one
+    )
+    Z = xp.where(ok, trial_Z, Z)
+    flag = _Lazy(lambda: _converged(xp, new_grad, value, new_value, ok, beta, tol, one))
+    return (new_theta, new_value, new_grad, Z, beta), flag
+
+
+def _newton_start(xp: Any, objective: Any, theta: Any, tol: Any) -> tuple[Any, Any]:
+    """The compiled loop's first carry (state, converged, tol); never done before the
+    first iteration, which polishes θ when it already meets the tolerance."""
+    value, grad, Z = objective.value_grad(theta)
+    state = (theta, value, grad, Z, xp.ones_like(value))
+    converged = xp.max(xp.abs(grad)) <= tol
+    return (state, converged, tol), xp.zeros_like(converged)
+
+
+def _newton_body(xp: Any, objective: Any, carry: tuple[Any, Any, Any]) -> tuple[Any, Any]:
+    """One Newton iteration on the compiled loop's carry: done once the iteration after
+    convergence, the polishing one, has run."""
+    state, converged, tol = carry
+    state, flag = _newton_iteration(xp, objective, state, tol, xp.ones_like(state[1]))
+    return (state, converged | flag.compute(), tol), converged

@@ -1,0 +1,119 @@
+"""A solver's whole run as one compiled program on JAX.
+
+JAX dispatches every array operation it runs eagerly as a call of its own, about 0.1 ms
+each on a CPU: an L-BFGS iteration of :mod:`._minimize` makes about 60, so 12 ms at
+5000x20 where NumPy spends 0.4 ms. ``jax.jit`` of the solver's run, its start (f and ∇f
+at θ₀, the empty history) then a ``jax.lax.while_loop`` of its iteration, with the
+objective's arrays as the program's arguments, runs as one call: 0.2 ms an iteration
+there. The loop tests the convergence rule on the device after every iteration, which
+is what the eager loop's reads and replays amount to, so it stops at the same iterate;
+the results agree to float tolerance (XLA fuses and may reorder sums).
+
+Compiling costs about 0.5 s, once per solver, objective configuration and array shapes
+in a process (``jax.jit``'s cache; C and tol are arguments, so a grid search over them
+reuses one program). Eager JAX pays a like price on first contact with new shapes, since
+it compiles each operation for them: a first fit at 5000x20 took 1–2 s either way, the
+next ones 70 ms eagerly against 18 ms compiled. So ``compile="auto"`` compiles on JAX,
+as :meth:`mlxp.nn.Sequential.fit` does; should compiling fail, the fit runs eagerly with
+a warning, and that program is not tried again. True compiles or raises; False never.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from array_api_compat import array_namespace, is_jax_namespace
+
+from mlxp._jit import jitted, warn_fallback
+
+__all__ = ["CompiledLoop"]
+
+_UNTRACEABLE: set[Hashable] = set()  # programs whose compilation failed under "auto"
+
+# start(xp, objective, θ, tol, *options) -> (carry, done): the state before the first
+# iteration; body(xp, objective, carry) -> (carry, done): one iteration. done: 0-d bool.
+Start = Callable[..., tuple[Any, Any]]
+Body = Callable[[Any, Any, Any], tuple[Any, Any]]
+
+
+class CompiledLoop:
+    """The compiled run of one fit of ``solver`` on ``objective`` from θ.
+
+    ``compile`` is "auto", True or False. Compiling needs JAX arrays and an objective
+    with ``leaves()``, ``config()`` and ``from_leaves(xp, config, leaves)``; True
+    elsewhere is a ValueError, raised here, before any iteration.
+    """
+
+    def __init__(self, solver: str, objective: Any, theta: Any, compile: bool | str) -> None:
+        self.solver, self.compile, self.key = solver, compile, None
+        if compile is False:
+            return
+        jax_arrays = is_jax_namespace(array_namespace(theta))
+        if jax_arrays and hasattr(objective, "leaves"):
+            self.objective_type, self.leaves = type(objective), objective.leaves()
+            self.config = (self.objective_type.__qualname__, objective.config())
+            shapes = tuple((tuple(a.shape), str(a.dtype)) for a in (theta, *self.leaves))
+            self.key = (solver, self.config, shapes)
+        elif compile is True:
+            where = "JAX arrays" if not jax_arrays else "an objective with leaves()"
+            raise ValueError(
+                f"compile=True: the {solver} solver compiles only on {where}; "
+                'pass compile="auto" or False.'
+            )
+
+    @property
+    def available(self) -> bool:
+        """Whether the fit should run compiled."""
+        return self.key is not None and (self.compile is True or self.key not in _UNTRACEABLE)
+
+    def run(
+        self,
+        start: Start,
+        body: Body,
+        theta: Any,
+        tol: float,
+        limit: int,
+        options: tuple[Hashable, ...] = (),
+    ) -> tuple[Any, int, bool] | None:
+        """``start`` at θ, then at most ``limit`` iterations of ``body``, stopping after
+        the first whose ``done`` is true (at once if ``start``'s is), all compiled:
+        (carry, iterations, done), or None when compiling failed under "auto" (warned;
+        the caller runs eagerly). ``options``: hashable arguments of ``start``."""
+        assert self.key is not None
+        key = ("solver", self.config, start, body, options)
+        program = jitted(key, self._program(start, body, options))
+        xp = array_namespace(theta)
+        tol_array, limit_array = xp.asarray(tol, dtype=theta.dtype), xp.asarray(limit)
+        try:
+            iterations, carry, done = program(self.leaves, theta, tol_array, limit_array)
+        except Exception as error:  # a trace or compile failure, before anything ran
+            if self.compile is True:
+                raise
+            _UNTRACEABLE.add(self.key)
+            warn_fallback(error, what="solver's loop")
+            return None
+        return carry, int(iterations), bool(done)
+
+    def _program(
+        self, start: Start, body: Body, options: tuple[Hashable, ...]
+    ) -> Callable[..., Any]:
+        import jax
+
+        objective_type, config = self.objective_type, self.config[1]
+
+        def program(leaves: Any, theta: Any, tol: Any, limit: Any) -> Any:
+            xp = array_namespace(theta)
+            objective = objective_type.from_leaves(xp, config, leaves)
+
+            def more(state: Any) -> Any:
+                return (state[0] < limit) & ~state[2]
+
+            def iteration(state: Any) -> Any:
+                carry, done = body(xp, objective, state[1])
+                return state[0] + 1, carry, done
+
+            carry, done = start(xp, objective, theta, tol, *options)
+            return jax.lax.while_loop(more, iteration, (xp.zeros((), dtype=xp.int32), carry, done))
+
+        return program
