@@ -120,6 +120,9 @@ def test_compile_true_is_refused_where_nothing_compiles(solver):
     with pytest.raises(ValueError, match=f"the {solver} solver compiles only on JAX"):
         model.fit(X, Y_BINARY)
     assert not hasattr(model, "coef_")
+    da = pytest.importorskip("dask.array")
+    with pytest.raises(ValueError, match=f"the {solver} solver compiles only on JAX arrays, not"):
+        model.fit(da.from_array(X, chunks=100), da.from_array(Y_BINARY, chunks=100))
     LogisticRegression(solver="gd", compile=True, tol=0.1).fit(X, Y_BINARY)  # no loop to compile
 
 

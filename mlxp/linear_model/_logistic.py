@@ -174,6 +174,11 @@ class LogisticRegression(LinearModelMixin, MarginClassifierMixin, ClassifierMixi
             self, X, y, sample_weight, reset=True, require_y=True, labels=True
         )
         if is_dask_array(X):
+            if self.compile is True and self.solver in ("lbfgs", "newton"):
+                raise ValueError(
+                    f"compile=True: the {self.solver} solver compiles only on JAX arrays, "
+                    'not Dask ones; pass compile="auto" or False.'
+                )
             fitted: LogisticRegression = fit_logistic_dask(self, X, y, sw)
             return fitted
         classes, indices = encode_labels(y)
