@@ -13,6 +13,7 @@ import mlxp
 from mlxp._backend import make_backend
 from mlxp._compat import (
     Generator,
+    _supports,
     check_random_state,
     default_float,
     from_host,
@@ -331,3 +332,19 @@ def test_take_rows_matches_numpy_fancy_indexing(backend, fallback, rng):
     assert aac.array_namespace(out) is aac.array_namespace(x)
     assert aac.device(out) == aac.device(x)
     np.testing.assert_array_equal(to_numpy(out), X[rows])
+
+
+def test_jax_dtypes_follow_its_x64_mode():
+    """JAX's answers are kept, per x64 mode: switching the mode changes them."""
+    jax = pytest.importorskip("jax")
+    backend = make_backend("jax", "cpu")
+    previous = jax.config.jax_enable_x64
+    try:
+        for x64 in (True, False, True):
+            jax.config.update("jax_enable_x64", x64)
+            assert _supports(backend.xp, backend.device, "float64") is x64
+            assert default_float(backend.xp, backend.device) == getattr(
+                backend.xp, "float64" if x64 else "float32"
+            )
+    finally:
+        jax.config.update("jax_enable_x64", previous)
