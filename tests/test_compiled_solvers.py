@@ -2,9 +2,9 @@
 
 Checked against the same fit run eagerly (``compile=False``): θ to float tolerance, and
 the same iteration count and convergence flag, since the compiled loop tests the rule
-after every iteration as the eager loop's reads and replays do. Also: one program per
-solver, configuration and shapes, whatever C and tol; the fallback, with a warning, when
-compiling fails; True refused where nothing compiles.
+after every iteration, as each eager read does for the iterations since the last. Also:
+one program per solver, configuration and shapes, whatever C and tol; the fallback, with
+a warning, when compiling fails; True refused where nothing compiles.
 """
 
 from __future__ import annotations
@@ -79,12 +79,13 @@ def _traced(monkeypatch, solver):
 
 
 def test_one_program_serves_any_c_tol_and_weights(monkeypatch):
-    """C, tol, max_iter and the sample weights are the program's arguments, not its
-    constants: a grid search over them compiles once per data shape."""
+    """C, tol, max_iter (of any integer type, beyond int32 too) and the sample weights
+    are the program's arguments, not its constants: a grid search over them compiles
+    once per data shape."""
     case = case_named("jax:cpu")
     traces = _traced(monkeypatch, "lbfgs")
     weights = RNG.uniform(0.5, 2.0, size=300)
-    for C, tol, max_iter in [(1.0, 1e-4, 100), (0.1, 1e-6, 50), (10.0, 1e-3, 100)]:
+    for C, tol, max_iter in [(1.0, 1e-4, 100), (0.1, 1e-6, np.int64(50)), (10.0, 1e-3, 2**31)]:
         params = {"C": C, "tol": tol, "max_iter": max_iter}
         compiled, _ = _fit(case, "lbfgs", params, Y_BINARY, "auto", weights)
         eager, _ = _fit(case, "lbfgs", params, Y_BINARY, False, weights)

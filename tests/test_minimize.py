@@ -7,8 +7,11 @@ import array_api_compat.numpy as xp
 import numpy as np
 import pytest
 
+from mlxp._compat import to_numpy
+from mlxp.linear_model import LogisticRegression
 from mlxp.linear_model._logistic_loss import LogisticObjective
 from mlxp.linear_model._minimize import _History, minimize_lbfgs, minimize_newton
+from tests.conftest import require_float64
 
 
 def _two_loop(pairs, g):
@@ -43,19 +46,56 @@ def test_compact_direction_is_the_two_loop_one():
         np.testing.assert_allclose(history.direction(g)[:, 0], expected, rtol=1e-10, atol=1e-14)
 
 
-def _objective(namespace, n=200):
+def _objective(namespace, n=200, asarray=None):
     rng = np.random.default_rng(1)
     X = rng.normal(size=(n, 3))
     y = (X @ np.array([1.0, -1.0, 0.5]) + rng.normal(size=n) > 0).astype(float)
-    ones = namespace.asarray(np.ones(n))
+    asarray = asarray or namespace.asarray
     return LogisticObjective.from_weights(
         namespace,
-        namespace.asarray(X),
-        namespace.asarray(y[:, None]),
-        ones,
+        asarray(X),
+        asarray(y[:, None]),
+        asarray(np.ones(n)),
         l2=1.0,
         fit_intercept=True,
     )
+
+
+@pytest.mark.parametrize("compile", [False, "auto"])
+def test_lbfgs_stops_where_numpy_does_on_every_backend(backend, compile):
+    """On these data (three classes, tol=1e-8) the rule first holds at iteration 24 (f
+    stalls), and no longer at iteration 25, the read that ends that window: a backend
+    reading every 5 iterations still stops at 24, as NumPy, which reads every iteration,
+    does. (When a read tested its own iteration alone, the device backends ran to 49.)"""
+    require_float64(backend)
+    rng = np.random.default_rng(7)
+    n, p = int(rng.integers(20, 200)), int(rng.integers(1, 8))  # 190 × 5
+    X = rng.normal(size=(n, p)) * rng.uniform(0.1, 30)
+    y = rng.integers(0, int(rng.choice([2, 3])), size=n)  # 3 classes
+    want = LogisticRegression(tol=1e-8).fit(X, y)
+    assert want.n_iter_ == 24
+    model = LogisticRegression(tol=1e-8, compile=compile)
+    got = model.fit(backend.asarray(X, "float64"), backend.asarray(y))
+    assert got.n_iter_ == want.n_iter_
+    np.testing.assert_allclose(to_numpy(got.coef_), want.coef_, rtol=1e-9, atol=1e-12)
+
+
+def test_a_read_finds_the_first_iterate_meeting_the_rule_in_its_window(backend):
+    """The rule is tested for every iteration since the last read, not for the read's
+    own alone: met at the second of four iterations (‖∇f‖∞ ≤ tol there, not after),
+    the read answers 1; met nowhere, None."""
+    from mlxp.linear_model._minimize import _first_converged
+
+    def state(grad_max, value):
+        grad = backend.asarray(np.array([[grad_max], [-grad_max / 2]]), "float32")
+        return (None, backend.asarray(np.array(value), "float32"), grad, one), accepted
+
+    one = backend.asarray(np.array(1.0), "float32")
+    accepted = backend.asarray(np.array(True))
+    start = backend.asarray(np.array(5.0), "float32")
+    window = [state(0.5, 4.0), state(0.01, 3.0), state(0.2, 2.0), state(0.3, 1.0)]
+    assert _first_converged(backend.xp, start, window, 0.05, one) == 1
+    assert _first_converged(backend.xp, start, window, 0.005, one) is None
 
 
 class _Settled:
@@ -101,9 +141,9 @@ def test_lbfgs_reads_the_device_once_every_five_iterations():
     objective = _objective(txp)
     theta = torch.zeros((4, 1), dtype=torch.float64)
     with TorchOps() as count:
-        _, n_iter, converged = minimize_lbfgs(objective, theta, tol=0.0, max_iter=20)
-    assert (n_iter, converged) == (20, False)
-    assert count.syncs == 1 + 20 // 5  # the start, then one read per 5 iterations
+        _, n_iter, converged = minimize_lbfgs(objective, theta, tol=0.0, max_iter=10)
+    assert (n_iter, converged) == (10, False)
+    assert count.syncs == 1 + 10 // 5  # the start, then one read per 5 iterations
 
 
 def test_newton_reads_the_device_once_per_iteration():

@@ -65,11 +65,12 @@ class LogisticRegression(LinearModelMixin, MarginClassifierMixin, ClassifierMixi
     backend : str or None, default None
         Where to compute, as for :class:`~mlxp.linear_model.LinearRegression`.
     compile : {"auto", True, False}, default "auto"
-        On JAX, whether the "lbfgs" and "newton" iterations run as one compiled program
-        (a ``jax.lax.while_loop``; results equal to float tolerance). "auto" compiles a
-        program once its eager iterations, over the fits of the process with the same
-        shapes, have cost about what compiling does; True compiles at once (a ValueError
-        on other backends); False never. See ``mlxp.linear_model._compiled_loop``.
+        On JAX, whether the "lbfgs" and "newton" fits run as one compiled program (a
+        ``jax.lax.while_loop`` of the iteration; the same iterate and iteration count, to
+        float tolerance). "auto" compiles, once per solver and data shape (C and tol are
+        the program's arguments), and runs eagerly, with a warning, should compiling
+        fail; True compiles or raises (a ValueError on other backends); False never. See
+        ``mlxp.linear_model._compiled_loop``.
 
     Attributes
     ----------

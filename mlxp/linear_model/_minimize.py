@@ -18,11 +18,12 @@ with ``where``, without reading anything back. A ladder run out (β < 1/2048) me
 is flat to working precision, which counts as converged.
 
 **Host reads.** Convergence (‖∇f‖∞ ≤ tol, or an accepted step decreasing f by less
-than 64ε relative — scikit-learn's lbfgs rule — or a flat f) is computed and read
-back only every ``check_every`` iterations (and after the last), on every backend
-alike, so the iterates do not depend on the backend: zero host synchronisations in
-the other iterations. Newton, whose iterations are few and each costs a Cholesky
-factorisation, reads its flag every iteration.
+than 64ε relative — scikit-learn's lbfgs rule — or a flat f) is read back only every
+``check_every`` iterations (and after the last), for every iteration since the previous
+read at once, so the fit stops at the first iterate meeting the rule whatever the
+backend's reading pace: zero host synchronisations in the other iterations. Newton,
+whose iterations are few and each costs a Cholesky factorisation, reads its flag every
+iteration.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
-from mlxp._compat import on_host
+from mlxp._compat import on_host, to_numpy
 from mlxp._kernels import cholesky_solve
 from mlxp.linear_model._compiled_loop import CompiledLoop
 
@@ -49,11 +50,11 @@ def _step(
     """(θ', f', ∇f', Z', accepted, β', βD): the trial θ + βD if it meets Armijo's
     condition, else θ unchanged (Z' is the trial's margins either way: callers that
     keep margins select them with ``accepted``). ``beta`` and ``one`` are 0-d arrays."""
-    slope = xp.reshape(grad, (-1,)) @ xp.reshape(direction, (-1,))
     move = beta * direction
+    slope = xp.reshape(grad, (-1,)) @ xp.reshape(move, (-1,))  # β∇fᵀD exactly: β = 2⁻ᵏ
     trial = theta + move
     new_value, new_grad, Z = objective.value_grad(trial)
-    ok = new_value - value <= beta * (_ARMIJO * slope)  # False for a NaN value
+    ok = new_value - value <= _ARMIJO * slope  # False for a NaN value
     theta = xp.where(ok, trial, theta)
     value = xp.where(ok, new_value, value)
     grad = xp.where(ok, new_grad, grad)
@@ -62,12 +63,13 @@ def _step(
 
 
 def _converged(
-    xp: Any, grad: Any, old: Any, new: Any, ok: Any, beta: Any, tol: float, one: Any
+    xp: Any, grad_max: Any, old: Any, new: Any, ok: Any, beta: Any, tol: Any, one: Any
 ) -> Any:
-    """‖∇f‖∞ ≤ tol; or an accepted step lowered f by less than 64ε relative; or f is flat
-    (no step of the ladder qualified)."""
-    eps = float(xp.finfo(grad.dtype).eps)
-    small_grad = xp.max(xp.abs(grad)) <= tol
+    """‖∇f‖∞ ≤ tol (``grad_max`` = ‖∇f‖∞); or an accepted step lowered f by less than
+    64ε relative; or f is flat (no step of the ladder qualified). Element-wise: the
+    arguments may be stacks of iterations."""
+    eps = float(xp.finfo(old.dtype).eps)
+    small_grad = grad_max <= tol
     scale = xp.maximum(xp.maximum(xp.abs(old), xp.abs(new)), one)
     stalled = ok & ((old - new) <= 64 * eps * scale)
     return small_grad | stalled | (beta < _FLOOR)
@@ -178,12 +180,13 @@ def minimize_lbfgs(
     The direction is −H∇f with H the compact L-BFGS matrix of the last ``memory`` pairs
     (:class:`_History`), the step the one-trial line search of the module docstring.
     ``converged`` is False when ``max_iter`` ran out first. Convergence is read back
-    every ``check_every`` iterations and after the last; when a read finds it, the
-    iterations since the previous read are replayed from the state kept then, reading
-    after each, so that the fit stops at the first iterate meeting the rule, as if it
-    had been read every iteration: the same θ and iteration count on every backend.
-    On JAX the whole run may be one compiled program, which tests the rule after every
-    iteration on the device (``compile``: see :mod:`._compiled_loop`).
+    every ``check_every`` iterations and after the last: one host read of the rule's
+    flags for each iteration since the previous read, computed together from the states
+    kept, so that the fit stops at the first iterate meeting the rule, as if it had been
+    read every iteration: the same θ and iteration count on every backend (to float
+    tolerance: at the rounding floor, tol = 0, counts may part). On JAX the whole run
+    may be one compiled program, which tests the rule after every iteration on the
+    device (``compile``: see :mod:`._compiled_loop`).
     """
     xp = array_namespace(theta)
     loop = CompiledLoop("lbfgs", objective, theta, compile)
@@ -197,23 +200,34 @@ def minimize_lbfgs(
         return theta, 0, True
     history = _History(xp, grad, memory)
     one = xp.ones_like(value)
-    state = (theta, value, grad, one)
-    kept = (0, state, history.state())
+    state, window = (theta, value, grad, one), []
     for it in range(1, max_iter + 1):
-        state, flag = _lbfgs_iteration(xp, objective, history, state, tol, one)
+        state, ok = _lbfgs_iteration(xp, objective, history, state, one)
+        window.append((state, ok))
         if it % check_every == 0 or it == max_iter:  # the one host read of check_every steps
-            if bool(flag):
-                if check_every == 1:
-                    return state[0], it, True
-                start, state, saved = kept  # replay, reading every iteration
-                history.restore(saved)
-                for replayed in range(start + 1, it + 1):
-                    state, flag = _lbfgs_iteration(xp, objective, history, state, tol, one)
-                    if replayed == it or bool(flag):
-                        return state[0], replayed, True
+            first = _first_converged(xp, value, window, tol, one)
+            if first is not None:
+                return window[first][0][0], it - len(window) + 1 + first, True
             state = _settle(objective, state, history)
-            kept = (it, state, history.state())
+            value, window = state[1], []
     return state[0], max_iter, False
+
+
+def _first_converged(
+    xp: Any, value: Any, window: list[tuple[Any, Any]], tol: float, one: Any
+) -> int | None:
+    """The position in ``window``, the (state, accepted) of each iteration since the last
+    read (whose f was ``value``), of the first state meeting the rule; None if none does.
+    The flags of all are computed at once, stacked: one host read, of whether any holds."""
+    states = [state for state, _ in window]
+    values = xp.stack([value, *(state[1] for state in states)])
+    grads = xp.stack([state[2] for state in states])
+    grad_max = xp.max(xp.abs(xp.reshape(grads, (len(states), -1))), axis=1)
+    oks, betas = xp.stack([ok for _, ok in window]), xp.stack([state[3] for state in states])
+    flags = _converged(xp, grad_max, values[:-1], values[1:], oks, betas, tol, one)
+    if not bool(xp.any(flags)):  # the read; the flags themselves only once, at the end
+        return None
+    return next(i for i, flag in enumerate(to_numpy(flags).tolist()) if flag)
 
 
 def _lbfgs_start(
@@ -228,11 +242,12 @@ def _lbfgs_start(
 
 
 def _lbfgs_body(xp: Any, objective: Any, carry: tuple[Any, Any, Any]) -> tuple[Any, Any]:
-    """One L-BFGS iteration on the compiled loop's carry."""
-    state, saved, tol = carry
-    history = _History.from_state(xp, saved)
-    state, flag = _lbfgs_iteration(xp, objective, history, state, tol, xp.ones_like(state[1]))
-    return (state, history.state(), tol), flag.compute()
+    """One L-BFGS iteration on the compiled loop's carry, and its convergence flag."""
+    (theta, value, grad, beta), saved, tol = carry
+    history, one = _History.from_state(xp, saved), xp.ones_like(value)
+    state, ok = _lbfgs_iteration(xp, objective, history, (theta, value, grad, beta), one)
+    flag = _converged(xp, xp.max(xp.abs(state[2])), value, state[1], ok, state[3], tol, one)
+    return (state, history.state(), tol), flag
 
 
 def _settle(
@@ -250,10 +265,10 @@ def _settle(
 
 
 def _lbfgs_iteration(
-    xp: Any, objective: Any, history: _History, state: tuple[Any, ...], tol: float, one: Any
+    xp: Any, objective: Any, history: _History, state: tuple[Any, ...], one: Any
 ) -> tuple[tuple[Any, ...], Any]:
-    """One L-BFGS iteration from state (θ, f, ∇f, β): the new state and the convergence
-    flag (a 0-d array, computed only when it is read)."""
+    """One L-BFGS iteration from state (θ, f, ∇f, β): the new state, and whether the
+    trial step was accepted (a 0-d bool array)."""
     theta, value, grad, beta = state
     direction = history.direction(grad)
     new_theta, new_value, new_grad, _, ok, beta, move = _step(
@@ -261,8 +276,7 @@ def _lbfgs_iteration(
     )
     # A rejected trial leaves ∇f, so y = 0 and the pair is not stored.
     history.update(move, new_grad - grad)
-    flag = _Lazy(lambda: _converged(xp, new_grad, value, new_value, ok, beta, tol, one))
-    return (new_theta, new_value, new_grad, beta), flag
+    return (new_theta, new_value, new_grad, beta), ok
 
 
 class _Lazy:
@@ -331,7 +345,9 @@ def _newton_iteration(
         xp, objective, theta, value, grad, direction, beta, one
     )
     Z = xp.where(ok, trial_Z, Z)
-    flag = _Lazy(lambda: _converged(xp, new_grad, value, new_value, ok, beta, tol, one))
+    flag = _Lazy(
+        lambda: _converged(xp, xp.max(xp.abs(new_grad)), value, new_value, ok, beta, tol, one)
+    )
     return (new_theta, new_value, new_grad, Z, beta), flag
 
 
