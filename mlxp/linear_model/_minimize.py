@@ -219,6 +219,8 @@ def _first_converged(
     """The position in ``window``, the (state, accepted) of each iteration since the last
     read (whose f was ``value``), of the first state meeting the rule; None if none does.
     The flags of all are computed at once, stacked: one host read, of whether any holds."""
+    if len(window) == 1:  # NumPy's every read: no stacking
+        return 0 if bool(_flag(xp, value, *window[0], tol, one)) else None
     states = [state for state, _ in window]
     values = xp.stack([value, *(state[1] for state in states)])
     grads = xp.stack([state[2] for state in states])
@@ -243,11 +245,15 @@ def _lbfgs_start(
 
 def _lbfgs_body(xp: Any, objective: Any, carry: tuple[Any, Any, Any]) -> tuple[Any, Any]:
     """One L-BFGS iteration on the compiled loop's carry, and its convergence flag."""
-    (theta, value, grad, beta), saved, tol = carry
-    history, one = _History.from_state(xp, saved), xp.ones_like(value)
-    state, ok = _lbfgs_iteration(xp, objective, history, (theta, value, grad, beta), one)
-    flag = _converged(xp, xp.max(xp.abs(state[2])), value, state[1], ok, state[3], tol, one)
-    return (state, history.state(), tol), flag
+    state, saved, tol = carry
+    history, one = _History.from_state(xp, saved), xp.ones_like(state[1])
+    new_state, ok = _lbfgs_iteration(xp, objective, history, state, one)
+    return (new_state, history.state(), tol), _flag(xp, state[1], new_state, ok, tol, one)
+
+
+def _flag(xp: Any, value: Any, state: tuple[Any, ...], ok: Any, tol: Any, one: Any) -> Any:
+    """The rule for the iterate ``state`` (θ, f, ∇f, β) reached from f = ``value``."""
+    return _converged(xp, xp.max(xp.abs(state[2])), value, state[1], ok, state[3], tol, one)
 
 
 def _settle(
