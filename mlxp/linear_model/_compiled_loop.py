@@ -7,8 +7,10 @@ at θ₀, the empty history) then a ``jax.lax.while_loop`` of its iteration, wit
 objective's arrays as the program's arguments, runs as one call: 0.2 ms an iteration
 there. The loop tests the convergence rule on the device after every iteration, as each
 of the eager loop's reads does for the iterations since the previous one, so both stop
-at the same iterate, to float tolerance: XLA fuses and may reorder sums, so where the
-rule is met at the rounding floor (tol = 0, f stalled to 64ε) the counts may part.
+at the same iterate as far as rounding lets them: XLA fuses and may reorder sums, so
+where the rule is met at the rounding floor (tol = 0, f stalled to 64ε), or on long
+runs over a flat objective (hundreds of iterations) where rounding differences grow,
+the counts may part.
 
 Compiling costs about 0.5 s, once per solver, objective configuration and array shapes
 in a process (``jax.jit``'s cache; C and tol are arguments, so a grid search over them

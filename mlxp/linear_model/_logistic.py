@@ -66,8 +66,8 @@ class LogisticRegression(LinearModelMixin, MarginClassifierMixin, ClassifierMixi
         Where to compute, as for :class:`~mlxp.linear_model.LinearRegression`.
     compile : {"auto", True, False}, default "auto"
         On JAX, whether the "lbfgs" and "newton" fits run as one compiled program (a
-        ``jax.lax.while_loop`` of the iteration; the same iterate and iteration count, to
-        float tolerance). "auto" compiles, once per solver and data shape (C and tol are
+        ``jax.lax.while_loop`` of the iteration; the eager loop's iterate and iteration
+        count, but for rounding). "auto" compiles, once per solver and data shape (C and tol are
         the program's arguments), and runs eagerly, with a warning, should compiling
         fail; True compiles or raises (a ValueError on other backends); False never. See
         ``mlxp.linear_model._compiled_loop``.

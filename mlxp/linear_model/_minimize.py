@@ -183,8 +183,9 @@ def minimize_lbfgs(
     every ``check_every`` iterations and after the last: one host read of the rule's
     flags for each iteration since the previous read, computed together from the states
     kept, so that the fit stops at the first iterate meeting the rule, as if it had been
-    read every iteration: the same θ and iteration count on every backend (to float
-    tolerance: at the rounding floor, tol = 0, counts may part). On JAX the whole run
+    read every iteration: the same θ and iteration count on every backend, but for
+    rounding (libraries round sums differently: at the rounding floor, tol = 0 or f
+    stalled, and on long runs over a flat objective, counts may part). On JAX the whole run
     may be one compiled program, which tests the rule after every iteration on the
     device (``compile``: see :mod:`._compiled_loop`).
     """
