@@ -32,6 +32,7 @@ from typing import Any
 from array_api_compat import array_namespace, is_jax_namespace
 from array_api_compat import device as _device
 
+from mlxp._compat import from_host
 from mlxp._jit import jitted, warn_fallback
 
 __all__ = ["CompiledLoop"]
@@ -91,9 +92,9 @@ class CompiledLoop:
         key = ("solver", self.config, start, body, options)
         program = jitted(key, self._program(start, body, options))
         xp, device = array_namespace(theta), _device(theta)
-        tol_array = xp.asarray(tol, dtype=theta.dtype, device=device)
+        tol_array = from_host(tol, xp, device=device, dtype=theta.dtype)
         # int32 whatever the caller's integer type: one program for every max_iter.
-        limit_array = xp.asarray(min(int(limit), 2**31 - 1), dtype=xp.int32, device=device)
+        limit_array = from_host(min(int(limit), 2**31 - 1), xp, device=device, dtype=xp.int32)
         try:
             iterations, carry, done = program(self.leaves, theta, tol_array, limit_array)
         except Exception as error:  # a trace or compile failure, before anything ran

@@ -27,6 +27,7 @@ from typing import Any
 
 from array_api_compat import device as _device
 
+from mlxp._compat import from_host
 from mlxp._special import log_softmax, sigmoid, softmax
 from mlxp.linear_model._iterative import largest_eigenvalue
 
@@ -83,7 +84,7 @@ class LogisticObjective:
         """The arrays the objective is made of (λ̃ as a 0-d array): what a compiled
         program takes as arguments, so that one program serves any data of the same
         shapes and any C."""
-        l2 = self.xp.asarray(self.l2_scaled, dtype=self.X.dtype, device=_device(self.X))
+        l2 = from_host(self.l2_scaled, self.xp, device=_device(self.X), dtype=self.X.dtype)
         return self.X, self.Y, self.s, l2, self.penalised, self.fitted_rows
 
     def config(self) -> tuple[bool, bool]:
