@@ -286,16 +286,6 @@ def _lbfgs_iteration(
     return (new_theta, new_value, new_grad, beta), ok
 
 
-class _Lazy:
-    """A flag computed on first ``bool()``: iterations that do not read it cost nothing."""
-
-    def __init__(self, compute: Any) -> None:
-        self.compute = compute
-
-    def __bool__(self) -> bool:
-        return bool(self.compute())
-
-
 def _newton_direction(xp: Any, objective: Any, theta: Any, Z: Any, grad: Any) -> Any:
     """D solving (∇²f + jitter·I) D = −∇f by Cholesky; the relative jitter keeps a
     singular ∇²f (softmax with penalty=None) factorable. Should the factorisation still
@@ -345,16 +335,14 @@ def _newton_iteration(
     xp: Any, objective: Any, state: tuple[Any, ...], tol: Any, one: Any
 ) -> tuple[tuple[Any, ...], Any]:
     """One damped Newton iteration from state (θ, f, ∇f, Z, β): the new state and the
-    convergence flag (computed only when it is read)."""
+    convergence flag (a 0-d bool array)."""
     theta, value, grad, Z, beta = state
     direction = _newton_direction(xp, objective, theta, Z, grad)
     new_theta, new_value, new_grad, trial_Z, ok, beta, _ = _step(
         xp, objective, theta, value, grad, direction, beta, one
     )
     Z = xp.where(ok, trial_Z, Z)
-    flag = _Lazy(
-        lambda: _converged(xp, xp.max(xp.abs(new_grad)), value, new_value, ok, beta, tol, one)
-    )
+    flag = _converged(xp, xp.max(xp.abs(new_grad)), value, new_value, ok, beta, tol, one)
     return (new_theta, new_value, new_grad, Z, beta), flag
 
 
@@ -372,4 +360,4 @@ def _newton_body(xp: Any, objective: Any, carry: tuple[Any, Any, Any]) -> tuple[
     convergence, the polishing one, has run."""
     state, converged, tol = carry
     state, flag = _newton_iteration(xp, objective, state, tol, xp.ones_like(state[1]))
-    return (state, converged | flag.compute(), tol), converged
+    return (state, converged | flag, tol), converged
