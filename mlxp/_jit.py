@@ -1,8 +1,12 @@
-"""The programs ``jax.jit`` made, kept for later calls, and the warning of a failed compile.
+"""The programs ``jax.jit`` made, kept for later calls, and what a failed compile does.
 
 One cache for every compiled program of the package (training steps and blocks,
-evaluation and inference passes, solver loops), so that a program is traced once per
-key and the memory they hold is bounded by :data:`JIT_CACHE_SIZE`.
+evaluation and inference passes, solver loops, closed-form fits), so that a program is
+traced once per key and the memory they hold is bounded by :data:`JIT_CACHE_SIZE`.
+
+``compile="auto"`` compiles where that is known to help and, should compiling fail,
+runs uncompiled with a warning (:func:`run_or_fall_back`); that program is not tried
+again in the process (:func:`may_compile`). True compiles or raises; False never.
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ import sys
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["JIT_CACHE_SIZE", "jitted", "warn_fallback"]
+__all__ = ["JIT_CACHE_SIZE", "jitted", "may_compile", "run_or_fall_back", "warn_fallback"]
+
+T = TypeVar("T")
 
 JIT_CACHE_SIZE = 32
 """How many jitted programs are kept for later fits (a step or a block holds the model it
@@ -21,6 +27,7 @@ was made from; a network's fit on JAX makes four: its step, its block, its layou
 flatten and views; the block gather is one for all fits)."""
 
 _JITTED: OrderedDict[Hashable, Callable[..., Any]] = OrderedDict()
+_UNTRACEABLE: set[Hashable] = set()  # keys of programs that failed under compile="auto"
 
 
 def jitted(key: Hashable, fn: Callable[..., Any], **options: Any) -> Callable[..., Any]:
@@ -51,3 +58,29 @@ def warn_fallback(reason: Exception, what: str = "training step") -> None:
         RuntimeWarning,
         stacklevel=stacklevel,
     )
+
+
+def may_compile(key: Hashable, compile: bool | str) -> bool:
+    """Whether to try the program kept under ``key``: with ``compile`` True always, with
+    False never, with "auto" unless it failed before (:func:`run_or_fall_back`)."""
+    return compile is True or (compile is not False and key not in _UNTRACEABLE)
+
+
+def run_or_fall_back(
+    key: Hashable, compile: bool | str, what: str, run: Callable[[], T]
+) -> T | None:
+    """``run()``, a run of the compiled program kept under ``key``; None when it raised
+    under "auto": then the warning that ``what`` runs uncompiled, and ``key`` is not
+    tried again. A ValueError (the data's, which the uncompiled run raises too) and any
+    error under ``compile=True`` propagate. An error while running, such as the device's
+    memory running out, is taken for a failed compile too."""
+    try:
+        return run()
+    except ValueError:
+        raise
+    except Exception as reason:
+        if compile is True:
+            raise
+        _UNTRACEABLE.add(key)
+        warn_fallback(reason, what=what)
+        return None

@@ -20,8 +20,7 @@ first contact with new shapes, since it compiles each operation for them: a firs
 at 5000x20 took 1–2 s either way, the next ones 70 ms eagerly against 9–18 ms compiled.
 So ``compile="auto"`` compiles on JAX, as :meth:`mlxp.nn.Sequential.fit` does; should
 compiling fail, the fit runs eagerly with a warning, and that program is not tried again
-(an error while running, such as the device's memory running out, is taken for a failed
-compile too). True compiles or raises; False never.
+(:func:`mlxp._jit.run_or_fall_back`). True compiles or raises; False never.
 """
 
 from __future__ import annotations
@@ -33,11 +32,9 @@ from array_api_compat import array_namespace, is_jax_namespace
 from array_api_compat import device as _device
 
 from mlxp._compat import from_host
-from mlxp._jit import jitted, warn_fallback
+from mlxp._jit import jitted, may_compile, run_or_fall_back
 
 __all__ = ["CompiledLoop"]
-
-_UNTRACEABLE: set[Hashable] = set()  # programs whose compilation failed under "auto"
 
 # start(xp, objective, θ, tol, *options) -> (carry, done): the state before the first
 # iteration; body(xp, objective, carry) -> (carry, done): one iteration. done: 0-d bool.
@@ -73,7 +70,7 @@ class CompiledLoop:
     @property
     def available(self) -> bool:
         """Whether the fit should run compiled."""
-        return self.key is not None and (self.compile is True or self.key not in _UNTRACEABLE)
+        return self.key is not None and may_compile(self.key, self.compile)
 
     def run(
         self,
@@ -95,14 +92,15 @@ class CompiledLoop:
         tol_array = from_host(tol, xp, device=device, dtype=theta.dtype)
         # int32 whatever the caller's integer type: one program for every max_iter.
         limit_array = from_host(min(int(limit), 2**31 - 1), xp, device=device, dtype=xp.int32)
-        try:
-            iterations, carry, done = program(self.leaves, theta, tol_array, limit_array)
-        except Exception as error:  # a trace or compile failure, before anything ran
-            if self.compile is True:
-                raise
-            _UNTRACEABLE.add(self.key)
-            warn_fallback(error, what="solver's loop")
+        ran = run_or_fall_back(
+            self.key,
+            self.compile,
+            "solver's loop",
+            lambda: program(self.leaves, theta, tol_array, limit_array),
+        )
+        if ran is None:
             return None
+        iterations, carry, done = ran
         return carry, int(iterations), bool(done)
 
     def _program(

@@ -24,7 +24,7 @@ from array_api_compat import array_namespace, is_jax_namespace
 from array_api_compat import device as _device
 
 from mlxp._compat import argmax, to_numpy
-from mlxp._jit import jitted, warn_fallback
+from mlxp._jit import jitted, may_compile, run_or_fall_back
 from mlxp.nn import streaming
 from mlxp.nn.losses import Loss
 from mlxp.nn.step import bound, compile_gather, layers_key
@@ -34,10 +34,6 @@ __all__ = ["BLOCK_BATCHES", "accuracy", "batch_totals", "evaluate", "infer_by_bl
 BLOCK_BATCHES = 8
 """Batches per compiled evaluation block on JAX (fewer where the block's inputs would pass
 :data:`mlxp.nn.streaming.GATHER_VALUES` values)."""
-
-_UNTRACEABLE: set[Hashable] = set()
-"""The keys of programs whose tracing failed (a layer that reads its input on the host):
-their passes go uncompiled from then on, warned about once."""
 
 
 def evaluate(
@@ -100,21 +96,19 @@ def _totals(
     features = tuple(data.X.shape[1:])
     key = ("evaluate", layers_key(model), repr(loss_fn), hits)
     if (
-        compile is not False
-        and is_jax_namespace(model.xp)
+        is_jax_namespace(model.xp)
         and isinstance(data, streaming.InMemory)
-        and key not in _UNTRACEABLE
+        and may_compile(key, compile)
         and not model.mixes_rows(features)
     ):
-        try:
-            return _by_blocks(model, data, key, loss_fn, hits, batch_size)
-        except ValueError:  # the data's, as the uncompiled pass would say (tracing: TypeError)
-            raise
-        except Exception as reason:
-            if compile is True:
-                raise
-            _UNTRACEABLE.add(key)
-            warn_fallback(reason, what="evaluation step")
+        totals = run_or_fall_back(
+            key,
+            compile,
+            "evaluation step",
+            lambda: _by_blocks(model, data, key, loss_fn, hits, batch_size),
+        )
+        if totals is not None:
+            return totals
     xp = model.xp
     loss = right = xp.zeros((), dtype=model.dtype, device=model.device)
     for xb, yb in data.batches(None, batch_size):
@@ -163,7 +157,7 @@ def infer_by_blocks(model: Any, x: Any, batch_size: int) -> Any:
     padded, the padding's outputs dropped); None elsewhere, for a model that mixes rows, or
     when compiling fails (with a warning): the caller then goes batch by batch."""
     key = ("infer", layers_key(model))
-    if not is_jax_namespace(model.xp) or key in _UNTRACEABLE:
+    if not is_jax_namespace(model.xp) or not may_compile(key, "auto"):
         return None
     if model.mixes_rows(tuple(x.shape[1:])):
         return None
@@ -171,13 +165,13 @@ def infer_by_blocks(model: Any, x: Any, batch_size: int) -> Any:
     program = jitted(key, _infer_program(model))
     none = xp.zeros((n, 0), dtype=x.dtype)  # the gather's labels: nothing
     weights = model.get_weights()
-    try:
-        parts = [program(weights, xs) for xs, _, _ in _blocks(x, none, batch_size)]
-    except ValueError:
-        raise
-    except Exception as reason:
-        _UNTRACEABLE.add(key)
-        warn_fallback(reason, what="inference step")
+    parts = run_or_fall_back(
+        key,
+        "auto",
+        "inference step",
+        lambda: [program(weights, xs) for xs, _, _ in _blocks(x, none, batch_size)],
+    )
+    if parts is None:
         return None
     out = parts[0] if len(parts) == 1 else xp.concat(parts)
     return out[:n, ...]
