@@ -30,7 +30,7 @@ from mlxp._backend import Placement, _library
 from mlxp._device import device_context
 from mlxp.exceptions import SolverError
 from mlxp.linear_model import LogisticRegression, Ridge
-from mlxp.linear_model._exact import factor_ok, solve_auto, solve_cholesky
+from mlxp.linear_model._exact import factor_ok, solve_exact
 from mlxp.nn import Dense, MLPRegressor, ReLU, Sequential
 from tests.conftest import Unrecognised
 
@@ -206,12 +206,12 @@ def test_a_silent_partial_factor_is_caught(backend, rng):
     Y = (X @ rng.normal(size=(4, 2))) + 0.01 * rng.normal(size=(50, 2))
     Xb, Yb = backend.asarray(X), backend.asarray(Y)
     silent = SilentCholesky(xp)
-    W, solver = solve_auto(silent, Xb, Yb)
+    W, solver = solve_exact(silent, Xb, Yb)
     assert solver == "qr"  # the partial factor was refused, the next solver taken
     np.testing.assert_allclose(backend.to_numpy(W), np.linalg.lstsq(X, Y)[0], rtol=1e-4)
     with pytest.raises(SolverError, match="not positive definite"):
-        solve_cholesky(silent, Xb, Yb)
-    assert solve_auto(xp, Xb, Yb)[1] == "cholesky"  # the library's own factor passes
+        solve_exact(silent, Xb, Yb, solver="cholesky")
+    assert solve_exact(xp, Xb, Yb)[1] == "cholesky"  # the library's own factor passes
 
 
 # --------------------------------------------------------------------------- bench/gpu_check.sh

@@ -11,8 +11,8 @@ With weights s (max-scaled to 1, as in memory) and A = [X | Y] of q = p + k colu
   [√s, √s·X, √s·Y] (the ones column first when fitting an intercept) by
   ``dask.array.linalg.tsqr``. Projecting out the first column is centring, so the trailing
   block [[R, Z], [0, ρ]] is the R factor of the centred, weighted problem:
-  ‖XW − Y‖² = ‖RW − Z‖² + const, and :func:`~._exact.solve_qr`/``solve_svd``/``solve_auto``
-  solve the p × p problem (RW ≈ Z) with the minimisers of the full one -- minimum-norm and
+  ‖XW − Y‖² = ‖RW − Z‖² + const, and :func:`~._exact.solve_exact`
+  solves the p × p problem (RW ≈ Z) with the minimisers of the full one -- minimum-norm and
   ridge included. The means come from the first row: x̄ = R[0, 1:]/R[0, 0].
 
 * **Gradient descent** ("gd"): f and ∇f of the least-squares objective need only the
@@ -49,7 +49,7 @@ from mlxp._dask import (
     tree_reduce,
 )
 from mlxp.exceptions import SolverError, warn_not_converged
-from mlxp.linear_model._exact import cholesky_gram, solve_auto, solve_qr, solve_svd
+from mlxp.linear_model._exact import cholesky_gram, solve_exact
 from mlxp.linear_model._iterative import GramObjective, LeastSquaresObjective
 from mlxp.linear_model._stochastic import contiguous_batches
 
@@ -138,11 +138,7 @@ def _from_factor(
     first = 1 if fit_intercept else 0
     mean = R[0, 1:] / R[0, 0] if fit_intercept else None
     Rx, Z = R[first : first + p, first : first + p], R[first : first + p, first + p :]
-    if solver == "qr":
-        return solve_qr(xp, Rx, Z, alpha), "qr", mean
-    if solver == "svd":
-        return solve_svd(xp, Rx, Z, alpha, rcond=rcond), "svd", mean
-    W, used = solve_auto(xp, Rx, Z, alpha, rcond=rcond)
+    W, used = solve_exact(xp, Rx, Z, alpha, solver=solver, rcond=rcond)
     return W, used, mean
 
 

@@ -41,11 +41,11 @@ from mlxp.exceptions import RankWarning, SolverError
 __all__ = [
     "RankWarning",
     "SolverError",
+    "attempt",
     "cholesky_gram",
     "factor_ok",
-    "solve_auto",
-    "solve_cholesky",
-    "solve_qr",
+    "rungs",
+    "solve_exact",
     "solve_svd",
 ]
 
@@ -64,20 +64,20 @@ def _condition(xp: Any, T: Any) -> Any:
     return xp.max(s) / xp.min(s)
 
 
-def _is_good(xp: Any, W: Any, condition: Any, limit: float) -> bool:
-    # One host read per solver tried, to decide: finite result and acceptable conditioning.
-    return bool(xp.all(xp.isfinite(W)) & (condition < limit))
+def _penalised(alpha: Any) -> bool:
+    """Whether α adds a penalty: a number > 0, or a 0-d array (a compiled fit's argument)."""
+    return not isinstance(alpha, (int, float)) or alpha != 0
 
 
 def _nan(xp: Any, X: Any, k: int) -> Any:
     return xp.full((X.shape[1], k), float("nan"), dtype=X.dtype, device=_device(X))
 
 
-def _cholesky(xp: Any, X: Any, Y: Any, alpha: float) -> tuple[Any, Any]:
+def _cholesky(xp: Any, X: Any, Y: Any, alpha: Any, null: Any = None) -> tuple[Any, Any]:
     return cholesky_gram(xp, X.T @ X, X.T @ Y, alpha)
 
 
-def cholesky_gram(xp: Any, A: Any, B: Any, alpha: float = 0.0) -> tuple[Any, Any]:
+def cholesky_gram(xp: Any, A: Any, B: Any, alpha: Any = 0.0) -> tuple[Any, Any]:
     """(W, κ) from the normal equations (A + αI) W = B, A = XᵀX (p, p), B = XᵀY (p, k).
 
     Cholesky LLᵀ = D⁻¹(A + αI)D⁻¹ (D² its diagonal), then L Z = D⁻¹B and Lᵀ (DW) = Z;
@@ -85,7 +85,7 @@ def cholesky_gram(xp: Any, A: Any, B: Any, alpha: float = 0.0) -> tuple[Any, Any
     Used directly by the Dask path, which reduces A and B over the chunks of X.
     """
     p = A.shape[0]
-    if alpha:
+    if _penalised(alpha):
         A = A + alpha * xp.eye(p, dtype=A.dtype, device=_device(A))
     d = _nonzero(xp, xp.sqrt(xp.linalg.diagonal(A)))
     A = A / (d[:, None] * d[None, :])
@@ -126,7 +126,7 @@ def _reflect_out(xp: Any, X: Any, Y: Any, null: Any) -> tuple[Any, Any]:
     return X[1:, :], Y[1:, :]
 
 
-def _qr(xp: Any, X: Any, Y: Any, alpha: float, null: Any) -> tuple[Any, Any]:
+def _qr(xp: Any, X: Any, Y: Any, alpha: Any, null: Any = None) -> tuple[Any, Any]:
     """W from X = QR (of [X; √α I] for ridge), solving R W = QᵀY; also κ(R).
 
     Wide data without a penalty (n − 1 < p if centred, else n < p) takes the minimum-norm
@@ -134,14 +134,14 @@ def _qr(xp: Any, X: Any, Y: Any, alpha: float, null: Any) -> tuple[Any, Any]:
     """
     n, p = X.shape
     dev = _device(X)
-    wide = n - (null is not None) < p and not alpha
+    wide = n - (null is not None) < p and not _penalised(alpha)
     if wide and null is not None:
         X, Y = _reflect_out(xp, X, Y, null)
         n -= 1
         if n == 0:  # one sample: after centring nothing is left, W = 0 is the minimum norm
             zero = xp.zeros((p, Y.shape[1]), dtype=X.dtype, device=dev)
             return zero, xp.asarray(1.0, dtype=X.dtype, device=dev)
-    if alpha:
+    if _penalised(alpha):
         X = xp.concat([X, (alpha**0.5) * xp.eye(p, dtype=X.dtype, device=dev)], axis=0)
     Q, R = xp.linalg.qr(X.T if wide else X)
     try:
@@ -203,33 +203,58 @@ def _truncated_svd(xp: Any, X: Any, Y: Any, rcond: float | None) -> tuple[Any, i
     return Vt.T @ (factor[:, None] * (U.T @ Y)), rank
 
 
-def solve_cholesky(xp: Any, X: Any, Y: Any, alpha: float = 0.0, *, null: Any = None) -> Any:
-    """Normal equations (XᵀX + αI) W = XᵀY via Cholesky; fastest for tall data.
-
-    Raises :class:`SolverError` when the matrix is numerically singular (κ ≥ 1/ε).
-    """
-    W, condition = _cholesky(xp, X, Y, alpha)
-    if not _is_good(xp, W, condition, 1 / _eps(xp, X.dtype)):
-        raise SolverError(
-            "solver='cholesky' failed: XᵀX + alpha·I is singular or not positive definite "
-            f"{_shape_note(X)}. Use solver='svd' or solver='auto'."
-        )
-    return W
+_FACTORISATIONS = {"cholesky": _cholesky, "qr": _qr}
+_FAILURES = {
+    "cholesky": "XᵀX + alpha·I is singular or not positive definite",
+    "qr": "R is singular because X is rank-deficient",
+}
 
 
-def solve_qr(xp: Any, X: Any, Y: Any, alpha: float = 0.0, *, null: Any = None) -> Any:
-    """Householder QR of the design, X = QR, solving the triangular system R W = QᵀY;
-    on wide data the minimum-norm solution (see :func:`_qr`).
+def rungs(solver: str, shape: tuple[int, ...], eps: float, rcond: float | None) -> list[Any]:
+    """The factorisations ``solver`` tries on X of ``shape`` (n, p), in turn, each as
+    (name, the largest κ at which its W is kept): "cholesky" and "qr" alone up to 1/ε
+    (else a :class:`SolverError`); "auto" as the module docstring says, Cholesky then QR
+    on tall data (the SVD after them, or at once on wide data); "svd" none."""
+    if solver in _FACTORISATIONS:
+        return [(solver, 1 / eps)]
+    if solver == "auto" and shape[0] >= shape[1]:
+        return [("cholesky", eps**-0.25), ("qr", 1 / (eps if rcond is None else rcond))]
+    return []
 
-    Raises :class:`SolverError` when R is numerically singular (κ(R) ≥ 1/ε).
-    """
-    W, condition = _qr(xp, X, Y, alpha, null)
-    if not _is_good(xp, W, condition, 1 / _eps(xp, X.dtype)):
-        raise SolverError(
-            f"solver='qr' failed: R is singular because X is rank-deficient {_shape_note(X)}. "
-            "Use solver='svd' or solver='auto'."
-        )
-    return W
+
+def attempt(xp: Any, name: str, X: Any, Y: Any, alpha: Any, null: Any, limit: Any) -> Any:
+    """(W, ok) by factorisation ``name`` ("cholesky" or "qr"): ok (0-d bool) says W is
+    finite and the factor's κ below ``limit``. No host read: the caller reads ok."""
+    W, condition = _FACTORISATIONS[name](xp, X, Y, alpha, null)
+    return W, xp.all(xp.isfinite(W)) & (condition < limit)
+
+
+def solve_exact(
+    xp: Any,
+    X: Any,
+    Y: Any,
+    alpha: float = 0.0,
+    *,
+    solver: str = "auto",
+    rcond: float | None = None,
+    null: Any = None,
+    attempt: Any = attempt,
+) -> tuple[Any, str]:
+    """(W, the solver used) by ``solver`` ("auto", "cholesky", "qr" or "svd"): the
+    :func:`rungs` in turn, one host read each (``attempt``: :func:`attempt`, or a
+    compiled form of it), then the SVD; a :class:`SolverError` where "cholesky" or "qr"
+    fails. Rank-deficient data (one-hot columns with an intercept...) get the minimum
+    norm from the SVD by design."""
+    for name, limit in rungs(solver, X.shape, _eps(xp, X.dtype), rcond):
+        W, ok = attempt(xp, name, X, Y, alpha, null, limit)
+        if bool(ok):
+            return W, name
+        if solver != "auto":
+            raise SolverError(
+                f"solver={name!r} failed: {_FAILURES[name]} {_shape_note(X)}. "
+                "Use solver='svd' or solver='auto'."
+            )
+    return solve_svd(xp, X, Y, alpha, rcond=rcond, null=null, warn=solver == "svd"), "svd"
 
 
 def _shape_note(X: Any) -> str:
@@ -237,20 +262,3 @@ def _shape_note(X: Any) -> str:
     return (
         f"(X has {n} sample(s) and {p} feature(s), after centring; collinear or constant columns?)"
     )
-
-
-def solve_auto(
-    xp: Any, X: Any, Y: Any, alpha: float = 0.0, *, rcond: float | None = None, null: Any = None
-) -> tuple[Any, str]:
-    """Cholesky, else QR, else SVD, as the module docstring explains; returns (W, solver)."""
-    n, p = X.shape
-    eps = _eps(xp, X.dtype)
-    if n >= p:
-        W, condition = _cholesky(xp, X, Y, alpha)
-        if _is_good(xp, W, condition, eps**-0.25):
-            return W, "cholesky"
-        W, condition = _qr(xp, X, Y, alpha, null)
-        if _is_good(xp, W, condition, 1 / (eps if rcond is None else rcond)):
-            return W, "qr"
-    # Rank-deficient data (one-hot columns with an intercept...) get the minimum norm by design.
-    return solve_svd(xp, X, Y, alpha, rcond=rcond, null=null, warn=False), "svd"

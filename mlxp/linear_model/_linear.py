@@ -11,15 +11,15 @@ from mlxp._validation import check_is_fitted, validate_data
 from mlxp.base import BaseEstimator, RegressorMixin
 from mlxp.exceptions import warn_not_converged
 from mlxp.linear_model._base import ITERATIVE_CONSTRAINTS, LinearModelMixin
+from mlxp.linear_model._closed_form import ClosedForm, intercept_of
 from mlxp.linear_model._dask_exact import fit_linear_dask
-from mlxp.linear_model._exact import solve_auto, solve_cholesky, solve_qr, solve_svd
+from mlxp.linear_model._exact import solve_exact
 from mlxp.linear_model._iterative import LeastSquaresObjective
 from mlxp.optim import Optimizer
 
 __all__ = ["LinearRegression", "Ridge"]
 
 SOLVERS = ("auto", "cholesky", "qr", "svd", "gd", "sgd")
-_EXACT = {"cholesky": solve_cholesky, "qr": solve_qr}
 _Model = TypeVar("_Model", bound="_LinearModel")
 
 
@@ -32,10 +32,12 @@ class _LinearModel(LinearModelMixin, RegressorMixin, BaseEstimator):
 
     _alpha = 0.0
     rcond: float | None  # the estimator's
+    compile: bool | str
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         **ITERATIVE_CONSTRAINTS,
         "solver": [StrOptions(set(SOLVERS))],
         "rcond": [Interval(numbers.Real, 0, 1, closed="left"), None],
+        "compile": [StrOptions({"auto"}), bool],
     }
 
     def fit(self: _Model, X: Any, y: Any, sample_weight: Any = None) -> _Model:
@@ -47,36 +49,26 @@ class _LinearModel(LinearModelMixin, RegressorMixin, BaseEstimator):
         """
         self._validate_params()
         place, X, y, sw = validate_data(self, X, y, sample_weight, reset=True, require_y=True)
+        xp, exact = place.xp, self.solver not in ("gd", "sgd")
+        closed_form = ClosedForm(xp, self.compile if exact else False, self.fit_intercept)
         if is_dask_array(X):
             fitted: _Model = fit_linear_dask(self, X, y, sw)
             return fitted
-        xp = place.xp
-        Y = y[:, None] if y.ndim == 1 else y
+        Y = xp.reshape(y, (-1, 1)) if y.ndim == 1 else y  # reshape: one op on JAX, not three
         alpha = self._alpha
-        if sw is not None and self.solver not in ("gd", "sgd"):  # their step sizes keep the scale
+        if sw is not None and exact:  # the step sizes of "gd" and "sgd" keep the scale
             largest = xp.max(sw)
             if alpha:  # Σ sᵢrᵢ² + α‖w‖² and Σ (sᵢ/c)rᵢ² + (α/c)‖w‖² share their minimiser
                 alpha = alpha / float(largest)
             sw = sw / largest
-        weights = xp.ones((X.shape[0],), dtype=X.dtype, device=place.device) if sw is None else sw
-        x_mean, y_mean, null = None, None, None
-        if self.fit_intercept:
-            total = xp.sum(weights)
-            x_mean, y_mean = (weights @ X) / total, (weights @ Y) / total
-            X, Y = X - x_mean, Y - y_mean
-            null = xp.sqrt(weights) / xp.sqrt(total)  # uᵀ(√s·X) = 0 after centring
-        if sw is not None:
-            root = xp.sqrt(sw)[:, None]
-            X, Y = X * root, Y * root
-        W, solver, n_iter = self._solve(xp, X, Y, alpha, null, place.device)
+        X, Y, x_mean, y_mean, null = closed_form.centre(xp, X, Y, sw)
+        W, solver, n_iter = self._solve(closed_form, xp, X, Y, alpha, null, place.device)
 
-        coef = W.T  # (k, p)
-        if self.fit_intercept:
-            intercept = y_mean - x_mean @ W
-        else:
-            intercept = xp.zeros((Y.shape[1],), dtype=X.dtype, device=place.device)
+        intercept = intercept_of(xp, W, x_mean, y_mean)  # (k,)
         if y.ndim == 1:
-            coef, intercept = coef[0, :], intercept[0]
+            coef, intercept = xp.reshape(W, (-1,)), intercept[0]  # NumPy: a NumPy scalar
+        else:
+            coef = W.T  # (k, p)
         # Only now, with everything computed, is the estimator updated.
         self.coef_, self.intercept_ = coef, intercept
         self.n_features_in_ = X.shape[1]
@@ -85,21 +77,25 @@ class _LinearModel(LinearModelMixin, RegressorMixin, BaseEstimator):
         return self
 
     def _solve(
-        self, xp: Any, X: Any, Y: Any, alpha: float, null: Any, device: Any
+        self,
+        closed_form: ClosedForm,
+        xp: Any,
+        X: Any,
+        Y: Any,
+        alpha: float,
+        null: Any,
+        device: Any,
     ) -> tuple[Any, str, int]:
         """(W, solver used, iterations) for the centred, weighted problem."""
         solver = self.solver
         if alpha == float("inf"):  # weights so small against α that only W = 0 is left
             return xp.zeros((X.shape[1], Y.shape[1]), dtype=X.dtype, device=device), solver, 1
-        if solver == "auto":
-            W, solver = solve_auto(xp, X, Y, alpha, rcond=self.rcond, null=null)
-        elif solver == "svd":
-            W = solve_svd(xp, X, Y, alpha, rcond=self.rcond, null=null)
-        elif solver in _EXACT:
-            W = _EXACT[solver](xp, X, Y, alpha, null=null)
-        else:
+        if solver in ("gd", "sgd"):
             W, n_iter = self._minimize(xp, X, Y, alpha, device)
             return W, solver, n_iter
+        W, solver = solve_exact(
+            xp, X, Y, alpha, solver=solver, rcond=self.rcond, null=null, attempt=closed_form.attempt
+        )
         return W, solver, 1
 
     def _minimize(self, xp: Any, X: Any, Y: Any, alpha: float, device: Any) -> tuple[Any, int]:
@@ -156,6 +152,13 @@ class LinearRegression(_LinearModel):
         "svd" (and "auto" when it falls back to the SVD) treats directions of the
         column-scaled X below rcond·σ_max as zero; None means max(n, p)·ε. "svd" warns
         (:class:`~mlxp.linear_model.RankWarning`) with the effective rank when it drops one.
+    compile : {"auto", True, False}, default "auto"
+        On JAX, whether the exact solvers run compiled: the centring one ``jax.jit``
+        program, each factorisation tried another (the SVD excepted). "auto" compiles,
+        once per configuration and data shape (α is an argument), and runs eagerly, with
+        a warning, should compiling fail; True compiles or raises (a ValueError on other
+        backends); False never. "gd" and "sgd" ignore it. See
+        ``mlxp.linear_model._closed_form``.
     max_iter : int, default 1000
         Iterations ("gd") or epochs ("sgd") at most.
     tol : float, default 1e-4
@@ -208,9 +211,11 @@ class LinearRegression(_LinearModel):
         optimizer: str | Optimizer = "sgd",
         random_state: Any = None,
         rcond: float | None = None,
+        compile: bool | str = "auto",
         backend: str | None = None,
     ) -> None:
         self.rcond = rcond
+        self.compile = compile
         self.backend = backend
         self.fit_intercept = fit_intercept
         self.solver = solver
@@ -248,9 +253,11 @@ class Ridge(_LinearModel):
         optimizer: str | Optimizer = "sgd",
         random_state: Any = None,
         rcond: float | None = None,
+        compile: bool | str = "auto",
         backend: str | None = None,
     ) -> None:
         self.rcond = rcond
+        self.compile = compile
         self.backend = backend
         self.alpha = alpha
         self.fit_intercept = fit_intercept
