@@ -9,10 +9,11 @@ pandas' nullable ``Int64``/``Float64``/``boolean`` columns into float64 with NaN
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
+
+from mlxp.exceptions import warn_user
 
 __all__ = ["check_feature_names", "feature_names", "from_frame"]
 
@@ -50,13 +51,14 @@ def check_feature_names(estimator: Any, X: Any) -> None:
     est = type(estimator).__name__
     if fitted is None or names is None:
         if names is not None:
-            warnings.warn(
-                f"X has feature names, but {est} was fitted without feature names", stacklevel=2
+            warn_user(
+                UserWarning(f"X has feature names, but {est} was fitted without feature names")
             )
         elif fitted is not None:
-            warnings.warn(
-                f"X does not have valid feature names, but {est} was fitted with feature names",
-                stacklevel=2,
+            warn_user(
+                UserWarning(
+                    f"X does not have valid feature names, but {est} was fitted with feature names"
+                )
             )
         return
     if len(fitted) == len(names) and not np.any(fitted != names):

@@ -11,11 +11,11 @@ again in the process (:func:`may_compile`). True compiles or raises; False never
 
 from __future__ import annotations
 
-import sys
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
+
+from mlxp.exceptions import warn_user
 
 __all__ = ["JIT_CACHE_SIZE", "jitted", "may_compile", "run_or_fall_back", "warn_fallback"]
 
@@ -48,15 +48,12 @@ def jitted(key: Hashable, fn: Callable[..., Any], **options: Any) -> Callable[..
 
 def warn_fallback(reason: Exception, what: str = "training step") -> None:
     """The warning of ``compile="auto"`` when compiling ``what`` failed and it runs
-    uncompiled, attributed to the first caller outside mlxp."""
-    frame, stacklevel = sys._getframe(1), 2
-    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("mlxp."):
-        frame, stacklevel = frame.f_back, stacklevel + 1
-    warnings.warn(
-        f"compile='auto': compiling the {what} failed ({type(reason).__name__}: "
-        f"{reason}); it runs uncompiled.",
-        RuntimeWarning,
-        stacklevel=stacklevel,
+    uncompiled, attributed to the user's line (:func:`mlxp.exceptions.warn_user`)."""
+    warn_user(
+        RuntimeWarning(
+            f"compile='auto': compiling the {what} failed ({type(reason).__name__}: "
+            f"{reason}); it runs uncompiled."
+        )
     )
 
 

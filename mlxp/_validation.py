@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from typing import Any
 
 import array_api_compat as aac
@@ -22,7 +21,7 @@ import numpy as np
 from mlxp._backend import DISCOVERY_LOCK, Placement, placement
 from mlxp._compat import default_float, to_numpy
 from mlxp._frames import check_feature_names, from_frame
-from mlxp.exceptions import DataConversionWarning, NotFittedError, ecosystem_class
+from mlxp.exceptions import DataConversionWarning, NotFittedError, ecosystem_class, warn_user
 
 __all__ = [
     "NotFittedError",
@@ -240,12 +239,11 @@ def _check_targets(place: Placement, y: Any, n_samples: int, dtype: Any, multi: 
 
 def _check_labels(y: Any, n_samples: int) -> Any:
     if y.ndim == 2 and y.shape[1] == 1:
-        warnings.warn(
+        warn_user(
             ecosystem_class(DataConversionWarning, "DataConversionWarning")(
                 "A column-vector y was passed when a 1d array was expected. Please change "
                 "the shape of y to (n_samples, ), for example using ravel()."
-            ),
-            stacklevel=4,
+            )
         )
         y = y[:, 0]
     if y.ndim != 1:

@@ -20,6 +20,7 @@ __all__ = [
     "SolverError",
     "ecosystem_class",
     "warn_not_converged",
+    "warn_user",
 ]
 
 
@@ -73,10 +74,16 @@ def ecosystem_class(cls: type, sklearn_name: str) -> type:
     return _with_sklearn_base(cls, getattr(sklearn_exceptions, sklearn_name, None))
 
 
-def warn_not_converged(message: str, *, stacklevel: int = 2) -> None:
+def warn_user(warning: Warning) -> None:
+    """``warnings.warn(warning)`` attributed to the first caller outside mlxp: the user's
+    line, so that the default filter shows it once per line of theirs, not once in all."""
+    frame, stacklevel = sys._getframe(1), 2
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("mlxp."):
+        frame, stacklevel = frame.f_back, stacklevel + 1
+    warnings.warn(warning, stacklevel=stacklevel)
+
+
+def warn_not_converged(message: str) -> None:
     """Emit a :class:`ConvergenceWarning` (scikit-learn's too, when it is loaded) saying
-    ``message``, attributed to the caller's caller by default."""
-    warnings.warn(
-        ecosystem_class(ConvergenceWarning, "ConvergenceWarning")(message),
-        stacklevel=stacklevel + 1,
-    )
+    ``message``, attributed to the user's line (:func:`warn_user`)."""
+    warn_user(ecosystem_class(ConvergenceWarning, "ConvergenceWarning")(message))

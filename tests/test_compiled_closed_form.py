@@ -176,3 +176,25 @@ def test_compile_is_a_checked_parameter():
         with pytest.raises(ValueError, match="compile"):
             estimator(compile="always").fit(X, Y)
         assert estimator().get_params()["compile"] == "auto"
+
+
+@pytest.mark.parametrize("compile", ["auto", False])
+def test_rcond_zero_keeps_every_finite_qr(compile):
+    """rcond=0: QR is kept at any condition number (its limit 1/rcond is ∞), and a fit
+    that Cholesky takes never reaches it."""
+    for case_name in ("jax:cpu", "numpy:cpu"):
+        case = case_named(case_name)
+        for X_, solver in ((X, "cholesky"), (ILL, "qr")):
+            model, _ = _fit(case, LinearRegression, {"rcond": 0.0}, X_, Y, None, compile)
+            assert model.solver_ == solver
+            want = np.linalg.lstsq(np.c_[X_, np.ones(80)], Y, rcond=None)[0][:-1]
+            np.testing.assert_allclose(np.asarray(model.coef_), want, rtol=1e-6)
+
+
+def test_compile_true_compiles_on_jax(monkeypatch):
+    case = case_named("jax:cpu")
+    traced = _traced(monkeypatch)
+    compiled, _ = _fit(case, Ridge, {}, X, Y, None, True)
+    assert traced == ["cholesky"]
+    eager, _ = _fit(case, Ridge, {}, X, Y, None, False)
+    np.testing.assert_allclose(np.asarray(compiled.coef_), np.asarray(eager.coef_), rtol=1e-9)

@@ -206,3 +206,37 @@ def test_failed_iterative_fit_leaves_no_half_fitted_model():
     with pytest.raises(mlxp.linear_model.DivergenceError):
         model.fit(X_GOOD, Y_GOOD)
     assert not any(k.endswith("_") for k in vars(model))
+
+
+# --------------------------------------------------------------------------- warnings' lines
+def _warning_sources():
+    from mlxp.linear_model import LogisticRegression
+    from mlxp.nn import MLPClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    labels = (X[:, 0] > 0).astype(int)
+    collinear = np.concatenate([X, X[:, :1]], axis=1)
+    return {
+        "RankWarning": lambda: LinearRegression(solver="svd").fit(collinear, X[:, 0]),
+        "ConvergenceWarning, gd": lambda: LinearRegression(solver="gd", max_iter=2).fit(X, X[:, 0]),
+        "ConvergenceWarning, lbfgs": lambda: LogisticRegression(max_iter=2).fit(X, labels),
+        "ConvergenceWarning, MLP": lambda: MLPClassifier((4,), max_iter=1).fit(X, labels),
+        "DataConversionWarning": lambda: LogisticRegression().fit(X, labels[:, None]),
+        "feature names": lambda: (
+            LinearRegression()
+            .fit(__import__("pandas").DataFrame(X, columns=list("abc")), X[:, 0])
+            .predict(X)
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", list(_warning_sources()))
+def test_warnings_point_at_the_users_line(name):
+    """Each warning mlxp gives names the caller's line, not one of mlxp's: the default
+    filter then shows it once per line of the user's, where it can be acted on."""
+    if name == "feature names":
+        pytest.importorskip("pandas")
+    with pytest.warns(Warning) as caught:
+        _warning_sources()[name]()
+    assert {w.filename for w in caught} == {__file__}, [str(w.message) for w in caught]

@@ -266,8 +266,7 @@ def descend_dask(est: Any, X: Any, Y: Any, sw: Any) -> tuple[Any, Any, int]:
         unit = "iterations" if est.solver == "gd" else "epochs"
         warn_not_converged(
             f"{est.solver} stopped after max_iter={est.max_iter} {unit} without reaching "
-            "tol; increase max_iter, loosen tol, or use an exact solver.",
-            stacklevel=4,
+            "tol; increase max_iter, loosen tol, or use an exact solver."
         )
     mean = stats[1]
     if not est.fit_intercept:

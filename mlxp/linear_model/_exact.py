@@ -31,12 +31,13 @@ naming the effective rank r when it is below min(n − 1 if centred, p).
 
 from __future__ import annotations
 
-import warnings
+import math
+from numbers import Real
 from typing import Any
 
 from array_api_compat import device as _device
 
-from mlxp.exceptions import RankWarning, SolverError
+from mlxp.exceptions import RankWarning, SolverError, warn_user
 
 __all__ = [
     "RankWarning",
@@ -65,8 +66,8 @@ def _condition(xp: Any, T: Any) -> Any:
 
 
 def _penalised(alpha: Any) -> bool:
-    """Whether α adds a penalty: a number > 0, or a 0-d array (a compiled fit's argument)."""
-    return not isinstance(alpha, (int, float)) or alpha != 0
+    """Whether α adds a penalty: a number > 0, or an array (a compiled fit's traced α)."""
+    return not isinstance(alpha, Real) or alpha != 0
 
 
 def _nan(xp: Any, X: Any, k: int) -> Any:
@@ -173,13 +174,12 @@ def solve_svd(
     W, rank = _truncated_svd(xp, X, Y, rcond)
     n, p = X.shape
     if warn and rank < min(n - (null is not None), p):
-        warnings.warn(
+        warn_user(
             RankWarning(
                 f"solver='svd': X has effective rank {rank} of {min(n, p)} at rcond="
                 f"{_rcond(xp, X, rcond):.3g}; the minimum-norm solution ignores the other "
                 "directions (collinear or constant columns?). Lower rcond to keep them."
-            ),
-            stacklevel=4,
+            )
         )
     return W
 
@@ -218,8 +218,14 @@ def rungs(solver: str, shape: tuple[int, ...], eps: float, rcond: float | None) 
     if solver in _FACTORISATIONS:
         return [(solver, 1 / eps)]
     if solver == "auto" and shape[0] >= shape[1]:
-        return [("cholesky", eps**-0.25), ("qr", 1 / (eps if rcond is None else rcond))]
+        return [("cholesky", eps**-0.25), ("qr", _largest_condition(eps, rcond))]
     return []
+
+
+def _largest_condition(eps: float, rcond: float | None) -> float:
+    """The κ(R) below which QR is kept: 1/ε, or 1/``rcond`` (∞ for ``rcond=0``)."""
+    cut = eps if rcond is None else rcond
+    return 1 / cut if cut else math.inf
 
 
 def attempt(xp: Any, name: str, X: Any, Y: Any, alpha: Any, null: Any, limit: Any) -> Any:

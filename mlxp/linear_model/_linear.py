@@ -108,8 +108,7 @@ class _LinearModel(LinearModelMixin, RegressorMixin, BaseEstimator):
             unit = "iterations" if self.solver == "gd" else "epochs"
             warn_not_converged(
                 f"{self.solver} stopped after max_iter={self.max_iter} {unit} without "
-                "reaching tol; increase max_iter, loosen tol, or use an exact solver.",
-                stacklevel=3,
+                "reaching tol; increase max_iter, loosen tol, or use an exact solver."
             )
         return W, n_iter
 

@@ -199,8 +199,7 @@ class _BaseMLP(BaseEstimator):
         if not (stopping.converged or partial):
             warn_not_converged(
                 f"Stochastic optimizer: maximum iterations ({self.max_iter}) reached and "
-                "the optimization hasn't converged yet.",
-                stacklevel=4,
+                "the optimization hasn't converged yet."
             )
         self._set_network(model)
         self._optimizer_state: Any = opt  # partial_fit continues it (not saved in model files)
