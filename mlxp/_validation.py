@@ -21,6 +21,7 @@ import numpy as np
 from mlxp._backend import DISCOVERY_LOCK, Placement, placement
 from mlxp._compat import default_float, to_numpy
 from mlxp._frames import check_feature_names, from_frame
+from mlxp._kernels import all_finite
 from mlxp.exceptions import DataConversionWarning, NotFittedError, ecosystem_class, warn_user
 
 __all__ = [
@@ -117,11 +118,8 @@ def _as_float(xp: Any, x: Any, dtype: Any) -> Any:
 
 
 def _check_finite(xp: Any, x: Any, name: str) -> None:
-    # Σx is finite only when every xᵢ is (a NaN or ±inf makes the sum NaN or ±inf): one
-    # reduction and one host read per array, where isfinite and all take two passes and a
-    # boolean copy (on PyTorch's CPU, 4.8 ms against 0.4 ms at 50000x50). Only a sum that
-    # overflows, or a NaN or inf, takes the element-wise test.
-    if bool(xp.isfinite(xp.sum(x))) or bool(xp.all(xp.isfinite(x))):
+    # One host read per array, once per call: not in any loop.
+    if bool(all_finite(x, xp=xp)):
         return
     if bool(xp.any(xp.isnan(x))):
         raise ValueError(f"Input {name} contains NaN.")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mlxp._compat import to_numpy
-from mlxp._kernels import adam_update, addmm, cholesky_solve, concat_flat
+from mlxp._kernels import adam_update, addmm, all_finite, cholesky_solve, concat_flat
 from tests.conftest import Unrecognised, rtol_for
 
 
@@ -25,6 +25,30 @@ def test_addmm_matches_the_standard_product_and_sum(backend, dtype, bias, rng):
 
 
 # --------------------------------------------------------------------------- cholesky_solve
+@pytest.mark.parametrize(
+    "value", [None, float("nan"), float("inf"), -float("inf"), "largest", "-0", "tiny"]
+)
+def test_all_finite_matches_the_element_wise_test(backend, value, rng):
+    """Fast path and standard fallback agree with NumPy's isfinite over every kind of
+    value: a NaN or ±inf anywhere, the dtype's largest (whose sum overflows), −0.0, a
+    subnormal; and an empty array is all finite."""
+    dtype = "float64" if "float64" in backend.float_dtypes else "float32"
+    x = rng.normal(size=(7, 5)).astype(dtype)
+    if value is not None:
+        special = {
+            "largest": np.finfo(dtype).max,
+            "-0": -0.0,
+            "tiny": np.finfo(dtype).smallest_subnormal,
+        }
+        x[3, 2] = special.get(value, value)
+        x[6, 4] = special.get(value, value)
+    for a in (x, x[:0]):
+        xb = backend.asarray(a, dtype)
+        want = bool(np.isfinite(a).all())
+        assert bool(all_finite(xb)) is want
+        assert bool(all_finite(xb, xp=Unrecognised(backend.xp))) is want
+
+
 def test_cholesky_solve_solves_a_positive_definite_system(backend, dtype, rng):
     """A X = B for A = MMᵀ + I (5×5, positive definite), B (5, 2): the fast path (PyTorch:
     cholesky_ex and cholesky_solve) and the fallback (the standard's cholesky and solve)
