@@ -22,7 +22,7 @@ from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
 from mlxp._compat import synchronize, to_numpy
-from mlxp._jit import warn_fallback
+from mlxp._jit import may_compile, run_or_fall_back
 from mlxp.exceptions import DivergenceError
 from mlxp.nn import streaming
 from mlxp.nn.callbacks import History, Progress
@@ -152,8 +152,9 @@ class _Trainer:
         # the step may write into the buffers it is given: each epoch flattens fresh
         # parameters, each fit a fresh optimiser state (so no snapshot is ever written)
         self.eager = make_step(model, loss_fn, opt, weight_decay, self.layout, in_place=True)
-        key = step_key(model, loss_fn, opt, weight_decay, self.layout)
-        self.step, self.compiler = compile_step(self.eager, model.xp, mode, key)
+        self.key = key = step_key(model, loss_fn, opt, weight_decay, self.layout)
+        tried = mode if may_compile(key, mode) else False  # not again after a failure
+        self.step, self.compiler = compile_step(self.eager, model.xp, tried, key)
         self.mode, self.pending = mode, self.compiler is not None
         self.flatten, self.views = self.layout.flatten, self.layout.views
         if self.compiler is not None:
@@ -308,22 +309,20 @@ class _Trainer:
     def _run(self, program: str, *args: Any) -> tuple[Any, ...]:
         """One call of ``self.step`` or ``self.block``; under ``compile="auto"`` a compiled
         program that fails on its first call is replaced, with a warning, by the uncompiled
-        step (and the block by the loop of it)."""
+        step (and the block by the loop of it), for this fit and, the step's key marked
+        (:func:`mlxp._jit.run_or_fall_back`), for later fits of an equal model."""
         run: Callable[..., tuple[Any, ...]] = getattr(self, program)
         if not self.pending:
             return run(*args)
         self.pending = False
-        try:
-            return run(*args)
-        except Exception as reason:
-            if self.mode != "auto":
-                raise
-            warn_fallback(reason, what="training step")
-            self.step, self.compiler = self.eager, None
-            if self.block is not None:  # the blocks' batches, one eager step each
-                self.block = self._stepwise
-            run = getattr(self, program)
-            return run(*args)
+        ran = run_or_fall_back(self.key, self.mode, "training step", lambda: run(*args))
+        if ran is not None:
+            return ran
+        self.step, self.compiler = self.eager, None
+        if self.block is not None:  # the blocks' batches, one eager step each
+            self.block = self._stepwise
+        run = getattr(self, program)
+        return run(*args)
 
 
 def _pad_rows(a: Any, extra: int, value: float) -> Any:
