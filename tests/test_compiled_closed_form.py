@@ -198,3 +198,34 @@ def test_compile_true_compiles_on_jax(monkeypatch):
     assert traced == ["cholesky"]
     eager, _ = _fit(case, Ridge, {}, X, Y, None, False)
     np.testing.assert_allclose(np.asarray(compiled.coef_), np.asarray(eager.coef_), rtol=1e-9)
+
+
+def test_compiled_fit_without_x64_is_float32_throughout(monkeypatch):
+    """With JAX's x64 mode off (its default outside these tests) the data are float32 and
+    α and the κ limit, Python floats, enter the programs weakly typed: the compiled fit
+    equals the eager one and NumPy's float32 fit to float32 tolerance."""
+    import jax
+
+    case = case_named("jax:cpu")
+    previous = jax.config.jax_enable_x64
+    try:
+        jax.config.update("jax_enable_x64", False)
+        traced = _traced(monkeypatch)
+        fits = {}
+        for compile in ("auto", False):
+            model = Ridge(alpha=2.5, compile=compile)
+            model.fit(
+                case.asarray(X, "float32"),
+                case.asarray(Y, "float32"),
+                sample_weight=case.asarray(WEIGHTS, "float32"),
+            )
+            assert str(model.coef_.dtype) == "float32"
+            fits[compile] = np.asarray(model.coef_)
+        assert traced == ["cholesky"]
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+    np.testing.assert_allclose(fits["auto"], fits[False], rtol=1e-5, atol=1e-6)
+    reference = Ridge(alpha=2.5).fit(
+        X.astype("float32"), Y.astype("float32"), sample_weight=WEIGHTS.astype("float32")
+    )
+    np.testing.assert_allclose(fits["auto"], reference.coef_, rtol=1e-4, atol=1e-5)
