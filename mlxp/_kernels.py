@@ -74,8 +74,8 @@ def all_finite(x: Any, /, *, xp: Any = None) -> Any:
     """Whether every xᵢ is finite (0-d bool; True for an empty x). PyTorch: its smallest
     and largest value by one ``aminmax`` reduction, both finite (a NaN makes both NaN),
     since its ``isfinite`` is several kernels and a boolean copy (5.3 ms against 0.45 ms
-    over 50000 × 50 float64 on a CPU); elsewhere the standard's ``all(isfinite(x))``, one
-    fused pass on NumPy."""
+    over 50000 × 50 float64 on a CPU); elsewhere the standard's ``all(isfinite(x))``
+    (on NumPy as fast as a reduction: 1.0 ms there)."""
     xp = xp or array_namespace(x)
     if is_torch_namespace(xp) and x.numel():
         import torch

@@ -305,7 +305,10 @@ def test_auto_falls_back_with_a_warning_when_compiling_fails(monkeypatch, batch_
     BatchNorm keeps to its unpadded batches (a padded short batch would enter its
     statistics)."""
 
+    modes = []
+
     def broken(step, xp, mode, key=None):
+        modes.append(mode)
         if mode is False:
             return step, None
 
@@ -324,13 +327,25 @@ def test_auto_falls_back_with_a_warning_when_compiling_fails(monkeypatch, batch_
         warnings.simplefilter("error")
         again = _fit(_mlp(batch_norm), case_named("numpy:cpu"), (X, Y), "auto")
     _assert_same(again, expected, rtol=1e-6)
+    assert modes == ["auto", False]  # the equal model's step was not compiled again
+    modes.clear()
+
+    def narrower():
+        return Sequential([Dense(6, 5), ReLU(), Dense(5, 3)], seed=3)
+
+    other = _fit(narrower(), case_named("numpy:cpu"), (X, Y), False)
+    with pytest.warns(RuntimeWarning, match="cannot trace this"):  # another model: tried
+        got = _fit(narrower(), case_named("numpy:cpu"), (X, Y), "auto")
+    _assert_same(got, other, rtol=1e-6)
+    assert modes == [False, "auto"]
     with pytest.raises(RuntimeError, match="cannot trace this"):  # compile=True does not hide it
         _fit(_mlp(), case_named("numpy:cpu"), (X, Y), True)
 
 
 def test_compile_is_checked():
-    with pytest.raises(ValueError, match="compile must be one of"):
-        _fit(_mlp(), case_named("numpy:cpu"), (X, Y), "always")
+    for wrong in ("always", 1, 0, np.True_):  # 1, 0, np.True_ equal True or False
+        with pytest.raises(ValueError, match="compile must be one of"):
+            _fit(_mlp(), case_named("numpy:cpu"), (X, Y), wrong)
     with pytest.raises(ValueError, match=r"no compiler for the .*numpy backend"):
         _fit(_mlp(), case_named("numpy:cpu"), (X, Y), True)
     with pytest.raises(InvalidParameterError, match="compile"):
@@ -427,3 +442,23 @@ def test_gather_block_takes_the_epoch_order_and_pads_with_row_zero(backend, shuf
             np.testing.assert_array_equal(backend.to_numpy(xs), X[rows].reshape(k, b, 3))
             np.testing.assert_array_equal(backend.to_numpy(ys), y[rows].reshape(k, b))
             np.testing.assert_array_equal(backend.to_numpy(ws), (positions < n).reshape(k, b))
+
+
+def test_models_of_user_layers_never_share_a_key():
+    """A model with a layer of the user's is keyed by a number of its own, not its id:
+    ids are reused once a model is gone, and a compile failure marked under one key
+    would then pass, silently, to a new model."""
+    import gc
+
+    class Mine(Dense):
+        pass
+
+    keys = []
+    for _ in range(50):
+        model = Sequential([Mine(3, 2)], seed=0)
+        keys.append(mlxp.nn.step.layers_key(model))
+        del model
+        gc.collect()
+    assert len(set(keys)) == 50
+    model = Sequential([Mine(3, 2)], seed=0)
+    assert mlxp.nn.step.layers_key(model) == mlxp.nn.step.layers_key(model)

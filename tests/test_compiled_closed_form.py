@@ -207,6 +207,7 @@ def test_compiled_fit_without_x64_is_float32_throughout(monkeypatch):
     import jax
 
     case = case_named("jax:cpu")
+    monkeypatch.setattr(mlxp._jit, "_UNTRACEABLE", set())
     previous = jax.config.jax_enable_x64
     try:
         jax.config.update("jax_enable_x64", False)

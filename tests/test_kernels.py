@@ -24,7 +24,7 @@ def test_addmm_matches_the_standard_product_and_sum(backend, dtype, bias, rng):
     np.testing.assert_allclose(to_numpy(fast), to_numpy(fallback), rtol=rtol_for(dtype))
 
 
-# --------------------------------------------------------------------------- cholesky_solve
+# --------------------------------------------------------------------------- all_finite
 @pytest.mark.parametrize(
     "value", [None, float("nan"), float("inf"), -float("inf"), "largest", "-0", "tiny"]
 )
@@ -49,6 +49,7 @@ def test_all_finite_matches_the_element_wise_test(backend, value, rng):
         assert bool(all_finite(xb, xp=Unrecognised(backend.xp))) is want
 
 
+# --------------------------------------------------------------------------- cholesky_solve
 def test_cholesky_solve_solves_a_positive_definite_system(backend, dtype, rng):
     """A X = B for A = MMᵀ + I (5×5, positive definite), B (5, 2): the fast path (PyTorch:
     cholesky_ex and cholesky_solve) and the fallback (the standard's cholesky and solve)

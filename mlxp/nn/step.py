@@ -20,7 +20,9 @@ the batches never pass through Python one by one).
 
 from __future__ import annotations
 
+import itertools
 import math
+import weakref
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -241,11 +243,18 @@ def layers_key(model: Any) -> Hashable:
     """What a program traced through ``model``'s layers depends on besides their weights:
     the layers' reprs (class and configuration) when each is one of mlxp's own, which its
     configuration describes whole (a model file rebuilds it from that alone); else the
-    model itself (by identity: the program holds it), as a layer of the user's may hold
-    more than its configuration says."""
+    model itself, as a layer of the user's may hold more than its configuration says: a
+    number given to that model object alone, never to another (an ``id`` is reused once
+    its object is gone, and a compile failure marked under it would pass to a new model)."""
     if all(type(layer).__module__.startswith("mlxp.") for layer in model.layers):
         return tuple(repr(layer) for layer in model.layers)
-    return ("model", id(model))
+    if model not in _MODEL_NUMBERS:
+        _MODEL_NUMBERS[model] = next(_NUMBERS)
+    return ("model", _MODEL_NUMBERS[model])
+
+
+_MODEL_NUMBERS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_NUMBERS = itertools.count()
 
 
 def compile_step(

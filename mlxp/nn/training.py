@@ -78,7 +78,10 @@ def fit(
     compile: Any = "auto",
 ) -> History:
     """Mini-batch training of ``model``; see :meth:`mlxp.nn.Sequential.fit`."""
-    if compile not in COMPILE_OPTIONS:
+    if not (
+        compile is True or compile is False or (isinstance(compile, str) and compile == "auto")
+    ):
+        # by identity: 1, 0 and NumPy's booleans equal True or False, and would pass `in`
         raise ValueError(f"compile must be one of {COMPILE_OPTIONS}; got {compile!r}.")
     loss_fn = make_loss(loss)
     opt = OPTIMIZERS[optimizer]() if isinstance(optimizer, str) else optimizer
