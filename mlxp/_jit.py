@@ -17,7 +17,14 @@ from typing import Any, TypeVar
 
 from mlxp.exceptions import warn_user
 
-__all__ = ["JIT_CACHE_SIZE", "jitted", "may_compile", "run_or_fall_back", "warn_fallback"]
+__all__ = [
+    "JIT_CACHE_SIZE",
+    "jitted",
+    "may_compile",
+    "out_of_memory",
+    "run_or_fall_back",
+    "warn_fallback",
+]
 
 T = TypeVar("T")
 
@@ -68,16 +75,28 @@ def run_or_fall_back(
 ) -> T | None:
     """``run()``, a run of the compiled program kept under ``key``; None when it raised
     under "auto": then the warning that ``what`` runs uncompiled, and ``key`` is not
-    tried again. A ValueError (the data's, which the uncompiled run raises too) and any
-    error under ``compile=True`` propagate. An error while running, such as the device's
-    memory running out, is taken for a failed compile too."""
+    tried again. A ValueError (the data's, which the uncompiled run raises too), the
+    device's memory running out (:func:`out_of_memory`: the uncompiled run would need
+    as much, and a smaller batch may well compile) and any error under ``compile=True``
+    propagate; any other error while running is taken for a failed compile."""
     try:
         return run()
     except ValueError:
         raise
     except Exception as reason:
-        if compile is True:
+        if compile is True or out_of_memory(reason):
             raise
         _UNTRACEABLE.add(key)
         warn_fallback(reason, what=what)
         return None
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says the device's memory ran out: a MemoryError (CuPy's
+    ``OutOfMemoryError`` is one), PyTorch's ``OutOfMemoryError``, or XLA's runtime error
+    with status RESOURCE_EXHAUSTED (JAX)."""
+    return (
+        isinstance(error, MemoryError)
+        or type(error).__name__ == "OutOfMemoryError"
+        or "RESOURCE_EXHAUSTED" in str(error)
+    )

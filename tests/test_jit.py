@@ -1,0 +1,59 @@
+"""mlxp._jit's rule for compile="auto": try; on a failure warn, run uncompiled and do not
+try that program again; True raises; data errors and exhausted memory propagate."""
+
+from __future__ import annotations
+
+import pytest
+
+import mlxp._jit
+from mlxp._jit import may_compile, out_of_memory, run_or_fall_back
+
+
+@pytest.fixture(autouse=True)
+def fresh_marks(monkeypatch):
+    monkeypatch.setattr(mlxp._jit, "_UNTRACEABLE", set())
+
+
+def _raises(error):
+    def run():
+        raise error
+
+    return run
+
+
+def test_a_run_that_succeeds_is_returned_and_marks_nothing():
+    assert run_or_fall_back("k", "auto", "step", lambda: 42) == 42
+    assert may_compile("k", "auto") and may_compile("k", True) and not may_compile("k", False)
+
+
+def test_a_failed_compile_warns_once_and_is_not_tried_again_under_auto():
+    with pytest.warns(RuntimeWarning, match=r"compiling the step failed \(TypeError: no\)"):
+        assert run_or_fall_back("k", "auto", "step", _raises(TypeError("no"))) is None
+    assert not may_compile("k", "auto") and may_compile("other", "auto")
+    assert may_compile("k", True)  # True always tries, and raises
+    with pytest.raises(TypeError, match="no"):
+        run_or_fall_back("k", True, "step", _raises(TypeError("no")))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ValueError("Input X contains NaN."),
+        MemoryError("out of memory allocating 8 GiB"),
+        type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory."),
+        RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 8 GiB."),
+    ],
+    ids=["data", "MemoryError", "torch's OutOfMemoryError", "XLA's RESOURCE_EXHAUSTED"],
+)
+def test_data_errors_and_exhausted_memory_propagate_unmarked(error):
+    """The uncompiled run would meet them too: no fallback, and a later fit (a smaller
+    batch) still compiles."""
+    with pytest.raises(type(error)):
+        run_or_fall_back("k", "auto", "step", _raises(error))
+    assert may_compile("k", "auto")
+
+
+def test_out_of_memory_tells_memory_from_other_runtime_errors():
+    assert out_of_memory(MemoryError())
+    assert not out_of_memory(RuntimeError("cannot trace this"))
+    assert not out_of_memory(TypeError("Abstract tracer value encountered"))
