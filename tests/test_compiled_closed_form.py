@@ -4,12 +4,13 @@ Checked against the same fit run eagerly (``compile=False``), to float tolerance
 same solver chosen, the same warnings and errors, along every path of "auto" (Cholesky
 kept, Cholesky refused for QR, both refused for the SVD, wide data) and with weights,
 several targets and no intercept. Also: α and the weights are arguments, not constants
-(one trace per configuration); the fallback, with a warning, when compiling fails; True
-refused where nothing compiles.
+(one trace per configuration); the SVD's parts compiled around its read of the rank; the
+fallback, with a warning, when compiling fails; True refused where nothing compiles.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -17,6 +18,7 @@ import pytest
 
 import mlxp._jit
 import mlxp.linear_model._closed_form
+import mlxp.linear_model._exact
 from mlxp.linear_model import LinearRegression, Ridge
 from mlxp.linear_model._exact import SolverError
 from tests.conftest import case_named
@@ -57,7 +59,8 @@ def _fit(case, estimator, params, X, y, sw, compile):
 
 
 def _traced(monkeypatch):
-    """The factorisations traced for a compiled program from now on, by name."""
+    """The factorisations and SVD parts traced for a compiled program from now on, by
+    name ("cholesky", "qr"; "_svd_ridge", "_svd_scaled", "_svd_truncated")."""
     import jax
 
     traced = []
@@ -68,8 +71,20 @@ def _traced(monkeypatch):
             traced.append(name)
         return attempt(xp, name, X, *args)
 
+    def counting(part):
+        @functools.wraps(part)
+        def counted_part(xp, X, *args):
+            if isinstance(X, jax.core.Tracer):
+                traced.append(part.__name__)
+            return part(xp, X, *args)
+
+        return counted_part
+
     monkeypatch.setattr(mlxp._jit, "_JITTED", type(mlxp._jit._JITTED)())
     monkeypatch.setattr(mlxp.linear_model._closed_form, "attempt", counted)
+    for name in ("_svd_ridge", "_svd_scaled", "_svd_truncated"):
+        part = getattr(mlxp.linear_model._exact, name)
+        monkeypatch.setattr(mlxp.linear_model._exact, name, counting(part))
     return traced
 
 
@@ -80,12 +95,20 @@ def test_compiled_fit_equals_the_eager_one(monkeypatch, name):
     traced = _traced(monkeypatch)
     compiled, warned = _fit(case, estimator, params, X_, y, sw, "auto")
     eager, eager_warned = _fit(case, estimator, params, X_, y, sw, False)
-    expected = {"cholesky": ["cholesky"], "qr": ["cholesky", "qr"], "svd": []}[solver]
-    if params.get("solver") in ("qr", "svd"):
-        expected = ["qr"] if params["solver"] == "qr" else []
-    elif solver == "svd" and X_.shape[0] >= X_.shape[1]:
-        expected = ["cholesky", "qr"]  # both refused before the SVD
-    assert traced == expected
+    truncated = ["_svd_scaled", "_svd_truncated"]  # rank read back, below p
+    expected = {
+        "ols": ["cholesky"],
+        "ols, no intercept": ["cholesky"],
+        "ridge, weights": ["cholesky"],
+        "ridge, two targets": ["cholesky"],
+        "ols, weights, two targets": ["cholesky"],
+        "ill-conditioned: qr": ["cholesky", "qr"],
+        "rank-deficient: svd": ["cholesky", "qr", *truncated],  # both refused first
+        "wide: svd": truncated,
+        "explicit qr, wide": ["qr"],
+        "explicit svd": ["_svd_ridge"],
+    }
+    assert traced == expected[name]
     assert compiled.solver_ == eager.solver_ == solver
     assert warned == eager_warned
     for attribute in ("coef_", "intercept_"):
@@ -230,3 +253,18 @@ def test_compiled_fit_without_x64_is_float32_throughout(monkeypatch):
         X.astype("float32"), Y.astype("float32"), sample_weight=WEIGHTS.astype("float32")
     )
     np.testing.assert_allclose(fits["auto"], reference.coef_, rtol=1e-4, atol=1e-5)
+
+
+def test_svd_of_full_rank_data_compiles_one_part(monkeypatch):
+    """solver="svd" on data of full rank: the equilibrated SVD alone (its rank, read
+    back, is p); the same W as eagerly and as NumPy, and no RankWarning."""
+    case = case_named("jax:cpu")
+    traced = _traced(monkeypatch)
+    for compile in ("auto", False):
+        model, warned = _fit(case, LinearRegression, {"solver": "svd"}, X, Y, None, compile)
+        assert warned == [] and model.solver_ == "svd"
+        reference, _ = _fit(
+            case_named("numpy:cpu"), LinearRegression, {"solver": "svd"}, X, Y, None, False
+        )
+        np.testing.assert_allclose(np.asarray(model.coef_), reference.coef_, rtol=1e-10)
+    assert traced == ["_svd_scaled"]

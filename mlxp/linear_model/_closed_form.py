@@ -8,13 +8,13 @@ alone took 12 ms eagerly, 6.5 ms compiled (NumPy: 4.2 ms). With ``compile="auto"
 JAX the centring is one ``jax.jit`` program and each factorisation tried, with its
 check, is another: a fit is two or three compiled calls, a few eager operations (the
 weights' scaling, the intercept, the reshapes) and, as eagerly, one host read per
-factorisation tried (500x20: 1.2–1.5 ms against 3.5–5.7 ms eager; NumPy 0.5 ms). α and
-the largest condition number kept are the programs' arguments, so one compilation per
-configuration (intercept or not, weights or not, penalty or not) and shape serves a grid
-search over α. A failed compile under "auto" warns and runs that part eagerly
-(:func:`mlxp._jit.run_or_fall_back`); True compiles or raises (a ValueError on other
-libraries); False never. The SVD, for rank-deficient or wide data, runs eagerly: it
-reads the rank back to decide, half-way through.
+factorisation tried (500x20: 1.2–1.5 ms against 3.5–5.7 ms eager; NumPy 0.5 ms). The
+SVD, for rank-deficient or wide data, reads the rank back half-way: its parts before and
+after that read are programs of their own. α, the cut-off and the largest condition
+number kept are the programs' arguments, so one compilation per configuration (intercept
+or not, weights or not, penalty or not) and shape serves a grid search over α. A failed
+compile under "auto" warns and runs that part eagerly (:func:`mlxp._jit.run_or_fall_back`);
+True compiles or raises (a ValueError on other libraries); False never.
 """
 
 from __future__ import annotations
@@ -101,6 +101,19 @@ class ClosedForm:
         key = ("closed-form attempt", name)
         solved = self._run(key, program, X, Y, float(alpha) or None, null, float(limit))
         return attempt(xp, name, X, Y, alpha, null, limit) if solved is None else solved
+
+    def run(self, part: Callable[..., Any], *args: Any) -> Any:
+        """``part(xp, *args)``, an array part of the SVD solver (arrays and numbers
+        only: the numbers are the program's arguments, weakly typed, not constants)."""
+        xp = array_namespace(args[0])
+        if not self.compiled:
+            return part(xp, *args)
+
+        def program(*args: Any) -> Any:
+            return part(array_namespace(args[0]), *args)
+
+        done = self._run(("closed-form svd", part.__name__), program, *args)
+        return part(xp, *args) if done is None else done
 
     def _run(self, key: Hashable, program: Callable[..., Any], *args: Any) -> Any:
         """``program`` jitted (kept under ``key``) on ``args``; None where it should not or

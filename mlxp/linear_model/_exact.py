@@ -162,16 +162,22 @@ def solve_svd(
     rcond: float | None = None,
     null: Any = None,
     warn: bool = True,
+    run: Any = None,
 ) -> Any:
     """W = V diag(sᵢ / (sᵢ² + α)) Uᵀ Y from X = U diag(s) Vᵀ (ridge, α > 0).
 
     With α = 0, see the module docstring: directions below ``rcond``·σ_max of the
-    column-equilibrated X count as zero, with a :class:`RankWarning` if ``warn``.
+    column-equilibrated X count as zero, with a :class:`RankWarning` if ``warn``. The
+    rank is read back once, to decide. ``run(f, *arrays_and_numbers)`` runs each array
+    part, ``f(xp, ...)``: as it is (None), or compiled (``_closed_form.ClosedForm.run``).
     """
+    run = run or (lambda f, *args: f(xp, *args))
     if alpha:
-        U, s, Vt = xp.linalg.svd(X, full_matrices=False)
-        return Vt.T @ ((s / (s**2 + alpha))[:, None] * (U.T @ Y))
-    W, rank = _truncated_svd(xp, X, Y, rcond)
+        return run(_svd_ridge, X, Y, alpha)
+    W, count = run(_svd_scaled, X, Y, _rcond(xp, X, rcond))
+    rank = int(count)  # one host read, to decide
+    if rank < X.shape[1]:
+        W = run(_svd_truncated, X, Y, rank)
     n, p = X.shape
     if warn and rank < min(n - (null is not None), p):
         warn_user(
@@ -188,19 +194,27 @@ def _rcond(xp: Any, X: Any, rcond: float | None) -> float:
     return max(X.shape) * _eps(xp, X.dtype) if rcond is None else rcond
 
 
-def _truncated_svd(xp: Any, X: Any, Y: Any, rcond: float | None) -> tuple[Any, int]:
-    """(W, rank): the solution in equilibrated columns when they have full rank, else the
-    minimum-norm solution of X's ``rank`` largest directions."""
+def _svd_ridge(xp: Any, X: Any, Y: Any, alpha: Any) -> Any:
+    """W = V diag(sᵢ / (sᵢ² + α)) Uᵀ Y (α > 0)."""
+    U, s, Vt = xp.linalg.svd(X, full_matrices=False)
+    return Vt.T @ ((s / (s**2 + alpha))[:, None] * (U.T @ Y))
+
+
+def _svd_scaled(xp: Any, X: Any, Y: Any, cut: Any) -> tuple[Any, Any]:
+    """(W, r): the solution from the SVD of the column-equilibrated X, right when r, the
+    number of its singular values above ``cut``·σ_max (a 0-d array), is p."""
     norms = _nonzero(xp, xp.linalg.vector_norm(X, axis=0))
     U, s, Vt = xp.linalg.svd(X / norms[None, :], full_matrices=False)
-    kept = s > _rcond(xp, X, rcond) * xp.max(s)
-    rank = int(xp.sum(xp.astype(kept, s.dtype)))  # one host read, to decide
-    if rank == X.shape[1]:
-        return (Vt.T @ ((1 / s)[:, None] * (U.T @ Y))) / norms[:, None], rank
+    count = xp.sum(xp.astype(s > cut * xp.max(s), s.dtype))
+    return (Vt.T @ ((1 / s)[:, None] * (U.T @ Y))) / norms[:, None], count
+
+
+def _svd_truncated(xp: Any, X: Any, Y: Any, rank: Any) -> Any:
+    """The minimum-norm solution of X's ``rank`` largest directions."""
     U, s, Vt = xp.linalg.svd(X, full_matrices=False)
     kept = xp.arange(s.shape[0], dtype=s.dtype, device=_device(X)) < rank
     factor = xp.where(kept, 1 / xp.where(kept, s, xp.ones_like(s)), xp.zeros_like(s))
-    return Vt.T @ (factor[:, None] * (U.T @ Y)), rank
+    return Vt.T @ (factor[:, None] * (U.T @ Y))
 
 
 _FACTORISATIONS = {"cholesky": _cholesky, "qr": _qr}
@@ -245,10 +259,12 @@ def solve_exact(
     rcond: float | None = None,
     null: Any = None,
     attempt: Any = attempt,
+    run: Any = None,
 ) -> tuple[Any, str]:
     """(W, the solver used) by ``solver`` ("auto", "cholesky", "qr" or "svd"): the
     :func:`rungs` in turn, one host read each (``attempt``: :func:`attempt`, or a
-    compiled form of it), then the SVD; a :class:`SolverError` where "cholesky" or "qr"
+    compiled form of it), then the SVD (its parts run by ``run``: see :func:`solve_svd`);
+    a :class:`SolverError` where "cholesky" or "qr"
     fails. Rank-deficient data (one-hot columns with an intercept...) get the minimum
     norm from the SVD by design."""
     for name, limit in rungs(solver, X.shape, _eps(xp, X.dtype), rcond):
@@ -260,7 +276,8 @@ def solve_exact(
                 f"solver={name!r} failed: {_FAILURES[name]} {_shape_note(X)}. "
                 "Use solver='svd' or solver='auto'."
             )
-    return solve_svd(xp, X, Y, alpha, rcond=rcond, null=null, warn=solver == "svd"), "svd"
+    W = solve_svd(xp, X, Y, alpha, rcond=rcond, null=null, warn=solver == "svd", run=run)
+    return W, "svd"
 
 
 def _shape_note(X: Any) -> str:

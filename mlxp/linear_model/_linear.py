@@ -94,7 +94,15 @@ class _LinearModel(LinearModelMixin, RegressorMixin, BaseEstimator):
             W, n_iter = self._minimize(xp, X, Y, alpha, device)
             return W, solver, n_iter
         W, solver = solve_exact(
-            xp, X, Y, alpha, solver=solver, rcond=self.rcond, null=null, attempt=closed_form.attempt
+            xp,
+            X,
+            Y,
+            alpha,
+            solver=solver,
+            rcond=self.rcond,
+            null=null,
+            attempt=closed_form.attempt,
+            run=closed_form.run,
         )
         return W, solver, 1
 
