@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import mlxp
-from mlxp.linear_model import DivergenceError, LinearRegression, Ridge, SolverError
+from mlxp.linear_model import DivergenceError, LinearRegression, RankWarning, Ridge, SolverError
 from mlxp.linear_model._iterative import LeastSquaresObjective
 from tests.conftest import rtol_for
 
@@ -115,6 +115,32 @@ def test_collinear_columns_give_minimum_norm_like_scikit_learn(backend, rng):
         LinearRegression(solver="cholesky").fit(
             backend.asarray(X, dtype), backend.asarray(y, dtype)
         )
+
+
+def test_a_constant_or_zero_column_has_exactly_zero_singular_values(backend, rng):
+    """A constant column with an intercept (zero once centred), or a zero column: an
+    exactly singular design. "auto" takes the SVD silently (no division by the zero
+    singular value: the suite turns warnings into errors), gives that column 0 and the
+    others their least-squares values; "svd" says the rank; "qr" refuses."""
+    dtype = "float64" if "float64" in backend.float_dtypes else "float32"
+    X = rng.normal(size=(60, 3))
+    y = X[:, 0] - 2 * X[:, 1] + 0.1 * rng.normal(size=60)
+    rtol = 1e-8 if dtype == "float64" else 1e-4
+    for column, fit_intercept in ((1.0, True), (0.0, False)):
+        Xc = X.copy()
+        Xc[:, 2] = column
+        Xb, yb = backend.asarray(Xc, dtype), backend.asarray(y, dtype)
+        model = LinearRegression(fit_intercept=fit_intercept).fit(Xb, yb)
+        assert model.solver_ == "svd"
+        design = np.c_[X[:, :2], np.ones(60)] if fit_intercept else X[:, :2]
+        want = np.linalg.lstsq(design, y, rcond=None)[0][:2]
+        np.testing.assert_allclose(
+            backend.to_numpy(model.coef_), [*want, 0.0], rtol=rtol, atol=rtol
+        )
+        with pytest.warns(RankWarning, match="effective rank 2 of 3"):
+            LinearRegression(solver="svd", fit_intercept=fit_intercept).fit(Xb, yb)
+        with pytest.raises(SolverError, match="solver='qr' failed"):
+            LinearRegression(solver="qr", fit_intercept=fit_intercept).fit(Xb, yb)
 
 
 def test_wide_data_gets_minimum_norm_interpolant(backend, rng):

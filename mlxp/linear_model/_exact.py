@@ -60,9 +60,13 @@ def _nonzero(xp: Any, d: Any) -> Any:
 
 
 def _condition(xp: Any, T: Any) -> Any:
-    """κ₂ of the p × p factor T: the ratio of its extreme singular values (0-d array)."""
+    """κ₂ of the p × p factor T: the ratio of its extreme singular values (0-d array); ∞
+    for a singular T, without dividing by its zero singular value (NumPy would warn)."""
     s = xp.linalg.svdvals(T)
-    return xp.max(s) / xp.min(s)
+    smallest = xp.min(s)
+    singular = smallest == 0
+    ratio = xp.max(s) / xp.where(singular, xp.ones_like(smallest), smallest)
+    return xp.where(singular, xp.full_like(smallest, float("inf")), ratio)
 
 
 def _penalised(alpha: Any) -> bool:
@@ -205,8 +209,12 @@ def _svd_scaled(xp: Any, X: Any, Y: Any, cut: Any) -> tuple[Any, Any]:
     number of its singular values above ``cut``·σ_max (a 0-d array), is p."""
     norms = _nonzero(xp, xp.linalg.vector_norm(X, axis=0))
     U, s, Vt = xp.linalg.svd(X / norms[None, :], full_matrices=False)
-    count = xp.sum(xp.astype(s > cut * xp.max(s), s.dtype))
-    return (Vt.T @ ((1 / s)[:, None] * (U.T @ Y))) / norms[:, None], count
+    kept = s > cut * xp.max(s)
+    # 1/s where kept (all of s when r = p), else 0: no division by a zero s, whose warning
+    # would be an error under -W error for the W that r < p throws away
+    factor = xp.where(kept, 1 / xp.where(kept, s, xp.ones_like(s)), xp.zeros_like(s))
+    W = (Vt.T @ (factor[:, None] * (U.T @ Y))) / norms[:, None]
+    return W, xp.sum(xp.astype(kept, s.dtype))
 
 
 def _svd_truncated(xp: Any, X: Any, Y: Any, rank: Any) -> Any:
