@@ -23,7 +23,6 @@ __all__ = [
     "may_compile",
     "out_of_memory",
     "run_or_fall_back",
-    "warn_fallback",
 ]
 
 T = TypeVar("T")
@@ -53,17 +52,6 @@ def jitted(key: Hashable, fn: Callable[..., Any], **options: Any) -> Callable[..
     return program
 
 
-def warn_fallback(reason: Exception, what: str = "training step") -> None:
-    """The warning of ``compile="auto"`` when compiling ``what`` failed and it runs
-    uncompiled, attributed to the user's line (:func:`mlxp.exceptions.warn_user`)."""
-    warn_user(
-        RuntimeWarning(
-            f"compile='auto': compiling the {what} failed ({type(reason).__name__}: "
-            f"{reason}); it runs uncompiled."
-        )
-    )
-
-
 def may_compile(key: Hashable, compile: bool | str) -> bool:
     """Whether to try the program kept under ``key``: with ``compile`` True always, with
     False never, with "auto" unless it failed before (:func:`run_or_fall_back`)."""
@@ -87,7 +75,12 @@ def run_or_fall_back(
         if compile is True or out_of_memory(reason):
             raise
         _UNTRACEABLE.add(key)
-        warn_fallback(reason, what=what)
+        warn_user(
+            RuntimeWarning(
+                f"compile='auto': compiling the {what} failed ({type(reason).__name__}: "
+                f"{reason}); it runs uncompiled."
+            )
+        )
         return None
 
 

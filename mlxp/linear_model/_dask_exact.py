@@ -48,8 +48,8 @@ from mlxp._dask import (
     stream_chunks,
     tree_reduce,
 )
-from mlxp.exceptions import SolverError, warn_not_converged
-from mlxp.linear_model._exact import cholesky_gram, solve_exact
+from mlxp.exceptions import warn_not_converged
+from mlxp.linear_model._exact import cholesky_gram, failure, solve_exact, usable
 from mlxp.linear_model._iterative import GramObjective, LeastSquaresObjective
 from mlxp.linear_model._stochastic import contiguous_batches
 
@@ -127,8 +127,7 @@ def _cholesky(
     w, mean, C, _ = stats
     G = C if fit_intercept else C + w * (mean[:, None] * mean[None, :])
     W, condition = cholesky_gram(xp, G[:p, :p], G[:p, p:], alpha)
-    good = bool(xp.all(xp.isfinite(W)) & (condition < limit))
-    return (W if good else None), mean
+    return (W if bool(usable(xp, W, condition, limit)) else None), mean
 
 
 def _from_factor(
@@ -172,11 +171,7 @@ def solve_dask(
         )
         used = "cholesky"
         if W is None and solver == "cholesky":
-            raise SolverError(
-                "solver='cholesky' failed: XᵀX + alpha·I is singular or not positive definite "
-                f"(X has {n} samples and {p} features, after centring; collinear or constant "
-                "columns?). Use solver='svd' or solver='auto'."
-            )
+            raise failure("cholesky", (n, p))
     if stats is None or W is None:
         R = xp.asarray(compute(tall_factor(X, Y, sw, fit_intercept))[0])
         if not bool(xp.all(xp.isfinite(R))):

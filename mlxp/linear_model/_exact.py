@@ -45,9 +45,11 @@ __all__ = [
     "attempt",
     "cholesky_gram",
     "factor_ok",
+    "failure",
     "rungs",
     "solve_exact",
     "solve_svd",
+    "usable",
 ]
 
 
@@ -254,7 +256,23 @@ def attempt(xp: Any, name: str, X: Any, Y: Any, alpha: Any, null: Any, limit: An
     """(W, ok) by factorisation ``name`` ("cholesky" or "qr"): ok (0-d bool) says W is
     finite and the factor's κ below ``limit``. No host read: the caller reads ok."""
     W, condition = _FACTORISATIONS[name](xp, X, Y, alpha, null)
-    return W, xp.all(xp.isfinite(W)) & (condition < limit)
+    return W, usable(xp, W, condition, limit)
+
+
+def usable(xp: Any, W: Any, condition: Any, limit: Any) -> Any:
+    """Whether W is finite and its factor's κ (``condition``) below ``limit`` (0-d bool;
+    no host read)."""
+    return xp.all(xp.isfinite(W)) & (condition < limit)
+
+
+def failure(name: str, shape: tuple[int, ...]) -> SolverError:
+    """The error of ``solver=name`` ("cholesky" or "qr") refusing X of ``shape`` (n, p)."""
+    n, p = shape
+    return SolverError(
+        f"solver={name!r} failed: {_FAILURES[name]} (X has {n} sample(s) and {p} "
+        "feature(s), after centring; collinear or constant columns?). Use solver='svd' or "
+        "solver='auto'."
+    )
 
 
 def solve_exact(
@@ -280,16 +298,6 @@ def solve_exact(
         if bool(ok):
             return W, name
         if solver != "auto":
-            raise SolverError(
-                f"solver={name!r} failed: {_FAILURES[name]} {_shape_note(X)}. "
-                "Use solver='svd' or solver='auto'."
-            )
+            raise failure(name, X.shape)
     W = solve_svd(xp, X, Y, alpha, rcond=rcond, null=null, warn=solver == "svd", run=run)
     return W, "svd"
-
-
-def _shape_note(X: Any) -> str:
-    n, p = X.shape
-    return (
-        f"(X has {n} sample(s) and {p} feature(s), after centring; collinear or constant columns?)"
-    )
