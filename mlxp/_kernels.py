@@ -72,16 +72,17 @@ def addmm(c: Any, A: Any, B: Any, /, *, xp: Any = None) -> Any:
 
 def all_finite(x: Any, /, *, xp: Any = None) -> Any:
     """Whether every xᵢ is finite (0-d bool; True for an empty x). PyTorch: its smallest
-    and largest value by one ``aminmax`` reduction, both finite (a NaN makes both NaN),
-    since its ``isfinite`` is several kernels and a boolean copy (5.3 ms against 0.45 ms
-    over 50000 × 50 float64 on a CPU); elsewhere the standard's ``all(isfinite(x))``
-    (on NumPy as fast as a reduction: 1.0 ms there)."""
+    and largest value by one ``aminmax`` reduction (a NaN makes both NaN), both finite
+    when 0·min + 0·max = 0 (0·±inf is NaN; no sum of them can overflow): five kernels,
+    one over x, where ``all(isfinite(x))`` takes five over x and a boolean copy (5.3 ms
+    against 0.45 ms over 50000 × 50 float64 on a CPU); elsewhere the standard's
+    ``all(isfinite(x))`` (on NumPy as fast as a reduction: 1.0 ms there)."""
     xp = xp or array_namespace(x)
     if is_torch_namespace(xp) and x.numel():
         import torch
 
         smallest, largest = torch.aminmax(x)
-        return torch.isfinite(smallest) & torch.isfinite(largest)
+        return smallest * 0 + largest * 0 == 0
     return xp.all(xp.isfinite(x))
 
 
