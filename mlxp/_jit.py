@@ -15,6 +15,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
+from array_api_compat import device as array_device
+
 from mlxp.exceptions import warn_user
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "jitted",
     "may_compile",
     "out_of_memory",
+    "placed_numbers",
     "run_or_fall_back",
 ]
 
@@ -93,3 +96,16 @@ def out_of_memory(error: BaseException) -> bool:
         or type(error).__name__ == "OutOfMemoryError"
         or "RESOURCE_EXHAUSTED" in str(error)
     )
+
+
+def placed_numbers(state: dict[str, Any], like: Any) -> dict[str, Any]:
+    """``state`` with its Python numbers (the rate, the step count) as a jitted step takes
+    them: put on ``like``'s device by ``jax.device_put``, weakly typed, as the step's own
+    outputs are. Left as numbers, each mix of numbers and placed arrays (a first batch, the
+    later ones, a later epoch's first) would be a signature of its own, compiled anew."""
+    import jax
+
+    dev = array_device(like)
+    return {
+        k: jax.device_put(v, dev) if isinstance(v, int | float) else v for k, v in state.items()
+    }

@@ -74,9 +74,11 @@ class LinearModelMixin:
     optimizer: str | Optimizer
     learning_rate: float | None
     random_state: Any
+    compile: bool | str
 
     def _descend(self, objective: Any, theta: Any) -> tuple[Any, int, bool]:
-        """Run "gd" (full batch, plain steps) or "sgd" (mini-batches, ``optimizer``) from θ."""
+        """Run "gd" (full batch, plain steps) or "sgd" (mini-batches, ``optimizer``) from θ,
+        compiled on JAX as ``compile`` says."""
         full = self.solver == "gd"
         return minimize_sgd(
             objective,
@@ -87,6 +89,7 @@ class LinearModelMixin:
             optimizer="sgd" if full else self.optimizer,
             learning_rate=self.learning_rate,
             rng=check_random_state(self.random_state),
+            compile=self.compile,
         )
 
     def _get_model_state(self: _Estimator) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -68,7 +68,7 @@ class ClosedForm:
         self.compiled = compile is not False and is_jax_namespace(xp)
         if compile is True and not self.compiled:
             raise ValueError(
-                "compile=True: the closed-form solvers compile only on JAX arrays; "
+                "compile=True: linear fits compile only on JAX arrays; "
                 'pass compile="auto" or False.'
             )
         self.compile, self.fit_intercept = compile, fit_intercept

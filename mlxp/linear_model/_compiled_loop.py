@@ -36,10 +36,11 @@ from mlxp._jit import jitted, may_compile, run_or_fall_back
 
 __all__ = ["CompiledLoop"]
 
-# start(xp, objective, θ, tol, *options) -> (carry, done): the state before the first
-# iteration; body(xp, objective, carry) -> (carry, done): one iteration. done: 0-d bool.
+# start(xp, objective, θ, *numbers, *options) -> (carry, done): the state before the
+# first iteration; body(xp, objective, carry, *options) -> (carry, done): one iteration.
+# numbers: 0-d arrays (tol, a step size); options: hashable; done: 0-d bool.
 Start = Callable[..., tuple[Any, Any]]
-Body = Callable[[Any, Any, Any], tuple[Any, Any]]
+Body = Callable[..., tuple[Any, Any]]
 
 
 class CompiledLoop:
@@ -77,26 +78,33 @@ class CompiledLoop:
         start: Start,
         body: Body,
         theta: Any,
-        tol: float,
+        numbers: tuple[Any, ...],
         limit: int,
         options: tuple[Hashable, ...] = (),
     ) -> tuple[Any, int, bool] | None:
         """``start`` at θ, then at most ``limit`` iterations of ``body``, stopping after
         the first whose ``done`` is true (at once if ``start``'s is), all compiled:
         (carry, iterations, done), or None when compiling failed under "auto" (warned;
-        the caller runs eagerly). ``options``: hashable arguments of ``start``."""
+        the caller runs eagerly). ``numbers``: the run's scalars (tol, a step size: Python
+        numbers or 0-d arrays), passed to ``start`` as 0-d arrays of θ's dtype, so a new
+        value does not compile anew; ``options``: hashable arguments of both functions."""
         assert self.key is not None
         key = ("solver", self.config, start, body, options)
         program = jitted(key, self._program(start, body, options))
         xp, device = array_namespace(theta), _device(theta)
-        tol_array = from_host(tol, xp, device=device, dtype=theta.dtype)
+        arrays = tuple(
+            xp.astype(v, theta.dtype)
+            if hasattr(v, "dtype")
+            else from_host(v, xp, device=device, dtype=theta.dtype)
+            for v in numbers
+        )
         # int32 whatever the caller's integer type: one program for every max_iter.
         limit_array = from_host(min(int(limit), 2**31 - 1), xp, device=device, dtype=xp.int32)
         ran = run_or_fall_back(
             self.key,
             self.compile,
             "solver's loop",
-            lambda: program(self.leaves, theta, tol_array, limit_array),
+            lambda: program(self.leaves, theta, arrays, limit_array),
         )
         if ran is None:
             return None
@@ -110,7 +118,7 @@ class CompiledLoop:
 
         objective_type, config = self.objective_type, self.config[1]
 
-        def program(leaves: Any, theta: Any, tol: Any, limit: Any) -> Any:
+        def program(leaves: Any, theta: Any, numbers: Any, limit: Any) -> Any:
             xp = array_namespace(theta)
             objective = objective_type.from_leaves(xp, config, leaves)
 
@@ -118,10 +126,10 @@ class CompiledLoop:
                 return (state[0] < limit) & ~state[2]
 
             def iteration(state: Any) -> Any:
-                carry, done = body(xp, objective, state[1])
+                carry, done = body(xp, objective, state[1], *options)
                 return state[0] + 1, carry, done
 
-            carry, done = start(xp, objective, theta, tol, *options)
+            carry, done = start(xp, objective, theta, *numbers, *options)
             return jax.lax.while_loop(more, iteration, (xp.zeros((), dtype=xp.int32), carry, done))
 
         return program

@@ -16,7 +16,7 @@ from typing import Any
 
 from array_api_compat import device as _device
 
-from mlxp._compat import Generator
+from mlxp._compat import Generator, from_host
 
 __all__ = ["GramObjective", "LeastSquaresObjective", "gram_eigenvalue", "largest_eigenvalue"]
 
@@ -56,9 +56,28 @@ class LeastSquaresObjective:
         l2: float | None = None,
     ) -> None:
         n = X.shape[0]
-        self.xp, self.X, self.Y, self.alpha = xp, X, Y, alpha
+        self.xp, self.X, self.Y = xp, X, Y
         self.c = 1 / n if row_scale is None else row_scale
         self.l2 = alpha / n if l2 is None else l2
+
+    def leaves(self) -> tuple[Any, ...]:
+        """The arrays the objective is made of (c and λ as 0-d arrays): a compiled
+        program's arguments, so one program serves any data of the same shapes and any α."""
+        dev, dtype = _device(self.X), self.X.dtype
+        c, l2 = (from_host(v, self.xp, device=dev, dtype=dtype) for v in (self.c, self.l2))
+        return self.X, self.Y, c, l2
+
+    def config(self) -> tuple[()]:
+        """What :meth:`leaves` leaves out: nothing."""
+        return ()
+
+    @classmethod
+    def from_leaves(
+        cls, xp: Any, config: tuple[()], leaves: tuple[Any, ...]
+    ) -> LeastSquaresObjective:
+        """The objective of :meth:`leaves` (inside a traced program)."""
+        X, Y, c, l2 = leaves
+        return cls(xp, X, Y, alpha=0.0, row_scale=c, l2=l2)
 
     def value(self, W: Any) -> Any:
         xp = self.xp
@@ -77,24 +96,14 @@ class LeastSquaresObjective:
     def batch(self, rows: Any) -> LeastSquaresObjective:
         """The unbiased estimate of f on ``rows``: ½‖X_B W − Y_B‖²/m + ½λ‖W‖²."""
         xp = self.xp
-        return LeastSquaresObjective(
-            xp,
-            xp.take(self.X, rows, axis=0),
-            xp.take(self.Y, rows, axis=0),
-            alpha=self.alpha,
-            row_scale=1 / rows.shape[0],
-            l2=self.l2,
-        )
+        X, Y = xp.take(self.X, rows, axis=0), xp.take(self.Y, rows, axis=0)
+        return LeastSquaresObjective(xp, X, Y, alpha=0.0, row_scale=1 / rows.shape[0], l2=self.l2)
 
     def rows(self, begin: int, end: int) -> LeastSquaresObjective:
         """:meth:`batch` of the contiguous rows begin..end−1 (slices: views, no gather)."""
+        X, Y = self.X[begin:end, ...], self.Y[begin:end, ...]
         return LeastSquaresObjective(
-            self.xp,
-            self.X[begin:end, ...],
-            self.Y[begin:end, ...],
-            alpha=self.alpha,
-            row_scale=1 / (end - begin),
-            l2=self.l2,
+            self.xp, X, Y, alpha=0.0, row_scale=1 / (end - begin), l2=self.l2
         )
 
     def curvature(self, batch_size: int) -> Any:

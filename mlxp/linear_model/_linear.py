@@ -50,7 +50,7 @@ class _LinearModel(LinearModelMixin, RegressorMixin, BaseEstimator):
         self._validate_params()
         place, X, y, sw = validate_data(self, X, y, sample_weight, reset=True, require_y=True)
         xp, exact = place.xp, self.solver not in ("gd", "sgd")
-        closed_form = ClosedForm(xp, self.compile if exact else False, self.fit_intercept)
+        closed_form = ClosedForm(xp, self.compile, self.fit_intercept)
         if is_dask_array(X):
             fitted: _Model = fit_linear_dask(self, X, y, sw)
             return fitted
@@ -160,12 +160,12 @@ class LinearRegression(_LinearModel):
         column-scaled X below rcond·σ_max as zero; None means max(n, p)·ε. "svd" warns
         (:class:`~mlxp.linear_model.RankWarning`) with the effective rank when it drops one.
     compile : {"auto", True, False}, default "auto"
-        On JAX, whether the exact solvers run compiled: the centring one ``jax.jit``
-        program, each factorisation tried another (the SVD excepted). "auto" compiles,
-        once per configuration and data shape (α is an argument), and runs eagerly, with
-        a warning, should compiling fail; True compiles or raises (a ValueError on other
-        backends); False never. "gd" and "sgd" ignore it. See
-        ``mlxp.linear_model._closed_form``.
+        On JAX, whether the fit runs compiled: the centring one ``jax.jit`` program,
+        each factorisation tried another (the SVD in two), "gd" one ``jax.lax.while_loop``
+        and "sgd" one program per epoch. "auto" compiles, once per configuration and
+        data shape (α and the step size are arguments), and runs eagerly, with a warning,
+        should compiling fail; True compiles or raises (a ValueError on other backends);
+        False never. See ``mlxp.linear_model._closed_form`` and ``._stochastic``.
     max_iter : int, default 1000
         Iterations ("gd") or epochs ("sgd") at most.
     tol : float, default 1e-4

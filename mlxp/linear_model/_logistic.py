@@ -65,12 +65,13 @@ class LogisticRegression(LinearModelMixin, MarginClassifierMixin, ClassifierMixi
     backend : str or None, default None
         Where to compute, as for :class:`~mlxp.linear_model.LinearRegression`.
     compile : {"auto", True, False}, default "auto"
-        On JAX, whether the "lbfgs" and "newton" fits run as one compiled program (a
-        ``jax.lax.while_loop`` of the iteration; the eager loop's iterate and iteration
-        count, but for rounding). "auto" compiles, once per solver and data shape (C and tol are
-        the program's arguments), and runs eagerly, with a warning, should compiling
-        fail; True compiles or raises (a ValueError on other backends); False never. See
-        ``mlxp.linear_model._compiled_loop``.
+        On JAX, whether the fit runs compiled: "lbfgs", "newton" and "gd" as one
+        program (a ``jax.lax.while_loop`` of the iteration; the eager loop's iterate and
+        iteration count, but for rounding), "sgd" as one program per epoch (the same
+        shuffles and steps). "auto" compiles, once per solver and data shape (C, tol and
+        the step size are the program's arguments), and runs eagerly, with a warning,
+        should compiling fail; True compiles or raises (a ValueError on other backends);
+        False never. See ``mlxp.linear_model._compiled_loop`` and ``._stochastic``.
 
     Attributes
     ----------
@@ -175,7 +176,7 @@ class LogisticRegression(LinearModelMixin, MarginClassifierMixin, ClassifierMixi
             self, X, y, sample_weight, reset=True, require_y=True, labels=True
         )
         if is_dask_array(X):
-            if self.compile is True and self.solver in ("lbfgs", "newton"):
+            if self.compile is True:
                 raise ValueError(
                     f"compile=True: the {self.solver} solver compiles only on JAX arrays, "
                     'not Dask ones; pass compile="auto" or False.'

@@ -192,7 +192,7 @@ def minimize_lbfgs(
     xp = array_namespace(theta)
     loop = CompiledLoop("lbfgs", objective, theta, compile)
     if loop.available:
-        ran = loop.run(_lbfgs_start, _lbfgs_body, theta, tol, max_iter, (memory,))
+        ran = loop.run(_lbfgs_start, _lbfgs_body, theta, (tol,), max_iter, (memory,))
         if ran is not None:
             return ran[0][0][0], ran[1], ran[2]
     check_every = 1 if on_host(xp) else check_every  # NumPy: reading is free
@@ -244,8 +244,11 @@ def _lbfgs_start(
     return (state, history.state(), tol), xp.max(xp.abs(grad)) <= tol
 
 
-def _lbfgs_body(xp: Any, objective: Any, carry: tuple[Any, Any, Any]) -> tuple[Any, Any]:
-    """One L-BFGS iteration on the compiled loop's carry, and its convergence flag."""
+def _lbfgs_body(
+    xp: Any, objective: Any, carry: tuple[Any, Any, Any], memory: int
+) -> tuple[Any, Any]:
+    """One L-BFGS iteration on the compiled loop's carry, and its convergence flag (the
+    history's length ``memory`` is in its arrays' shapes)."""
     state, saved, tol = carry
     history, one = _History.from_state(xp, saved), xp.ones_like(state[1])
     new_state, ok = _lbfgs_iteration(xp, objective, history, state, one)
@@ -313,7 +316,7 @@ def minimize_newton(
     xp = array_namespace(theta)
     loop = CompiledLoop("newton", objective, theta, compile)
     if loop.available:
-        ran = loop.run(_newton_start, _newton_body, theta, tol, max_iter)
+        ran = loop.run(_newton_start, _newton_body, theta, (tol,), max_iter)
         if ran is not None:
             (state, converged, _), iterations, _ = ran
             return state[0], iterations, bool(converged)

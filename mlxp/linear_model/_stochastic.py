@@ -17,21 +17,31 @@ for a contiguous range, as views). The update rule is the optimiser's:
   and training stops once it has shrunk 10⁶-fold.
 
 Both raise :class:`~mlxp.exceptions.DivergenceError`, naming the learning rate, when
-f becomes non-finite or grows 10⁴-fold.
+f becomes non-finite or grows 10⁴-fold. Both step by the optimiser's pure
+:meth:`~mlxp.optim.Optimizer.update`.
+
+On JAX (``compile``, as :mod:`._compiled_loop` says) "gd" is one compiled
+``jax.lax.while_loop`` that tests the rule on the device at the eager loop's points, and
+"sgd" one compiled program per epoch: the epoch's batches gathered by index inside a
+``jax.lax.scan``, the permutation and the plateau's read staying on the host. The same
+shuffles and steps as the eager loops, so the same iterate and count, but for rounding:
+LogisticRegression(solver="sgd", optimizer="adam") at 200x3, 371 epochs, went from 7.9 s
+eagerly to 0.21 s.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
-from mlxp._compat import Generator
+from mlxp._compat import Generator, from_host
+from mlxp._jit import jitted, placed_numbers, run_or_fall_back
 from mlxp.exceptions import DivergenceError
+from mlxp.linear_model._compiled_loop import CompiledLoop
 from mlxp.optim import SGD, Adam, Optimizer, ReduceLROnPlateau
 
 __all__ = ["OPTIMIZERS", "contiguous_batches", "minimize_sgd", "shuffled_batches"]
@@ -103,37 +113,174 @@ def minimize_sgd(
     rng: Generator,
     n_iter_no_change: int = 5,
     check_every: int = 10,
+    compile: bool | str = False,
 ) -> tuple[Any, int, bool]:
-    """Minimise ``objective`` from θ; returns (θ, steps or epochs run, converged)."""
-    xp = array_namespace(theta)
+    """Minimise ``objective`` from θ; returns (θ, steps or epochs run, converged).
+
+    ``compile`` ("auto", True or False; see :mod:`._compiled_loop`): on JAX, "gd" runs
+    as one compiled loop and "sgd" one compiled program per epoch (a ``jax.lax.scan`` of
+    its steps), drawing the same shuffles and taking the same steps as the eager loops."""
     n = objective.X.shape[0]
     m = min(batch_size, n)
     opt = make_optimizer(optimizer, learning_rate, objective.curvature(m))
-    start, grad, _ = objective.value_grad(theta)
-    params = {"theta": theta}
     if m == n:
-        threshold = tol * xp.maximum(xp.max(xp.abs(grad)), xp.ones_like(start))
-        for it in range(1, max_iter + 1):
-            params = opt.step(params, {"theta": grad})
-            value, grad, _ = objective.value_grad(params["theta"])
-            if it % check_every == 0 or it == max_iter:
-                _check_divergence(xp, value, start, opt.lr)
-                if bool(xp.max(xp.abs(grad)) <= threshold):
-                    return params["theta"], it, True
-        return params["theta"], max_iter, False
-
+        return _full_batch(objective, theta, opt, tol, max_iter, check_every, compile)
+    epoch = _Epochs(objective, theta, opt, m, compile)
     plateau = ReduceLROnPlateau(1.0, factor=0.5, patience=n_iter_no_change - 1, threshold=tol)
-    lr0 = opt.lr
-    epoch_batches = getattr(objective, "epoch", None) or functools.partial(
-        shuffled_batches, objective
-    )
-    for epoch in range(1, max_iter + 1):
-        for batch in epoch_batches(rng, m):
-            params = opt.step(params, {"theta": batch.grad(params["theta"])})
-        value = objective.value(params["theta"])
-        _check_divergence(xp, value, start, opt.lr)
+    xp, lr0, lr = array_namespace(theta), opt.lr, opt.lr
+    start = objective.value(theta)
+    state = epoch.initial_state(theta)
+    for done in range(1, max_iter + 1):
+        theta, state, value = epoch(theta, state, lr, rng)
+        _check_divergence(xp, value, start, lr)
         scale = plateau.step(float(value))  # one host read per epoch
         if scale < 1e-6:
-            return params["theta"], epoch, True
-        opt.lr = lr0 * scale
-    return params["theta"], max_iter, False
+            return theta, done, True
+        lr = lr0 * scale
+    return theta, max_iter, False
+
+
+def _full_batch(
+    objective: Any,
+    theta: Any,
+    opt: Optimizer,
+    tol: float,
+    max_iter: int,
+    check_every: int,
+    compile: bool | str,
+) -> tuple[Any, int, bool]:
+    """Full-batch descent: stops once ‖∇f‖∞ ≤ tol·max(1, ‖∇f(θ₀)‖∞), tested every
+    ``check_every`` steps and after the last; compiled, one ``jax.lax.while_loop``."""
+    xp = array_namespace(theta)
+    loop = CompiledLoop("gd", objective, theta, compile)
+    if loop.available:
+        options = (check_every, optimizer_spec(opt))
+        ran = loop.run(_gd_start, _gd_body, theta, (tol, opt.lr), max_iter, options)
+        if ran is not None:
+            (theta, _, value, _, start, _, _, converged), steps, _ = ran
+            _check_divergence(xp, value, start, opt.lr)
+            return theta, steps, bool(converged)
+    value, grad, _ = objective.value_grad(theta)
+    start, state = value, opt.init_state(theta)
+    threshold = tol * xp.maximum(xp.max(xp.abs(grad)), xp.ones_like(value))
+    for it in range(1, max_iter + 1):
+        theta, state = opt.update(theta, grad, state)
+        value, grad, _ = objective.value_grad(theta)
+        if it % check_every == 0 or it == max_iter:
+            _check_divergence(xp, value, start, opt.lr)
+            if bool(xp.max(xp.abs(grad)) <= threshold):
+                return theta, it, True
+    return theta, max_iter, False
+
+
+def _gd_start(
+    xp: Any, objective: Any, theta: Any, tol: Any, lr: Any, check_every: int, spec: Any
+) -> tuple[tuple[Any, ...], Any]:
+    """The compiled loop's first carry (θ, optimiser state, f, ∇f, f(θ₀), threshold, step
+    size, whether the rule holds); never done before the first step."""
+    value, grad, _ = objective.value_grad(theta)
+    threshold = tol * xp.maximum(xp.max(xp.abs(grad)), xp.ones_like(value))
+    state = optimizer_of(spec).init_state(theta)  # the count 0, weakly typed in the loop
+    no = xp.zeros((), dtype=xp.bool)
+    return (theta, state, value, grad, value, threshold, lr, no), no
+
+
+def _gd_body(
+    xp: Any, objective: Any, carry: tuple[Any, ...], check_every: int, spec: Any
+) -> tuple[tuple[Any, ...], Any]:
+    """One step; done, at every ``check_every``-th step, when the rule holds or f has
+    diverged (the eager loop's tests, at its points)."""
+    theta, state, _, grad, start, threshold, lr, _ = carry
+    theta, state = optimizer_of(spec).update(theta, grad, state, lr)
+    value, grad, _ = objective.value_grad(theta)
+    holds = xp.max(xp.abs(grad)) <= threshold
+    diverged = ~(xp.isfinite(value) & (value <= 1e4 * xp.abs(start) + 1e-30))
+    done = (state["step"] % check_every == 0) & (holds | diverged)
+    return (theta, state, value, grad, start, threshold, lr, holds), done
+
+
+class _Epochs:
+    """One epoch of mini-batch steps: ``(θ, state, lr, rng) -> (θ, state, f(θ))``, the
+    optimiser's pure :meth:`~mlxp.optim.Optimizer.update` over the epoch's batches (the
+    rows shuffled by ``rng``, or the objective's own ``epoch``: Dask's streamed chunks).
+    On JAX with ``compile`` one compiled program: the batches' rows gathered by index
+    inside a ``jax.lax.scan``, the same rows in the same order as the eager loop's."""
+
+    def __init__(self, objective: Any, theta: Any, opt: Optimizer, m: int, compile: Any) -> None:
+        self.objective, self.opt, self.m = objective, opt, m
+        streamed = hasattr(objective, "epoch")
+        self.loop = CompiledLoop("sgd", objective, theta, False if streamed else compile)
+        if self.loop.key is not None:
+            spec = optimizer_spec(opt)
+            key = ("sgd epoch", self.loop.config, spec, m)
+            self.program = jitted(key, _epoch_program(self.loop.config, spec, m))
+
+    def initial_state(self, theta: Any) -> dict[str, Any]:
+        """The optimiser's state before the first step (its count on the device, weakly
+        typed, when compiled: one signature for every epoch, and float32 θ stays float32)."""
+        state = self.opt.init_state(theta)
+        return state if self.loop.key is None else placed_numbers(state, theta)
+
+    def __call__(self, theta: Any, state: Any, lr: Any, rng: Generator) -> Any:
+        objective, xp = self.objective, array_namespace(theta)
+        if hasattr(objective, "epoch"):
+            return self._eager(objective.epoch(rng, self.m), theta, state, lr)
+        order = rng.permutation(objective.X.shape[0], xp=xp, device=_device(theta))
+        if self.loop.available:
+            leaves, dev = self.loop.leaves, _device(theta)
+            if not hasattr(lr, "dtype"):  # a number or 1/L alike: one signature
+                lr = from_host(lr, xp, device=dev, dtype=theta.dtype)
+            ran = run_or_fall_back(
+                self.loop.key,
+                self.loop.compile,
+                "solver's epoch",
+                lambda: self.program(leaves, theta, state, lr, order),
+            )
+            if ran is not None:
+                return ran
+            state = {**state, "step": int(state["step"])}
+        return self._eager(contiguous_batches(objective.batch(order), self.m), theta, state, lr)
+
+    def _eager(self, batches: Iterator[Any], theta: Any, state: Any, lr: Any) -> Any:
+        for batch in batches:
+            theta, state = self.opt.update(theta, batch.grad(theta), state, lr)
+        return theta, state, self.objective.value(theta)
+
+
+def _epoch_program(config: Any, spec: Any, m: int) -> Callable[..., Any]:
+    """The compiled epoch of :class:`_Epochs`: (leaves, θ, state, lr, order) ->
+    (θ, state, f(θ)), its full batches a scan, the shorter last one a step of its own."""
+    import jax
+
+    objective_type, objective_config = config
+    opt = optimizer_of(spec)
+
+    def epoch(leaves: Any, theta: Any, state: Any, lr: Any, order: Any) -> Any:
+        xp = array_namespace(theta)
+        objective = objective_type.from_leaves(xp, objective_config, leaves)
+
+        def step(carry: Any, rows: Any) -> Any:
+            theta, state = carry
+            return opt.update(theta, objective.batch(rows).grad(theta), state, lr), None
+
+        full, carry = order.shape[0] // m, (theta, state)
+        if full:
+            carry, _ = jax.lax.scan(step, carry, xp.reshape(order[: full * m], (full, m)))
+        if order.shape[0] % m:
+            carry, _ = step(carry, order[full * m :])
+        return (*carry, objective.value(carry[0]))
+
+    return epoch
+
+
+def optimizer_spec(opt: Optimizer) -> tuple[Any, ...]:
+    """The optimiser's type and hyperparameters (not its step size), hashable: what a
+    compiled program depends on (:func:`optimizer_of` rebuilds it)."""
+    return (type(opt), tuple((k, getattr(opt, k)) for k in opt._hyperparameters))
+
+
+def optimizer_of(spec: tuple[Any, ...]) -> Optimizer:
+    """The optimiser of :func:`optimizer_spec` (its step size 1: the programs pass theirs)."""
+    kind, hyper = spec
+    opt: Optimizer = kind(1.0, **dict(hyper))
+    return opt

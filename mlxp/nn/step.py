@@ -4,7 +4,7 @@ A step is ``(params, opt_state, model_state, batch, noise) → (params, opt_stat
 model_state, loss)`` with nothing mutated: ``params`` is every parameter of the model in
 one flat buffer (:class:`FlatLayout`; the layers get views of it), ``opt_state`` the
 optimiser's state of that buffer plus the learning rate ``"lr"`` (a number; a 0-d array
-in a compiled step, so a schedule does not recompile it: :func:`placed_numbers` on JAX),
+in a compiled step, so a schedule does not recompile it: :func:`mlxp._jit.placed_numbers`),
 ``model_state`` the layers' buffers by name (BatchNorm's running statistics), ``batch`` (x, y) or
 (x, y, row weights), ``noise`` the uniforms of the Dropout layers
 (:class:`mlxp.nn.noise.NoiseStream`),
@@ -44,7 +44,6 @@ __all__ = [
     "compile_step",
     "layers_key",
     "make_step",
-    "placed_numbers",
     "run_block",
     "step_key",
 ]
@@ -224,19 +223,6 @@ def step_key(
         str(model.dtype),
         str(model.device),
     )
-
-
-def placed_numbers(state: dict[str, Any], like: Any) -> dict[str, Any]:
-    """``state`` with its Python numbers (the rate, the step count) as a jitted step takes
-    them: put on ``like``'s device by ``jax.device_put``, weakly typed, as the step's own
-    outputs are. Left as numbers, each mix of numbers and placed arrays (a first batch, the
-    later ones, a later epoch's first) would be a signature of its own, compiled anew."""
-    import jax
-
-    dev = _device(like)
-    return {
-        k: jax.device_put(v, dev) if isinstance(v, int | float) else v for k, v in state.items()
-    }
 
 
 def layers_key(model: Any) -> Hashable:

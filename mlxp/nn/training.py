@@ -22,7 +22,7 @@ from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
 from mlxp._compat import synchronize, to_numpy
-from mlxp._jit import may_compile, run_or_fall_back
+from mlxp._jit import may_compile, placed_numbers, run_or_fall_back
 from mlxp.exceptions import DivergenceError
 from mlxp.nn import streaming
 from mlxp.nn.callbacks import History, Progress
@@ -37,7 +37,6 @@ from mlxp.nn.step import (
     compile_layout,
     compile_step,
     make_step,
-    placed_numbers,
     run_block,
     step_key,
 )

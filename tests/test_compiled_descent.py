@@ -1,0 +1,218 @@
+"""The "gd" and "sgd" solvers compiled on JAX (compile="auto"): "gd" one
+``jax.lax.while_loop``, "sgd" one program per epoch.
+
+Checked against the same fit run eagerly (``compile=False``) and on NumPy: the same
+iteration or epoch count, the same convergence warning, θ to float tolerance (the same
+shuffles, the same steps, in the same order). Also: the step size, α, C and the weights
+are arguments (one trace for a grid over them), divergence raises as eagerly, a failed
+compile warns once and fits eagerly, and True is refused where nothing compiles.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import mlxp._jit
+import mlxp.linear_model._stochastic as stochastic
+from mlxp.exceptions import DivergenceError
+from mlxp.linear_model import LinearRegression, LogisticRegression, Ridge
+from mlxp.linear_model._iterative import LeastSquaresObjective
+from mlxp.optim import AdamW
+from tests.conftest import case_named
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(200, 4))
+Y_BINARY = (X @ RNG.normal(size=4) + RNG.normal(size=200) > 0).astype(int)
+Y_THREE = np.argmax(X[:, :3] + RNG.normal(size=(200, 3)), axis=1)
+Y_REAL = X @ RNG.normal(size=4) + 0.1 * RNG.normal(size=200)
+WEIGHTS = RNG.uniform(0.5, 2.0, size=200)
+
+SGD = {"solver": "sgd", "batch_size": 16, "random_state": 0, "tol": 1e-5, "max_iter": 20}
+# (estimator, parameters, target, sample weights): compiled must equal eager on each.
+FITS = {
+    "logistic gd": (LogisticRegression, {"solver": "gd", "C": 0.1}, Y_BINARY, None),
+    "logistic gd, max_iter runs out": (
+        LogisticRegression,
+        {"solver": "gd", "max_iter": 15, "tol": 0.0},
+        Y_THREE,
+        None,
+    ),
+    "logistic sgd, converging": (
+        LogisticRegression,
+        {**SGD, "C": 0.1, "batch_size": 100, "max_iter": 300, "tol": 1e-3},
+        Y_BINARY,
+        None,
+    ),
+    "logistic sgd, momentum, three classes": (
+        LogisticRegression,
+        {**SGD, "optimizer": "momentum", "fit_intercept": False},
+        Y_THREE,
+        None,
+    ),
+    "logistic sgd, adam, weights": (
+        LogisticRegression,
+        {**SGD, "optimizer": "adam"},
+        Y_BINARY,
+        WEIGHTS,
+    ),
+    "logistic sgd, a batch of every row": (
+        LogisticRegression,
+        {**SGD, "batch_size": 500, "optimizer": "adam"},
+        Y_BINARY,
+        None,
+    ),
+    "linear gd": (LinearRegression, {"solver": "gd", "max_iter": 2000}, Y_REAL, None),
+    "ridge gd, weights": (Ridge, {"solver": "gd", "alpha": 3.0}, Y_REAL, WEIGHTS),
+    "linear sgd, AdamW, learning rate": (
+        LinearRegression,
+        {**SGD, "optimizer": AdamW(0.05)},
+        Y_REAL,
+        None,
+    ),
+    "ridge sgd, two targets, uneven last batch": (
+        Ridge,
+        {**SGD, "alpha": 2.0, "batch_size": 30},
+        np.stack([Y_REAL, -Y_REAL], axis=1),
+        None,
+    ),
+}
+
+
+def _fit(case, name, compile, dtype="float64", **changes):
+    estimator, params, y, weights = FITS[name]
+    model = estimator(compile=compile, **{**params, **changes})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        w = None if weights is None else case.asarray(weights, dtype)
+        target = case.asarray(y, dtype) if estimator is not LogisticRegression else case.asarray(y)
+        model.fit(case.asarray(X, dtype), target, sample_weight=w)
+    return model, [str(w.message) for w in caught]
+
+
+def _traced(monkeypatch):
+    """The number of traces of the compiled "gd" iteration and "sgd" epoch from now on;
+    the eager epoch refused, so a fit that should run compiled cannot pass uncompiled."""
+    traces = []
+    body, program = stochastic._gd_body, stochastic._epoch_program
+
+    def counted_body(*args):
+        traces.append("gd")
+        return body(*args)
+
+    def counted_program(*args):
+        epoch = program(*args)
+
+        def traced(*arrays):
+            traces.append("sgd")
+            return epoch(*arrays)
+
+        return traced
+
+    monkeypatch.setattr(mlxp._jit, "_JITTED", type(mlxp._jit._JITTED)())
+    monkeypatch.setattr(mlxp._jit, "_UNTRACEABLE", set())
+    monkeypatch.setattr(stochastic, "_gd_body", counted_body)
+    monkeypatch.setattr(stochastic, "_epoch_program", counted_program)
+    return traces
+
+
+def _refuse_eager_epochs(monkeypatch):
+    def refused(*args):
+        raise AssertionError("an epoch ran uncompiled")
+
+    monkeypatch.setattr(stochastic._Epochs, "_eager", refused)
+
+
+@pytest.mark.parametrize("name", list(FITS))
+def test_compiled_fit_equals_the_eager_one_and_numpy(monkeypatch, name):
+    case = case_named("jax:cpu")
+    eager, eager_warned = _fit(case, name, False)
+    numpy_fit, _ = _fit(case_named("numpy:cpu"), name, False)
+    traces = _traced(monkeypatch)
+    if "sgd" in name:
+        _refuse_eager_epochs(monkeypatch)
+    compiled, warned = _fit(case, name, "auto")
+    assert traces, "compile='auto' did not compile the solver on JAX"
+    assert compiled.n_iter_ == eager.n_iter_ == numpy_fit.n_iter_
+    assert warned == eager_warned  # the not-converged warning, or none, on both
+    for attribute in ("coef_", "intercept_"):
+        got, want, numpy_value = (
+            np.asarray(getattr(m, attribute)) for m in (compiled, eager, numpy_fit)
+        )
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(got, numpy_value, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "name", ["logistic sgd, adam, weights", "logistic sgd, a batch of every row", "linear gd"]
+)
+def test_float32_compiled_fit_stays_float32(monkeypatch, name):
+    """Adam's step count is weakly typed in the programs: a strong int32 count makes its
+    bias corrections, and so θ, float64 when traced (x64 on)."""
+    case = case_named("jax:cpu")
+    eager, _ = _fit(case, name, False, dtype="float32", max_iter=5)
+    traces = _traced(monkeypatch)
+    _refuse_eager_epochs(monkeypatch)
+    compiled, warned = _fit(case, name, "auto", dtype="float32", max_iter=5)
+    assert traces and not any("compiling" in message for message in warned)
+    assert compiled.coef_.dtype == eager.coef_.dtype == case.dtype("float32")
+    np.testing.assert_allclose(np.asarray(compiled.coef_), np.asarray(eager.coef_), rtol=2e-4)
+
+
+def test_one_program_serves_any_step_size_penalty_and_weights(monkeypatch):
+    """The step size, α, C, tol and the weights are the programs' arguments: a grid over
+    them traces once per solver and data shape."""
+    case = case_named("jax:cpu")
+    traces = _traced(monkeypatch)
+    for learning_rate, alpha in [(0.05, 1.0), (0.02, 5.0), (None, 0.5)]:
+        _fit(
+            case,
+            "ridge sgd, two targets, uneven last batch",
+            "auto",
+            alpha=alpha,
+            learning_rate=learning_rate,
+        )
+        _fit(case, "ridge gd, weights", "auto", alpha=alpha, learning_rate=learning_rate)
+    for C, tol in [(1.0, 1e-4), (0.1, 1e-6)]:
+        _fit(case, "logistic sgd, adam, weights", "auto", C=C, tol=tol, max_iter=3)
+    assert sorted(traces) == ["gd", "sgd", "sgd"]
+
+
+@pytest.mark.parametrize("solver", ["gd", "sgd"])
+def test_divergence_raises_as_it_does_eagerly(solver):
+    case = case_named("jax:cpu")
+    name = "linear gd" if solver == "gd" else "linear sgd, AdamW, learning rate"
+    change = (
+        {"learning_rate": 10.0} if solver == "gd" else {"optimizer": "sgd", "learning_rate": 5.0}
+    )
+    messages = []
+    for compile in ("auto", False):
+        with pytest.raises(DivergenceError, match="learning_rate=") as raised:
+            _fit(case, name, compile, **change)
+        messages.append(str(raised.value).split(" with ")[1])
+    assert messages[0] == messages[1]
+
+
+def test_failed_compile_warns_once_and_fits_eagerly(monkeypatch):
+    case = case_named("jax:cpu")
+    monkeypatch.setattr(mlxp._jit, "_JITTED", type(mlxp._jit._JITTED)())
+    monkeypatch.setattr(mlxp._jit, "_UNTRACEABLE", set())
+
+    def refuse(*args):
+        raise RuntimeError("not traceable")
+
+    monkeypatch.setattr(LeastSquaresObjective, "from_leaves", classmethod(refuse))
+    name = "linear sgd, AdamW, learning rate"
+    eager, _ = _fit(case, name, False, max_iter=3)
+    model, warned = _fit(case, name, "auto", max_iter=3)
+    assert [m for m in warned if "compiling" in m] == [
+        "compile='auto': compiling the solver's epoch failed (RuntimeError: not traceable); "
+        "it runs uncompiled."
+    ]
+    np.testing.assert_allclose(np.asarray(model.coef_), np.asarray(eager.coef_), rtol=1e-12)
+    _, warned = _fit(case, name, "auto", max_iter=3)
+    assert not any("compiling" in message for message in warned)  # not tried again
+    with pytest.raises(RuntimeError, match="not traceable"):
+        _fit(case, name, True, max_iter=3)
