@@ -8,11 +8,13 @@ derived from ``x`` when not given.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 from array_api_compat import array_namespace
 
-__all__ = ["log_softmax", "sigmoid", "softmax", "softplus"]
+__all__ = ["log_softmax", "one_minus_power", "sigmoid", "softmax", "softplus"]
 
 
 def softplus(z: Any, /, *, xp: Any = None) -> Any:
@@ -39,3 +41,16 @@ def softmax(z: Any, /, *, axis: int = -1, xp: Any = None) -> Any:
     """exp(z − logsumexp(z)) along ``axis`` (shifted by the maximum: no overflow)."""
     xp = xp or array_namespace(z)
     return xp.exp(log_softmax(z, axis=axis, xp=xp))
+
+
+def one_minus_power(beta: float, t: Any, dtype: Any) -> Any:
+    """1 − βᵗ for 0 ≤ β < 1 and a count t ≥ 1 (Adam's bias corrections): in Python floats
+    for a count that is a number; for one in a 0-d integer array (a compiled step's) as
+    −expm1(t·ln β) in the floating ``dtype``, which keeps the digits that 1 − βᵗ loses to
+    cancellation in float32 (β = 0.999, t = 1: a relative error of 6e-8, not 1.3e-5)."""
+    if isinstance(t, numbers.Integral):
+        return 1.0 - beta**t
+    xp = array_namespace(t)
+    if beta == 0.0:
+        return xp.ones_like(t, dtype=dtype)
+    return -xp.expm1(xp.astype(t, dtype) * math.log(beta))

@@ -20,7 +20,7 @@ import mlxp.linear_model._stochastic as stochastic
 from mlxp.exceptions import DivergenceError
 from mlxp.linear_model import LinearRegression, LogisticRegression, Ridge
 from mlxp.linear_model._iterative import LeastSquaresObjective
-from mlxp.optim import AdamW
+from mlxp.optim import SGD, Adam, AdamW
 from tests.conftest import case_named
 
 RNG = np.random.default_rng(0)
@@ -30,7 +30,7 @@ Y_THREE = np.argmax(X[:, :3] + RNG.normal(size=(200, 3)), axis=1)
 Y_REAL = X @ RNG.normal(size=4) + 0.1 * RNG.normal(size=200)
 WEIGHTS = RNG.uniform(0.5, 2.0, size=200)
 
-SGD = {"solver": "sgd", "batch_size": 16, "random_state": 0, "tol": 1e-5, "max_iter": 20}
+MINI_BATCHES = {"solver": "sgd", "batch_size": 16, "random_state": 0, "tol": 1e-5, "max_iter": 20}
 # (estimator, parameters, target, sample weights): compiled must equal eager on each.
 FITS = {
     "logistic gd": (LogisticRegression, {"solver": "gd", "C": 0.1}, Y_BINARY, None),
@@ -42,25 +42,25 @@ FITS = {
     ),
     "logistic sgd, converging": (
         LogisticRegression,
-        {**SGD, "C": 0.1, "batch_size": 100, "max_iter": 300, "tol": 1e-3},
+        {**MINI_BATCHES, "C": 0.1, "batch_size": 100, "max_iter": 300, "tol": 1e-3},
         Y_BINARY,
         None,
     ),
     "logistic sgd, momentum, three classes": (
         LogisticRegression,
-        {**SGD, "optimizer": "momentum", "fit_intercept": False},
+        {**MINI_BATCHES, "optimizer": "momentum", "fit_intercept": False},
         Y_THREE,
         None,
     ),
     "logistic sgd, adam, weights": (
         LogisticRegression,
-        {**SGD, "optimizer": "adam"},
+        {**MINI_BATCHES, "optimizer": "adam"},
         Y_BINARY,
         WEIGHTS,
     ),
     "logistic sgd, a batch of every row": (
         LogisticRegression,
-        {**SGD, "batch_size": 500, "optimizer": "adam"},
+        {**MINI_BATCHES, "batch_size": 500, "optimizer": "adam"},
         Y_BINARY,
         None,
     ),
@@ -68,13 +68,13 @@ FITS = {
     "ridge gd, weights": (Ridge, {"solver": "gd", "alpha": 3.0}, Y_REAL, WEIGHTS),
     "linear sgd, AdamW, learning rate": (
         LinearRegression,
-        {**SGD, "optimizer": AdamW(0.05)},
+        {**MINI_BATCHES, "optimizer": AdamW(0.05)},
         Y_REAL,
         None,
     ),
     "ridge sgd, two targets, uneven last batch": (
         Ridge,
-        {**SGD, "alpha": 2.0, "batch_size": 30},
+        {**MINI_BATCHES, "alpha": 2.0, "batch_size": 30},
         np.stack([Y_REAL, -Y_REAL], axis=1),
         None,
     ),
@@ -216,3 +216,65 @@ def test_failed_compile_warns_once_and_fits_eagerly(monkeypatch):
     assert not any("compiling" in message for message in warned)  # not tried again
     with pytest.raises(RuntimeError, match="not traceable"):
         _fit(case, name, True, max_iter=3)
+
+
+class FixedMomentum(SGD):
+    """A user's optimiser whose signature differs from its base class's."""
+
+    def __init__(self, lr=0.05):
+        super().__init__(lr, momentum=0.5)
+
+
+class CountOnTheHost(Adam):
+    """A user's optimiser that reads its step count back: it cannot be traced."""
+
+    def _update(self, xp, p, g, state, lr, in_place=False):
+        int(state["step"])
+        return super()._update(xp, p, g, state, lr, in_place)
+
+
+def test_a_users_optimizer_compiles_or_falls_back_alone(monkeypatch):
+    """A user's optimiser is the program's constant as it is (not rebuilt from its
+    hyperparameters); one that cannot be traced falls back, with a warning, for its own
+    programs only: a later fit with another optimiser at the same shapes still compiles."""
+    case = case_named("jax:cpu")
+    name = "linear sgd, AdamW, learning rate"
+    eager, _ = _fit(case, name, False, optimizer=FixedMomentum(), max_iter=3)
+    traces = _traced(monkeypatch)
+    compiled, warned = _fit(case, name, "auto", optimizer=FixedMomentum(), max_iter=3)
+    assert traces and not any("compiling" in message for message in warned)
+    np.testing.assert_allclose(np.asarray(compiled.coef_), np.asarray(eager.coef_), rtol=1e-12)
+    for batch_size in (16, 500):  # an epoch, and the full-batch loop
+        traces = _traced(monkeypatch)
+        host = CountOnTheHost(0.05)
+        _, warned = _fit(case, name, "auto", optimizer=host, max_iter=3, batch_size=batch_size)
+        assert sum("compiling" in message for message in warned) == 1
+        before = len(traces)
+        _, warned = _fit(
+            case, name, "auto", optimizer=Adam(0.05), max_iter=3, batch_size=batch_size
+        )
+        assert len(traces) > before and not any("compiling" in message for message in warned)
+
+
+def test_adam_without_x64_is_as_accurate_compiled_as_eagerly():
+    """With JAX's x64 mode off, 1 − βᵗ of a count on the device is float32: computed as
+    −expm1(t ln β), not by cancellation (1 − 0.999 loses 1.3e-5 of it), the compiled fit
+    stays as close to the eager one as the eager one is to NumPy's."""
+    import jax
+
+    case = case_named("jax:cpu")
+    name = "logistic sgd, adam, weights"
+    numpy_fit, _ = _fit(case_named("numpy:cpu"), name, False, dtype="float32")
+    previous = jax.config.jax_enable_x64
+    try:
+        jax.config.update("jax_enable_x64", False)
+        fits = {
+            compile: _fit(case, name, compile, dtype="float32")[0] for compile in ("auto", False)
+        }
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+    compiled, eager = (np.asarray(fits[c].coef_, dtype=np.float64) for c in ("auto", False))
+    assert str(fits["auto"].coef_.dtype) == "float32"
+    assert fits["auto"].n_iter_ == fits[False].n_iter_ == numpy_fit.n_iter_
+    np.testing.assert_allclose(eager, numpy_fit.coef_, atol=2e-7)
+    np.testing.assert_allclose(compiled, eager, atol=2e-7)

@@ -115,9 +115,11 @@ def test_failed_compile_warns_once_and_fits_eagerly(monkeypatch):
         _fit(case, "lbfgs", {}, Y_BINARY, True)
 
 
-@pytest.mark.parametrize("solver", ["lbfgs", "newton", "gd", "sgd"])
+@pytest.mark.parametrize("solver", ["lbfgs", "newton", "gd", "sgd", "sgd, one batch"])
 def test_compile_true_is_refused_where_nothing_compiles(solver):
-    model = LogisticRegression(solver=solver, compile=True)
+    one_batch = solver == "sgd, one batch"  # runs the full-batch loop, named as asked
+    solver = "sgd" if one_batch else solver
+    model = LogisticRegression(solver=solver, compile=True, batch_size=1000 if one_batch else 64)
     with pytest.raises(ValueError, match=f"the {solver} solver compiles only on JAX"):
         model.fit(X, Y_BINARY)
     assert not hasattr(model, "coef_")

@@ -90,6 +90,7 @@ class LinearModelMixin:
             learning_rate=self.learning_rate,
             rng=check_random_state(self.random_state),
             compile=self.compile,
+            solver=self.solver,
         )
 
     def _get_model_state(self: _Estimator) -> tuple[dict[str, Any], dict[str, Any]]:

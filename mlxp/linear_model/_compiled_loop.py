@@ -48,11 +48,20 @@ class CompiledLoop:
 
     ``compile`` is "auto", True or False. Compiling needs JAX arrays and an objective
     with ``leaves()``, ``config()`` and ``from_leaves(xp, config, leaves)``; True
-    elsewhere is a ValueError, raised here, before any iteration.
+    elsewhere is a ValueError, raised here, before any iteration. ``options``: hashable
+    constants of the program (passed to its functions), part of its key: a failure to
+    compile is remembered for those options, data configuration and shapes only.
     """
 
-    def __init__(self, solver: str, objective: Any, theta: Any, compile: bool | str) -> None:
-        self.solver, self.compile, self.key = solver, compile, None
+    def __init__(
+        self,
+        solver: str,
+        objective: Any,
+        theta: Any,
+        compile: bool | str,
+        options: tuple[Hashable, ...] = (),
+    ) -> None:
+        self.solver, self.compile, self.options, self.key = solver, compile, options, None
         if compile is False:
             return
         jax_arrays = is_jax_namespace(array_namespace(theta))
@@ -60,7 +69,7 @@ class CompiledLoop:
             self.objective_type, self.leaves = type(objective), objective.leaves()
             self.config = (self.objective_type, objective.config())
             shapes = tuple((tuple(a.shape), str(a.dtype)) for a in (theta, *self.leaves))
-            self.key = (solver, self.config, shapes)
+            self.key = (solver, self.config, shapes, options)
         elif compile is True:
             where = "JAX arrays" if not jax_arrays else "an objective with leaves()"
             raise ValueError(
@@ -80,17 +89,15 @@ class CompiledLoop:
         theta: Any,
         numbers: tuple[Any, ...],
         limit: int,
-        options: tuple[Hashable, ...] = (),
     ) -> tuple[Any, int, bool] | None:
         """``start`` at θ, then at most ``limit`` iterations of ``body``, stopping after
         the first whose ``done`` is true (at once if ``start``'s is), all compiled:
         (carry, iterations, done), or None when compiling failed under "auto" (warned;
         the caller runs eagerly). ``numbers``: the run's scalars (tol, a step size: Python
         numbers or 0-d arrays), passed to ``start`` as 0-d arrays of θ's dtype, so a new
-        value does not compile anew; ``options``: hashable arguments of both functions."""
+        value does not compile anew; the options are the last arguments of both."""
         assert self.key is not None
-        key = ("solver", self.config, start, body, options)
-        program = jitted(key, self._program(start, body, options))
+        key = ("solver", self.config, start, body, self.options)
         xp, device = array_namespace(theta), _device(theta)
         arrays = tuple(
             xp.astype(v, theta.dtype)
@@ -104,19 +111,19 @@ class CompiledLoop:
             self.key,
             self.compile,
             "solver's loop",
-            lambda: program(self.leaves, theta, arrays, limit_array),
+            lambda: jitted(key, self._program(start, body))(
+                self.leaves, theta, arrays, limit_array
+            ),
         )
         if ran is None:
             return None
         iterations, carry, done = ran
         return carry, int(iterations), bool(done)
 
-    def _program(
-        self, start: Start, body: Body, options: tuple[Hashable, ...]
-    ) -> Callable[..., Any]:
+    def _program(self, start: Start, body: Body) -> Callable[..., Any]:
         import jax
 
-        objective_type, config = self.objective_type, self.config[1]
+        objective_type, config, options = self.objective_type, self.config[1], self.options
 
         def program(leaves: Any, theta: Any, numbers: Any, limit: Any) -> Any:
             xp = array_namespace(theta)

@@ -190,9 +190,9 @@ def minimize_lbfgs(
     device (``compile``: see :mod:`._compiled_loop`).
     """
     xp = array_namespace(theta)
-    loop = CompiledLoop("lbfgs", objective, theta, compile)
+    loop = CompiledLoop("lbfgs", objective, theta, compile, (memory,))
     if loop.available:
-        ran = loop.run(_lbfgs_start, _lbfgs_body, theta, (tol,), max_iter, (memory,))
+        ran = loop.run(_lbfgs_start, _lbfgs_body, theta, (tol,), max_iter)
         if ran is not None:
             return ran[0][0][0], ran[1], ran[2]
     check_every = 1 if on_host(xp) else check_every  # NumPy: reading is free

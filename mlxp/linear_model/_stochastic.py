@@ -114,17 +114,19 @@ def minimize_sgd(
     n_iter_no_change: int = 5,
     check_every: int = 10,
     compile: bool | str = False,
+    solver: str = "sgd",
 ) -> tuple[Any, int, bool]:
     """Minimise ``objective`` from θ; returns (θ, steps or epochs run, converged).
 
-    ``compile`` ("auto", True or False; see :mod:`._compiled_loop`): on JAX, "gd" runs
-    as one compiled loop and "sgd" one compiled program per epoch (a ``jax.lax.scan`` of
-    its steps), drawing the same shuffles and taking the same steps as the eager loops."""
+    ``compile`` ("auto", True or False; see :mod:`._compiled_loop`): on JAX, full batches
+    run as one compiled loop and mini-batches as one compiled program per epoch (a
+    ``jax.lax.scan`` of its steps), drawing the same shuffles and taking the same steps as
+    the eager loops. ``solver``: the estimator's, as messages name it."""
     n = objective.X.shape[0]
     m = min(batch_size, n)
     opt = make_optimizer(optimizer, learning_rate, objective.curvature(m))
     if m == n:
-        return _full_batch(objective, theta, opt, tol, max_iter, check_every, compile)
+        return _full_batch(objective, theta, opt, tol, max_iter, check_every, compile, solver)
     epoch = _Epochs(objective, theta, opt, m, compile)
     plateau = ReduceLROnPlateau(1.0, factor=0.5, patience=n_iter_no_change - 1, threshold=tol)
     xp, lr0, lr = array_namespace(theta), opt.lr, opt.lr
@@ -148,14 +150,14 @@ def _full_batch(
     max_iter: int,
     check_every: int,
     compile: bool | str,
+    solver: str,
 ) -> tuple[Any, int, bool]:
     """Full-batch descent: stops once ‖∇f‖∞ ≤ tol·max(1, ‖∇f(θ₀)‖∞), tested every
     ``check_every`` steps and after the last; compiled, one ``jax.lax.while_loop``."""
     xp = array_namespace(theta)
-    loop = CompiledLoop("gd", objective, theta, compile)
+    loop = CompiledLoop(solver, objective, theta, compile, (check_every, KeyedOptimizer(opt)))
     if loop.available:
-        options = (check_every, optimizer_spec(opt))
-        ran = loop.run(_gd_start, _gd_body, theta, (tol, opt.lr), max_iter, options)
+        ran = loop.run(_gd_start, _gd_body, theta, (tol, opt.lr), max_iter)
         if ran is not None:
             (theta, _, value, _, start, _, _, converged), steps, _ = ran
             _check_divergence(xp, value, start, opt.lr)
@@ -174,24 +176,24 @@ def _full_batch(
 
 
 def _gd_start(
-    xp: Any, objective: Any, theta: Any, tol: Any, lr: Any, check_every: int, spec: Any
+    xp: Any, objective: Any, theta: Any, tol: Any, lr: Any, check_every: int, rule: Any
 ) -> tuple[tuple[Any, ...], Any]:
     """The compiled loop's first carry (θ, optimiser state, f, ∇f, f(θ₀), threshold, step
     size, whether the rule holds); never done before the first step."""
     value, grad, _ = objective.value_grad(theta)
     threshold = tol * xp.maximum(xp.max(xp.abs(grad)), xp.ones_like(value))
-    state = optimizer_of(spec).init_state(theta)  # the count 0, weakly typed in the loop
+    state = rule.opt.init_state(theta)  # the count 0, weakly typed in the loop
     no = xp.zeros((), dtype=xp.bool)
     return (theta, state, value, grad, value, threshold, lr, no), no
 
 
 def _gd_body(
-    xp: Any, objective: Any, carry: tuple[Any, ...], check_every: int, spec: Any
+    xp: Any, objective: Any, carry: tuple[Any, ...], check_every: int, rule: Any
 ) -> tuple[tuple[Any, ...], Any]:
     """One step; done, at every ``check_every``-th step, when the rule holds or f has
     diverged (the eager loop's tests, at its points)."""
     theta, state, _, grad, start, threshold, lr, _ = carry
-    theta, state = optimizer_of(spec).update(theta, grad, state, lr)
+    theta, state = rule.opt.update(theta, grad, state, lr)
     value, grad, _ = objective.value_grad(theta)
     holds = xp.max(xp.abs(grad)) <= threshold
     diverged = ~(xp.isfinite(value) & (value <= 1e4 * xp.abs(start) + 1e-30))
@@ -207,19 +209,16 @@ class _Epochs:
     inside a ``jax.lax.scan``, the same rows in the same order as the eager loop's."""
 
     def __init__(self, objective: Any, theta: Any, opt: Optimizer, m: int, compile: Any) -> None:
-        self.objective, self.opt, self.m = objective, opt, m
+        self.objective, self.opt, self.m, self.rule = objective, opt, m, KeyedOptimizer(opt)
         streamed = hasattr(objective, "epoch")
-        self.loop = CompiledLoop("sgd", objective, theta, False if streamed else compile)
-        if self.loop.key is not None:
-            spec = optimizer_spec(opt)
-            key = ("sgd epoch", self.loop.config, spec, m)
-            self.program = jitted(key, _epoch_program(self.loop.config, spec, m))
+        compile = False if streamed else compile
+        self.loop = CompiledLoop("sgd", objective, theta, compile, (self.rule, m))
 
     def initial_state(self, theta: Any) -> dict[str, Any]:
         """The optimiser's state before the first step (its count on the device, weakly
         typed, when compiled: one signature for every epoch, and float32 θ stays float32)."""
         state = self.opt.init_state(theta)
-        return state if self.loop.key is None else placed_numbers(state, theta)
+        return placed_numbers(state, theta) if self.loop.available else state
 
     def __call__(self, theta: Any, state: Any, lr: Any, rng: Generator) -> Any:
         objective, xp = self.objective, array_namespace(theta)
@@ -227,19 +226,24 @@ class _Epochs:
             return self._eager(objective.epoch(rng, self.m), theta, state, lr)
         order = rng.permutation(objective.X.shape[0], xp=xp, device=_device(theta))
         if self.loop.available:
-            leaves, dev = self.loop.leaves, _device(theta)
-            if not hasattr(lr, "dtype"):  # a number or 1/L alike: one signature
-                lr = from_host(lr, xp, device=dev, dtype=theta.dtype)
             ran = run_or_fall_back(
                 self.loop.key,
                 self.loop.compile,
                 "solver's epoch",
-                lambda: self.program(leaves, theta, state, lr, order),
+                lambda: self._compiled(theta, state, lr, order),
             )
             if ran is not None:
                 return ran
             state = {**state, "step": int(state["step"])}
         return self._eager(contiguous_batches(objective.batch(order), self.m), theta, state, lr)
+
+    def _compiled(self, theta: Any, state: Any, lr: Any, order: Any) -> Any:
+        loop = self.loop
+        if not hasattr(lr, "dtype"):  # a number or 1/L alike: one signature
+            lr = from_host(lr, array_namespace(theta), device=_device(theta), dtype=theta.dtype)
+        key = ("sgd epoch", loop.config, loop.options)
+        program = jitted(key, _epoch_program(loop.config, self.rule, self.m))
+        return program(loop.leaves, theta, state, lr, order)
 
     def _eager(self, batches: Iterator[Any], theta: Any, state: Any, lr: Any) -> Any:
         for batch in batches:
@@ -247,13 +251,15 @@ class _Epochs:
         return theta, state, self.objective.value(theta)
 
 
-def _epoch_program(config: Any, spec: Any, m: int) -> Callable[..., Any]:
-    """The compiled epoch of :class:`_Epochs`: (leaves, θ, state, lr, order) ->
-    (θ, state, f(θ)), its full batches a scan, the shorter last one a step of its own."""
+def _epoch_program(config: Any, rule: KeyedOptimizer, m: int) -> Callable[..., Any]:
+    """The compiled epoch of :class:`_Epochs` for an objective's ``config`` (its type and
+    configuration), the optimiser and the batch size m: (leaves, θ, state, lr, order) ->
+    (θ, state, f(θ)), its full batches a scan, the shorter last one a step of its own.
+    It holds no data: the jit cache keeps it for later fits."""
     import jax
 
     objective_type, objective_config = config
-    opt = optimizer_of(spec)
+    opt = rule.opt
 
     def epoch(leaves: Any, theta: Any, state: Any, lr: Any, order: Any) -> Any:
         xp = array_namespace(theta)
@@ -273,14 +279,17 @@ def _epoch_program(config: Any, spec: Any, m: int) -> Callable[..., Any]:
     return epoch
 
 
-def optimizer_spec(opt: Optimizer) -> tuple[Any, ...]:
-    """The optimiser's type and hyperparameters (not its step size), hashable: what a
-    compiled program depends on (:func:`optimizer_of` rebuilds it)."""
-    return (type(opt), tuple((k, getattr(opt, k)) for k in opt._hyperparameters))
+class KeyedOptimizer:
+    """An optimiser as a compiled program's constant: equal to another (and hashing alike)
+    when of the same type with the same hyperparameters (their reprs; not the step size,
+    the programs' argument), so equal fits share a program, whatever the optimiser holds."""
 
+    def __init__(self, opt: Optimizer) -> None:
+        self.opt = opt
+        self.key = (type(opt), tuple(repr(getattr(opt, k)) for k in opt._hyperparameters))
 
-def optimizer_of(spec: tuple[Any, ...]) -> Optimizer:
-    """The optimiser of :func:`optimizer_spec` (its step size 1: the programs pass theirs)."""
-    kind, hyper = spec
-    opt: Optimizer = kind(1.0, **dict(hyper))
-    return opt
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, KeyedOptimizer) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)

@@ -27,6 +27,7 @@ import array_api_compat as aac
 
 from mlxp._kernels import adam_update
 from mlxp._params import Interval, Tuples, validate_params
+from mlxp._special import one_minus_power
 from mlxp.exceptions import InvalidParameterError
 
 __all__ = ["SGD", "Adam", "AdamW", "Optimizer", "RMSprop"]
@@ -304,10 +305,10 @@ class Adam(Optimizer):
         (:func:`mlxp._kernels.adam_update`; in place if the caller gives the buffers up)."""
         beta1, beta2 = self.betas
         t = state["step"]
-        root = (1.0 - beta2**t) ** 0.5  # a float, or 0-d when t is an array
+        root = one_minus_power(beta2, t, p.dtype) ** 0.5  # a float, or 0-d when t is an array
         scale = (1.0 - beta1) / (1.0 - beta2) ** 0.5
         eps = self.eps * root / (1.0 - beta2) ** 0.5
-        step = lr * root * scale / (1.0 - beta1**t)
+        step = lr * root * scale / one_minus_power(beta1, t, p.dtype)
         p, state["exp_avg"], state["exp_avg_sq"] = adam_update(
             p, g, state["exp_avg"], state["exp_avg_sq"], self.betas, step, eps, in_place=in_place
         )  # the moments scaled: u = m / (1 − β₁), w = v / (1 − β₂)
