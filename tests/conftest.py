@@ -13,6 +13,22 @@ import os
 # scikit-learn runs its array-API conformance check only with this set (before SciPy loads).
 os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
+
+def _share_the_cores() -> None:
+    """Under pytest-xdist, give each worker's BLAS and OpenMP pools (NumPy's OpenBLAS,
+    PyTorch's) the cores divided by the number of workers, as scikit-learn's test suite
+    does, unless the caller set them: two workers of two threads each on two cores spin
+    against each other, and a matrix product can then take 10-50 times as long. Set
+    before NumPy loads, and inherited by the commands the tests start."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(name, threads)
+
+
+_share_the_cores()
+
 import numpy as np
 import pytest
 

@@ -152,10 +152,10 @@ def test_float32_compiled_fit_stays_float32(monkeypatch, name):
     """Adam's step count is weakly typed in the programs: a strong int32 count makes its
     bias corrections, and so θ, float64 when traced (x64 on)."""
     case = case_named("jax:cpu")
-    eager, _ = _fit(case, name, False, dtype="float32", max_iter=5)
+    eager, _ = _fit(case, name, False, dtype="float32", max_iter=2)
     traces = _traced(monkeypatch)
     _refuse_eager_epochs(monkeypatch)
-    compiled, warned = _fit(case, name, "auto", dtype="float32", max_iter=5)
+    compiled, warned = _fit(case, name, "auto", dtype="float32", max_iter=2)
     assert traces and not any("compiling" in message for message in warned)
     assert compiled.coef_.dtype == eager.coef_.dtype == case.dtype("float32")
     np.testing.assert_allclose(np.asarray(compiled.coef_), np.asarray(eager.coef_), rtol=2e-4)
@@ -263,18 +263,17 @@ def test_adam_without_x64_is_as_accurate_compiled_as_eagerly():
     import jax
 
     case = case_named("jax:cpu")
-    name = "logistic sgd, adam, weights"
-    numpy_fit, _ = _fit(case_named("numpy:cpu"), name, False, dtype="float32")
+    name, more = "logistic sgd, a batch of every row", {"max_iter": 100, "dtype": "float32"}
+    numpy_fit, _ = _fit(case_named("numpy:cpu"), name, False, **more)
     previous = jax.config.jax_enable_x64
     try:
         jax.config.update("jax_enable_x64", False)
-        fits = {
-            compile: _fit(case, name, compile, dtype="float32")[0] for compile in ("auto", False)
-        }
+        fits = {compile: _fit(case, name, compile, **more)[0] for compile in ("auto", False)}
     finally:
         jax.config.update("jax_enable_x64", previous)
     compiled, eager = (np.asarray(fits[c].coef_, dtype=np.float64) for c in ("auto", False))
     assert str(fits["auto"].coef_.dtype) == "float32"
     assert fits["auto"].n_iter_ == fits[False].n_iter_ == numpy_fit.n_iter_
-    np.testing.assert_allclose(eager, numpy_fit.coef_, atol=2e-7)
-    np.testing.assert_allclose(compiled, eager, atol=2e-7)
+    # 1 − βᵗ by cancellation: 6e-7 apart here; eager and NumPy: 7e-9
+    np.testing.assert_allclose(eager, numpy_fit.coef_, atol=5e-8)
+    np.testing.assert_allclose(compiled, eager, atol=5e-8)
