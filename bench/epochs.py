@@ -256,14 +256,16 @@ class NetworkBench:
         peers: list[Peer],
         repeat: int,
         peaks: Peaks,
+        settle: bool = True,
     ) -> list[dict[str, Any]]:
         """Rows for the available peers, then mlxp on every target. All are built first and
-        their epochs timed taking turns (:func:`~bench.timing.interleaved`), so the ratios
-        between them hold on a machine whose speed drifts; then each one's ``predict``."""
+        their epochs timed taking turns (:func:`~bench.timing.interleaved`, settling each
+        turn unless ``settle`` is False), so the ratios between them hold on a machine
+        whose speed drifts; then each one's ``predict``."""
         runs = [(p.session, p.target) for p in peers if p.target is not None and p.session]
         runs += [(mlxp_session, target) for target in targets]
         sessions = [make(self, size[1], target, data) for make, target in runs]
-        fits = interleaved([s.epoch for s in sessions], repeat)
+        fits = interleaved([s.epoch for s in sessions], repeat, settle)
         rows = []
         for (_, target), session, (loss, fit) in zip(runs, sessions, fits, strict=True):
             out, predicted = timed(

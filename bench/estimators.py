@@ -115,8 +115,10 @@ class EstimatorBench:
         peers: list[Peer],
         repeat: int,
         peaks: Peaks,
+        settle: bool = True,
     ) -> list[dict[str, Any]]:
-        """Rows for the available peers, then every target × solver, on one data set."""
+        """Rows for the available peers, then every target × solver, on one data set (each
+        fit timed alone: nothing takes turns, ``settle`` has nothing to do)."""
         measured = [
             self.measure(peer.solver, peer.target, peer.make, data, repeat)
             for peer in peers

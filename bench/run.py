@@ -46,7 +46,7 @@ class Bench(Protocol):
 
     def peers(self) -> list[Any]: ...
 
-    def run(self, size, data, targets, peers, repeat, peaks) -> list[dict[str, Any]]: ...
+    def run(self, size, data, targets, peers, repeat, peaks, settle) -> list[dict[str, Any]]: ...
 
 
 MODELS: dict[str, Bench] = {
@@ -146,7 +146,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         placed = {t.name: t for t in targets + [p.target for p in peers if p.target]}
         for size in sizes[name]:
             data = bench.data(*size)
-            for row in bench.run(size, data, targets, peers, repeats[name], peaks):
+            settle = not args.quick  # a smoke test needs no settled turns
+            for row in bench.run(size, data, targets, peers, repeats[name], peaks, settle):
                 row = {**row, "peer": row["backend"] in names}
                 target = placed.get(row["backend"])
                 rows.append({**row, **opcount.row_counts(bench, size, row, target)})

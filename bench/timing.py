@@ -127,13 +127,16 @@ class Timed:
     memory: Callable[[], int | None] | None = None
 
 
-def interleaved(calls: Sequence[Timed], repeat: int) -> list[tuple[Any, dict[str, Any]]]:
+def interleaved(
+    calls: Sequence[Timed], repeat: int, settle: bool = True
+) -> list[tuple[Any, dict[str, Any]]]:
     """:func:`timed` of several calls taking turns: each warmed up once, then ``repeat``
     rounds of one timed run each, in order. A machine whose speed drifts (other tenants,
     clocks, thermals) then slows every call of a round alike, so the ratios of their
     medians hold where medians of back-to-back runs would not. With several calls each
     turn settles first (:data:`SETTLE_SECONDS`: a pause, then untimed calls), so a
-    timed call runs as it would among calls of its own kind."""
+    timed call runs as it would among calls of its own kind; ``settle=False`` (a smoke
+    test, ``--quick``) skips that."""
     warm, times = [], [[] for _ in calls]
     for c in calls:
         before = c.memory() if c.memory else None
@@ -142,7 +145,7 @@ def interleaved(calls: Sequence[Timed], repeat: int) -> list[tuple[Any, dict[str
         warm.append((result, time.perf_counter() - start, before, c.memory() if c.memory else None))
     results = [w[0] for w in warm]
     settle_calls = 0
-    if len(calls) > 1:  # the same for all: ~WARM_SECONDS of the fastest's untimed calls
+    if len(calls) > 1 and settle:  # the same for all: ~WARM_SECONDS of the fastest's calls
         steady = []
         for i, c in enumerate(calls):
             start = time.perf_counter()

@@ -38,3 +38,13 @@ def test_a_single_call_does_not_settle():
     calls, call = _counted(0.0)
     ((result, stats),) = interleaved([call], 4)
     assert len(calls) == result == 5 and len(stats["times_s"]) == 4
+
+
+def test_a_smoke_test_takes_turns_without_settling(monkeypatch):
+    """``settle=False`` (``--quick``): no pause and no untimed calls between turns, the
+    calls still made equally often: a warm-up, then one timed call per turn."""
+    monkeypatch.setattr(bench.timing, "SETTLE_SECONDS", 10.0)  # would show as a hang
+    (fast, fast_call), (slow, slow_call) = _counted(0.0), _counted(0.001)
+    results = interleaved([fast_call, slow_call], 3, settle=False)
+    assert len(fast) == len(slow) == 4
+    assert [len(stats["times_s"]) for _, stats in results] == [3, 3]
