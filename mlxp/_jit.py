@@ -11,8 +11,10 @@ again in the process (:func:`may_compile`). True compiles or raises; False never
 
 from __future__ import annotations
 
+import itertools
+import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any, TypeVar
 
 from array_api_compat import device as array_device
@@ -21,8 +23,11 @@ from mlxp.exceptions import warn_user
 
 __all__ = [
     "JIT_CACHE_SIZE",
+    "UNTRACEABLE_SIZE",
+    "config_key",
     "jitted",
     "may_compile",
+    "object_number",
     "out_of_memory",
     "placed_numbers",
     "run_or_fall_back",
@@ -36,7 +41,9 @@ was made from; a network's fit on JAX makes four: its step, its block, its layou
 flatten and views; the block gather is one for all fits)."""
 
 _JITTED: OrderedDict[Hashable, Callable[..., Any]] = OrderedDict()
-_UNTRACEABLE: set[Hashable] = set()  # keys of programs that failed under compile="auto"
+# keys of programs that failed under compile="auto", the most recent UNTRACEABLE_SIZE
+_UNTRACEABLE: OrderedDict[Hashable, None] = OrderedDict()
+UNTRACEABLE_SIZE = 256
 
 
 def jitted(key: Hashable, fn: Callable[..., Any], **options: Any) -> Callable[..., Any]:
@@ -77,7 +84,9 @@ def run_or_fall_back(
     except Exception as reason:
         if compile is True or out_of_memory(reason):
             raise
-        _UNTRACEABLE.add(key)
+        _UNTRACEABLE[key] = None
+        while len(_UNTRACEABLE) > UNTRACEABLE_SIZE:
+            _UNTRACEABLE.popitem(last=False)
         warn_user(
             RuntimeWarning(
                 f"compile='auto': compiling the {what} failed ({type(reason).__name__}: "
@@ -109,3 +118,28 @@ def placed_numbers(state: dict[str, Any], like: Any) -> dict[str, Any]:
     return {
         k: jax.device_put(v, dev) if isinstance(v, int | float) else v for k, v in state.items()
     }
+
+
+def config_key(obj: Any, fields: Iterable[str] | None = None) -> Hashable:
+    """What a program traced with ``obj`` as a constant (a layer, a loss, an optimiser)
+    depends on: for an object of one of mlxp's own classes, which its configuration
+    describes whole, its class and the reprs of its ``fields`` (else its repr); for any
+    other, as a user's subclass may keep more than its declared configuration, a number
+    given to that object alone (:func:`object_number`)."""
+    if not type(obj).__module__.startswith("mlxp."):
+        return ("object", object_number(obj))
+    if fields is None:
+        return repr(obj)
+    return (type(obj).__qualname__, tuple(repr(getattr(obj, f)) for f in fields))
+
+
+def object_number(obj: Any) -> int:
+    """A number given to ``obj`` alone, never to another object (an ``id`` is reused once
+    its object is gone, and a compile failure marked under it would pass to a new one)."""
+    if obj not in _OBJECT_NUMBERS:
+        _OBJECT_NUMBERS[obj] = next(_COUNTER)
+    return _OBJECT_NUMBERS[obj]
+
+
+_OBJECT_NUMBERS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_COUNTER = itertools.count()

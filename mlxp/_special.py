@@ -45,12 +45,14 @@ def softmax(z: Any, /, *, axis: int = -1, xp: Any = None) -> Any:
 
 def one_minus_power(beta: float, t: Any, dtype: Any) -> Any:
     """1 − βᵗ for 0 ≤ β < 1 and a count t ≥ 1 (Adam's bias corrections): in Python floats
-    for a count that is a number; for one in a 0-d integer array (a compiled step's) as
-    −expm1(t·ln β) in the floating ``dtype``, which keeps the digits that 1 − βᵗ loses to
-    cancellation in float32 (β = 0.999, t = 1: a relative error of 6e-8, not 1.3e-5)."""
-    if isinstance(t, numbers.Integral):
+    for a count that is a number; for one in a 0-d array (a compiled step's) as
+    −expm1(t·ln β) in ``dtype``, or float32 where ``dtype`` is narrower (1 − β for β near 1
+    is below float16's normal range), which keeps the digits that 1 − βᵗ loses to
+    cancellation (float32, β = 0.999, t = 1: a relative error of 6e-8, not 1.3e-5)."""
+    if isinstance(t, numbers.Real):
         return 1.0 - beta**t
     xp = array_namespace(t)
     if beta == 0.0:
-        return xp.ones_like(t, dtype=dtype)
-    return -xp.expm1(xp.astype(t, dtype) * math.log(beta))
+        return xp.ones_like(t, dtype=xp.result_type(dtype, xp.float32))
+    wide = xp.result_type(dtype, xp.float32)  # 1 − β of a β near 1: below float16's range
+    return -xp.expm1(xp.astype(t, wide) * math.log(beta))

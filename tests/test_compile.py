@@ -319,7 +319,7 @@ def test_auto_falls_back_with_a_warning_when_compiling_fails(monkeypatch, batch_
 
     expected = _fit(_mlp(batch_norm), case_named("numpy:cpu"), (X, Y), False)
     monkeypatch.setattr(mlxp.nn.training, "compile_step", broken)
-    monkeypatch.setattr(mlxp._jit, "_UNTRACEABLE", set())
+    monkeypatch.setattr(mlxp._jit, "_UNTRACEABLE", type(mlxp._jit._UNTRACEABLE)())
     with pytest.warns(RuntimeWarning, match="cannot trace this"):
         got = _fit(_mlp(batch_norm), case_named("numpy:cpu"), (X, Y), "auto")
     _assert_same(got, expected, rtol=1e-6)  # rows weighted as for a compiled step

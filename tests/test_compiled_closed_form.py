@@ -159,7 +159,7 @@ def test_float32_fit_compiles_in_float32(monkeypatch):
 def test_failed_compile_warns_once_and_fits_eagerly(monkeypatch):
     case = case_named("jax:cpu")
     monkeypatch.setattr(mlxp._jit, "_JITTED", type(mlxp._jit._JITTED)())
-    monkeypatch.setattr(mlxp._jit, "_UNTRACEABLE", set())
+    monkeypatch.setattr(mlxp._jit, "_UNTRACEABLE", type(mlxp._jit._UNTRACEABLE)())
     centre = mlxp.linear_model._closed_form.centre
 
     def refuse_traces(xp, X, *args):
@@ -230,7 +230,7 @@ def test_compiled_fit_without_x64_is_float32_throughout(monkeypatch):
     import jax
 
     case = case_named("jax:cpu")
-    monkeypatch.setattr(mlxp._jit, "_UNTRACEABLE", set())
+    monkeypatch.setattr(mlxp._jit, "_UNTRACEABLE", type(mlxp._jit._UNTRACEABLE)())
     previous = jax.config.jax_enable_x64
     try:
         jax.config.update("jax_enable_x64", False)

@@ -11,6 +11,7 @@ compile warns once and fits eagerly, and True is refused where nothing compiles.
 from __future__ import annotations
 
 import warnings
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ import mlxp.linear_model._stochastic as stochastic
 from mlxp.exceptions import DivergenceError
 from mlxp.linear_model import LinearRegression, LogisticRegression, Ridge
 from mlxp.linear_model._iterative import LeastSquaresObjective
-from mlxp.optim import SGD, Adam, AdamW
+from mlxp.optim import SGD, Adam, AdamW, Optimizer
 from tests.conftest import case_named
 
 RNG = np.random.default_rng(0)
@@ -112,7 +113,7 @@ def _traced(monkeypatch):
         return traced
 
     monkeypatch.setattr(mlxp._jit, "_JITTED", type(mlxp._jit._JITTED)())
-    monkeypatch.setattr(mlxp._jit, "_UNTRACEABLE", set())
+    monkeypatch.setattr(mlxp._jit, "_UNTRACEABLE", type(mlxp._jit._UNTRACEABLE)())
     monkeypatch.setattr(stochastic, "_gd_body", counted_body)
     monkeypatch.setattr(stochastic, "_epoch_program", counted_program)
     return traces
@@ -198,7 +199,7 @@ def test_divergence_raises_as_it_does_eagerly(solver):
 def test_failed_compile_warns_once_and_fits_eagerly(monkeypatch):
     case = case_named("jax:cpu")
     monkeypatch.setattr(mlxp._jit, "_JITTED", type(mlxp._jit._JITTED)())
-    monkeypatch.setattr(mlxp._jit, "_UNTRACEABLE", set())
+    monkeypatch.setattr(mlxp._jit, "_UNTRACEABLE", type(mlxp._jit._UNTRACEABLE)())
 
     def refuse(*args):
         raise RuntimeError("not traceable")
@@ -231,6 +232,47 @@ class CountOnTheHost(Adam):
     def _update(self, xp, p, g, state, lr, in_place=False):
         int(state["step"])
         return super()._update(xp, p, g, state, lr, in_place)
+
+
+class Scaled(SGD):
+    """A user's optimiser that keeps a setting of its own, outside its hyperparameters."""
+
+    def __init__(self, lr=0.05, factor=1.0):
+        super().__init__(lr)
+        self.factor = factor
+
+    def _update(self, xp, p, g, state, lr):
+        return super()._update(xp, p, self.factor * g, state, lr)
+
+
+class Undeclared(SGD):
+    """A user's optimiser that declares a hyperparameter it keeps under another name."""
+
+    _parameter_constraints: ClassVar = {**SGD._parameter_constraints, "damping": [float]}
+
+    def __init__(self, lr=0.05, damping=0.5):
+        Optimizer.__init__(self, lr, damping=damping)
+        self.momentum, self.dampening, self.nesterov, self.weight_decay = 0.0, 0.0, False, 0.0
+        self._damping = damping
+
+
+@pytest.mark.parametrize("batch_size", [16, 500])
+def test_users_optimizers_never_share_a_program(batch_size):
+    """Two fits with a user's optimiser differing only in what it keeps for itself get
+    programs of their own (equal to their eager fits), and one whose declared
+    hyperparameters are not its attributes fits, compiled or not."""
+    case = case_named("jax:cpu")
+    name, more = "linear sgd, AdamW, learning rate", {"max_iter": 3, "batch_size": batch_size}
+    for factor in (1.0, 0.1):
+        fits = [
+            _fit(case, name, c, optimizer=Scaled(factor=factor), **more)[0] for c in ("auto", False)
+        ]
+        np.testing.assert_allclose(*(np.asarray(m.coef_) for m in fits), rtol=1e-12)
+        if factor == 1.0:
+            first = np.asarray(fits[0].coef_)
+    assert not np.allclose(first, np.asarray(fits[0].coef_))
+    for on in (case, case_named("numpy:cpu")):
+        _fit(on, name, "auto" if on is case else False, optimizer=Undeclared(), **more)
 
 
 def test_a_users_optimizer_compiles_or_falls_back_alone(monkeypatch):

@@ -99,7 +99,7 @@ def test_one_program_serves_any_c_tol_and_weights(monkeypatch):
 def test_failed_compile_warns_once_and_fits_eagerly(monkeypatch):
     case = case_named("jax:cpu")
     monkeypatch.setattr(mlxp._jit, "_JITTED", type(mlxp._jit._JITTED)())
-    monkeypatch.setattr(mlxp._jit, "_UNTRACEABLE", set())
+    monkeypatch.setattr(mlxp._jit, "_UNTRACEABLE", type(mlxp._jit._UNTRACEABLE)())
 
     def refuse(*args):
         raise RuntimeError("not traceable")

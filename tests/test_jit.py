@@ -11,7 +11,7 @@ from mlxp._jit import may_compile, out_of_memory, run_or_fall_back
 
 @pytest.fixture(autouse=True)
 def fresh_marks(monkeypatch):
-    monkeypatch.setattr(mlxp._jit, "_UNTRACEABLE", set())
+    monkeypatch.setattr(mlxp._jit, "_UNTRACEABLE", type(mlxp._jit._UNTRACEABLE)())
 
 
 def _raises(error):
@@ -57,3 +57,31 @@ def test_out_of_memory_tells_memory_from_other_runtime_errors():
     assert out_of_memory(MemoryError())
     assert not out_of_memory(RuntimeError("cannot trace this"))
     assert not out_of_memory(TypeError("Abstract tracer value encountered"))
+
+
+def test_failure_marks_are_bounded(monkeypatch):
+    """Only the most recent UNTRACEABLE_SIZE marks are kept: a key may hold the objects a
+    program was made of (a user's optimiser), and a long search must not pile them up."""
+    monkeypatch.setattr(mlxp._jit, "UNTRACEABLE_SIZE", 3)
+    for k in range(5):
+        with pytest.warns(RuntimeWarning):
+            run_or_fall_back(k, "auto", "step", _raises(TypeError("no")))
+    assert [may_compile(k, "auto") for k in range(5)] == [True, True, False, False, False]
+
+
+def test_config_keys_tell_users_classes_apart():
+    """mlxp's own classes are keyed by their configuration (equal optimisers share a
+    program); a user's subclass, which may keep more than it declares, only by itself."""
+    from mlxp._jit import config_key
+    from mlxp.optim import Adam
+
+    class Mine(Adam):
+        pass
+
+    def key(opt):
+        return config_key(opt, opt._hyperparameters)
+
+    assert key(Adam(0.1, eps=1e-6)) == key(Adam(0.2, eps=1e-6)) != key(Adam(0.1, eps=1e-7))
+    first = Mine(0.1)
+    assert key(first) == key(first) != key(Mine(0.1))
+    assert config_key(first) == config_key(first) != config_key(Adam(0.1))

@@ -591,3 +591,9 @@ def test_bias_correction_of_a_count_on_the_device_keeps_its_digits(backend):
         np.testing.assert_allclose(backend.to_numpy(got), exact, rtol=4 * np.finfo(dtype).eps)
         numbers = [one_minus_power(beta, n, None) for n in counts]
         assert numbers == [1.0 - beta**n for n in counts]
+    assert one_minus_power(0.9, 3.0, None) == 1.0 - 0.9**3  # a count read back as a float
+    if "float16" in dir(backend.xp):  # ln β of β near 1 is below float16's normal range
+        t = backend.xp.asarray([1, 3], device=backend.device)
+        got = one_minus_power(0.9999999, t, backend.xp.float16)
+        assert got.dtype == backend.xp.float32
+        np.testing.assert_allclose(backend.to_numpy(got), [1e-7, 3e-7], rtol=1e-6)

@@ -39,7 +39,7 @@ from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
 from mlxp._compat import Generator, from_host
-from mlxp._jit import jitted, placed_numbers, run_or_fall_back
+from mlxp._jit import config_key, jitted, placed_numbers, run_or_fall_back
 from mlxp.exceptions import DivergenceError
 from mlxp.linear_model._compiled_loop import CompiledLoop
 from mlxp.optim import SGD, Adam, Optimizer, ReduceLROnPlateau
@@ -281,12 +281,13 @@ def _epoch_program(config: Any, rule: KeyedOptimizer, m: int) -> Callable[..., A
 
 class KeyedOptimizer:
     """An optimiser as a compiled program's constant: equal to another (and hashing alike)
-    when of the same type with the same hyperparameters (their reprs; not the step size,
-    the programs' argument), so equal fits share a program, whatever the optimiser holds."""
+    when :func:`mlxp._jit.config_key` says so: of mlxp's own class with the same
+    hyperparameters (not the step size, the programs' argument), so equal fits share a
+    program; a user's class only to itself."""
 
     def __init__(self, opt: Optimizer) -> None:
         self.opt = opt
-        self.key = (type(opt), tuple(repr(getattr(opt, k)) for k in opt._hyperparameters))
+        self.key = config_key(opt, opt._hyperparameters)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, KeyedOptimizer) and self.key == other.key

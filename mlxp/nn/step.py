@@ -20,9 +20,7 @@ the batches never pass through Python one by one).
 
 from __future__ import annotations
 
-import itertools
 import math
-import weakref
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,7 +28,7 @@ from typing import Any
 from array_api_compat import array_namespace, is_cupy_namespace, is_jax_namespace
 from array_api_compat import device as _device
 
-from mlxp._jit import jitted
+from mlxp._jit import config_key, jitted, object_number
 from mlxp._kernels import concat_flat
 from mlxp.nn.cuda_graph import CudaGraphStep
 
@@ -209,15 +207,14 @@ def step_key(
 ) -> Hashable:
     """What a traced step depends on besides its arguments: the layers
     (:func:`layers_key`), the loss's configuration, the optimiser's type and
-    hyperparameters (not its learning rate, an argument when compiled), the weight decay,
+    hyperparameters (not its learning rate, an argument when compiled; a user's loss or
+    optimiser class: that object, :func:`mlxp._jit.config_key`), the weight decay,
     the parameter shapes, dtype and device. Two fits with equal keys can share one
     compiled step."""
-    hyper = tuple(repr(getattr(opt, k)) for k in opt._hyperparameters)
     return (
         layers_key(model),
-        repr(loss_fn),
-        type(opt).__name__,
-        hyper,
+        config_key(loss_fn),
+        config_key(opt, opt._hyperparameters),
         float(weight_decay),
         tuple(layout.shapes.items()),
         str(model.dtype),
@@ -229,18 +226,11 @@ def layers_key(model: Any) -> Hashable:
     """What a program traced through ``model``'s layers depends on besides their weights:
     the layers' reprs (class and configuration) when each is one of mlxp's own, which its
     configuration describes whole (a model file rebuilds it from that alone); else the
-    model itself, as a layer of the user's may hold more than its configuration says: a
-    number given to that model object alone, never to another (an ``id`` is reused once
-    its object is gone, and a compile failure marked under it would pass to a new model)."""
+    model itself, as a layer of the user's may hold more than its configuration says
+    (:func:`mlxp._jit.object_number`)."""
     if all(type(layer).__module__.startswith("mlxp.") for layer in model.layers):
         return tuple(repr(layer) for layer in model.layers)
-    if model not in _MODEL_NUMBERS:
-        _MODEL_NUMBERS[model] = next(_NUMBERS)
-    return ("model", _MODEL_NUMBERS[model])
-
-
-_MODEL_NUMBERS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-_NUMBERS = itertools.count()
+    return ("model", object_number(model))
 
 
 def compile_step(

@@ -309,6 +309,9 @@ class Adam(Optimizer):
         scale = (1.0 - beta1) / (1.0 - beta2) ** 0.5
         eps = self.eps * root / (1.0 - beta2) ** 0.5
         step = lr * root * scale / one_minus_power(beta1, t, p.dtype)
+        if not isinstance(root, float):  # 0-d, in float32 at least: back to p's dtype
+            xp = aac.array_namespace(root)
+            step, eps = xp.astype(step, p.dtype), xp.astype(eps, p.dtype)
         p, state["exp_avg"], state["exp_avg_sq"] = adam_update(
             p, g, state["exp_avg"], state["exp_avg_sq"], self.betas, step, eps, in_place=in_place
         )  # the moments scaled: u = m / (1 − β₁), w = v / (1 − β₂)
