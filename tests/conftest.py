@@ -119,3 +119,22 @@ def rtol_for(dtype: str) -> float:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+def fresh_jit_caches(monkeypatch) -> None:
+    """No jitted program and no compile failure remembered, for this test only."""
+    import mlxp._jit
+
+    monkeypatch.setattr(mlxp._jit, "_JITTED", type(mlxp._jit._JITTED)())
+    monkeypatch.setattr(mlxp._jit, "_UNTRACEABLE", type(mlxp._jit._UNTRACEABLE)())
+
+
+def untraceable(monkeypatch, objective_type) -> None:
+    """Fresh jit caches, and ``objective_type.from_leaves`` (what a compiled solver rebuilds
+    its objective with) raising as a program that cannot be traced would."""
+    fresh_jit_caches(monkeypatch)
+
+    def refuse(*args):
+        raise RuntimeError("not traceable")
+
+    monkeypatch.setattr(objective_type, "from_leaves", classmethod(refuse))

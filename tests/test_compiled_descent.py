@@ -16,13 +16,12 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-import mlxp._jit
 import mlxp.linear_model._stochastic as stochastic
 from mlxp.exceptions import DivergenceError
 from mlxp.linear_model import LinearRegression, LogisticRegression, Ridge
 from mlxp.linear_model._iterative import LeastSquaresObjective
 from mlxp.optim import SGD, Adam, AdamW, Optimizer
-from tests.conftest import case_named
+from tests.conftest import case_named, fresh_jit_caches, untraceable
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(200, 4))
@@ -112,8 +111,7 @@ def _traced(monkeypatch):
 
         return traced
 
-    monkeypatch.setattr(mlxp._jit, "_JITTED", type(mlxp._jit._JITTED)())
-    monkeypatch.setattr(mlxp._jit, "_UNTRACEABLE", type(mlxp._jit._UNTRACEABLE)())
+    fresh_jit_caches(monkeypatch)
     monkeypatch.setattr(stochastic, "_gd_body", counted_body)
     monkeypatch.setattr(stochastic, "_epoch_program", counted_program)
     return traces
@@ -198,13 +196,7 @@ def test_divergence_raises_as_it_does_eagerly(solver):
 
 def test_failed_compile_warns_once_and_fits_eagerly(monkeypatch):
     case = case_named("jax:cpu")
-    monkeypatch.setattr(mlxp._jit, "_JITTED", type(mlxp._jit._JITTED)())
-    monkeypatch.setattr(mlxp._jit, "_UNTRACEABLE", type(mlxp._jit._UNTRACEABLE)())
-
-    def refuse(*args):
-        raise RuntimeError("not traceable")
-
-    monkeypatch.setattr(LeastSquaresObjective, "from_leaves", classmethod(refuse))
+    untraceable(monkeypatch, LeastSquaresObjective)
     name = "linear sgd, AdamW, learning rate"
     eager, _ = _fit(case, name, False, max_iter=3)
     model, warned = _fit(case, name, "auto", max_iter=3)

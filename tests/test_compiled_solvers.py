@@ -19,7 +19,7 @@ import mlxp.linear_model._compiled_loop
 import mlxp.linear_model._minimize
 from mlxp.linear_model import LogisticRegression
 from mlxp.linear_model._logistic_loss import LogisticObjective
-from tests.conftest import case_named
+from tests.conftest import case_named, untraceable
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(300, 6))
@@ -98,13 +98,7 @@ def test_one_program_serves_any_c_tol_and_weights(monkeypatch):
 
 def test_failed_compile_warns_once_and_fits_eagerly(monkeypatch):
     case = case_named("jax:cpu")
-    monkeypatch.setattr(mlxp._jit, "_JITTED", type(mlxp._jit._JITTED)())
-    monkeypatch.setattr(mlxp._jit, "_UNTRACEABLE", type(mlxp._jit._UNTRACEABLE)())
-
-    def refuse(*args):
-        raise RuntimeError("not traceable")
-
-    monkeypatch.setattr(LogisticObjective, "from_leaves", classmethod(refuse))
+    untraceable(monkeypatch, LogisticObjective)
     eager, _ = _fit(case, "lbfgs", {}, Y_BINARY, False)
     fallback, warned = _fit(case, "lbfgs", {}, Y_BINARY, "auto")
     assert len(warned) == 1 and "compiling the solver's loop failed" in warned[0]
