@@ -122,23 +122,29 @@ def placed_numbers(state: dict[str, Any], like: Any) -> dict[str, Any]:
 
 def config_key(obj: Any, fields: Iterable[str] | None = None) -> Hashable:
     """What a program traced with ``obj`` as a constant (a layer, a loss, an optimiser)
-    depends on: for an object of one of mlxp's own classes, which its configuration
-    describes whole, its class and the reprs of its ``fields`` (else its repr); for any
-    other, as a user's subclass may keep more than its declared configuration, a number
-    given to that object alone (:func:`object_number`)."""
-    if not type(obj).__module__.startswith("mlxp."):
-        return ("object", object_number(obj))
+    depends on: its class and the reprs of its ``fields`` (else its repr); for an object
+    of a class not mlxp's own, as a user's subclass may keep more than its declared
+    configuration, also a number given to that object alone (:func:`object_number`)."""
     if fields is None:
-        return repr(obj)
-    return (type(obj).__qualname__, tuple(repr(getattr(obj, f)) for f in fields))
+        described: Hashable = repr(obj)
+    else:
+        described = (type(obj).__qualname__, tuple(repr(getattr(obj, f, None)) for f in fields))
+    if type(obj).__module__.startswith("mlxp."):
+        return described
+    return ("object", object_number(obj), described)
 
 
 def object_number(obj: Any) -> int:
     """A number given to ``obj`` alone, never to another object (an ``id`` is reused once
-    its object is gone, and a compile failure marked under it would pass to a new one)."""
-    if obj not in _OBJECT_NUMBERS:
-        _OBJECT_NUMBERS[obj] = next(_COUNTER)
-    return _OBJECT_NUMBERS[obj]
+    its object is gone, and a compile failure marked under it would pass to a new one);
+    a fresh number at each call for an object that cannot be a weak dictionary's key
+    (unhashable, or not weakly referenceable)."""
+    try:
+        if obj not in _OBJECT_NUMBERS:
+            _OBJECT_NUMBERS[obj] = next(_COUNTER)
+        return _OBJECT_NUMBERS[obj]
+    except TypeError:
+        return next(_COUNTER)
 
 
 _OBJECT_NUMBERS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()

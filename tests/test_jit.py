@@ -85,3 +85,12 @@ def test_config_keys_tell_users_classes_apart():
     first = Mine(0.1)
     assert key(first) == key(first) != key(Mine(0.1))
     assert config_key(first) == config_key(first) != config_key(Adam(0.1))
+    before = key(first)
+    first.betas = (0.5, 0.6)  # changed in place between two fits: a program of its own
+    assert key(first) != before
+
+    class Unhashable(Mine):
+        __hash__ = None
+
+    odd = Unhashable(0.1)
+    assert key(odd) != key(odd)  # never shared, and no TypeError

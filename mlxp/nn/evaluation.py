@@ -24,7 +24,7 @@ from array_api_compat import array_namespace, is_jax_namespace
 from array_api_compat import device as _device
 
 from mlxp._compat import argmax, to_numpy
-from mlxp._jit import jitted, may_compile, run_or_fall_back
+from mlxp._jit import config_key, jitted, may_compile, run_or_fall_back
 from mlxp.nn import streaming
 from mlxp.nn.losses import Loss
 from mlxp.nn.step import bound, compile_gather, layers_key
@@ -94,7 +94,7 @@ def _totals(
     blocks on JAX (unless ``compile`` is False, the data streamed, or rows mixed), else
     batch by batch; under "auto" a block program that fails falls back, with a warning."""
     features = tuple(data.X.shape[1:])
-    key = ("evaluate", layers_key(model), repr(loss_fn), hits)
+    key = ("evaluate", layers_key(model), config_key(loss_fn), hits)
     if (
         is_jax_namespace(model.xp)
         and isinstance(data, streaming.InMemory)
