@@ -224,3 +224,29 @@ def test_jax_predict_and_evaluate_leave_the_layers_as_they_were():
     for name, g in grads.items():
         assert model.gradients()[name] is g
     assert [layer._cache for layer in model.layers] == caches
+
+
+class _ScaledCrossEntropy(mlxp.nn.losses.CrossEntropyLoss):
+    """A user's loss whose repr does not show the setting it keeps for itself."""
+
+    def __init__(self, scale):
+        super().__init__()
+        self.scale = scale
+
+    def value_and_grad(self, pred, target, weights=None):
+        value, grad = super().value_and_grad(pred, target, weights)
+        return self.scale * value, self.scale * grad
+
+
+def test_a_users_loss_gets_a_compiled_pass_of_its_own():
+    """Two user losses with equal reprs but different settings: each compiled pass gives
+    its own loss (keyed by the object, :func:`mlxp._jit.config_key`), not the first's."""
+    jax_case = case_named("jax:cpu")
+    model = _trained(jax_case)
+    data = mlxp.nn.streaming.InMemory(jax_case.asarray(X, "float32"), jax_case.asarray(Y))
+    losses = [
+        mlxp.nn.evaluation.evaluate(model, data, _ScaledCrossEntropy(s), 16, ())["loss"]
+        for s in (1.0, 2.0)
+    ]
+    assert repr(_ScaledCrossEntropy(1.0)) == repr(_ScaledCrossEntropy(2.0))
+    assert losses[1] == pytest.approx(2 * losses[0], rel=1e-6)
