@@ -52,7 +52,7 @@ def one_minus_power(beta: float, t: Any, dtype: Any) -> Any:
     if isinstance(t, numbers.Real):
         return 1.0 - beta**t
     xp = array_namespace(t)
-    if beta == 0.0:
-        return xp.ones_like(t, dtype=xp.result_type(dtype, xp.float32))
     wide = xp.result_type(dtype, xp.float32)  # 1 − β of a β near 1: below float16's range
+    if beta == 0.0:
+        return xp.ones_like(t, dtype=wide)
     return -xp.expm1(xp.astype(t, wide) * math.log(beta))

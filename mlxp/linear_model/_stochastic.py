@@ -44,7 +44,7 @@ from mlxp.exceptions import DivergenceError
 from mlxp.linear_model._compiled_loop import CompiledLoop
 from mlxp.optim import SGD, Adam, Optimizer, ReduceLROnPlateau
 
-__all__ = ["OPTIMIZERS", "contiguous_batches", "minimize_sgd", "shuffled_batches"]
+__all__ = ["OPTIMIZERS", "contiguous_batches", "minimize_sgd"]
 
 _MOMENTUM = 0.9
 OPTIMIZERS: dict[str, Callable[[Any], Optimizer]] = {
@@ -73,23 +73,23 @@ def make_optimizer(optimizer: str | Optimizer, learning_rate: Any, curvature: An
     return OPTIMIZERS[optimizer](learning_rate)
 
 
+def _diverged(xp: Any, value: Any, start: Any) -> Any:
+    """Whether f has become non-finite or grown 10⁴-fold from ``start`` (0-d bool)."""
+    return ~(xp.isfinite(value) & (value <= 1e4 * xp.abs(start) + 1e-30))
+
+
+def _threshold(xp: Any, tol: Any, grad: Any, value: Any) -> Any:
+    """Full-batch descent stops once ‖∇f‖∞ ≤ tol·max(1, ‖∇f(θ₀)‖∞): that bound."""
+    return tol * xp.maximum(xp.max(xp.abs(grad)), xp.ones_like(value))
+
+
 def _check_divergence(xp: Any, value: Any, start: Any, lr: Any) -> None:
-    if bool(xp.isfinite(value) & (value <= 1e4 * xp.abs(start) + 1e-30)):
+    if not bool(_diverged(xp, value, start)):
         return
     raise DivergenceError(
         f"Training diverged (loss {float(value):.3g}, started at {float(start):.3g}) with "
         f"learning_rate={float(lr):.4g}. Use a smaller learning_rate, or learning_rate=None "
         "to derive the step from the data."
-    )
-
-
-def shuffled_batches(objective: Any, rng: Generator, batch_size: int) -> Iterator[Any]:
-    """The batch objectives of one epoch in memory: the rows in one permutation drawn from
-    ``rng`` (one gather), cut into batches of ``batch_size`` rows in order."""
-    xp = array_namespace(objective.X)
-    n = objective.X.shape[0]
-    yield from contiguous_batches(
-        objective.batch(rng.permutation(n, xp=xp, device=_device(objective.X))), batch_size
     )
 
 
@@ -164,7 +164,7 @@ def _full_batch(
             return theta, steps, bool(converged)
     value, grad, _ = objective.value_grad(theta)
     start, state = value, opt.init_state(theta)
-    threshold = tol * xp.maximum(xp.max(xp.abs(grad)), xp.ones_like(value))
+    threshold = _threshold(xp, tol, grad, value)
     for it in range(1, max_iter + 1):
         theta, state = opt.update(theta, grad, state)
         value, grad, _ = objective.value_grad(theta)
@@ -181,7 +181,7 @@ def _gd_start(
     """The compiled loop's first carry (θ, optimiser state, f, ∇f, f(θ₀), threshold, step
     size, whether the rule holds); never done before the first step."""
     value, grad, _ = objective.value_grad(theta)
-    threshold = tol * xp.maximum(xp.max(xp.abs(grad)), xp.ones_like(value))
+    threshold = _threshold(xp, tol, grad, value)
     state = rule.opt.init_state(theta)  # the count 0, weakly typed in the loop
     no = xp.zeros((), dtype=xp.bool)
     return (theta, state, value, grad, value, threshold, lr, no), no
@@ -196,8 +196,7 @@ def _gd_body(
     theta, state = rule.opt.update(theta, grad, state, lr)
     value, grad, _ = objective.value_grad(theta)
     holds = xp.max(xp.abs(grad)) <= threshold
-    diverged = ~(xp.isfinite(value) & (value <= 1e4 * xp.abs(start) + 1e-30))
-    done = (state["step"] % check_every == 0) & (holds | diverged)
+    done = (state["step"] % check_every == 0) & (holds | _diverged(xp, value, start))
     return (theta, state, value, grad, start, threshold, lr, holds), done
 
 
