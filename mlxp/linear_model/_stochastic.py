@@ -73,9 +73,9 @@ def make_optimizer(optimizer: str | Optimizer, learning_rate: Any, curvature: An
     return OPTIMIZERS[optimizer](learning_rate)
 
 
-def _diverged(xp: Any, value: Any, start: Any) -> Any:
-    """Whether f has become non-finite or grown 10⁴-fold from ``start`` (0-d bool)."""
-    return ~(xp.isfinite(value) & (value <= 1e4 * xp.abs(start) + 1e-30))
+def _bounded(xp: Any, value: Any, start: Any) -> Any:
+    """Whether f is finite and within 10⁴-fold of ``start`` (0-d bool): else it diverged."""
+    return xp.isfinite(value) & (value <= 1e4 * xp.abs(start) + 1e-30)
 
 
 def _threshold(xp: Any, tol: Any, grad: Any, value: Any) -> Any:
@@ -84,7 +84,7 @@ def _threshold(xp: Any, tol: Any, grad: Any, value: Any) -> Any:
 
 
 def _check_divergence(xp: Any, value: Any, start: Any, lr: Any) -> None:
-    if not bool(_diverged(xp, value, start)):
+    if bool(_bounded(xp, value, start)):
         return
     raise DivergenceError(
         f"Training diverged (loss {float(value):.3g}, started at {float(start):.3g}) with "
@@ -196,7 +196,7 @@ def _gd_body(
     theta, state = rule.opt.update(theta, grad, state, lr)
     value, grad, _ = objective.value_grad(theta)
     holds = xp.max(xp.abs(grad)) <= threshold
-    done = (state["step"] % check_every == 0) & (holds | _diverged(xp, value, start))
+    done = (state["step"] % check_every == 0) & (holds | ~_bounded(xp, value, start))
     return (theta, state, value, grad, start, threshold, lr, holds), done
 
 
