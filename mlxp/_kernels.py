@@ -17,7 +17,9 @@ the layers that use them). The math modules import no array library themselves.
 * :func:`spread_by_index` -- values sent to slot ``index`` of k slots, zeros elsewhere;
 * :func:`conv_transpose2d` -- the library's transposed convolution, or None;
 * :func:`adam_update` -- Adam's step on its scaled moments, written into the caller's
-  buffers on NumPy when it gives them up.
+  buffers on NumPy when it gives them up;
+* :func:`matmul_into`, :func:`sum_into` -- a product and a sum written into a given array
+  (a view of a flat gradient buffer), and :func:`writes_in_place`.
 """
 
 from __future__ import annotations
@@ -45,9 +47,12 @@ __all__ = [
     "conv_transpose2d",
     "fuses_log_softmax",
     "log_softmax",
+    "matmul_into",
     "max_and_argmax",
     "positive_part_grad",
     "spread_by_index",
+    "sum_into",
+    "writes_in_place",
 ]
 
 _BOOL_ARITHMETIC = (is_numpy_namespace, is_cupy_namespace, is_torch_namespace, is_jax_namespace)
@@ -260,3 +265,69 @@ def _writable_numpy(*arrays: Any) -> bool:
         and a.flags.writeable
         for a in arrays
     )
+
+
+def writes_in_place(x: Any, /, *, xp: Any = None) -> bool:
+    """Whether x's library writes results into existing arrays here (``out=``), so that a
+    view of a buffer can receive them: NumPy (a writable array), CuPy, and PyTorch outside
+    ``torch.compile`` (a tensor that needs no autograd). JAX has no views, the standard
+    no ``out=``."""
+    xp = xp or array_namespace(x)
+    if is_numpy_namespace(xp):
+        return bool(x.flags.writeable)
+    if is_torch_namespace(xp):
+        import torch
+
+        return not (x.requires_grad or torch.compiler.is_compiling())
+    return is_cupy_namespace(xp)
+
+
+def _into(xp: Any, out: Any, shape: tuple[int, ...], *arrays: Any) -> bool:
+    """Whether a result of ``shape`` computed from ``arrays`` can be written into ``out``:
+    of that shape, the arrays' dtype and library (not a library's scalar or subclass)."""
+    return (
+        out is not None
+        and tuple(out.shape) == shape
+        and all(type(a) is type(out) and a.dtype == out.dtype for a in arrays)
+        and writes_in_place(out, xp=xp)
+    )
+
+
+def matmul_into(A: Any, B: Any, out: Any, /, *, xp: Any = None) -> Any:
+    """AB for A (m, k), B (k, n): written into ``out`` (m, n), which is returned, where the
+    library writes a product in place (:func:`writes_in_place`; PyTorch ``mm(out=)``,
+    NumPy and CuPy ``matmul(out=)``: the same BLAS call as ``A @ B``, so the same values)
+    and ``out`` is of its shape and dtype; else, or for ``out`` None, the standard's
+    A @ B, a new array. The caller tells which by identity."""
+    xp = xp or array_namespace(A, B)
+    shape = (A.shape[0], B.shape[1])
+    if not _into(xp, out, shape, A, B):
+        return A @ B
+    if is_torch_namespace(xp):
+        import torch
+
+        return torch.mm(A, B, out=out)
+    return _library(xp).matmul(A, B, out=out)
+
+
+def sum_into(x: Any, axis: int | tuple[int, ...], out: Any, /, *, xp: Any = None) -> Any:
+    """Σ x along ``axis``: written into ``out``, which is returned, where the library sums
+    into a given array (:func:`writes_in_place`; the same reduction, so the same values)
+    and ``out`` is of the result's shape and dtype; else the standard's ``sum``."""
+    xp = xp or array_namespace(x)
+    axes = tuple(a % x.ndim for a in ((axis,) if isinstance(axis, int) else axis))
+    shape = tuple(n for i, n in enumerate(x.shape) if i not in axes)
+    if not _into(xp, out, shape, x):
+        return xp.sum(x, axis=axis)
+    if is_torch_namespace(xp):
+        import torch
+
+        return torch.sum(x, dim=axes, out=out)
+    return _library(xp).sum(x, axis=axis, out=out)
+
+
+def _library(xp: Any) -> Any:
+    """NumPy or CuPy itself, for ``out=`` (which the compat namespaces need not pass on)."""
+    import importlib
+
+    return importlib.import_module("numpy" if is_numpy_namespace(xp) else "cupy")

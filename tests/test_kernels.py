@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from mlxp._compat import to_numpy
-from mlxp._kernels import adam_update, addmm, all_finite, cholesky_solve, concat_flat
+from mlxp._kernels import (
+    adam_update,
+    addmm,
+    all_finite,
+    cholesky_solve,
+    concat_flat,
+    matmul_into,
+    sum_into,
+    writes_in_place,
+)
 from tests.conftest import Unrecognised, rtol_for
 
 
@@ -130,3 +139,65 @@ def test_adam_update_in_place_falls_back_where_it_cannot_write(rng):
     p.flags.writeable = True
     wide = adam_update(p, g.astype(np.float64), u, w, (0.9, 0.99), 0.01, 1e-3, in_place=True)
     assert wide[0] is not p and wide[0].dtype == np.float64
+
+
+# --------------------------------------------------------------------------- matmul_into, sum_into
+WRITES_IN_PLACE = ("numpy", "torch", "cupy")
+
+
+def _into_case(backend, dtype, rng):
+    A, B = rng.standard_normal((5, 4)).astype(dtype), rng.standard_normal((5, 3)).astype(dtype)
+    xp = backend.xp
+    out = xp.zeros((4 * 3 + 3 + 1,), dtype=backend.asarray(A).dtype, device=backend.device)
+    return backend.asarray(A), backend.asarray(B), out, A.T @ B
+
+
+def test_matmul_into_writes_the_product_into_a_view_of_a_buffer(backend, dtype, rng):
+    """Aᵀ B written into a (4, 3) view of a flat buffer where the library writes in place
+    (the view returned, the buffer holding it), else a new array; both equal to the
+    standard product exactly (the same BLAS call) and to NumPy's to rounding."""
+    A, B, flat, expected = _into_case(backend, dtype, rng)
+    xp = backend.xp
+    view = xp.reshape(flat[:12], (4, 3))
+    got, fallback = matmul_into(A.T, B, view), matmul_into(A.T, B, view, xp=Unrecognised(xp))
+    in_place = backend.name in WRITES_IN_PLACE
+    assert (got is view) is in_place and fallback is not view
+    assert bool(writes_in_place(view)) is in_place
+    np.testing.assert_array_equal(to_numpy(got), to_numpy(A.T @ B))
+    np.testing.assert_allclose(to_numpy(got), expected, rtol=rtol_for(dtype), atol=1e-6)
+    np.testing.assert_array_equal(to_numpy(fallback), to_numpy(A.T @ B))
+    if in_place:
+        np.testing.assert_array_equal(to_numpy(flat)[:12], to_numpy(got).ravel())
+    assert matmul_into(A.T, B, None) is not None  # no buffer: the product
+
+
+def test_sum_into_writes_the_sum_into_a_view_of_a_buffer(backend, dtype, rng):
+    """Σ over axis 0 (and −2) written into a (3,) view where the library writes in place,
+    else a new array; both equal to the standard's sum exactly."""
+    _, B, flat, _ = _into_case(backend, dtype, rng)
+    xp = backend.xp
+    view = flat[12:15]
+    for axis in (0, -2):
+        got, fallback = sum_into(B, axis, view), sum_into(B, axis, view, xp=Unrecognised(xp))
+        assert (got is view) is (backend.name in WRITES_IN_PLACE) and fallback is not view
+        for out in (got, fallback):
+            np.testing.assert_array_equal(to_numpy(out), to_numpy(xp.sum(B, axis=0)))
+
+
+def test_into_kernels_return_new_arrays_where_they_cannot_write(rng):
+    """A read-only buffer, one of another dtype or shape: a new array, the same values."""
+    A, B = rng.standard_normal((5, 4)), rng.standard_normal((5, 3))
+    read_only = np.zeros((4, 3))
+    read_only.flags.writeable = False
+    for out in (read_only, np.zeros((4, 3), np.float32), np.zeros((3, 4))):
+        got = matmul_into(A.T, B, out)
+        assert got is not out and got.dtype == np.float64
+        np.testing.assert_array_equal(got, A.T @ B)
+    assert sum_into(B, 0, np.zeros(4)) is not None and sum_into(B, 0, read_only[0]).shape == (3,)
+    assert not writes_in_place(read_only)
+
+
+def test_torch_writes_in_place_only_where_autograd_and_compiling_allow():
+    torch = pytest.importorskip("torch")
+    assert writes_in_place(torch.zeros(3))
+    assert not writes_in_place(torch.zeros(3, requires_grad=True))

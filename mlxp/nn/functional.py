@@ -10,7 +10,7 @@ device and floating dtype. Signature convention (as array-api-extra):
 
 Re-exported here: the overflow-free :func:`softplus`, :func:`sigmoid`,
 :func:`log_softmax` and :func:`softmax` of :mod:`mlxp._special` (the linear models share
-them), the convolutions of :mod:`mlxp.nn.convolution` and the window pools of
+them), the convolutions of :mod:`mlxp.nn.convolution` and the pools of
 :mod:`mlxp.nn.pooling`.
 """
 
@@ -22,11 +22,18 @@ from typing import Any
 from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
-from mlxp._kernels import addmm, fuses_log_softmax, positive_part_grad
+from mlxp._kernels import addmm, fuses_log_softmax, matmul_into, positive_part_grad, sum_into
 from mlxp._kernels import log_softmax as kernel_log_softmax
 from mlxp._special import log_softmax, sigmoid, softmax, softplus
 from mlxp.nn.convolution import IM2COL_MAX_BYTES, conv2d, conv2d_backward
-from mlxp.nn.pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+from mlxp.nn.pooling import (
+    avg_pool2d,
+    avg_pool2d_backward,
+    global_avg_pool2d,
+    global_avg_pool2d_backward,
+    max_pool2d,
+    max_pool2d_backward,
+)
 
 __all__ = [
     "IM2COL_MAX_BYTES",
@@ -81,14 +88,23 @@ def dense(x: Any, W: Any, b: Any, /, *, xp: Any = None) -> Any:
 
 
 def dense_backward(
-    x: Any, W: Any, grad: Any, /, *, input_grad: bool = True, xp: Any = None
+    x: Any,
+    W: Any,
+    grad: Any,
+    /,
+    *,
+    input_grad: bool = True,
+    out: Any = (None, None),
+    xp: Any = None,
 ) -> tuple[Any, Any, Any]:
     """(∂L/∂x, ∂L/∂W, ∂L/∂b) = (g Wᵀ, xᵀ g, Σₙ g) for g = ∂L/∂y of shape (n, out).
-
-    With ``input_grad=False`` the first term is skipped (returned as None).
+    With ``input_grad=False`` the first term is skipped (returned as None). ``out``: arrays
+    (in, out) and (out,) that ∂L/∂W and ∂L/∂b are written into, and returned as, where the
+    library can (:func:`mlxp._kernels.matmul_into`, :func:`~mlxp._kernels.sum_into`).
     """
     xp = xp or array_namespace(grad)
-    return (grad @ W.T if input_grad else None), x.T @ grad, xp.sum(grad, axis=0)
+    dW, db = matmul_into(x.T, grad, out[0], xp=xp), sum_into(grad, 0, out[1], xp=xp)
+    return (grad @ W.T if input_grad else None), dW, db
 
 
 # --------------------------------------------------------------------------- activations
@@ -163,20 +179,6 @@ def softmax_backward(s: Any, grad: Any, /, *, axis: int = -1, xp: Any = None) ->
     """∂L/∂x = s ⊙ (g − Σ g ⊙ s), the sum along ``axis``, from the output s."""
     xp = xp or array_namespace(grad)
     return s * (grad - xp.sum(grad * s, axis=axis, keepdims=True))
-
-
-# --------------------------------------------------------------------------- global pooling
-def global_avg_pool2d(x: Any, /, *, xp: Any = None) -> Any:
-    """y[n, c] = mean_{h,w} x[n, c, h, w]: (N, C, H, W) → (N, C)."""
-    xp = xp or array_namespace(x)
-    return xp.mean(x, axis=(2, 3))
-
-
-def global_avg_pool2d_backward(x_shape: tuple[int, ...], grad: Any, /, *, xp: Any = None) -> Any:
-    """∂L/∂x[n, c, h, w] = g[n, c]/(H·W), of shape ``x_shape`` (N, C, H, W)."""
-    xp = xp or array_namespace(grad)
-    scale = 1 / (x_shape[2] * x_shape[3])
-    return xp.broadcast_to(grad[:, :, None, None] * scale, tuple(x_shape))
 
 
 # --------------------------------------------------------------------------- batch norm

@@ -6,7 +6,9 @@ activations, Dropout, Flatten and Reshape. Batch normalisation is in
 :mod:`mlxp.nn.normalization`, the image layers in :mod:`mlxp.nn.conv_layers`.
 
 A layer's parameters live in ``layer.params`` (a dict of arrays) and, after
-``backward``, their gradients in ``layer.grads`` under the same names. Parameters
+``backward``, their gradients in ``layer.grads`` under the same names: where a training
+step binds ``layer.grad_out`` to views of its flat gradient buffer, into those arrays if
+the layer can (Dense, where the library writes in place), saving the step a copy. Parameters
 are created by ``initialize`` with the portable generator, so that a seed fixes
 them on every backend; ``forward`` caches what ``backward`` needs, until
 ``clear_cache``; a training ``forward`` that moves a buffer (BatchNorm's running
@@ -69,6 +71,7 @@ class Layer:
         validate_params(self, self._parameter_constraints, config)
         self.params: dict[str, Any] = {}
         self.grads: dict[str, Any] = {}
+        self.grad_out: dict[str, Any] = {}  # where backward may write grads; bound per step
         self.buffers: dict[str, Any] = {}  # state that is saved but not trained
         self._cache: dict[str, Any] = {}  # what the last forward keeps for backward
 
@@ -182,8 +185,8 @@ class Dense(Layer):
     def backward(self, grad: Any, *, input_grad: bool = True) -> Any:
         """Fill ``grads``; return ∂L/∂x, or None with ``input_grad=False`` (that saves a
         third of the backward cost)."""
-        W = self.params["W"]
-        dx, dW, db = F.dense_backward(self._cache["x"], W, grad, input_grad=input_grad)
+        W, out = self.params["W"], (self.grad_out.get("W"), self.grad_out.get("b"))
+        dx, dW, db = F.dense_backward(self._cache["x"], W, grad, input_grad=input_grad, out=out)
         self.grads = {"W": dW, "b": db}
         return dx
 
@@ -391,8 +394,7 @@ class Reshape(Layer):
             raise ValueError(f"Reshape to {self.shape} cannot take samples of shape {shape}.")
         return self.shape
 
-    def _input_grad(self, grad: Any) -> Any:
-        return array_namespace(grad).reshape(grad, self._cache["shape"])
+    _input_grad = Flatten._input_grad  # g back to the input's shape
 
     def get_config(self) -> dict[str, Any]:
         return {"shape": list(self.shape)}

@@ -1,4 +1,4 @@
-"""Max and average pooling of images as pure functions of arrays (shapes in each docstring).
+"""Max, average and global average pooling of images as pure functions (shapes in each docstring).
 
 Owns the pools' forward and backward passes; the window arithmetic they share with the
 convolutions is in ``mlxp.nn._windows``, and :mod:`mlxp.nn.functional` re-exports every
@@ -40,7 +40,14 @@ from mlxp.nn._windows import (
 )
 from mlxp.nn.convolution import IM2COL_MAX_BYTES
 
-__all__ = ["avg_pool2d", "avg_pool2d_backward", "max_pool2d", "max_pool2d_backward"]
+__all__ = [
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "global_avg_pool2d",
+    "global_avg_pool2d_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+]
 
 
 def _pool_geometry(kernel_size: Any, stride: Any, padding: Any) -> tuple[Pair, Pair, Pads]:
@@ -172,3 +179,16 @@ def avg_pool2d_backward(
         images = slice_add(padded, regions, [g] * size, xp=xp)
         parts.append(crop(batch_first(images, xp), pads))
     return concat_batches(parts, xp)
+
+
+def global_avg_pool2d(x: Any, /, *, xp: Any = None) -> Any:
+    """y[n, c] = mean_{h,w} x[n, c, h, w]: (N, C, H, W) → (N, C)."""
+    xp = xp or array_namespace(x)
+    return xp.mean(x, axis=(2, 3))
+
+
+def global_avg_pool2d_backward(x_shape: tuple[int, ...], grad: Any, /, *, xp: Any = None) -> Any:
+    """∂L/∂x[n, c, h, w] = g[n, c]/(H·W), of shape ``x_shape`` (N, C, H, W)."""
+    xp = xp or array_namespace(grad)
+    scale = 1 / (x_shape[2] * x_shape[3])
+    return xp.broadcast_to(grad[:, :, None, None] * scale, tuple(x_shape))

@@ -29,7 +29,7 @@ from array_api_compat import array_namespace, is_cupy_namespace, is_jax_namespac
 from array_api_compat import device as _device
 
 from mlxp._jit import config_key, jitted, object_number
-from mlxp._kernels import concat_flat
+from mlxp._kernels import concat_flat, writes_in_place
 from mlxp.nn.cuda_graph import CudaGraphStep
 
 __all__ = [
@@ -109,24 +109,70 @@ def make_step(
     """
     if weight_decay:
         mask = layout.mask(set(model.decayed), next(iter(model.parameters.values())))
+    buffers = _StepBuffers(layout) if in_place else None
 
     def step(
         params: Any, opt_state: dict[str, Any], model_state: dict[str, Any], batch: Any, noise: Any
     ) -> tuple[Any, dict[str, Any], dict[str, Any], Any]:
         xb, yb, *weights = batch
         w = weights[0] if weights else None
+        views, targets = buffers.views(params) if buffers else (layout.views(params), None)
         value, grads, model_state = _forward_backward(
-            model, loss_fn, layout.views(params), model_state, (xb, yb, w), noise
+            model, loss_fn, views, model_state, (xb, yb, w), noise, targets
         )
-        g = layout.flatten(grads)
+        g = buffers.flatten(grads, targets) if buffers else layout.flatten(grads)
         if weight_decay:
             rows = xb.shape[0] if w is None else array_namespace(w).sum(w)
             g = g + (weight_decay / rows) * (mask * params)
         inner = {k: v for k, v in opt_state.items() if k != "lr"}
         params, inner = opt.update(params, g, inner, opt_state["lr"], in_place=in_place)
+        if buffers:
+            buffers.keep_apart(g, params, inner)
         return params, {**inner, "lr": opt_state["lr"]}, model_state, value
 
     return step
+
+
+class _StepBuffers:
+    """What a training loop that owns its buffers (``make_step(in_place=True)``) keeps
+    between steps, on a library that writes in place (:func:`mlxp._kernels.writes_in_place`):
+    the views of its parameter buffer while it is the same array, and a flat gradient
+    buffer whose views the layers write their gradients into (``Layer.grad_out``), so the
+    step needs no concatenation. Elsewhere (JAX, the standard, PyTorch while compiling)
+    the step takes fresh views and concatenates, as the pure step does."""
+
+    def __init__(self, layout: FlatLayout) -> None:
+        self.layout = layout
+        self.params: Any = None
+        self.param_views: dict[str, Any] = {}
+        self.grad: Any = None
+        self.grad_views: dict[str, Any] = {}
+
+    def views(self, params: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """(the parameters' views of ``params``, the gradient views to bind, or None)."""
+        if not writes_in_place(params):
+            return self.layout.views(params), None
+        if params is not self.params:
+            self.params, self.param_views = params, self.layout.views(params)
+        g = self.grad
+        if g is None or g.dtype != params.dtype or _device(g) != _device(params):
+            self.grad = array_namespace(params).empty_like(params)
+            self.grad_views = self.layout.views(self.grad)
+        return self.param_views, self.grad_views
+
+    def flatten(self, grads: dict[str, Any], targets: dict[str, Any] | None) -> Any:
+        """The flat gradient: the buffer itself when every layer wrote into its views,
+        else the gradients concatenated (one op)."""
+        if targets is not None and all(grads[k] is targets[k] for k in self.layout.names):
+            return self.grad
+        return self.layout.flatten(grads)
+
+    def keep_apart(self, g: Any, params: Any, state: dict[str, Any]) -> None:
+        """A new gradient buffer for the next step if the optimiser kept the flat gradient
+        ``g`` as the parameters or in its state (an optimiser of a user's, say), which the
+        next step's layers would otherwise overwrite."""
+        if g is self.grad and (params is g or any(v is g for v in state.values())):
+            self.grad = None
 
 
 def _forward_backward(
@@ -136,15 +182,17 @@ def _forward_backward(
     model_state: dict[str, Any],
     batch: Any,
     noise: Any,
+    grad_out: dict[str, Any] | None = None,
 ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """(Σ wᵢℓᵢ, ∂(mean loss)/∂params by name, the new ``model_state``), the model's
-    parameters and buffers set to ``params`` and ``model_state`` for the call only.
+    parameters and buffers set to ``params`` and ``model_state`` for the call only, and
+    each layer's ``grad_out`` to the arrays of ``grad_out`` named for its parameters.
 
     The new state is ``model_state`` with the values the training forward handed out
     (:meth:`Sequential.state_updates`); a layer of its own that still writes a buffer in
     ``forward`` has that value kept."""
     xb, yb, w = batch
-    with bound(model, {**params, **model_state}) as slots:
+    with bound(model, {**params, **model_state}, grad_out) as slots:
         out = model.forward(xb, training=True, noise=noise, rows=w)
         updates = model.state_updates()  # else what a layer wrote itself (older layers)
         state = {n: updates.get(n, held[k]) for n, held, k in slots if n in model_state}
@@ -156,10 +204,13 @@ def _forward_backward(
 
 
 @contextmanager
-def bound(model: Any, weights: dict[str, Any]) -> Iterator[list[tuple[str, Any, str]]]:
+def bound(
+    model: Any, weights: dict[str, Any], grad_out: dict[str, Any] | None = None
+) -> Iterator[list[tuple[str, Any, str]]]:
     """The model's parameters and buffers set to ``weights`` (named as
-    :meth:`Sequential.get_weights` names them: every one) for the block only; afterwards
-    the layers hold what they held before (weights, forward caches and gradients alike:
+    :meth:`Sequential.get_weights` names them: every one), and with ``grad_out`` (named
+    as the parameters) each layer's ``grad_out``, for the block only; afterwards the
+    layers hold what they held before (weights, forward caches and gradients alike:
     nothing of the block stays on them). Gives the slots (name, the layer's dict holding
     it, its key there), to read what a layer wrote."""
     slots = [
@@ -169,16 +220,19 @@ def bound(model: Any, weights: dict[str, Any]) -> Iterator[list[tuple[str, Any, 
         for key in held
     ]
     saved = [held[key] for _, held, key in slots]
-    kept = [(layer._cache, layer.grads) for layer in model.layers]
+    kept = [(layer._cache, layer.grads, getattr(layer, "grad_out", {})) for layer in model.layers]
     for name, held, key in slots:
         held[key] = weights[name]
+    if grad_out is not None:
+        for i, layer in enumerate(model.layers):
+            layer.grad_out = {key: grad_out[f"{i}.{key}"] for key in layer.params}
     try:
         yield slots
     finally:
         for (_, held, key), value_before in zip(slots, saved, strict=True):
             held[key] = value_before
-        for layer, (cache, grads) in zip(model.layers, kept, strict=True):
-            layer._cache, layer.grads = cache, grads
+        for layer, (cache, grads, out) in zip(model.layers, kept, strict=True):
+            layer._cache, layer.grads, layer.grad_out = cache, grads, out
 
 
 def run_block(
