@@ -328,6 +328,10 @@ def sum_into(x: Any, axis: int | tuple[int, ...], out: Any, /, *, xp: Any = None
 
 def _library(xp: Any) -> Any:
     """NumPy or CuPy itself, for ``out=`` (which the compat namespaces need not pass on)."""
-    import importlib
+    if is_numpy_namespace(xp):
+        import numpy
 
-    return importlib.import_module("numpy" if is_numpy_namespace(xp) else "cupy")
+        return numpy
+    import cupy
+
+    return cupy
