@@ -296,9 +296,11 @@ def _into(xp: Any, out: Any, shape: tuple[int, ...], *arrays: Any) -> bool:
 def matmul_into(A: Any, B: Any, out: Any, /, *, xp: Any = None) -> Any:
     """AB for A (m, k), B (k, n): written into ``out`` (m, n), which is returned, where the
     library writes a product in place (:func:`writes_in_place`; PyTorch ``mm(out=)``,
-    NumPy and CuPy ``matmul(out=)``: the same BLAS call as ``A @ B``, so the same values)
-    and ``out`` is of its shape and dtype; else, or for ``out`` None, the standard's
-    A @ B, a new array. The caller tells which by identity."""
+    NumPy and CuPy ``matmul(out=)``) and ``out`` is of its shape and dtype; else, or for
+    ``out`` None, the standard's A @ B, a new array. The caller tells which by identity.
+    The values are A @ B's to rounding: NumPy's OpenBLAS gives the same bits, PyTorch's
+    MKL may not where ``out`` starts off a 16-byte boundary (it picks its kernel by
+    alignment; 1e-16 relative in float64)."""
     xp = xp or array_namespace(A, B)
     shape = (A.shape[0], B.shape[1])
     if not _into(xp, out, shape, A, B):

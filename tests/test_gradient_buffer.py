@@ -1,10 +1,12 @@
-"""The training loop's flat gradient buffer (mlxp.nn.step._StepBuffers): the layers write
-their gradients into views of it (``Layer.grad_out``) where the library writes in place.
+"""The training loop's flat gradient buffer (mlxp.nn.step._StepBuffers): mlxp's own layers
+write their gradients into views of it (``Layer.grad_out``) where the library writes in
+place, for mlxp's own optimisers.
 
 Checked against the step that concatenates the layers' gradients (the buffer switched off):
-the same model, bit for bit, for a model whose layers all write (Dense), one with a layer
-that does not (a user's, or a convolution), and an optimiser of a user's that keeps the
-gradient it was given.
+the same model (bit for bit on NumPy; to rounding on PyTorch, whose MKL picks its matrix
+product's kernel by the output's alignment) for a model whose layers all write (Dense),
+one with a layer that does not (a user's, or a convolution), and an optimiser of a user's
+that keeps the gradient it was given; and against finite differences.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class Remembering(SGD):
 
 MODELS = {
     "dense": lambda: [Dense(16, 8), ReLU(), Dense(8, 6), Tanh(), Dense(6, 3)],
+    "dense-odd": lambda: [Dense(16, 5), ReLU(), Dense(5, 37), Tanh(), Dense(37, 3)],
     "user-layer": lambda: [Dense(16, 8), ReLU(), PlainDense(8, 3)],
     "conv": lambda: [Reshape((1, 4, 4)), Conv2D(1, 2, 3), ReLU(), Flatten(), Dense(8, 3)],
 }
@@ -76,9 +79,10 @@ def _fit(backend, layers, optimizer, **kwargs):
 def test_the_gradient_buffer_trains_the_model_concatenation_trains(
     backend, model, optimizer, monkeypatch
 ):
-    """Bit for bit the model of the concatenated gradients, with weight decay too; and on
-    the libraries that write in place the buffer is what a Dense-only model's step hands
-    the optimiser, every step."""
+    """The model of the concatenated gradients, with weight decay too (views of the
+    gradient buffer off 16-byte boundaries in "dense-odd"); and on the libraries that write
+    in place the buffer is what a Dense-only model's step hands mlxp's optimisers, every
+    step, and never a user's optimiser (which may keep the gradient)."""
     used = []
     flatten = mlxp.nn.step._StepBuffers.flatten
 
@@ -96,12 +100,13 @@ def test_the_gradient_buffer_trains_the_model_concatenation_trains(
             off.setattr(mlxp.nn.step, "writes_in_place", lambda x: False)
             expected = _fit(backend, MODELS[model], OPTIMIZERS[optimizer], weight_decay=decay)
         used.clear()
-        np.testing.assert_array_equal(got[0], expected[0])
+        rtol = 0 if backend.name == "numpy" else 1e-5
+        np.testing.assert_allclose(got[0], expected[0], rtol=rtol)
         for name, value in expected[1].items():
-            np.testing.assert_array_equal(got[1][name], value, err_msg=name)
-    writes = backend.name in ("numpy", "torch", "cupy")
+            np.testing.assert_allclose(got[1][name], value, rtol=rtol, atol=rtol, err_msg=name)
+    writes = backend.name in ("numpy", "torch", "cupy") and optimizer != "remembering"
     assert len(buffered) == 2 * 10  # 2 fits of 2 epochs of 5 batches
-    assert all(buffered) is any(buffered) is (writes and model == "dense")
+    assert all(buffered) is any(buffered) is (writes and model.startswith("dense"))
 
 
 def test_the_buffer_matches_a_finite_difference_gradient():
@@ -112,7 +117,8 @@ def test_the_buffer_matches_a_finite_difference_gradient():
     model = Sequential(MODELS["dense"](), seed=1)
     model.build(array_api_compat.numpy, "cpu", "float64")
     layout = mlxp.nn.step.FlatLayout({k: tuple(v.shape) for k, v in model.parameters.items()})
-    params, buffers = layout.flatten(model.parameters), mlxp.nn.step._StepBuffers(layout)
+    params = layout.flatten(model.parameters)
+    buffers = mlxp.nn.step._StepBuffers(layout, gradients=True)
     views, targets = buffers.views(params)
     value, grads, _ = mlxp.nn.step._forward_backward(
         model, CrossEntropyLoss(), views, {}, (X, Y, None), (), targets
@@ -142,3 +148,40 @@ def test_layers_keep_no_gradient_views_after_a_fit():
     model = Sequential(MODELS["dense"](), seed=0)
     model.fit(X, Y, loss="cross_entropy", epochs=1, batch_size=16, progress=False)
     assert all(layer.grad_out == {} and layer.grads == {} for layer in model.layers)
+
+
+def test_a_users_layer_keeps_gradients_of_its_own(backend):
+    """A subclass of Dense is a user's layer: it gets no views of the buffer, so the
+    gradients it keeps from step to step are its own arrays, each step's values."""
+    kept = []
+
+    class Logging(Dense):
+        def backward(self, grad, *, input_grad=True):
+            dx = super().backward(grad, input_grad=input_grad)
+            kept.append(backend.to_numpy(self.grads["W"]).copy())
+            kept.append(self.grads["W"])
+            return dx
+
+    _fit(backend, lambda: [Dense(16, 8), ReLU(), Logging(8, 3)], OPTIMIZERS["adam"])
+    for copied, held in zip(kept[::2], kept[1::2], strict=True):
+        np.testing.assert_array_equal(backend.to_numpy(held), copied)
+
+
+def test_a_dense_layer_without_grad_out_trains(backend):
+    """A Dense pickled before ``grad_out`` existed (no such attribute) trains, binds and
+    back-propagates by hand as any other."""
+    model = Sequential(MODELS["dense"](), seed=4)
+    for layer in model.layers:
+        layer.__dict__.pop("grad_out")
+    got = _fit(backend, lambda: model.layers, OPTIMIZERS["adam"])
+    expected = _fit(backend, MODELS["dense"], OPTIMIZERS["adam"])
+    np.testing.assert_allclose(got[0], expected[0], rtol=1e-6)
+
+
+def test_torch_writes_nothing_in_place_while_compiling(monkeypatch):
+    """Under ``torch.compile`` the step concatenates (no buffer written from a graph)."""
+    torch = pytest.importorskip("torch")
+    from mlxp._kernels import writes_in_place
+
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert not writes_in_place(torch.zeros(3))

@@ -183,9 +183,10 @@ class Dense(Layer):
         return F.dense(x, self.params["W"], self.params["b"])
 
     def backward(self, grad: Any, *, input_grad: bool = True) -> Any:
-        """Fill ``grads``; return ∂L/∂x, or None with ``input_grad=False`` (that saves a
-        third of the backward cost)."""
-        W, out = self.params["W"], (self.grad_out.get("W"), self.grad_out.get("b"))
+        """Fill ``grads`` (into ``grad_out``'s arrays where bound); return ∂L/∂x, or None
+        with ``input_grad=False`` (a third of the backward cost saved)."""
+        bound = getattr(self, "grad_out", {})  # absent from a layer pickled before it existed
+        W, out = self.params["W"], (bound.get("W"), bound.get("b"))
         dx, dW, db = F.dense_backward(self._cache["x"], W, grad, input_grad=input_grad, out=out)
         self.grads = {"W": dW, "b": db}
         return dx
@@ -313,7 +314,6 @@ class Dropout(Layer):
     """
 
     draws = True
-
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "p": [Interval(Real, 0.0, 1.0, closed="left")]
     }

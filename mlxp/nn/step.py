@@ -109,7 +109,7 @@ def make_step(
     """
     if weight_decay:
         mask = layout.mask(set(model.decayed), next(iter(model.parameters.values())))
-    buffers = _StepBuffers(layout) if in_place else None
+    buffers = _StepBuffers(layout, gradients=_mlxp_own(opt)) if in_place else None
 
     def step(
         params: Any, opt_state: dict[str, Any], model_state: dict[str, Any], batch: Any, noise: Any
@@ -126,8 +126,6 @@ def make_step(
             g = g + (weight_decay / rows) * (mask * params)
         inner = {k: v for k, v in opt_state.items() if k != "lr"}
         params, inner = opt.update(params, g, inner, opt_state["lr"], in_place=in_place)
-        if buffers:
-            buffers.keep_apart(g, params, inner)
         return params, {**inner, "lr": opt_state["lr"]}, model_state, value
 
     return step
@@ -136,13 +134,15 @@ def make_step(
 class _StepBuffers:
     """What a training loop that owns its buffers (``make_step(in_place=True)``) keeps
     between steps, on a library that writes in place (:func:`mlxp._kernels.writes_in_place`):
-    the views of its parameter buffer while it is the same array, and a flat gradient
-    buffer whose views the layers write their gradients into (``Layer.grad_out``), so the
-    step needs no concatenation. Elsewhere (JAX, the standard, PyTorch while compiling)
-    the step takes fresh views and concatenates, as the pure step does."""
+    the views of its parameter buffer while it is the same array, and, with
+    ``gradients``, a flat gradient buffer whose views mlxp's own layers write their
+    gradients into (``Layer.grad_out``), so the step needs no concatenation. Each step
+    overwrites that buffer, so it serves only an optimiser that keeps no gradient past
+    the step (mlxp's own: the caller decides). Elsewhere (JAX, the standard, PyTorch
+    while compiling) the step takes fresh views and concatenates, as the pure step does."""
 
-    def __init__(self, layout: FlatLayout) -> None:
-        self.layout = layout
+    def __init__(self, layout: FlatLayout, gradients: bool) -> None:
+        self.layout, self.gradients = layout, gradients
         self.params: Any = None
         self.param_views: dict[str, Any] = {}
         self.grad: Any = None
@@ -154,8 +154,9 @@ class _StepBuffers:
             return self.layout.views(params), None
         if params is not self.params:
             self.params, self.param_views = params, self.layout.views(params)
-        g = self.grad
-        if g is None or g.dtype != params.dtype or _device(g) != _device(params):
+        if not self.gradients:
+            return self.param_views, None
+        if self.grad is None:  # a fit's parameters keep their dtype and device
             self.grad = array_namespace(params).empty_like(params)
             self.grad_views = self.layout.views(self.grad)
         return self.param_views, self.grad_views
@@ -167,12 +168,11 @@ class _StepBuffers:
             return self.grad
         return self.layout.flatten(grads)
 
-    def keep_apart(self, g: Any, params: Any, state: dict[str, Any]) -> None:
-        """A new gradient buffer for the next step if the optimiser kept the flat gradient
-        ``g`` as the parameters or in its state (an optimiser of a user's, say), which the
-        next step's layers would otherwise overwrite."""
-        if g is self.grad and (params is g or any(v is g for v in state.values())):
-            self.grad = None
+
+def _mlxp_own(obj: Any) -> bool:
+    """Whether ``obj`` is of one of mlxp's own classes, not a user's (subclasses
+    included): those keep no gradient past the step that computed it."""
+    return type(obj).__module__.split(".")[0] == "mlxp"
 
 
 def _forward_backward(
@@ -186,7 +186,8 @@ def _forward_backward(
 ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """(Σ wᵢℓᵢ, ∂(mean loss)/∂params by name, the new ``model_state``), the model's
     parameters and buffers set to ``params`` and ``model_state`` for the call only, and
-    each layer's ``grad_out`` to the arrays of ``grad_out`` named for its parameters.
+    mlxp's own layers' ``grad_out`` to the arrays of ``grad_out`` named for their
+    parameters (:func:`bound`).
 
     The new state is ``model_state`` with the values the training forward handed out
     (:meth:`Sequential.state_updates`); a layer of its own that still writes a buffer in
@@ -209,7 +210,8 @@ def bound(
 ) -> Iterator[list[tuple[str, Any, str]]]:
     """The model's parameters and buffers set to ``weights`` (named as
     :meth:`Sequential.get_weights` names them: every one), and with ``grad_out`` (named
-    as the parameters) each layer's ``grad_out``, for the block only; afterwards the
+    as the parameters) the ``grad_out`` of each of mlxp's own layers, for the block
+    only; afterwards the
     layers hold what they held before (weights, forward caches and gradients alike:
     nothing of the block stays on them). Gives the slots (name, the layer's dict holding
     it, its key there), to read what a layer wrote."""
@@ -225,7 +227,8 @@ def bound(
         held[key] = weights[name]
     if grad_out is not None:
         for i, layer in enumerate(model.layers):
-            layer.grad_out = {key: grad_out[f"{i}.{key}"] for key in layer.params}
+            if _mlxp_own(layer):  # a user's layer may keep its gradients past the step
+                layer.grad_out = {key: grad_out[f"{i}.{key}"] for key in layer.params}
     try:
         yield slots
     finally:
