@@ -35,6 +35,7 @@ FLOORS = [
         "mlxp.exceptions",
         "mlxp._gpu_probe",
         "mlxp._jit",
+        "mlxp._memory",
     ),
     ("mlxp._backend", "mlxp._params", "mlxp._frames", "mlxp._dask"),
     ("mlxp._validation", "mlxp._registry", "mlxp._model_state", "mlxp.io", "mlxp._classifier"),

@@ -23,6 +23,7 @@ from array_api_compat import device as _device
 
 from mlxp._compat import synchronize, to_numpy
 from mlxp._jit import may_compile, placed_numbers, run_or_fall_back
+from mlxp._memory import tune_malloc
 from mlxp.exceptions import DivergenceError
 from mlxp.nn import streaming
 from mlxp.nn.callbacks import History, Progress
@@ -85,6 +86,7 @@ def fit(
     loss_fn = make_loss(loss)
     opt = OPTIMIZERS[optimizer]() if isinstance(optimizer, str) else optimizer
     data, validation = _training_data(model, X, y, validation_data)
+    tune_malloc()  # the steps' temporaries reuse the heap, not fresh pages (mlxp._memory)
     trainer = _Trainer(model, loss_fn, opt, weight_decay, compile, batch_size, data)
     history, callbacks = History(), list(callbacks or [])
     for callback in callbacks:

@@ -1,0 +1,119 @@
+"""mlxp._memory: glibc's malloc thresholds raised once, the first time a network trains.
+
+Checked by the calls a stand-in libc receives (the values, once per process, and none
+where the user or the platform says no), and by its effect in a fresh process: the page
+faults of training epochs, counted by the kernel, with and without it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import mlxp._memory as memory
+
+
+class FakeLibc:
+    def __init__(self, result: int = 1) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.result = result
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append((param, value))
+        return self.result
+
+
+@pytest.fixture
+def libc(monkeypatch):
+    """A stand-in libc on a glibc platform, no environment setting, nothing tuned yet."""
+    fake = FakeLibc()
+    monkeypatch.setattr(memory, "_tuned", None)
+    monkeypatch.setattr(memory.platform, "libc_ver", lambda: ("glibc", "2.36"))
+    monkeypatch.setattr(memory.ctypes, "CDLL", lambda name: fake)
+    for name in (*memory._USER_SETTINGS, "GLIBC_TUNABLES", "MLXP_TUNE_MALLOC"):
+        monkeypatch.delenv(name, raising=False)
+    return fake
+
+
+def test_the_thresholds_are_set_once_where_glibc_takes_them(libc):
+    """M_MMAP_THRESHOLD (−3) to 32 MiB and M_TRIM_THRESHOLD (−1) to 64 MiB, the values
+    glibc's dynamic rule ends at on 64-bit, then nothing more in this process."""
+    assert memory.tune_malloc() is True
+    assert libc.calls == [(-3, 32 * 2**20), (-1, 64 * 2**20)]
+    assert memory.tune_malloc() is True and len(libc.calls) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MLXP_TUNE_MALLOC", "0"),
+        ("MALLOC_TRIM_THRESHOLD_", "131072"),
+        ("MALLOC_MMAP_THRESHOLD_", "1048576"),
+        ("MALLOC_TOP_PAD_", "0"),
+        ("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=4096"),
+    ],
+)
+def test_the_environment_keeps_its_own_settings(libc, monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    assert memory.tune_malloc() is False and libc.calls == []
+
+
+def test_nothing_is_set_off_glibc_or_when_libc_refuses(libc, monkeypatch):
+    monkeypatch.setattr(memory.platform, "libc_ver", lambda: ("", ""))
+    assert memory.tune_malloc() is False and libc.calls == []
+    monkeypatch.setattr(memory, "_tuned", None)
+    monkeypatch.setattr(memory.platform, "libc_ver", lambda: ("glibc", "2.36"))
+    libc.result = 0
+    assert memory.tune_malloc() is False
+
+
+def test_fit_tunes_malloc(libc):
+    import numpy as np
+
+    from mlxp.nn import Dense, Sequential
+
+    X, y = np.zeros((8, 3)), np.arange(8) % 2
+    Sequential([Dense(3, 2)], seed=0).fit(X, y, loss="cross_entropy", epochs=1, progress=False)
+    assert libc.calls == [(-3, 32 * 2**20), (-1, 64 * 2**20)]
+
+
+FAULTS = textwrap.dedent(
+    """
+    import resource
+    import numpy as np
+    from mlxp import nn
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((256, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 256)
+    layers = [nn.Conv2D(1, 8, 5), nn.ReLU(), nn.MaxPool2D(2), nn.Conv2D(8, 16, 5), nn.ReLU(),
+              nn.MaxPool2D(2), nn.Flatten(), nn.Dense(256, 10)]
+    net = nn.Sequential(layers, seed=0)
+    fit = lambda: net.fit(X, y, loss="cross_entropy", epochs=1, batch_size=64, progress=False)
+    fit()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    fit(); fit()
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    """
+)
+
+
+def _faults(**env: str) -> int:
+    import os
+
+    clean = {k: v for k, v in os.environ.items() if k not in memory._USER_SETTINGS}
+    run = subprocess.run(
+        [sys.executable, "-c", FAULTS], env={**clean, **env}, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    return int(run.stdout.split()[-1])
+
+
+@pytest.mark.skipif(memory.platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_a_fresh_process_trains_without_faulting_its_pages_anew():
+    """Two CNN epochs (four steps of 64 images each) in a fresh process: with glibc's
+    starting thresholds the steps' temporaries are unmapped or trimmed and faulted in
+    again (thousands of page faults); tuned, the heap keeps them (a few dozen at most)."""
+    tuned, untuned = _faults(), _faults(MLXP_TUNE_MALLOC="0")
+    assert untuned > 1000 and tuned < untuned / 10, (tuned, untuned)
