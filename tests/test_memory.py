@@ -28,12 +28,11 @@ class FakeLibc:
 
 @pytest.fixture
 def libc(monkeypatch):
-    """A stand-in libc on a glibc platform, no environment setting, nothing tuned yet."""
+    """A stand-in glibc mallopt, no environment setting, nothing tuned yet."""
     fake = FakeLibc()
     monkeypatch.setattr(memory, "_tuned", None)
-    monkeypatch.setattr(memory.platform, "libc_ver", lambda: ("glibc", "2.36"))
-    monkeypatch.setattr(memory.ctypes, "CDLL", lambda name: fake)
-    for name in (*memory._USER_SETTINGS, "GLIBC_TUNABLES", "MLXP_TUNE_MALLOC"):
+    monkeypatch.setattr(memory, "_glibc_mallopt", lambda: fake.mallopt)
+    for name in (*memory._USER_SETTINGS, "GLIBC_TUNABLES", "MLXP_TUNE_MALLOC", "LD_PRELOAD"):
         monkeypatch.delenv(name, raising=False)
     return fake
 
@@ -53,21 +52,37 @@ def test_the_thresholds_are_set_once_where_glibc_takes_them(libc):
         ("MALLOC_TRIM_THRESHOLD_", "131072"),
         ("MALLOC_MMAP_THRESHOLD_", "1048576"),
         ("MALLOC_TOP_PAD_", "0"),
-        ("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=4096"),
+        ("MALLOC_MMAP_MAX_", "0"),
+        ("GLIBC_TUNABLES", "glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=4096"),
+        ("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),
     ],
 )
 def test_the_environment_keeps_its_own_settings(libc, monkeypatch, name, value):
+    """The user's thresholds (variables or tunables), another allocator, or the opt-out."""
     monkeypatch.setenv(name, value)
     assert memory.tune_malloc() is False and libc.calls == []
 
 
+def test_other_malloc_tunables_do_not_stop_it(libc, monkeypatch):
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=0")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    assert memory.tune_malloc() is True and len(libc.calls) == 2
+
+
 def test_nothing_is_set_off_glibc_or_when_libc_refuses(libc, monkeypatch):
-    monkeypatch.setattr(memory.platform, "libc_ver", lambda: ("", ""))
+    monkeypatch.setattr(memory, "_glibc_mallopt", lambda: None)
     assert memory.tune_malloc() is False and libc.calls == []
     monkeypatch.setattr(memory, "_tuned", None)
-    monkeypatch.setattr(memory.platform, "libc_ver", lambda: ("glibc", "2.36"))
-    libc.result = 0
-    assert memory.tune_malloc() is False
+    monkeypatch.setattr(memory, "_glibc_mallopt", lambda: libc.mallopt)
+    libc.result = 0  # a 32-bit glibc refuses a 32 MiB mmap threshold
+    assert memory.tune_malloc() is False and libc.calls == [(-3, 32 * 2**20)]
+
+
+def test_glibc_mallopt_is_found_only_on_glibc(monkeypatch):
+    if memory.platform.libc_ver()[0] == "glibc":
+        assert callable(memory._glibc_mallopt())
+    monkeypatch.setattr(memory.platform, "libc_ver", lambda: ("", ""))
+    assert memory._glibc_mallopt() is None
 
 
 def test_fit_tunes_malloc(libc):
@@ -100,9 +115,14 @@ FAULTS = textwrap.dedent(
 
 
 def _faults(**env: str) -> int:
+    """Page faults of two epochs in a fresh process, in an environment without malloc
+    settings and with glibc's own use of huge pages off (so that its heap faults in 4 KiB
+    pages as on most systems), plus ``env``."""
     import os
 
-    clean = {k: v for k, v in os.environ.items() if k not in memory._USER_SETTINGS}
+    dropped = (*memory._USER_SETTINGS, "GLIBC_TUNABLES", "MLXP_TUNE_MALLOC", "LD_PRELOAD")
+    clean = {k: v for k, v in os.environ.items() if k not in dropped}
+    clean["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=0"
     run = subprocess.run(
         [sys.executable, "-c", FAULTS], env={**clean, **env}, capture_output=True, text=True
     )
@@ -110,7 +130,16 @@ def _faults(**env: str) -> int:
     return int(run.stdout.split()[-1])
 
 
+def _huge_pages_always() -> bool:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return "[always]" in f.read()
+    except OSError:
+        return False
+
+
 @pytest.mark.skipif(memory.platform.libc_ver()[0] != "glibc", reason="glibc only")
+@pytest.mark.skipif(_huge_pages_always(), reason="the kernel backs every heap by huge pages")
 def test_a_fresh_process_trains_without_faulting_its_pages_anew():
     """Two CNN epochs (four steps of 64 images each) in a fresh process: with glibc's
     starting thresholds the steps' temporaries are unmapped or trimmed and faulted in
