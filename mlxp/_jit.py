@@ -27,6 +27,7 @@ __all__ = [
     "config_key",
     "jitted",
     "may_compile",
+    "mlxp_own",
     "object_number",
     "out_of_memory",
     "placed_numbers",
@@ -129,9 +130,17 @@ def config_key(obj: Any, fields: Iterable[str] | None = None) -> Hashable:
         described: Hashable = repr(obj)
     else:
         described = (type(obj).__qualname__, tuple(repr(getattr(obj, f, None)) for f in fields))
-    if type(obj).__module__.startswith("mlxp."):
+    if mlxp_own(obj):
         return described
     return ("object", object_number(obj), described)
+
+
+def mlxp_own(obj: Any) -> bool:
+    """Whether ``obj`` is of one of mlxp's own classes, not a user's (a subclass of one
+    included): its configuration describes it whole, and it keeps nothing it computed in
+    a training step (a gradient, say) past that step."""
+    module = type(obj).__module__
+    return module == "mlxp" or module.startswith("mlxp.")
 
 
 def object_number(obj: Any) -> int:

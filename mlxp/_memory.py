@@ -18,9 +18,10 @@ thresholds raised already, which is why its timings did not show it.
 :func:`tune_malloc` sets the thresholds where glibc's own rule ends (32 MiB, 64 MiB)
 the first time a network trains. Setting them switches that rule off for the process,
 harmless at its maximum, and replaces what another library may have set with
-``mallopt`` before. The cost is memory kept for reuse: a free heap top of up to 64 MiB,
-and, as glibc always does once its threshold has risen, freed blocks under 32 MiB that
-lie below live ones (``malloc_trim(0)`` returns what is free); 11 MiB more stayed
+``mallopt`` before. The cost is memory kept for reuse: a free heap top of up to 64 MiB
+per malloc arena (a threaded process has several), and, as glibc always does once its
+threshold has risen, freed blocks under 32 MiB that lie below live ones
+(``malloc_trim(0)`` returns what is free); 11 MiB more stayed
 resident in that CNN's process. It does nothing off glibc, with another allocator
 preloaded (jemalloc, tcmalloc, mimalloc), when the environment sets these thresholds
 itself (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_``,

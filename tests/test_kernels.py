@@ -172,16 +172,19 @@ def test_matmul_into_writes_the_product_into_a_view_of_a_buffer(backend, dtype, 
 
 
 def test_sum_into_writes_the_sum_into_a_view_of_a_buffer(backend, dtype, rng):
-    """Σ over axis 0 (and −2) written into a (3,) view where the library writes in place,
-    else a new array; both equal to the standard's sum exactly."""
+    """Σ over axis 0 (and −2) of a (5, 3) array written into a (3,) view, and over axes
+    (0, 2) (and (−3, −1)) of a (2, 3, 4) array, where the library writes in place; else
+    new arrays; both equal to the standard's sum exactly."""
     _, B, flat, _ = _into_case(backend, dtype, rng)
     xp = backend.xp
     view = flat[12:15]
-    for axis in (0, -2):
-        got, fallback = sum_into(B, axis, view), sum_into(B, axis, view, xp=Unrecognised(xp))
+    C = backend.asarray(rng.standard_normal((2, 3, 4)).astype(dtype))
+    cases = [(B, 0), (B, -2), (C, (0, 2)), (C, (-3, -1))]
+    for x, axis in cases:
+        got, fallback = sum_into(x, axis, view), sum_into(x, axis, view, xp=Unrecognised(xp))
         assert (got is view) is (backend.name in WRITES_IN_PLACE) and fallback is not view
         for out in (got, fallback):
-            np.testing.assert_array_equal(to_numpy(out), to_numpy(xp.sum(B, axis=0)))
+            np.testing.assert_array_equal(to_numpy(out), to_numpy(xp.sum(x, axis=axis)))
 
 
 def test_into_kernels_return_new_arrays_where_they_cannot_write(rng):

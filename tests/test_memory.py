@@ -10,10 +10,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 import mlxp._memory as memory
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class FakeLibc:
@@ -124,7 +127,12 @@ def _faults(**env: str) -> int:
     clean = {k: v for k, v in os.environ.items() if k not in dropped}
     clean["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=0"
     run = subprocess.run(
-        [sys.executable, "-c", FAULTS], env={**clean, **env}, capture_output=True, text=True
+        [sys.executable, "-c", FAULTS],
+        env={**clean, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr
     return int(run.stdout.split()[-1])

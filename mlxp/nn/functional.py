@@ -98,10 +98,10 @@ def dense_backward(
     xp: Any = None,
 ) -> tuple[Any, Any, Any]:
     """(∂L/∂x, ∂L/∂W, ∂L/∂b) = (g Wᵀ, xᵀ g, Σₙ g) for g = ∂L/∂y of shape (n, out).
+
     With ``input_grad=False`` the first term is skipped (returned as None). ``out``: arrays
     (in, out) and (out,) that ∂L/∂W and ∂L/∂b are written into, and returned as, where the
-    library can (:func:`mlxp._kernels.matmul_into`, :func:`~mlxp._kernels.sum_into`).
-    """
+    library can (:func:`mlxp._kernels.matmul_into`, :func:`~mlxp._kernels.sum_into`)."""
     xp = xp or array_namespace(grad)
     dW, db = matmul_into(x.T, grad, out[0], xp=xp), sum_into(grad, 0, out[1], xp=xp)
     return (grad @ W.T if input_grad else None), dW, db

@@ -28,7 +28,7 @@ from typing import Any
 from array_api_compat import array_namespace, is_cupy_namespace, is_jax_namespace
 from array_api_compat import device as _device
 
-from mlxp._jit import config_key, jitted, object_number
+from mlxp._jit import config_key, jitted, mlxp_own, object_number
 from mlxp._kernels import concat_flat, writes_in_place
 from mlxp.nn.cuda_graph import CudaGraphStep
 
@@ -109,7 +109,8 @@ def make_step(
     """
     if weight_decay:
         mask = layout.mask(set(model.decayed), next(iter(model.parameters.values())))
-    buffers = _StepBuffers(layout, gradients=_mlxp_own(opt)) if in_place else None
+    own = mlxp_own(opt) and mlxp_own(model)  # a user's may keep gradients past the step
+    buffers = _StepBuffers(layout, gradients=own) if in_place else None
 
     def step(
         params: Any, opt_state: dict[str, Any], model_state: dict[str, Any], batch: Any, noise: Any
@@ -137,9 +138,10 @@ class _StepBuffers:
     the views of its parameter buffer while it is the same array, and, with
     ``gradients``, a flat gradient buffer whose views mlxp's own layers write their
     gradients into (``Layer.grad_out``), so the step needs no concatenation. Each step
-    overwrites that buffer, so it serves only an optimiser that keeps no gradient past
-    the step (mlxp's own: the caller decides). Elsewhere (JAX, the standard, PyTorch
-    while compiling) the step takes fresh views and concatenates, as the pure step does."""
+    overwrites that buffer, so it serves only a model and an optimiser that keep no
+    gradient past the step (mlxp's own, :func:`mlxp._jit.mlxp_own`: the caller decides).
+    Elsewhere (JAX, the standard, PyTorch while compiling) the step takes fresh views and
+    concatenates, as the pure step does."""
 
     def __init__(self, layout: FlatLayout, gradients: bool) -> None:
         self.layout, self.gradients = layout, gradients
@@ -167,12 +169,6 @@ class _StepBuffers:
         if targets is not None and all(grads[k] is targets[k] for k in self.layout.names):
             return self.grad
         return self.layout.flatten(grads)
-
-
-def _mlxp_own(obj: Any) -> bool:
-    """Whether ``obj`` is of one of mlxp's own classes, not a user's (subclasses
-    included): those keep no gradient past the step that computed it."""
-    return type(obj).__module__.split(".")[0] == "mlxp"
 
 
 def _forward_backward(
@@ -210,11 +206,10 @@ def bound(
 ) -> Iterator[list[tuple[str, Any, str]]]:
     """The model's parameters and buffers set to ``weights`` (named as
     :meth:`Sequential.get_weights` names them: every one), and with ``grad_out`` (named
-    as the parameters) the ``grad_out`` of each of mlxp's own layers, for the block
-    only; afterwards the
-    layers hold what they held before (weights, forward caches and gradients alike:
-    nothing of the block stays on them). Gives the slots (name, the layer's dict holding
-    it, its key there), to read what a layer wrote."""
+    as the parameters) the ``grad_out`` of each of mlxp's own layers, for the block only;
+    afterwards the layers hold what they held before (weights, forward caches and
+    gradients alike: nothing of the block stays on them). Gives the slots (name, the
+    layer's dict holding it, its key there), to read what a layer wrote."""
     slots = [
         (f"{i}.{key}", held, key)
         for i, layer in enumerate(model.layers)
@@ -227,7 +222,7 @@ def bound(
         held[key] = weights[name]
     if grad_out is not None:
         for i, layer in enumerate(model.layers):
-            if _mlxp_own(layer):  # a user's layer may keep its gradients past the step
+            if mlxp_own(layer):  # a user's layer may keep its gradients past the step
                 layer.grad_out = {key: grad_out[f"{i}.{key}"] for key in layer.params}
     try:
         yield slots
@@ -285,7 +280,7 @@ def layers_key(model: Any) -> Hashable:
     configuration describes whole (a model file rebuilds it from that alone); else the
     model itself, as a layer of the user's may hold more than its configuration says
     (:func:`mlxp._jit.object_number`)."""
-    if all(type(layer).__module__.startswith("mlxp.") for layer in model.layers):
+    if all(mlxp_own(layer) for layer in model.layers):
         return tuple(repr(layer) for layer in model.layers)
     return ("model", object_number(model))
 
