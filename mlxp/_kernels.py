@@ -269,17 +269,17 @@ def _writable_numpy(*arrays: Any) -> bool:
 
 def writes_in_place(x: Any, /, *, xp: Any = None) -> bool:
     """Whether x's library writes results into existing arrays here (``out=``), so that a
-    view of a buffer can receive them: NumPy (a writable array), CuPy, and PyTorch outside
-    ``torch.compile`` (a tensor that needs no autograd). JAX has no views, the standard
-    no ``out=``."""
+    view of a buffer can receive them, and x is such a view (C-contiguous: its reshapes
+    are views too): NumPy (a writable array), CuPy, and PyTorch outside ``torch.compile``
+    (a tensor that needs no autograd). JAX has no views, the standard no ``out=``."""
     xp = xp or array_namespace(x)
-    if is_numpy_namespace(xp):
-        return bool(x.flags.writeable)
+    if is_numpy_namespace(xp) or is_cupy_namespace(xp):
+        return bool(x.flags.c_contiguous and getattr(x.flags, "writeable", True))
     if is_torch_namespace(xp):
         import torch
 
-        return not (x.requires_grad or torch.compiler.is_compiling())
-    return is_cupy_namespace(xp)
+        return not (x.requires_grad or torch.compiler.is_compiling()) and x.is_contiguous()
+    return False
 
 
 def _into(xp: Any, out: Any, shape: tuple[int, ...], *arrays: Any) -> bool:

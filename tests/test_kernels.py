@@ -192,15 +192,17 @@ def test_into_kernels_return_new_arrays_where_they_cannot_write(rng):
     A, B = rng.standard_normal((5, 4)), rng.standard_normal((5, 3))
     read_only = np.zeros((4, 3))
     read_only.flags.writeable = False
-    for out in (read_only, np.zeros((4, 3), np.float32), np.zeros((3, 4))):
+    strided = np.zeros((3, 4)).T  # F-ordered: its reshapes would be copies
+    for out in (read_only, np.zeros((4, 3), np.float32), np.zeros((3, 4)), strided):
         got = matmul_into(A.T, B, out)
         assert got is not out and got.dtype == np.float64
         np.testing.assert_array_equal(got, A.T @ B)
     assert sum_into(B, 0, np.zeros(4)) is not None and sum_into(B, 0, read_only[0]).shape == (3,)
-    assert not writes_in_place(read_only)
+    assert not writes_in_place(read_only) and not writes_in_place(strided)
 
 
 def test_torch_writes_in_place_only_where_autograd_and_compiling_allow():
     torch = pytest.importorskip("torch")
     assert writes_in_place(torch.zeros(3))
     assert not writes_in_place(torch.zeros(3, requires_grad=True))
+    assert not writes_in_place(torch.zeros(3, 4).T)  # not contiguous

@@ -157,7 +157,9 @@ class Conv2D(Layer):
         return y
 
     def backward(self, grad: Any, *, input_grad: bool = True) -> Any:
-        """Fill ``grads``; return ∂L/∂x, or None with ``input_grad=False`` (a first layer)."""
+        """Fill ``grads`` (into ``grad_out``'s arrays where bound and the library can);
+        return ∂L/∂x, or None with ``input_grad=False`` (a first layer)."""
+        bound = getattr(self, "grad_out", {})  # absent from a layer pickled before it existed
         dx, dW, db = C.conv2d_backward(
             self._cache["x"],
             self.params["W"],
@@ -168,6 +170,7 @@ class Conv2D(Layer):
             cols=self._cache["cols"],
             bias=self.bias,
             input_grad=input_grad,
+            out=(bound.get("W"), bound.get("b")),
         )
         self.grads = {"W": dW} if db is None else {"W": dW, "b": db}
         return dx

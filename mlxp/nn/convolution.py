@@ -21,7 +21,7 @@ from array_api_compat import (
 from array_api_compat import device as _device
 
 from mlxp._compat import index_dtype, slice_add
-from mlxp._kernels import addmm, conv_transpose2d
+from mlxp._kernels import addmm, conv_transpose2d, matmul_into, sum_into, writes_in_place
 from mlxp.nn._windows import (
     Pads,
     Pair,
@@ -110,6 +110,7 @@ def conv2d_backward(
     bias: bool = True,
     input_grad: bool = True,
     max_bytes: int = IM2COL_MAX_BYTES,
+    out: Any = (None, None),
     xp: Any = None,
 ) -> tuple[Any, Any, Any]:
     """(∂L/∂x, ∂L/∂W, ∂L/∂b) of :func:`conv2d` for g = ∂L/∂y (N, K, OH, OW).
@@ -120,32 +121,39 @@ def conv2d_backward(
     per kernel offset, :func:`_fold_in_place`; on PyTorch its own transposed convolution),
     the padding cropped. ``cols`` is the X̃ returned by the forward pass (None: extracted
     again). ∂L/∂x is None with ``input_grad=False``, ∂L/∂b None with ``bias=False``;
-    buffers are bounded by ``max_bytes`` as in :func:`conv2d`.
+    buffers are bounded by ``max_bytes`` as in :func:`conv2d`. ``out``: arrays of the
+    shapes of W and b that ∂L/∂W and ∂L/∂b are written into, and returned as, where the
+    library can (:func:`mlxp._kernels.matmul_into`, :func:`~mlxp._kernels.sum_into`; not
+    ∂L/∂W on NumPy, whose faster product is the transposed one, nor over chunks).
     """
     xp = xp or array_namespace(grad)
     geometry = _geometry(W, stride, padding, dilation)
-    K, out = W.shape[0], (grad.shape[2], grad.shape[3])
+    K, size = W.shape[0], (grad.shape[2], grad.shape[3])
     W2 = xp.reshape(W, (K, -1))
     chunks = [slice(0, x.shape[0])]
     if cols is None:
-        chunks = batch_chunks(x.shape[0], _conv_bytes(W2, out, x, xp), max_bytes)
+        chunks = batch_chunks(x.shape[0], _conv_bytes(W2, size, x, xp), max_bytes)
+    into = None  # the (K, C·kh·kw) view of out[0] (contiguous: a reshape is a view)
+    if out[0] is not None and len(chunks) == 1 and writes_in_place(out[0], xp=xp):
+        into = xp.reshape(out[0], (K, -1))
     dW = None
     for rows in chunks:
         G = _grad_matrix(batch_rows(grad, rows), xp)
-        X = window_matrix(batch_rows(x, rows), *geometry, out, xp) if cols is None else cols
-        part = _weight_product(G, X, xp)
+        X = window_matrix(batch_rows(x, rows), *geometry, size, xp) if cols is None else cols
+        part = _weight_product(G, X, xp, into)
         dW = part if dW is None else dW + part
     dx = _input_grad(tuple(x.shape), W, grad, geometry, max_bytes, xp) if input_grad else None
-    db = xp.sum(grad, axis=(0, 2, 3)) if bias else None
-    return dx, xp.reshape(dW, W.shape), db
+    db = sum_into(grad, (0, 2, 3), out[1], xp=xp) if bias else None
+    return dx, out[0] if into is not None and dW is into else xp.reshape(dW, W.shape), db
 
 
-def _weight_product(G: Any, X: Any, xp: Any) -> Any:
+def _weight_product(G: Any, X: Any, xp: Any, into: Any = None) -> Any:
     """G X̃ᵀ (K, C·kh·kw). NumPy's BLAS is faster on (X̃ Gᵀ)ᵀ (X̃, the larger operand, read
-    untransposed); elsewhere G X̃ᵀ, stored in the shape of W (no copy to reshape it)."""
+    untransposed); elsewhere G X̃ᵀ, stored in the shape of W (no copy to reshape it), and
+    written into ``into`` where the library can (:func:`mlxp._kernels.matmul_into`)."""
     if is_numpy_namespace(xp):
         return xp.matrix_transpose(X @ xp.matrix_transpose(G))
-    return G @ xp.matrix_transpose(X)
+    return matmul_into(G, xp.matrix_transpose(X), into, xp=xp)
 
 
 def _grad_matrix(g: Any, xp: Any) -> Any:

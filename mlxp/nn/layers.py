@@ -8,7 +8,7 @@ activations, Dropout, Flatten and Reshape. Batch normalisation is in
 A layer's parameters live in ``layer.params`` (a dict of arrays) and, after
 ``backward``, their gradients in ``layer.grads`` under the same names: where a training
 step binds ``layer.grad_out`` to views of its flat gradient buffer, into those arrays if
-the layer can (Dense, where the library writes in place), saving the step a copy. Parameters
+the layer can (Dense, Conv2D, where the library writes in place), saving a copy. Parameters
 are created by ``initialize`` with the portable generator, so that a seed fixes
 them on every backend; ``forward`` caches what ``backward`` needs, until
 ``clear_cache``; a training ``forward`` that moves a buffer (BatchNorm's running
