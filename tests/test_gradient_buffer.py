@@ -4,9 +4,9 @@ place, for mlxp's own optimisers.
 
 Checked against the step that concatenates the layers' gradients (the buffer switched off):
 the same model (bit for bit on NumPy; to rounding on PyTorch, whose MKL picks its matrix
-product's kernel by the output's alignment) for a model whose layers all write (Dense),
-one with a layer that does not (a user's, or a convolution), and an optimiser of a user's
-that keeps the gradient it was given; and against finite differences.
+product's kernel by the output's alignment) for a model whose layers all write (Dense;
+Conv2D but on NumPy), one with a layer that does not (a user's), and an optimiser of a
+user's that keeps the gradient it was given; and against finite differences.
 """
 
 from __future__ import annotations
@@ -88,8 +88,8 @@ def test_the_gradient_buffer_trains_the_model_concatenation_trains(
 ):
     """The model of the concatenated gradients, with weight decay too (views of the
     gradient buffer off 16-byte boundaries in "dense-odd"); and on the libraries that write
-    in place the buffer is what a Dense-only model's step hands mlxp's optimisers, every
-    step, and never a user's optimiser (which may keep the gradient)."""
+    in place the buffer is what the step of a model whose layers all write hands mlxp's
+    optimisers, every step, and never a user's optimiser (which may keep the gradient)."""
     used = []
     flatten = mlxp.nn.step._StepBuffers.flatten
 
@@ -248,3 +248,11 @@ def test_conv2d_backward_writes_into_the_arrays_it_is_given(backend, rng):
         assert (db_out is out[1]) is writes
         np.testing.assert_allclose(backend.to_numpy(dW_out), backend.to_numpy(dW), atol=1e-4)
         np.testing.assert_array_equal(backend.to_numpy(db_out), backend.to_numpy(db))
+    # not a view a reshape keeps (permuted), or not W's shape: new arrays, the same values
+    permuted = xp.permute_dims(
+        xp.zeros((3, 3, 2, 4), dtype=x.dtype, device=backend.device), (3, 2, 0, 1)
+    )
+    for target in (permuted, flat[:72]):
+        _, dW_new, _ = conv2d_backward(x, W, g, cols=cols, out=(target, None))
+        assert dW_new is not target and tuple(dW_new.shape) == (4, 2, 3, 3)
+        np.testing.assert_allclose(backend.to_numpy(dW_new), backend.to_numpy(dW), atol=1e-4)

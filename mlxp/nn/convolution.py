@@ -134,8 +134,9 @@ def conv2d_backward(
     if cols is None:
         chunks = batch_chunks(x.shape[0], _conv_bytes(W2, size, x, xp), max_bytes)
     into = None  # the (K, C·kh·kw) view of out[0] (contiguous: a reshape is a view)
-    if out[0] is not None and len(chunks) == 1 and writes_in_place(out[0], xp=xp):
-        into = xp.reshape(out[0], (K, -1))
+    target = out[0] if out[0] is not None and tuple(out[0].shape) == tuple(W.shape) else None
+    if target is not None and len(chunks) == 1 and writes_in_place(target, xp=xp):
+        into = xp.reshape(target, (K, -1))
     dW = None
     for rows in chunks:
         G = _grad_matrix(batch_rows(grad, rows), xp)
@@ -144,7 +145,7 @@ def conv2d_backward(
         dW = part if dW is None else dW + part
     dx = _input_grad(tuple(x.shape), W, grad, geometry, max_bytes, xp) if input_grad else None
     db = sum_into(grad, (0, 2, 3), out[1], xp=xp) if bias else None
-    return dx, out[0] if into is not None and dW is into else xp.reshape(dW, W.shape), db
+    return dx, target if into is not None and dW is into else xp.reshape(dW, W.shape), db
 
 
 def _weight_product(G: Any, X: Any, xp: Any, into: Any = None) -> Any:
