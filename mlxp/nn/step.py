@@ -152,9 +152,9 @@ class _StepBuffers:
 
     def views(self, params: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """(the parameters' views of ``params``, the gradient views to bind, or None)."""
-        if not writes_in_place(params):
-            return self.layout.views(params), None
-        if params is not self.params:
+        if params is not self.params:  # else checked when it was first seen
+            if not writes_in_place(params):
+                return self.layout.views(params), None
             self.params, self.param_views = params, self.layout.views(params)
         if not self.gradients:
             return self.param_views, None
