@@ -263,6 +263,23 @@ def test_max_pool_ties_go_to_the_first_maximum(backend, name):
     np.testing.assert_allclose(backend.to_numpy(grad), xt.grad.numpy(), rtol=rtol, atol=rtol)
 
 
+@pytest.mark.parametrize(
+    "pool", [(1, 1, 0), (2, 2, 0), (3, 2, 1), ((2, 3), (1, 2), (1, 0)), (17, 3, 8)]
+)
+def test_numpy_max_pool_indices_match_the_argmax(pool):
+    """NumPy's first-equal indices (uint8 up to 256 offsets, then int32) are the portable
+    path's argmax of the stacked windows, ties included, for 1 to 289 offsets."""
+    rng = np.random.default_rng(8)
+    x = rng.integers(0, 3, size=(3, 2, 19, 18)).astype(np.float32)  # ties everywhere
+    portable = Unrecognised(aac.array_namespace(x))
+    y, a = F.max_pool2d(x, *pool, return_indices=True)
+    y_ref, a_ref = F.max_pool2d(x, *pool, return_indices=True, xp=portable)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(a, a_ref)
+    offsets = np.prod(pool[0]) if isinstance(pool[0], tuple) else pool[0] ** 2
+    assert a.dtype == (np.uint8 if offsets <= 256 else np.int32)
+
+
 # --------------------------------------------------------------------------- finite differences
 IMAGE_LAYERS = {
     "max_pool": (lambda: MaxPool2D(3, 2, 1), (2, 3, 8, 7), False),

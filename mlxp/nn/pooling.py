@@ -78,21 +78,33 @@ def max_pool2d(
     an element-wise maximum of strided views, one per offset (i, j). With ``return_indices``,
     (y, a) where a[c, h, w, n] (batch last) is the row-major offset i·kw + j of the
     first maximum of each window: the views stacked once, reduced by max and argmax
-    (one op on PyTorch: :func:`mlxp._kernels.max_and_argmax`).
+    (one op on PyTorch: :func:`mlxp._kernels.max_and_argmax`); on NumPy the maximum of
+    the views, then the first view equal to it (:func:`_first_equal`).
     """
     xp = xp or array_namespace(x)
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
     _, views = _pool_windows(x, kernel, stride, pads, -math.inf, xp, "max_pool2d")
-    if not return_indices:
-        return batch_first(functools.reduce(xp.maximum, views), xp)
-    if is_numpy_namespace(xp):  # its argmax along a leading axis is slow: a running maximum
-        y, a = views[0], xp.zeros(views[0].shape, dtype=xp.int32)
-        for o, view in enumerate(views[1:], start=1):
-            better = view > y
-            y, a = xp.maximum(y, view), a + better * (o - a)
+    if return_indices and not is_numpy_namespace(xp):  # NumPy's argmax here is slow
+        y, a = max_and_argmax(xp.stack(views, axis=0), axis=0, xp=xp)  # one op on PyTorch
         return batch_first(y, xp), a
-    y, a = max_and_argmax(xp.stack(views, axis=0), axis=0, xp=xp)  # one op on PyTorch
-    return batch_first(y, xp), a
+    y = functools.reduce(xp.maximum, views)
+    if not return_indices:
+        return batch_first(y, xp)
+    return batch_first(y, xp), _first_equal(views, y, xp)
+
+
+def _first_equal(views: list[Any], y: Any, xp: Any) -> Any:
+    """a = the first o with views[o] = y, element-wise, for y their maximum: with
+    eₒ = [viewsₒ ≠ y], a = e₀(1 + e₁(1 + ⋯(1 + e_{k−2}))), k − 1 comparisons and small-integer
+    arithmetic in place (uint8 for k ≤ 256). A window holding NaN gets k − 1. On NumPy,
+    twice as fast as a running maximum and index, and no stack for an argmax."""
+    k = len(views)
+    dtype = xp.uint8 if k <= 256 else xp.int32
+    a = xp.zeros(y.shape, dtype=dtype)
+    for o in range(k - 2, -1, -1):
+        a += 1
+        a *= views[o] != y
+    return a
 
 
 def max_pool2d_backward(
