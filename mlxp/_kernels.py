@@ -11,7 +11,7 @@ the layers that use them). The math modules import no array library themselves.
 * :func:`addmm` -- c + AB, the bias added into the matrix product;
 * :func:`all_finite` -- whether every value of an array is finite;
 * :func:`concat_flat` -- arrays flattened and laid end to end in one 1-D buffer;
-* :func:`positive_part_grad` -- g ⊙ [x > 0] (ReLU's backward);
+* :func:`positive_part`, :func:`positive_part_grad` -- max(x, 0) and g ⊙ [x > 0] (ReLU);
 * :func:`log_softmax` -- z − logsumexp(z) along axis 1, and :func:`fuses_log_softmax`;
 * :func:`max_and_argmax` -- the maximum and the index of its first occurrence;
 * :func:`spread_by_index` -- values sent to slot ``index`` of k slots, zeros elsewhere;
@@ -49,6 +49,7 @@ __all__ = [
     "log_softmax",
     "matmul_into",
     "max_and_argmax",
+    "positive_part",
     "positive_part_grad",
     "spread_by_index",
     "sum_into",
@@ -138,6 +139,20 @@ def _tracing(arrays: list[Any]) -> bool:
     import jax
 
     return any(isinstance(a, jax.core.Tracer) for a in arrays)
+
+
+def positive_part(x: Any, /, *, xp: Any = None) -> Any:
+    """max(x, 0), element-wise. NumPy (a real floating array): the maximum with an array of
+    zeros, written into that array. Its maximum with a scalar takes a loop two to three
+    times slower than with an array. Elsewhere the standard's ``maximum(x, 0.0)``."""
+    xp = xp or array_namespace(x)
+    if is_numpy_namespace(xp):
+        import numpy as np
+
+        if type(x) is np.ndarray and x.dtype.kind == "f":
+            zeros = np.zeros_like(x)
+            return np.maximum(x, zeros, out=zeros)
+    return xp.maximum(x, 0.0)
 
 
 def positive_part_grad(x: Any, grad: Any, /, *, xp: Any = None) -> Any:

@@ -13,6 +13,7 @@ from mlxp._kernels import (
     cholesky_solve,
     concat_flat,
     matmul_into,
+    positive_part,
     sum_into,
     writes_in_place,
 )
@@ -31,6 +32,25 @@ def test_addmm_matches_the_standard_product_and_sum(backend, dtype, bias, rng):
         assert out.dtype == args[1].dtype and tuple(out.shape) == (4, 5)
         np.testing.assert_allclose(to_numpy(out), expected, rtol=rtol_for(dtype), atol=1e-6)
     np.testing.assert_allclose(to_numpy(fast), to_numpy(fallback), rtol=rtol_for(dtype))
+
+
+# --------------------------------------------------------------------------- positive_part
+def test_positive_part_matches_the_maximum_with_zero(backend, dtype, rng):
+    """max(x, 0) on a permuted view (the layout a convolution's output has), with NaN, ±inf
+    and ±0: fast path, standard fallback and NumPy's maximum agree bit for bit, and the
+    fast path keeps x's dtype and memory order."""
+    x = rng.standard_normal((3, 4, 5, 6)).astype(dtype)
+    x.reshape(-1)[:5] = [np.nan, np.inf, -np.inf, -0.0, 0.0]
+    xb = backend.xp.permute_dims(backend.asarray(x), (3, 0, 1, 2))
+    expected = np.maximum(x, 0).transpose(3, 0, 1, 2)
+    fast, fallback = positive_part(xb), positive_part(xb, xp=Unrecognised(backend.xp))
+    for out in (fast, fallback):
+        assert out.dtype == xb.dtype and tuple(out.shape) == expected.shape
+        np.testing.assert_array_equal(to_numpy(out), expected)
+    if isinstance(fast, np.ndarray):
+        assert fast.strides == np.maximum(to_numpy(xb), 0).strides
+        ints = np.arange(-3, 3)
+        np.testing.assert_array_equal(positive_part(ints), np.maximum(ints, 0.0))
 
 
 # --------------------------------------------------------------------------- all_finite

@@ -8,10 +8,9 @@ Element-wise functions accept any shape; every result keeps the input's namespac
 device and floating dtype. Signature convention (as array-api-extra):
 ``f(x, ..., *, xp=None)``, the namespace derived from the arrays when not given.
 
-Re-exported here: the overflow-free :func:`softplus`, :func:`sigmoid`,
-:func:`log_softmax` and :func:`softmax` of :mod:`mlxp._special` (the linear models share
-them), the convolutions of :mod:`mlxp.nn.convolution` and the pools of
-:mod:`mlxp.nn.pooling`.
+Re-exported here: the overflow-free :func:`softplus`, :func:`sigmoid`, :func:`log_softmax`
+and :func:`softmax` of :mod:`mlxp._special` (the linear models share them), the
+convolutions of :mod:`mlxp.nn.convolution` and the pools of :mod:`mlxp.nn.pooling`.
 """
 
 from __future__ import annotations
@@ -22,7 +21,14 @@ from typing import Any
 from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
-from mlxp._kernels import addmm, fuses_log_softmax, matmul_into, positive_part_grad, sum_into
+from mlxp._kernels import (
+    addmm,
+    fuses_log_softmax,
+    matmul_into,
+    positive_part,
+    positive_part_grad,
+    sum_into,
+)
 from mlxp._kernels import log_softmax as kernel_log_softmax
 from mlxp._special import log_softmax, sigmoid, softmax, softplus
 from mlxp.nn.convolution import IM2COL_MAX_BYTES, conv2d, conv2d_backward
@@ -109,9 +115,8 @@ def dense_backward(
 
 # --------------------------------------------------------------------------- activations
 def relu(x: Any, /, *, xp: Any = None) -> Any:
-    """y = max(x, 0), element-wise (one op: the maximum with the scalar 0)."""
-    xp = xp or array_namespace(x)
-    return xp.maximum(x, 0.0)
+    """y = max(x, 0), element-wise (one op: :func:`mlxp._kernels.positive_part`)."""
+    return positive_part(x, xp=xp)
 
 
 def relu_backward(x: Any, grad: Any, /, *, xp: Any = None) -> Any:
@@ -155,20 +160,16 @@ _GELU_A = 0.044715
 
 
 def gelu(x: Any, /, *, xp: Any = None) -> Any:
-    """GELU, tanh approximation: y = ½x(1 + tanh(√(2/π)(x + 0.044715x³))).
-
-    The exact form x·Φ(x) needs erf, which the Array API standard lacks; this is
-    PyTorch's ``gelu(x, approximate="tanh")`` (within 1e-3 of the exact form).
-    """
+    """GELU, tanh approximation: y = ½x(1 + tanh(√(2/π)(x + 0.044715x³))), PyTorch's
+    ``gelu(x, approximate="tanh")``; within 1e-3 of the exact x·Φ(x), whose erf the
+    Array API standard lacks."""
     xp = xp or array_namespace(x)
     return 0.5 * x * (1 + xp.tanh(_GELU_C * (x + _GELU_A * x**3)))
 
 
 def gelu_backward(x: Any, grad: Any, /, *, xp: Any = None) -> Any:
-    """∂L/∂x = g ⊙ [½(1 + t) + ½x(1 − t²)·√(2/π)(1 + 3·0.044715x²)].
-
-    Here t = tanh(√(2/π)(x + 0.044715x³)), as in :func:`gelu`.
-    """
+    """∂L/∂x = g ⊙ [½(1 + t) + ½x(1 − t²)·√(2/π)(1 + 3·0.044715x²)], with
+    t = tanh(√(2/π)(x + 0.044715x³)) as in :func:`gelu`."""
     xp = xp or array_namespace(x)
     t = xp.tanh(_GELU_C * (x + _GELU_A * x**3))
     slope = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * (_GELU_C * (1 + 3 * _GELU_A * x * x))
@@ -236,8 +237,7 @@ def batch_norm_running(
 
     μ̄ ← (1 − momentum)·μ̄ + momentum·μ and σ̄² ← (1 − momentum)·σ̄² + momentum·s², with μ
     and s² the batch mean and unbiased variance (:func:`batch_norm_train`); all (C,).
-    Returns the new (μ̄, σ̄²); nothing is modified.
-    """
+    Returns the new (μ̄, σ̄²); nothing is modified."""
     m = momentum
     return (1 - m) * running_mean + m * mean, (1 - m) * running_var + m * var
 
