@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import array_api_compat as aac
@@ -281,8 +282,9 @@ def slice_add(
     in_place = (aac.is_numpy_namespace, aac.is_cupy_namespace, aac.is_torch_namespace)
     if any(is_library(xp) for is_library in in_place):
         out = xp.zeros(shape, dtype=dtype, device=dev)
-        for region, part in zip(regions, parts, strict=True):
-            out[region] += part
+        with _ufunc_buffer(out[regions[0]], parts[0]):
+            for region, part in zip(regions, parts, strict=True):
+                out[region] += part
         return out
     if aac.is_jax_namespace(xp):
         out = xp.zeros(shape, dtype=dtype)
@@ -292,6 +294,36 @@ def slice_add(
     index = xp.concat([_flat_positions(shape, region, xp, dev) for region in regions])
     values = xp.concat([xp.reshape(part, (-1,)) for part in parts])
     return xp.reshape(scatter_add(math.prod(shape), index, values, xp=xp), shape)
+
+
+_SCOPED_BUFFER = int(np.__version__.split(".")[0]) >= 2
+"""NumPy 2 scopes ``setbufsize`` to the ``errstate`` context (a context variable)."""
+
+
+@contextmanager
+def _ufunc_buffer(*views: Any) -> Iterator[None]:
+    """NumPy's ufuncs copy operands whose contiguous runs are shorter than their buffer
+    (8192 elements) through it; for runs of 128 to 8191 elements, a buffer of the
+    shortest run (rounded down to a multiple of 16, as NumPy asks) skips the copies, up
+    to twice as fast. NumPy 2 only (scoped there); nothing for other libraries."""
+    if not (_SCOPED_BUFFER and all(type(v) is np.ndarray for v in views)):
+        yield
+        return
+    run = min(_contiguous_run(v) for v in views)
+    with np.errstate():
+        if 128 <= run < np.getbufsize():
+            np.setbufsize(run - run % 16)
+        yield
+
+
+def _contiguous_run(view: Any) -> int:
+    """The elements of the innermost run of consecutive memory of a NumPy array."""
+    run, step = 1, view.itemsize
+    for n, stride in zip(reversed(view.shape), reversed(view.strides), strict=True):
+        if n > 1 and stride != step:
+            break
+        run, step = run * n, step * n
+    return run
 
 
 def _flat_positions(shape: tuple[int, ...], region: tuple[slice, ...], xp: Any, dev: Any) -> Any:

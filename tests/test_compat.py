@@ -12,8 +12,11 @@ import pytest
 import mlxp
 from mlxp._backend import make_backend
 from mlxp._compat import (
+    _SCOPED_BUFFER,
     Generator,
+    _contiguous_run,
     _supports,
+    _ufunc_buffer,
     check_random_state,
     default_float,
     from_host,
@@ -269,6 +272,27 @@ def test_slice_add_matches_in_place_numpy(backend, dtype, fallback, rng):
     assert tuple(out.shape) == SLICE_SHAPE
     np.testing.assert_allclose(to_numpy(out), expected, rtol=rtol_for(dtype), atol=1e-6)
     assert not np.any(to_numpy(out)[:, :, :][expected == 0])
+
+
+@pytest.mark.skipif(not _SCOPED_BUFFER, reason="NumPy < 2 does not scope setbufsize")
+@pytest.mark.parametrize("run", [64, 588, 1600, 8192])
+def test_numpy_slice_add_buffers_by_the_contiguous_run(run, rng):
+    """Inside the adds NumPy's ufunc buffer is the regions' contiguous run (a multiple of
+    16, 128 to 8191 elements; else NumPy's own), and it is restored after; the sums are
+    those of plain in-place adds."""
+    default = np.getbufsize()
+    view = np.zeros((3, run + 5), np.float32)[:, 1 : run + 1]
+    assert _contiguous_run(view) == run and _contiguous_run(view[:, ::2]) == 1
+    with _ufunc_buffer(view, np.ones((3, run), np.float32)):
+        assert np.getbufsize() == (run - run % 16 if 128 <= run < default else default)
+    assert np.getbufsize() == default
+    regions = [(slice(None), slice(i, i + run)) for i in range(3)]
+    parts = [rng.standard_normal((4, run)).astype(np.float32) for _ in regions]
+    expected = np.zeros((4, run + 2), np.float32)
+    for region, part in zip(regions, parts, strict=True):
+        expected[region] += part
+    np.testing.assert_array_equal(slice_add(expected.shape, regions, parts), expected)
+    assert np.getbufsize() == default
 
 
 # --------------------------------------------------------------------------- synchronize
