@@ -282,7 +282,7 @@ def slice_add(
     in_place = (aac.is_numpy_namespace, aac.is_cupy_namespace, aac.is_torch_namespace)
     if any(is_library(xp) for is_library in in_place):
         out = xp.zeros(shape, dtype=dtype, device=dev)
-        with _ufunc_buffer(out[regions[0]], parts[0]):
+        with _ufunc_buffer(out[regions[0]], parts[0]):  # the callers' regions share a layout
             for region, part in zip(regions, parts, strict=True):
                 out[region] += part
         return out
@@ -302,8 +302,8 @@ _SCOPED_BUFFER = int(np.__version__.split(".")[0]) >= 2
 
 @contextmanager
 def _ufunc_buffer(*views: Any) -> Iterator[None]:
-    """NumPy's ufuncs copy operands whose contiguous runs are shorter than their buffer
-    (8192 elements) through it; for runs of 128 to 8191 elements, a buffer of the
+    """NumPy's ufuncs copy operands whose contiguous runs are short against their buffer
+    (8192 elements) through it; for runs of 128 to 8191 elements, a buffer of the views'
     shortest run (rounded down to a multiple of 16, as NumPy asks) skips the copies, up
     to twice as fast. NumPy 2 only (scoped there); nothing for other libraries."""
     if not (_SCOPED_BUFFER and all(type(v) is np.ndarray for v in views)):

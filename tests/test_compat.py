@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import types
 
 import array_api_compat as aac
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 import mlxp
+import mlxp._compat as compat
 from mlxp._backend import make_backend
 from mlxp._compat import (
     _SCOPED_BUFFER,
@@ -276,7 +278,7 @@ def test_slice_add_matches_in_place_numpy(backend, dtype, fallback, rng):
 
 @pytest.mark.skipif(not _SCOPED_BUFFER, reason="NumPy < 2 does not scope setbufsize")
 @pytest.mark.parametrize("run", [64, 588, 1600, 8192])
-def test_numpy_slice_add_buffers_by_the_contiguous_run(run, rng):
+def test_numpy_slice_add_buffers_by_the_contiguous_run(run, rng, monkeypatch):
     """Inside the adds NumPy's ufunc buffer is the regions' contiguous run (a multiple of
     16, 128 to 8191 elements; else NumPy's own), and it is restored after; the sums are
     those of plain in-place adds."""
@@ -291,8 +293,24 @@ def test_numpy_slice_add_buffers_by_the_contiguous_run(run, rng):
     expected = np.zeros((4, run + 2), np.float32)
     for region, part in zip(regions, parts, strict=True):
         expected[region] += part
-    np.testing.assert_array_equal(slice_add(expected.shape, regions, parts), expected)
+    seen = []
+    with monkeypatch.context() as patch:  # slice_add asks for the buffer of that run
+        patch.setattr(compat, "_ufunc_buffer", _spy(seen, _ufunc_buffer))
+        np.testing.assert_array_equal(slice_add(expected.shape, regions, parts), expected)
+    assert seen == [(run - run % 16 if 128 <= run < default else default, run)]
     assert np.getbufsize() == default
+
+
+def _spy(seen, buffer):
+    """``_ufunc_buffer`` recording (the buffer size inside, the run of its first view)."""
+
+    @contextlib.contextmanager
+    def spy(*views):
+        with buffer(*views):
+            seen.append((np.getbufsize(), _contiguous_run(views[0])))
+            yield
+
+    return spy
 
 
 # --------------------------------------------------------------------------- synchronize

@@ -37,8 +37,8 @@ def test_addmm_matches_the_standard_product_and_sum(backend, dtype, bias, rng):
 # --------------------------------------------------------------------------- positive_part
 def test_positive_part_matches_the_maximum_with_zero(backend, dtype, rng):
     """max(x, 0) on a permuted view (the layout a convolution's output has), with NaN, ±inf
-    and ±0: fast path, standard fallback and NumPy's maximum agree bit for bit, and the
-    fast path keeps x's dtype and memory order."""
+    and ±0: fast path, standard fallback and NumPy's maximum agree (NumPy's fast path bit
+    for bit, the signs of 0 and NaN included), and the fast path keeps dtype and order."""
     x = rng.standard_normal((3, 4, 5, 6)).astype(dtype)
     x.reshape(-1)[:5] = [np.nan, np.inf, -np.inf, -0.0, 0.0]
     xb = backend.xp.permute_dims(backend.asarray(x), (3, 0, 1, 2))
@@ -47,7 +47,8 @@ def test_positive_part_matches_the_maximum_with_zero(backend, dtype, rng):
     for out in (fast, fallback):
         assert out.dtype == xb.dtype and tuple(out.shape) == expected.shape
         np.testing.assert_array_equal(to_numpy(out), expected)
-    if isinstance(fast, np.ndarray):
+    if isinstance(fast, np.ndarray):  # NumPy's fast path: the sign of 0 and NaN kept too
+        np.testing.assert_array_equal(np.signbit(fast), np.signbit(expected))
         assert fast.strides == np.maximum(to_numpy(xb), 0).strides
         ints = np.arange(-3, 3)
         np.testing.assert_array_equal(positive_part(ints), np.maximum(ints, 0.0))

@@ -268,16 +268,25 @@ def test_max_pool_ties_go_to_the_first_maximum(backend, name):
 )
 def test_numpy_max_pool_indices_match_the_argmax(pool):
     """NumPy's first-equal indices (uint8 up to 256 offsets, then int32) are the portable
-    path's argmax of the stacked windows, ties included, for 1 to 289 offsets."""
+    path's argmax of the stacked windows, for 1 to 289 offsets: ties (of ±0 too) go to the
+    first maximum, a window holding NaN to its first NaN; and the gradients follow them."""
     rng = np.random.default_rng(8)
-    x = rng.integers(0, 3, size=(3, 2, 19, 18)).astype(np.float32)  # ties everywhere
+    values = [np.nan, -np.inf, np.inf, -0.0, 0.0, 1.0, 2.0]
+    x = rng.choice(values, p=[0.01, 0.04, 0.01, 0.2, 0.2, 0.3, 0.24], size=(3, 2, 19, 18))
+    x = x.astype(np.float32)  # ties everywhere, a NaN in some windows
     portable = Unrecognised(aac.array_namespace(x))
     y, a = F.max_pool2d(x, *pool, return_indices=True)
     y_ref, a_ref = F.max_pool2d(x, *pool, return_indices=True, xp=portable)
+    assert np.isnan(y).any() and not np.isnan(y).all()
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(a, a_ref)
     offsets = np.prod(pool[0]) if isinstance(pool[0], tuple) else pool[0] ** 2
     assert a.dtype == (np.uint8 if offsets <= 256 else np.int32)
+    g = rng.normal(size=y.shape)
+    np.testing.assert_array_equal(
+        F.max_pool2d_backward(x, y, g, *pool, indices=a),
+        F.max_pool2d_backward(x, y, g, *pool, xp=portable),
+    )
 
 
 # --------------------------------------------------------------------------- finite differences

@@ -115,7 +115,7 @@ def dense_backward(
 
 # --------------------------------------------------------------------------- activations
 def relu(x: Any, /, *, xp: Any = None) -> Any:
-    """y = max(x, 0), element-wise (one op: :func:`mlxp._kernels.positive_part`)."""
+    """y = max(x, 0), element-wise, by :func:`mlxp._kernels.positive_part`."""
     return positive_part(x, xp=xp)
 
 

@@ -77,9 +77,10 @@ def max_pool2d(
     x is (N, C, H, W), y (N, C, OH, OW); stride defaults to the kernel size. Computed as
     an element-wise maximum of strided views, one per offset (i, j). With ``return_indices``,
     (y, a) where a[c, h, w, n] (batch last) is the row-major offset i·kw + j of the
-    first maximum of each window: the views stacked once, reduced by max and argmax
-    (one op on PyTorch: :func:`mlxp._kernels.max_and_argmax`); on NumPy the maximum of
-    the views, then the first view equal to it (:func:`_first_equal`).
+    first maximum of each window (of its first NaN, if any, as PyTorch): the views stacked
+    once, reduced by max and argmax (one op on PyTorch: :func:`mlxp._kernels.max_and_argmax`);
+    on NumPy the maximum of the views, then the first view equal to it (:func:`_first_equal`;
+    a is uint8 there, int32 above 256 offsets).
     """
     xp = xp or array_namespace(x)
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
@@ -90,13 +91,16 @@ def max_pool2d(
     y = functools.reduce(xp.maximum, views)
     if not return_indices:
         return batch_first(y, xp)
-    return batch_first(y, xp), _first_equal(views, y, xp)
+    a, nan = _first_equal(views, y, xp), xp.isnan(y)
+    if xp.any(nan):  # a window holding NaN: its first NaN, as argmax and PyTorch
+        a = xp.where(nan, _first_equal([xp.isnan(v) for v in views], nan, xp), a)
+    return batch_first(y, xp), a
 
 
 def _first_equal(views: list[Any], y: Any, xp: Any) -> Any:
-    """a = the first o with views[o] = y, element-wise, for y their maximum: with
-    eₒ = [viewsₒ ≠ y], a = e₀(1 + e₁(1 + ⋯(1 + e_{k−2}))), k − 1 comparisons and small-integer
-    arithmetic in place (uint8 for k ≤ 256). A window holding NaN gets k − 1. On NumPy,
+    """a = the first o with views[o] = y, element-wise, for y their maximum (NaN equals
+    nothing): with eₒ = [viewsₒ ≠ y], a = e₀(1 + e₁(1 + ⋯(1 + e_{k−2}))), k − 1 comparisons
+    and small-integer arithmetic in place (uint8 for k ≤ 256, else int32). On NumPy,
     twice as fast as a running maximum and index, and no stack for an argmax."""
     k = len(views)
     dtype = xp.uint8 if k <= 256 else xp.int32
