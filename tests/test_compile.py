@@ -397,6 +397,21 @@ def test_torch_compile_on_request_equals_the_uncompiled_step():
     _assert_same(compiled, _fit(_mlp(batch_norm=True), case, (X, Y), False, epochs=2), 1e-5)
 
 
+def test_cupy_cuda_graph_step_equals_the_uncompiled_step_or_is_refused():
+    """compile=True on CuPy: the step replayed from a CUDA graph gives the eager step's
+    results; or, where CuPy refuses cuBLAS calls during capture (CuPy 14), a ValueError
+    before any work. GPU only (the logic is tested on the CPU in test_cuda_graph.py)."""
+    case = case_named("cupy:cuda:0")
+    from mlxp.nn.cuda_graph import capture_refusal
+
+    if capture_refusal() is not None:
+        with pytest.raises(ValueError, match="does not capture matrix products"):
+            _fit(_mlp(), case, (X, Y), True)
+        return
+    compiled = _fit(_mlp(batch_norm=True), case, (X, Y), True, epochs=2)
+    _assert_same(compiled, _fit(_mlp(batch_norm=True), case, (X, Y), False, epochs=2), 1e-5)
+
+
 def test_a_layer_that_writes_its_buffer_in_forward_keeps_the_writes():
     """The older contract (a buffer written in ``forward``, as BatchNorm once did) still
     holds for a user's layer: the pure step returns the value the layer wrote."""

@@ -30,7 +30,7 @@ from array_api_compat import device as _device
 
 from mlxp._jit import config_key, jitted, mlxp_own, object_number
 from mlxp._kernels import concat_flat, writes_in_place
-from mlxp.nn.cuda_graph import CudaGraphStep
+from mlxp.nn.cuda_graph import CAPTURE_ISSUE, CudaGraphStep, capture_refusal
 
 __all__ = [
     "COMPILE_OPTIONS",
@@ -291,17 +291,24 @@ def compile_step(
     """(the step to run, what compiled it: "jax.jit", "cuda-graph", "torch.compile" or None).
 
     ``mode`` as :data:`COMPILE_OPTIONS`. "auto" compiles on JAX only (eager dispatch is
-    what costs there); True also captures CUDA graphs on CuPy and uses ``torch.compile``
-    on PyTorch; other libraries, or False, run the step as it is. On JAX, a ``key``
-    (:func:`step_key`) seen in one of the last :data:`mlxp._jit.JIT_CACHE_SIZE` fits gives that
-    fit's jitted step back, already compiled for the shapes it saw: a refit (a grid
-    search, a new seed) does not trace and compile again.
+    what costs there); True also captures CUDA graphs on CuPy (a ValueError where CuPy
+    cannot capture a matrix product: :func:`mlxp.nn.cuda_graph.capture_refusal`) and uses
+    ``torch.compile`` on PyTorch; other libraries, or False, run the step as it is. On
+    JAX, a ``key`` (:func:`step_key`) seen in one of the last :data:`mlxp._jit.JIT_CACHE_SIZE`
+    fits gives that fit's jitted step back, already compiled for the shapes it saw: a
+    refit (a grid search, a new seed) does not trace and compile again.
     """
     if mode is False:
         return step, None
     if is_jax_namespace(xp):
         return jitted(key, step, donate_argnums=(0, 1, 2)), "jax.jit"
     if mode != "auto" and is_cupy_namespace(xp):
+        refusal = capture_refusal()
+        if refusal is not None:
+            raise ValueError(
+                "compile=True on CuPy captures the step in a CUDA graph, and this CuPy does "
+                f"not capture matrix products ({refusal}; {CAPTURE_ISSUE}): use compile=False."
+            )
         return CudaGraphStep(step), "cuda-graph"
     if mode != "auto" and xp.__name__.endswith("torch"):
         import torch
