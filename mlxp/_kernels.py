@@ -97,17 +97,27 @@ def cholesky_solve(A: Any, B: Any, /, *, xp: Any = None) -> Any:
     by Cholesky, then Ly = B and LᵀX = y. PyTorch: ``cholesky_ex`` and ``cholesky_solve``,
     which read no status back to the host (``cholesky`` and ``solve`` do, on CUDA: a
     synchronisation each), X set to NaN where the factorisation failed; elsewhere the
-    standard's ``cholesky`` and two ``solve``. For an A that is not positive definite to
-    working precision, NumPy raises, CuPy returns a partial factor silently: callers check
-    that X is finite."""
+    standard's ``cholesky`` and two ``solve``, X set to NaN unless L is a factor of A:
+    NumPy raises on an A that is not positive definite to working precision, JAX gives
+    NaNs, and CuPy returns the partial factor cuSOLVER leaves, finite but wrong. A computed
+    factor has |A − LLᵀ| ≤ γₚ₊₁ maxₖ aₖₖ, γₚ₊₁ ≈ (p + 1)ε (checked to 4(p + 1)ε) and a
+    positive diagonal: one p³ product and no host read. Callers check that X is finite."""
     xp = xp or array_namespace(A, B)
     if is_torch_namespace(xp):
         import torch
 
         L, info = torch.linalg.cholesky_ex(A)
         return torch.where(info == 0, torch.cholesky_solve(B, L), torch.nan)
-    L = xp.linalg.cholesky(A)
-    return xp.linalg.solve(L.T, xp.linalg.solve(L, B))
+    try:
+        L = xp.linalg.cholesky(A)
+    except Exception as error:  # NumPy's (array-api-strict's) or PyTorch's LinAlgError
+        if "LinAlgError" not in type(error).__name__:
+            raise
+        return xp.full(B.shape, xp.nan, dtype=B.dtype, device=_device(B))
+    X = xp.linalg.solve(L.T, xp.linalg.solve(L, B))
+    tol = 4 * (A.shape[0] + 1) * xp.finfo(A.dtype).eps * xp.max(xp.linalg.diagonal(A))
+    ok = (xp.max(xp.abs(L @ L.T - A)) <= tol) & xp.all(xp.linalg.diagonal(L) > 0)
+    return xp.where(ok, X, xp.nan)
 
 
 def concat_flat(arrays: list[Any], /, *, xp: Any = None) -> Any:

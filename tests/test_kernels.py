@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import types
+
+import array_api_compat as aac
 import numpy as np
 import pytest
 
@@ -100,6 +103,35 @@ def test_cholesky_solve_flags_an_indefinite_matrix_with_nan_on_torch():
     torch = pytest.importorskip("torch")
     A = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64)  # eigenvalues 3, −1
     assert torch.isnan(cholesky_solve(A, torch.ones((2, 1), dtype=torch.float64))).all()
+
+
+def test_cholesky_solve_flags_an_indefinite_matrix_with_nan_everywhere(backend):
+    """Not positive definite (eigenvalues 3, −1): NaN on every backend, whether its
+    Cholesky raises (NumPy, array-api-strict), gives NaNs (JAX) or flags it (PyTorch)."""
+    dtype = "float64" if "float64" in backend.float_dtypes else "float32"
+    A = backend.asarray(np.array([[1.0, 2.0], [2.0, 1.0]]), dtype)
+    for xp in (None, Unrecognised(backend.xp)):
+        X = cholesky_solve(A, backend.asarray(np.ones((2, 1)), dtype), xp=xp)
+        assert np.isnan(to_numpy(X)).all()
+
+
+def test_cholesky_solve_rejects_a_partial_factor():
+    """CuPy's default Cholesky returns cuSOLVER's partial factor on an indefinite matrix,
+    finite and wrong: here the lower triangle of A itself (positive diagonal, so only the
+    residual |A − LLᵀ| tells). X is NaN; the true factor of a definite A passes."""
+    numpy_xp = aac.array_namespace(np.ones(1))
+    partial = types.ModuleType("partial_factor")  # a namespace mlxp does not recognise
+    for name in ("max", "abs", "all", "where", "nan", "finfo", "full"):
+        setattr(partial, name, getattr(numpy_xp, name))
+    partial.linalg = types.SimpleNamespace(
+        cholesky=np.tril, solve=np.linalg.solve, diagonal=np.linalg.diagonal
+    )
+    A = np.array([[1.0, 2.0], [2.0, 1.0]])
+    assert np.isnan(cholesky_solve(A, np.ones((2, 1)), xp=partial)).all()
+    definite = np.array([[4.0, 2.0], [2.0, 3.0]])
+    np.testing.assert_allclose(
+        cholesky_solve(definite, np.ones((2, 1))), np.linalg.solve(definite, np.ones((2, 1)))
+    )
 
 
 # --------------------------------------------------------------------------- concat_flat

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from array_api_compat import device as _device
+
 from mlxp._compat import to_numpy
+from mlxp._kernels import cholesky_solve
 
 __all__ = ["minimize_dask"]
 
@@ -49,10 +52,12 @@ def _two_loop(xp: Any, grad: Any, pairs: list[tuple[Any, Any, Any]], gamma: floa
 
 
 def _newton_direction(xp: Any, H: Any, grad: Any, eps: float) -> Any:
+    """D solving (H + jitter·I) D = −∇f (:func:`mlxp._kernels.cholesky_solve`); −∇f where
+    the factorisation fails, as :func:`mlxp.linear_model._minimize._newton_direction`."""
     jitter = 10 * H.shape[0] * eps * xp.max(xp.abs(H))
-    L = xp.linalg.cholesky(H + jitter * xp.eye(H.shape[0], dtype=H.dtype))
-    flat = xp.reshape(grad, (-1, 1))
-    return -xp.reshape(xp.linalg.solve(L.T, xp.linalg.solve(L, flat)), grad.shape)
+    H = H + jitter * xp.eye(H.shape[0], dtype=H.dtype, device=_device(H))
+    D = -xp.reshape(cholesky_solve(H, xp.reshape(grad, (-1, 1)), xp=xp), grad.shape)
+    return xp.where(xp.all(xp.isfinite(D)), D, -grad)
 
 
 def minimize_dask(
