@@ -19,7 +19,13 @@ import array_api_compat as aac
 
 from mlxp._backend import placement
 
-__all__ = ["COMPUTE_METHODS", "OnComputeDevice", "device_context"]
+__all__ = [
+    "COMPUTE_METHODS",
+    "OnComputeDevice",
+    "consumer_context",
+    "device_context",
+    "on_inputs_device",
+]
 
 
 def device_context(xp: ModuleType, device: Any) -> contextlib.AbstractContextManager[Any]:
@@ -78,3 +84,44 @@ def _on_compute_device(method: Callable[..., Any]) -> Callable[..., Any]:
 
     on_device._on_compute_device = True  # type: ignore[attr-defined]
     return on_device
+
+
+def on_inputs_device(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` run inside :func:`device_context` of where its array arguments (those
+    with a shape, positional or named) compute, as :class:`OnComputeDevice` does for
+    methods: for the public functions (:mod:`mlxp.metrics`) called outside any estimator."""
+
+    @functools.wraps(function)
+    def on_device(*args: Any, **kwargs: Any) -> Any:
+        arrays = {f"argument {i}": a for i, a in enumerate(args) if hasattr(a, "shape")}
+        arrays.update({k: v for k, v in kwargs.items() if hasattr(v, "shape")})
+        try:
+            place = placement(**arrays)
+        except Exception:  # mixed or bad inputs: the function reports them, in its order
+            return function(*args, **kwargs)
+        with device_context(place.xp, place.device):
+            return function(*args, **kwargs)
+
+    return on_device
+
+
+def consumer_context(
+    xp: ModuleType, device: Any
+) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+    """For work another thread does for this one (the prefetch of Dask chunks): a factory
+    of ``with`` blocks that make this thread's device, and on CuPy its current stream,
+    current there. Without them that thread allocates and casts on device 0 and queues
+    its copies on its own stream, unordered with the kernels that read them."""
+    if not (aac.is_cupy_namespace(xp) and hasattr(device, "id")):
+        return contextlib.nullcontext
+    import cupy
+
+    stream = cupy.cuda.get_current_stream()
+
+    def enter() -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        stack.enter_context(device_context(xp, device))
+        stack.enter_context(stream)
+        return stack
+
+    return enter

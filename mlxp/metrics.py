@@ -10,6 +10,7 @@ from typing import Any
 
 from mlxp._backend import placement
 from mlxp._compat import default_float, move
+from mlxp._device import on_inputs_device
 from mlxp._validation import encode_label_pair, to_array
 
 __all__ = ["accuracy_score", "confusion_matrix", "log_loss", "mean_squared_error", "r2_score"]
@@ -44,6 +45,7 @@ def _prepare(y_true: Any, y_pred: Any, sample_weight: Any) -> tuple[Any, ...]:
     return place, xp, y_true, y_pred, w
 
 
+@on_inputs_device
 def mean_squared_error(y_true: Any, y_pred: Any, *, sample_weight: Any = None) -> Any:
     """MSE = Σᵢ wᵢ‖yᵢ − ŷᵢ‖² / (k Σᵢ wᵢ) for targets of shape (n,) or (n, k)."""
     place, xp, y_true, y_pred, w = _prepare(y_true, y_pred, sample_weight)
@@ -51,6 +53,7 @@ def mean_squared_error(y_true: Any, y_pred: Any, *, sample_weight: Any = None) -
     return place.to_caller(xp.mean(per_target))
 
 
+@on_inputs_device
 def r2_score(y_true: Any, y_pred: Any, *, sample_weight: Any = None) -> Any:
     """R² = 1 − Σ wᵢ(yᵢ − ŷᵢ)² / Σ wᵢ(yᵢ − ȳ)², averaged uniformly over targets.
 
@@ -94,6 +97,7 @@ def _placed_labels(
     return place, xp, classes, true_idx, pred_idx, w
 
 
+@on_inputs_device
 def accuracy_score(
     y_true: Any, y_pred: Any, *, normalize: bool = True, sample_weight: Any = None
 ) -> Any:
@@ -103,6 +107,7 @@ def accuracy_score(
     return place.to_caller(hits / xp.sum(w) if normalize else hits)
 
 
+@on_inputs_device
 def confusion_matrix(
     y_true: Any, y_pred: Any, *, labels: Any = None, sample_weight: Any = None
 ) -> Any:
@@ -122,6 +127,7 @@ def confusion_matrix(
     return place.to_caller(counts)
 
 
+@on_inputs_device
 def log_loss(y_true: Any, y_prob: Any, *, labels: Any = None, sample_weight: Any = None) -> Any:
     """Cross-entropy −Σ wᵢ log pᵢ,yᵢ / Σ wᵢ of predicted probabilities ``y_prob``.
 

@@ -10,10 +10,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import types
 from pathlib import Path
 from typing import ClassVar
@@ -26,6 +28,8 @@ import pytest
 import backends
 import mlxp
 import mlxp._device
+import mlxp.metrics
+import mlxp.nn.streaming
 from mlxp._backend import Placement, _library
 from mlxp._device import device_context
 from mlxp.exceptions import SolverError
@@ -120,10 +124,11 @@ def test_device_context_makes_a_cupy_device_current_and_nothing_else():
 
 @pytest.fixture
 def creation_spy(monkeypatch):
-    """Every public compute call computes on a fake cuda:1; records the current device
-    at each ``zeros``/``eye``/``full``/``zeros_like`` of the NumPy namespace (None: outside)."""
+    """Every public compute call computes on a fake cuda:1; records the current device at
+    each ``zeros``/``ones``/``eye``/``full``/``arange`` (and ``*_like``) of the NumPy
+    namespace (None: outside)."""
     seen = []
-    for name in ("zeros", "eye", "full", "zeros_like"):
+    for name in ("zeros", "ones", "eye", "full", "arange", "zeros_like", "ones_like"):
         real = getattr(np_xp, name)
 
         def spy(*args, _real=real, **kwargs):
@@ -154,6 +159,49 @@ def test_estimators_create_arrays_inside_the_compute_device(creation_spy, rng):
     coef = np.linalg.solve(Xc.T @ Xc + np.eye(3), Xc.T @ yc)
     np.testing.assert_allclose(mlxp.to_numpy(ridge.coef_), coef, rtol=1e-10)
     assert all(np.all(np.isfinite(p)) for p in predictions)
+
+
+def test_metrics_create_arrays_inside_the_compute_device(creation_spy):
+    """The public metrics, called outside any estimator, enter the device of their inputs'
+    placement too (array-api-compat's creation functions ignore device= on CuPy)."""
+    y, p = np.array([0, 1, 1, 0]), np.array([0, 1, 0, 0])
+    mlxp.metrics.accuracy_score(y, p)
+    mlxp.metrics.confusion_matrix(y, p)
+    mlxp.metrics.r2_score(y * 1.0, p * 1.0)
+    mlxp.metrics.mean_squared_error(y * 1.0, p * 1.0)
+    mlxp.metrics.log_loss(y, np.array([0.2, 0.7, 0.4, 0.1]))
+    assert creation_spy and set(creation_spy) == {1}
+    assert FakeDevice.current == []
+
+
+def test_the_prefetch_thread_works_in_the_training_threads_device_and_stream(monkeypatch):
+    """consumer_context, made on the training thread, enters that thread's device and CuPy
+    stream in the prefetch thread, where each Dask chunk is moved and cast."""
+    da = pytest.importorskip("dask.array")
+    stream = FakeDevice(7)  # a context manager: "entering the stream" records 7
+    cupy = types.ModuleType("cupy")
+    cupy.cuda = types.SimpleNamespace(get_current_stream=lambda: stream)
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    where = mlxp._device.consumer_context(FAKE_CUPY, FakeDevice(1))
+    assert FakeDevice.current == []
+    with where():
+        assert FakeDevice.current == [1, 7]
+    assert mlxp._device.consumer_context(np_xp, "cpu") is contextlib.nullcontext
+    monkeypatch.delitem(sys.modules, "cupy")
+    seen = []
+
+    def recording(xp, device):
+        def enter():
+            seen.append(threading.current_thread().name)
+            return FakeDevice(1)
+
+        return enter
+
+    monkeypatch.setattr(mlxp.nn.streaming, "consumer_context", recording)
+    X = da.from_array(np.random.default_rng(0).normal(size=(40, 3)), chunks=10)
+    model = Sequential([Dense(3, 2)], seed=0)
+    model.fit(X, X[:, :2], epochs=1, progress=False)
+    assert len(seen) == 4 and all(name.startswith("mlxp-prefetch") for name in seen)
 
 
 def test_sequential_build_creates_inside_the_device(creation_spy, monkeypatch):

@@ -4,7 +4,7 @@ streamed to the compute device one chunk ahead.
 A *source* is what :func:`mlxp.nn.training.fit` reads: ``n_samples``,
 ``n_batches(batch_size)`` and ``batches(rng, batch_size)``, which yields (xb, yb) pairs on
 the model's device in the model's dtype: shuffled when ``rng`` is a generator, in stored
-order when it is None (evaluation passes). :class:`InMemory` holds two arrays;
+order when it is None (evaluation passes). :class:`InMemory` holds two arrays,
 :class:`DaskChunks` streams the row chunks of a Dask pair.
 
 Streaming (data larger than memory)
@@ -18,21 +18,19 @@ two chunks are held. Batches are cut **within** a chunk: a chunk of s rows gives
 ⌈s / batch_size⌉ batches, the last one shorter when batch_size does not divide s (a
 batch never mixes two chunks). The first chunk of an epoch is not overlapped (its draws
 follow the previous epoch's), and each chunk costs one scheduler round trip (a few to
-tens of milliseconds on ``distributed``): chunks should take longer than that to train.
+tens of milliseconds on ``distributed``), which a chunk should take longer to train.
 
 Same seed, same model: all draws come from the model's generator in a fixed order, so a
 seed and a chunking fix the whole run, on every backend and scheduler. A single-chunk
-Dask array trains exactly as the same data in memory (same draws, same batches, same
-weights). With several chunks the shuffle is by chunk: rows of one chunk stay together
-within an epoch, and the batches differ from the in-memory run, so the weights differ
-while the accuracy reached is the same; rechunking the data changes the run.
-
-The next step on paper, data-parallel training across GPU workers, is in the user guide
-(``docs/user_guide/scaling_out.md``).
+Dask array trains exactly as the same data in memory; with several chunks the shuffle is
+by chunk (rows of one chunk stay together within an epoch), so the weights differ from
+the in-memory run's while the accuracy reached is the same. Data-parallel training
+across GPU workers is on paper in ``docs/user_guide/scaling_out.md``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -44,6 +42,7 @@ from mlxp._backend import get_backend, placement
 from mlxp._compat import index_dtype, move, take_rows
 from mlxp._dask import compute, map_rows, stream_chunks
 from mlxp._dask import is_dask_array as is_dask
+from mlxp._device import consumer_context
 from mlxp._validation import encode_labels, to_array
 
 __all__ = [
@@ -148,11 +147,8 @@ def _slices(X: Any, y: Any, batch_size: int) -> Iterator[tuple[Any, Any]]:
 
 class DaskChunks:
     """Row chunks of Dask arrays X and y (chunked alike along axis 0 only), streamed.
-
     ``fetch(i)`` returns chunk i of (X, y) as arrays of the chunk library (by default
-    :func:`~mlxp._dask.stream_chunks`' one ``dask.compute`` of the two blocks, on the
-    default scheduler or client).
-    """
+    :func:`~mlxp._dask.stream_chunks`' one ``dask.compute`` of the two blocks)."""
 
     def __init__(
         self,
@@ -171,16 +167,19 @@ class DaskChunks:
     def n_batches(self, batch_size: int) -> int:
         return sum(math.ceil(s / batch_size) for s in self.sizes)
 
-    def _prepare(self, chunk: tuple[Any, ...]) -> tuple[Any, ...]:
+    def _prepare(self, where: Callable[[], Any], chunk: tuple[Any, ...]) -> tuple[Any, ...]:
         """A chunk (its rows in planned order) moved to the compute device, X cast to the
-        model's dtype. Runs in the prefetch thread."""
-        xc, yc = move(chunk[0], self.xp, self.device), move(chunk[1], self.xp, self.device)
-        return (xc if xc.dtype == self.dtype else self.xp.astype(xc, self.dtype)), yc
+        model's dtype. Runs in the prefetch thread, ``where`` the training thread's device
+        and stream (:func:`mlxp._device.consumer_context`)."""
+        with where():
+            xc, yc = move(chunk[0], self.xp, self.device), move(chunk[1], self.xp, self.device)
+            return (xc if xc.dtype == self.dtype else self.xp.astype(xc, self.dtype)), yc
 
     def batches(self, rng: Any, batch_size: int) -> Iterator[tuple[Any, Any]]:
         """Batches cut within each chunk, the chunks streamed by
         :func:`~mlxp._dask.stream_chunks` (the next one prefetched)."""
-        chunks = stream_chunks((self.X, self.y), rng, fetch=self.fetch, prepare=self._prepare)
+        prepare = functools.partial(self._prepare, consumer_context(self.xp, self.device))
+        chunks = stream_chunks((self.X, self.y), rng, fetch=self.fetch, prepare=prepare)
         for xc, yc in chunks:
             yield from _slices(xc, yc, batch_size)
             del xc, yc  # released before the next chunk trains
