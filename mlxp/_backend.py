@@ -143,8 +143,7 @@ def _load_cupy() -> _Library:
         raise BackendUnavailableError(
             "no CUDA device was found (CuPy is installed but cupy.cuda.is_available() is False)"
         )
-    for index in range(count):
-        probe_cupy(cupy, index)
+    probe_cupy(cupy, 0)  # whether this CuPy compiles and runs kernels; others on first use
     import array_api_compat.cupy as xp
 
     devices = {f"cuda:{i}": cupy.cuda.Device(i) for i in range(count)}
@@ -235,12 +234,24 @@ def make_backend(name: str, device: Any = None) -> Backend:
         return Backend(name, device_name, lib.xp, dev)
     for device_name, dev in lib.devices.items():
         if device == device_name or (not isinstance(device, str) and device == dev):
+            if name == "cupy" and device_name != "cuda:0":
+                _probe_cupy_device(int(device_name.partition(":")[2]))
             return Backend(name, device_name, lib.xp, dev)
     if isinstance(device, str) and device in ("cuda", "gpu"):
         return make_backend(name, "cuda:0")
     raise ValueError(
         f"Backend {name!r} has no device {device!r}; its devices here: {', '.join(lib.devices)}."
     )
+
+
+@functools.cache
+def _probe_cupy_device(index: int) -> None:
+    """:func:`~mlxp._gpu_probe.probe_cupy` of ``cuda:index`` the first time a backend names
+    it: loading CuPy probes only cuda:0, so that importing mlxp creates no CUDA context on
+    the other GPUs, and one of them busy or faulty does not take the rest away."""
+    import cupy
+
+    probe_cupy(cupy, index)
 
 
 def parse_backend_spec(spec: str) -> Backend:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import shlex
 import shutil
 import subprocess
@@ -30,7 +31,7 @@ import mlxp
 import mlxp._device
 import mlxp.metrics
 import mlxp.nn.streaming
-from mlxp._backend import Placement, _library
+from mlxp._backend import Placement, _library, make_backend
 from mlxp._device import device_context
 from mlxp.exceptions import SolverError
 from mlxp.linear_model import LogisticRegression, Ridge
@@ -99,6 +100,33 @@ def test_cupy_that_cannot_compile_is_unavailable_with_the_reason(
     (case,) = [c for c in backends.cases() if c.name == "cupy"]  # the matrix skips it
     assert case.backend is None and "cuda_fp16.h" in case.reason and "NVRTC log" not in case.reason
     assert FakeDevice.current == []
+
+
+def test_cupy_probes_a_second_gpu_only_when_a_backend_names_it(monkeypatch, fresh_libraries):
+    """Loading CuPy probes cuda:0 alone (no context on the other GPUs); cuda:1 is probed
+    when first named, and a faulty one is unavailable without taking cuda:0 away."""
+    cupy = _cupy_failing_at("none")
+    cupy.cuda.runtime.getDeviceCount = lambda: 2
+    probed = []
+
+    def arange(*args, **kwargs):  # the probe's first kernel, on the current device
+        probed.append(FakeDevice.current[-1])
+        if FakeDevice.current[-1] == 1:
+            raise RuntimeError("cudaErrorDevicesUnavailable: all CUDA-capable devices are busy")
+        return np.arange(*args, **kwargs)
+
+    cupy.arange = arange
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setitem(sys.modules, "array_api_compat.cupy", types.ModuleType("xp"))
+    monkeypatch.setattr(
+        mlxp._backend,
+        "_probe_cupy_device",
+        functools.cache(mlxp._backend._probe_cupy_device.__wrapped__),
+    )
+    assert make_backend("cupy").device_name == "cuda:0" and probed == [0]
+    with pytest.raises(mlxp.BackendUnavailableError, match=r"cuda:1 but.*busy"):
+        make_backend("cupy:cuda:1")
+    assert make_backend("cupy:cuda:0").device_name == "cuda:0" and probed == [0, 1]
 
 
 def test_cupy_that_computes_wrongly_is_unavailable(monkeypatch, fresh_libraries):
