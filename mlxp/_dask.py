@@ -36,7 +36,7 @@ from uuid import uuid4
 import array_api_compat as aac
 
 from mlxp._backend import use_backend
-from mlxp._compat import take_rows
+from mlxp._compat import take_rows, to_numpy
 
 __all__ = [
     "aligned_rows",
@@ -218,7 +218,7 @@ def chunk_plan(sizes: Sequence[int], rng: Any, xp: Any) -> tuple[list[int], list
     k = len(sizes)
     if rng is None:
         return list(range(k)), [None] * k
-    order = [int(i) for i in rng.permutation(k, xp=xp)] if k > 1 else [0]
+    order = [int(i) for i in to_numpy(rng.permutation(k, xp=xp))] if k > 1 else [0]
     return order, [rng.permutation(sizes[i], xp=xp) for i in order]
 
 

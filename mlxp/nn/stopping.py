@@ -52,7 +52,7 @@ class SklearnStopping:
 
     def on_epoch_end(self, model: Any, epoch: int, logs: dict[str, float]) -> bool:
         est = self.est
-        penalty = sum(float(model.xp.sum(W**2)) for W in model.decayed.values())
+        penalty = float(sum(model.xp.sum(W**2) for W in model.decayed.values()))  # one read
         loss = logs["loss"] + 0.5 * est.alpha * penalty / est._n_train
         self.loss_curve.append(loss)
         if self.validation is not None:
