@@ -24,6 +24,7 @@ import numpy as np
 
 import mlxp
 from mlxp._backend import BACKEND_NAMES, Backend, backend_report, make_backend
+from mlxp.exceptions import BackendUnavailableError
 
 __all__ = ["Case", "cases"]
 
@@ -83,6 +84,15 @@ class Case:
         mlxp.synchronize(x)
 
 
+def _case(name: str, device: str) -> Case:
+    """The case of one listed device; unavailable, with the reason, where its first use
+    fails (a GPU beyond cuda:0 is probed then: a busy or faulty one)."""
+    try:
+        return Case(name, device, backend=make_backend(name, device))
+    except BackendUnavailableError as reason:
+        return Case(name, device, reason=str(reason))
+
+
 def cases(include_dask: bool = False) -> list[Case]:
     """Every known (library, device) pair, usable ones first in each library; Dask (lazy,
     run on a cluster of its own) only with ``include_dask``."""
@@ -94,7 +104,7 @@ def cases(include_dask: bool = False) -> list[Case]:
         if row["reason"] is not None:
             out.append(Case(name, _GPU_DEVICES.get(name, "cpu"), reason=row["reason"]))
             continue
-        out.extend(Case(name, dev, backend=make_backend(name, dev)) for dev in row["devices"])
+        out.extend(_case(name, dev) for dev in row["devices"])
         gpu = _GPU_DEVICES.get(name)
         if gpu and gpu not in row["devices"]:
             out.append(Case(name, gpu, reason=f"{name}: no CUDA device was found"))

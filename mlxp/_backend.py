@@ -32,7 +32,7 @@ from typing import Any
 import array_api_compat as aac
 
 from mlxp._compat import move
-from mlxp._gpu_probe import probe_cupy
+from mlxp._gpu_probe import probe_cupy, probe_cupy_device
 from mlxp.exceptions import BackendUnavailableError
 
 __all__ = [
@@ -196,7 +196,8 @@ def _canonical(name: str) -> str:
 
 
 def available_backends() -> list[tuple[str, str]]:
-    """The (name, device) pairs usable on this machine: importable and with a working device."""
+    """The (name, device) pairs found on this machine: the library importable and working
+    (for CuPy: on cuda:0; another GPU is probed when a backend first names it)."""
     pairs: list[tuple[str, str]] = []
     for name in BACKEND_NAMES:
         lib = _library(name)
@@ -235,23 +236,13 @@ def make_backend(name: str, device: Any = None) -> Backend:
     for device_name, dev in lib.devices.items():
         if device == device_name or (not isinstance(device, str) and device == dev):
             if name == "cupy" and device_name != "cuda:0":
-                _probe_cupy_device(int(device_name.partition(":")[2]))
+                probe_cupy_device(int(device_name.partition(":")[2]))
             return Backend(name, device_name, lib.xp, dev)
     if isinstance(device, str) and device in ("cuda", "gpu"):
         return make_backend(name, "cuda:0")
     raise ValueError(
         f"Backend {name!r} has no device {device!r}; its devices here: {', '.join(lib.devices)}."
     )
-
-
-@functools.cache
-def _probe_cupy_device(index: int) -> None:
-    """:func:`~mlxp._gpu_probe.probe_cupy` of ``cuda:index`` the first time a backend names
-    it: loading CuPy probes only cuda:0, so that importing mlxp creates no CUDA context on
-    the other GPUs, and one of them busy or faulty does not take the rest away."""
-    import cupy
-
-    probe_cupy(cupy, index)
 
 
 def parse_backend_spec(spec: str) -> Backend:

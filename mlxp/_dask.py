@@ -26,6 +26,7 @@ chunks of X and small client arrays, so a graph does not grow from one iteration
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 from collections.abc import Callable, Iterator, Sequence
@@ -228,6 +229,7 @@ def stream_chunks(
     *,
     fetch: Callable[[int], Chunk] | None = None,
     prepare: Callable[[Chunk], Chunk] | None = None,
+    where: Callable[[], Any] = contextlib.nullcontext,
 ) -> Iterator[Chunk]:
     """The row chunks of Dask ``arrays`` (chunked alike along axis 0; None entries stay
     None), one tuple of chunk-library arrays at a time, in the order and row order of
@@ -243,9 +245,10 @@ def stream_chunks(
 
     def load(j: int) -> Chunk:
         chunk = fetch(order[j])
-        if perms[j] is not None:
-            chunk = tuple(None if c is None else take_rows(c, perms[j]) for c in chunk)
-        return chunk if prepare is None else prepare(chunk)
+        with where():  # the caller's device and stream (mlxp._device.consumer_context)
+            if perms[j] is not None:
+                chunk = tuple(None if c is None else take_rows(c, perms[j]) for c in chunk)
+            return chunk if prepare is None else prepare(chunk)
 
     with ThreadPoolExecutor(1, thread_name_prefix="mlxp-prefetch") as pool:
         pending: Future[Chunk] = pool.submit(load, 0)

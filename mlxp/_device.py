@@ -86,23 +86,28 @@ def _on_compute_device(method: Callable[..., Any]) -> Callable[..., Any]:
     return on_device
 
 
-def on_inputs_device(function: Callable[..., Any]) -> Callable[..., Any]:
-    """``function`` run inside :func:`device_context` of where its array arguments (those
-    with a shape, positional or named) compute, as :class:`OnComputeDevice` does for
-    methods: for the public functions (:mod:`mlxp.metrics`) called outside any estimator."""
+def on_inputs_device(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator: the function runs inside :func:`device_context` of where its arguments
+    ``names`` compute (those given, with a shape), as :class:`OnComputeDevice` does for
+    methods: for the public functions (:mod:`mlxp.metrics`) called outside an estimator."""
 
-    @functools.wraps(function)
-    def on_device(*args: Any, **kwargs: Any) -> Any:
-        arrays = {f"argument {i}": a for i, a in enumerate(args) if hasattr(a, "shape")}
-        arrays.update({k: v for k, v in kwargs.items() if hasattr(v, "shape")})
-        try:
-            place = placement(**arrays)
-        except Exception:  # mixed or bad inputs: the function reports them, in its order
-            return function(*args, **kwargs)
-        with device_context(place.xp, place.device):
-            return function(*args, **kwargs)
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(function)
 
-    return on_device
+        @functools.wraps(function)
+        def on_device(*args: Any, **kwargs: Any) -> Any:
+            try:
+                bound = signature.bind(*args, **kwargs).arguments
+                arrays = {k: bound[k] for k in names if hasattr(bound.get(k), "shape")}
+                place = placement(**arrays)
+            except Exception:  # bad or mixed inputs: the function reports them, in its order
+                return function(*args, **kwargs)
+            with device_context(place.xp, place.device):
+                return function(*args, **kwargs)
+
+        return on_device
+
+    return decorate
 
 
 def consumer_context(
@@ -110,13 +115,14 @@ def consumer_context(
 ) -> Callable[[], contextlib.AbstractContextManager[Any]]:
     """For work another thread does for this one (the prefetch of Dask chunks): a factory
     of ``with`` blocks that make this thread's device, and on CuPy its current stream,
-    current there. Without them that thread allocates and casts on device 0 and queues
-    its copies on its own stream, unordered with the kernels that read them."""
+    current there. Without them that thread gathers, moves and casts on device 0, and with
+    per-thread default streams (or a training stream of the user's) queues its copies on a
+    stream of its own, unordered with the kernels that read them."""
     if not (aac.is_cupy_namespace(xp) and hasattr(device, "id")):
         return contextlib.nullcontext
     import cupy
 
-    stream = cupy.cuda.get_current_stream()
+    stream = cupy.cuda.get_current_stream(device.id)
 
     def enter() -> contextlib.ExitStack:
         stack = contextlib.ExitStack()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from types import ModuleType
 
 from mlxp.exceptions import BackendUnavailableError
 
-__all__ = ["probe_cupy"]
+__all__ = ["probe_cupy", "probe_cupy_device"]
 
 
 def probe_cupy(cupy: ModuleType, index: int) -> None:
@@ -22,8 +23,35 @@ def probe_cupy(cupy: ModuleType, index: int) -> None:
     except Exception as exc:
         problem = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
     if problem is not None:
+        hint = (  # cuda:0 is probed first: where it works, the installation does
+            "install CuPy with its CUDA toolkit pieces: pip install 'mlxp[cuda12]' or "
+            "'mlxp[cuda13]' (CuPy's [ctk] extra)"
+            if index == 0
+            else "cuda:0 works: this GPU may be busy (exclusive mode), out of memory or faulty"
+        )
         raise BackendUnavailableError(
             f"CuPy {cupy.__version__} sees cuda:{index} but cannot run a kernel there "
-            f"({problem}); install CuPy with its CUDA toolkit pieces: "
-            "pip install 'mlxp[cuda12]' or 'mlxp[cuda13]' (CuPy's [ctk] extra)"
+            f"({problem}); {hint}"
         )
+
+
+def probe_cupy_device(index: int) -> None:
+    """:func:`probe_cupy` of ``cuda:index``, asked once and remembered (a failure too): for
+    a GPU other than cuda:0 when a backend first names it. Loading CuPy probes cuda:0
+    only, so importing mlxp creates no CUDA context on the other GPUs, and one of them
+    busy or faulty does not take the rest away (arrays already on a GPU are not probed:
+    they were made there)."""
+    problem = _device_problem(index)
+    if problem is not None:
+        raise problem
+
+
+@functools.cache
+def _device_problem(index: int) -> BackendUnavailableError | None:
+    import cupy
+
+    try:
+        probe_cupy(cupy, index)
+    except BackendUnavailableError as problem:
+        return problem
+    return None

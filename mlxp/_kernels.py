@@ -28,6 +28,7 @@ from typing import Any
 
 from array_api_compat import (
     array_namespace,
+    is_array_api_strict_namespace,
     is_cupy_namespace,
     is_jax_namespace,
     is_numpy_namespace,
@@ -97,11 +98,11 @@ def cholesky_solve(A: Any, B: Any, /, *, xp: Any = None) -> Any:
     by Cholesky, then Ly = B and LᵀX = y. PyTorch: ``cholesky_ex`` and ``cholesky_solve``,
     which read no status back to the host (``cholesky`` and ``solve`` do, on CUDA: a
     synchronisation each), X set to NaN where the factorisation failed; elsewhere the
-    standard's ``cholesky`` and two ``solve``, X set to NaN unless L is a factor of A:
-    NumPy raises on an A that is not positive definite to working precision, JAX gives
-    NaNs, and CuPy returns the partial factor cuSOLVER leaves, finite but wrong. A computed
-    factor has |A − LLᵀ| ≤ γₚ₊₁ maxₖ aₖₖ, γₚ₊₁ ≈ (p + 1)ε (checked to 4(p + 1)ε) and a
-    positive diagonal: one p³ product and no host read. Callers check that X is finite."""
+    standard's ``cholesky`` and two ``solve``. On an A that is not positive definite to
+    working precision NumPy and array-api-strict raise (X is then NaN) and JAX gives NaNs,
+    but CuPy returns the partial factor cuSOLVER leaves, finite but wrong: there (and for a
+    library mlxp does not know) X is NaN unless L passes :func:`_is_factor`. Callers check
+    that X is finite."""
     xp = xp or array_namespace(A, B)
     if is_torch_namespace(xp):
         import torch
@@ -113,11 +114,22 @@ def cholesky_solve(A: Any, B: Any, /, *, xp: Any = None) -> Any:
     except Exception as error:  # NumPy's (array-api-strict's) or PyTorch's LinAlgError
         if "LinAlgError" not in type(error).__name__:
             raise
-        return xp.full(B.shape, xp.nan, dtype=B.dtype, device=_device(B))
+        return xp.full(B.shape, xp.nan, dtype=xp.result_type(A, B), device=_device(B))
     X = xp.linalg.solve(L.T, xp.linalg.solve(L, B))
+    reports = (is_numpy_namespace, is_jax_namespace, is_array_api_strict_namespace)
+    if any(is_library(xp) for is_library in reports):
+        return X
+    return xp.where(_is_factor(L, A, xp), X, xp.nan)
+
+
+def _is_factor(L: Any, A: Any, xp: Any) -> Any:
+    """Whether L is a computed Cholesky factor of A (0-d bool, no host read): a positive
+    diagonal and |A − LLᵀ| ≤ 4(p + 1)ε maxₖ aₖₖ on the lower triangle, the one the
+    factorisation reads (a computed factor is within γₚ₊₁ ≈ (p + 1)ε there whatever the
+    conditioning; a partial factor misses by O(1)). One p³ product in the working precision."""
     tol = 4 * (A.shape[0] + 1) * xp.finfo(A.dtype).eps * xp.max(xp.linalg.diagonal(A))
-    ok = (xp.max(xp.abs(L @ L.T - A)) <= tol) & xp.all(xp.linalg.diagonal(L) > 0)
-    return xp.where(ok, X, xp.nan)
+    residual = xp.max(xp.abs(xp.tril(L @ L.T - A)))
+    return (residual <= tol) & xp.all(xp.linalg.diagonal(L) > 0)
 
 
 def concat_flat(arrays: list[Any], /, *, xp: Any = None) -> Any:

@@ -45,7 +45,7 @@ def _prepare(y_true: Any, y_pred: Any, sample_weight: Any) -> tuple[Any, ...]:
     return place, xp, y_true, y_pred, w
 
 
-@on_inputs_device
+@on_inputs_device("y_true", "y_pred", "sample_weight")
 def mean_squared_error(y_true: Any, y_pred: Any, *, sample_weight: Any = None) -> Any:
     """MSE = Σᵢ wᵢ‖yᵢ − ŷᵢ‖² / (k Σᵢ wᵢ) for targets of shape (n,) or (n, k)."""
     place, xp, y_true, y_pred, w = _prepare(y_true, y_pred, sample_weight)
@@ -53,7 +53,7 @@ def mean_squared_error(y_true: Any, y_pred: Any, *, sample_weight: Any = None) -
     return place.to_caller(xp.mean(per_target))
 
 
-@on_inputs_device
+@on_inputs_device("y_true", "y_pred", "sample_weight")
 def r2_score(y_true: Any, y_pred: Any, *, sample_weight: Any = None) -> Any:
     """R² = 1 − Σ wᵢ(yᵢ − ŷᵢ)² / Σ wᵢ(yᵢ − ȳ)², averaged uniformly over targets.
 
@@ -97,7 +97,7 @@ def _placed_labels(
     return place, xp, classes, true_idx, pred_idx, w
 
 
-@on_inputs_device
+@on_inputs_device("y_true", "y_pred", "sample_weight")
 def accuracy_score(
     y_true: Any, y_pred: Any, *, normalize: bool = True, sample_weight: Any = None
 ) -> Any:
@@ -107,7 +107,7 @@ def accuracy_score(
     return place.to_caller(hits / xp.sum(w) if normalize else hits)
 
 
-@on_inputs_device
+@on_inputs_device("y_true", "y_pred", "sample_weight")
 def confusion_matrix(
     y_true: Any, y_pred: Any, *, labels: Any = None, sample_weight: Any = None
 ) -> Any:
@@ -127,7 +127,7 @@ def confusion_matrix(
     return place.to_caller(counts)
 
 
-@on_inputs_device
+@on_inputs_device("y_prob")
 def log_loss(y_true: Any, y_prob: Any, *, labels: Any = None, sample_weight: Any = None) -> Any:
     """Cross-entropy −Σ wᵢ log pᵢ,yᵢ / Σ wᵢ of predicted probabilities ``y_prob``.
 

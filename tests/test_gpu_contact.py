@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import shlex
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ import pytest
 import backends
 import mlxp
 import mlxp._device
+import mlxp._gpu_probe
 import mlxp.metrics
 import mlxp.nn.streaming
 from mlxp._backend import Placement, _library, make_backend
@@ -83,8 +83,10 @@ def _cupy_failing_at(stage: str) -> types.ModuleType:
 @pytest.fixture
 def fresh_libraries():
     _library.cache_clear()
+    mlxp._gpu_probe._device_problem.cache_clear()
     yield
     _library.cache_clear()
+    mlxp._gpu_probe._device_problem.cache_clear()
 
 
 @pytest.mark.parametrize("stage", ["elementwise", "reduction"])
@@ -118,15 +120,13 @@ def test_cupy_probes_a_second_gpu_only_when_a_backend_names_it(monkeypatch, fres
     cupy.arange = arange
     monkeypatch.setitem(sys.modules, "cupy", cupy)
     monkeypatch.setitem(sys.modules, "array_api_compat.cupy", types.ModuleType("xp"))
-    monkeypatch.setattr(
-        mlxp._backend,
-        "_probe_cupy_device",
-        functools.cache(mlxp._backend._probe_cupy_device.__wrapped__),
-    )
     assert make_backend("cupy").device_name == "cuda:0" and probed == [0]
-    with pytest.raises(mlxp.BackendUnavailableError, match=r"cuda:1 but.*busy"):
-        make_backend("cupy:cuda:1")
+    for _ in range(2):  # asked once, the failure remembered
+        with pytest.raises(mlxp.BackendUnavailableError, match=r"cuda:1 but.*busy.*cuda:0 works"):
+            make_backend("cupy:cuda:1")
     assert make_backend("cupy:cuda:0").device_name == "cuda:0" and probed == [0, 1]
+    cases = {str(c): c for c in backends.cases() if c.name == "cupy"}  # the matrix skips it
+    assert cases["cupy:cuda:0"].backend is not None and "busy" in cases["cupy:cuda:1"].reason
 
 
 def test_cupy_that_computes_wrongly_is_unavailable(monkeypatch, fresh_libraries):
@@ -189,12 +189,18 @@ def test_estimators_create_arrays_inside_the_compute_device(creation_spy, rng):
     assert all(np.all(np.isfinite(p)) for p in predictions)
 
 
-def test_metrics_create_arrays_inside_the_compute_device(creation_spy):
+def test_metrics_create_arrays_inside_the_compute_device(creation_spy, monkeypatch):
     """The public metrics, called outside any estimator, enter the device of their inputs'
-    placement too (array-api-compat's creation functions ignore device= on CuPy)."""
+    placement too (array-api-compat's creation functions ignore device= on CuPy), placed
+    by the arguments the metric places itself by (not ``labels``)."""
+    placed, fake = [], mlxp._device.placement(y=None)
+    monkeypatch.setattr(
+        mlxp._device, "placement", lambda **arrays: placed.append(sorted(arrays)) or fake
+    )
     y, p = np.array([0, 1, 1, 0]), np.array([0, 1, 0, 0])
-    mlxp.metrics.accuracy_score(y, p)
-    mlxp.metrics.confusion_matrix(y, p)
+    mlxp.metrics.accuracy_score(y, p, sample_weight=np.ones(4))
+    mlxp.metrics.confusion_matrix(y, p, labels=np.array([0, 1]))
+    assert placed == [["sample_weight", "y_pred", "y_true"], ["y_pred", "y_true"]]
     mlxp.metrics.r2_score(y * 1.0, p * 1.0)
     mlxp.metrics.mean_squared_error(y * 1.0, p * 1.0)
     mlxp.metrics.log_loss(y, np.array([0.2, 0.7, 0.4, 0.1]))
@@ -208,7 +214,7 @@ def test_the_prefetch_thread_works_in_the_training_threads_device_and_stream(mon
     da = pytest.importorskip("dask.array")
     stream = FakeDevice(7)  # a context manager: "entering the stream" records 7
     cupy = types.ModuleType("cupy")
-    cupy.cuda = types.SimpleNamespace(get_current_stream=lambda: stream)
+    cupy.cuda = types.SimpleNamespace(get_current_stream=lambda device_id: [stream][device_id - 1])
     monkeypatch.setitem(sys.modules, "cupy", cupy)
     where = mlxp._device.consumer_context(FAKE_CUPY, FakeDevice(1))
     assert FakeDevice.current == []

@@ -115,23 +115,33 @@ def test_cholesky_solve_flags_an_indefinite_matrix_with_nan_everywhere(backend):
         assert np.isnan(to_numpy(X)).all()
 
 
+def _stand_in(cholesky):
+    """A namespace mlxp does not recognise (so the factor is checked), NumPy's but for
+    ``linalg.cholesky``."""
+    numpy_xp = aac.array_namespace(np.ones(1))
+    xp = types.ModuleType("stand_in")
+    for name in ("max", "abs", "all", "where", "nan", "finfo", "full", "tril", "result_type"):
+        setattr(xp, name, getattr(numpy_xp, name))
+    xp.linalg = types.SimpleNamespace(
+        cholesky=cholesky, solve=np.linalg.solve, diagonal=np.linalg.diagonal
+    )
+    return xp
+
+
 def test_cholesky_solve_rejects_a_partial_factor():
     """CuPy's default Cholesky returns cuSOLVER's partial factor on an indefinite matrix,
     finite and wrong: here the lower triangle of A itself (positive diagonal, so only the
-    residual |A − LLᵀ| tells). X is NaN; the true factor of a definite A passes."""
-    numpy_xp = aac.array_namespace(np.ones(1))
-    partial = types.ModuleType("partial_factor")  # a namespace mlxp does not recognise
-    for name in ("max", "abs", "all", "where", "nan", "finfo", "full"):
-        setattr(partial, name, getattr(numpy_xp, name))
-    partial.linalg = types.SimpleNamespace(
-        cholesky=np.tril, solve=np.linalg.solve, diagonal=np.linalg.diagonal
-    )
+    residual |A − LLᵀ| tells). X is NaN; the true factor of a definite A passes, also when
+    A is symmetric only to rounding (a Hessian made by a matrix product: the check reads the
+    lower triangle, as the factorisation does)."""
     A = np.array([[1.0, 2.0], [2.0, 1.0]])
-    assert np.isnan(cholesky_solve(A, np.ones((2, 1)), xp=partial)).all()
-    definite = np.array([[4.0, 2.0], [2.0, 3.0]])
-    np.testing.assert_allclose(
-        cholesky_solve(definite, np.ones((2, 1))), np.linalg.solve(definite, np.ones((2, 1)))
-    )
+    assert np.isnan(cholesky_solve(A, np.ones((2, 1)), xp=_stand_in(np.tril))).all()
+    exact = _stand_in(np.linalg.cholesky)
+    for definite in ([[4.0, 2.0], [2.0, 3.0]], [[1.0, 1e-14], [0.0, 1.0]]):
+        definite = np.array(definite)
+        want = np.linalg.solve(np.tril(definite) + np.tril(definite, -1).T, np.ones((2, 1)))
+        for xp in (exact, None):
+            np.testing.assert_allclose(cholesky_solve(definite, np.ones((2, 1)), xp=xp), want)
 
 
 # --------------------------------------------------------------------------- concat_flat

@@ -33,13 +33,16 @@ def capture_refusal() -> str | None:
     a @ a
     stream = cupy.cuda.Stream(non_blocking=True)
     with stream:
-        stream.begin_capture()
         try:
+            stream.begin_capture()
             a @ a
         except Exception as reason:
-            return f"{type(reason).__name__}: {reason}"
-        finally:
             _end_capture(stream)
+            return f"{type(reason).__name__}: {reason}"
+        try:
+            stream.end_capture()  # an invalidated capture raises here
+        except Exception as reason:
+            return f"{type(reason).__name__}: {reason}"
     return None
 
 
@@ -95,8 +98,8 @@ def _capture(step: Callable[..., Any], args: Any, leaves: list[Any]) -> tuple[An
 
     stream = cupy.cuda.Stream(non_blocking=True)
     with cupy.cuda.using_allocator(keeping), stream:
-        stream.begin_capture()
         try:
+            stream.begin_capture()
             outputs = step(*_rebuild(args, iter(inputs)))
         except Exception as reason:
             _end_capture(stream)

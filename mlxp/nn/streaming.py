@@ -30,7 +30,6 @@ across GPU workers is on paper in ``docs/user_guide/scaling_out.md``.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -167,19 +166,20 @@ class DaskChunks:
     def n_batches(self, batch_size: int) -> int:
         return sum(math.ceil(s / batch_size) for s in self.sizes)
 
-    def _prepare(self, where: Callable[[], Any], chunk: tuple[Any, ...]) -> tuple[Any, ...]:
+    def _prepare(self, chunk: tuple[Any, ...]) -> tuple[Any, ...]:
         """A chunk (its rows in planned order) moved to the compute device, X cast to the
-        model's dtype. Runs in the prefetch thread, ``where`` the training thread's device
-        and stream (:func:`mlxp._device.consumer_context`)."""
-        with where():
-            xc, yc = move(chunk[0], self.xp, self.device), move(chunk[1], self.xp, self.device)
-            return (xc if xc.dtype == self.dtype else self.xp.astype(xc, self.dtype)), yc
+        model's dtype. Runs in the prefetch thread, in the training thread's device and
+        stream (:func:`mlxp._device.consumer_context`)."""
+        xc, yc = move(chunk[0], self.xp, self.device), move(chunk[1], self.xp, self.device)
+        return (xc if xc.dtype == self.dtype else self.xp.astype(xc, self.dtype)), yc
 
     def batches(self, rng: Any, batch_size: int) -> Iterator[tuple[Any, Any]]:
         """Batches cut within each chunk, the chunks streamed by
         :func:`~mlxp._dask.stream_chunks` (the next one prefetched)."""
-        prepare = functools.partial(self._prepare, consumer_context(self.xp, self.device))
-        chunks = stream_chunks((self.X, self.y), rng, fetch=self.fetch, prepare=prepare)
+        where = consumer_context(self.xp, self.device)
+        chunks = stream_chunks(
+            (self.X, self.y), rng, fetch=self.fetch, prepare=self._prepare, where=where
+        )
         for xc, yc in chunks:
             yield from _slices(xc, yc, batch_size)
             del xc, yc  # released before the next chunk trains
