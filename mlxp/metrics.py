@@ -148,9 +148,10 @@ def log_loss(y_true: Any, y_prob: Any, *, labels: Any = None, sample_weight: Any
             f"y_prob has {prob.shape[1]} columns but there are {len(classes)} classes "
             f"({list(classes)!r}); pass labels= to name them all."
         )
-    _, _, _, true_idx, _, w = _placed_labels(
-        y_true, y_true, sample_weight, classes, dtype=prob.dtype
-    )
+    _, _, _, true_idx, _, w = _placed_labels(y_true, y_true, sample_weight, classes)
+    # the labels (a list, NumPy...) may live elsewhere than y_prob: to its place and dtype
+    true_idx, w = move(true_idx, xp, place.device), move(w, xp, place.device)
+    w = xp.astype(w, prob.dtype)
     eps = xp.finfo(prob.dtype).eps
     prob = xp.clip(prob, eps, 1 - eps)
     picked = xp.take_along_axis(prob, true_idx[:, None], axis=1)[:, 0]

@@ -74,6 +74,19 @@ def test_string_labels_and_explicit_label_order():
     assert float(metrics.accuracy_score(true, pred, normalize=False)) == 3.0
 
 
+@pytest.mark.parametrize("labels_as", ["list", "numpy", "strings"])
+def test_log_loss_takes_labels_from_elsewhere_than_the_probabilities(backend, dtype, labels_as):
+    """y_prob on the backend, y_true (and the weights) a list or NumPy array of labels:
+    placed where y_prob is, in its dtype, as scikit-learn computes it."""
+    y = {"list": LABELS_TRUE.tolist(), "numpy": LABELS_TRUE}.get(
+        labels_as, np.array(list("abcd"))[LABELS_TRUE]
+    )
+    value = metrics.log_loss(y, backend.asarray(PROBA, dtype), sample_weight=WEIGHTS)
+    assert aac.device(value) == backend.device and value.dtype == backend.dtype(dtype)
+    expected = sk_metrics.log_loss(LABELS_TRUE, PROBA, sample_weight=WEIGHTS)
+    assert float(value) == pytest.approx(expected, rel=1e-5 if dtype == "float32" else 1e-12)
+
+
 def test_binary_log_loss_from_one_column_and_errors():
     y = np.array([0, 1, 1, 0])
     p = np.array([0.1, 0.8, 0.6, 0.3])
