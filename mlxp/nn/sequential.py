@@ -295,15 +295,15 @@ class Sequential(OnComputeDevice):
         the weight gradients (an L2 penalty ½λ‖W‖²/n per sample). Batches are gathered on
         the device; the loss is accumulated there and read back once per epoch.
         ``metrics=("accuracy",)`` also records the accuracy (an extra pass over the data).
-        ``progress``: a tqdm bar (True), none (False), or "auto": one on a terminal or in a
-        notebook; the epoch's logs and time are in its postfix.
+        ``progress``: a tqdm bar (True; the epoch's logs in its postfix), none, or "auto".
         ``schedule`` (from :mod:`mlxp.optim`) sets the learning rate of each epoch; a
         ``ReduceLROnPlateau`` is stepped with the epoch's validation loss (else its loss).
         ``compile``: "auto" runs the step as one ``jax.jit`` program on JAX (falling back,
-        with a warning, if that fails); True also uses CUDA graphs on CuPy and
-        ``torch.compile`` on PyTorch, or raises; False never compiles. A compiled step
-        gives the uncompiled step's results to float tolerance (on JAX, with
-        :mod:`mlxp.nn.evaluation`'s compiled metrics and validation passes, unless False).
+        with a warning, if that fails); True also uses CUDA graphs on CuPy (where CuPy can
+        capture matrix products: not CuPy 14) and ``torch.compile`` on PyTorch, or raises;
+        False never compiles. A compiled step gives the uncompiled step's results to float
+        tolerance (on JAX, with :mod:`mlxp.nn.evaluation`'s compiled metrics and validation
+        passes, unless False).
         X, y (and the validation data) may be Dask arrays chunked by rows, streamed to the
         device one chunk ahead and shuffled by chunk (see :mod:`mlxp.nn.streaming`).
         """
