@@ -24,7 +24,7 @@ import functools
 import importlib.metadata
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -87,6 +87,7 @@ class _Library:
     version: str
     xp: ModuleType
     devices: dict[str, Any]  # device name -> library device object, default first
+    check: Callable[[str], None] | None = None  # raises if a device named first fails
 
 
 # --------------------------------------------------------------------------- the libraries
@@ -147,7 +148,7 @@ def _load_cupy() -> _Library:
     import array_api_compat.cupy as xp
 
     devices = {f"cuda:{i}": cupy.cuda.Device(i) for i in range(count)}
-    return _Library(cupy.__version__, xp, devices)
+    return _Library(cupy.__version__, xp, devices, check=probe_cupy_device)
 
 
 def _load_dask() -> _Library:
@@ -235,8 +236,8 @@ def make_backend(name: str, device: Any = None) -> Backend:
         return Backend(name, device_name, lib.xp, dev)
     for device_name, dev in lib.devices.items():
         if device == device_name or (not isinstance(device, str) and device == dev):
-            if name == "cupy" and device_name != "cuda:0":
-                probe_cupy_device(int(device_name.partition(":")[2]))
+            if lib.check is not None:
+                lib.check(device_name)
             return Backend(name, device_name, lib.xp, dev)
     if isinstance(device, str) and device in ("cuda", "gpu"):
         return make_backend(name, "cuda:0")

@@ -75,15 +75,24 @@ def _on_compute_device(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def on_device(self: Any, *args: Any, **kwargs: Any) -> Any:
         X = args[0] if args else kwargs.get("X")
-        try:
-            place = placement(X=X)
-        except Exception:  # e.g. a bad MLXP_BACKEND: the method reports it, in its order
-            return method(self, *args, **kwargs)
-        with device_context(place.xp, place.device):
-            return method(self, *args, **kwargs)
+        return _placed_call(lambda: {"X": X}, method, (self, *args), kwargs)
 
     on_device._on_compute_device = True  # type: ignore[attr-defined]
     return on_device
+
+
+def _placed_call(
+    arrays: Callable[[], dict[str, Any]], function: Callable[..., Any], args: Any, kwargs: Any
+) -> Any:
+    """``function(*args, **kwargs)`` inside :func:`device_context` of where ``arrays()``
+    compute (:func:`placement`); run as it is when that fails (bad or mixed inputs, a bad
+    ``MLXP_BACKEND``), for the function to report it, in its order."""
+    try:
+        place = placement(**arrays())
+    except Exception:
+        return function(*args, **kwargs)
+    with device_context(place.xp, place.device):
+        return function(*args, **kwargs)
 
 
 def on_inputs_device(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -94,16 +103,13 @@ def on_inputs_device(*names: str) -> Callable[[Callable[..., Any]], Callable[...
     def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
         signature = inspect.signature(function)
 
+        def arrays(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+            bound = signature.bind(*args, **kwargs).arguments
+            return {k: bound[k] for k in names if hasattr(bound.get(k), "shape")}
+
         @functools.wraps(function)
         def on_device(*args: Any, **kwargs: Any) -> Any:
-            try:
-                bound = signature.bind(*args, **kwargs).arguments
-                arrays = {k: bound[k] for k in names if hasattr(bound.get(k), "shape")}
-                place = placement(**arrays)
-            except Exception:  # bad or mixed inputs: the function reports them, in its order
-                return function(*args, **kwargs)
-            with device_context(place.xp, place.device):
-                return function(*args, **kwargs)
+            return _placed_call(lambda: arrays(args, kwargs), function, args, kwargs)
 
         return on_device
 

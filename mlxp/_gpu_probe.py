@@ -35,13 +35,14 @@ def probe_cupy(cupy: ModuleType, index: int) -> None:
         )
 
 
-def probe_cupy_device(index: int) -> None:
-    """:func:`probe_cupy` of ``cuda:index``, asked once and remembered (a failure too): for
-    a GPU other than cuda:0 when a backend first names it. Loading CuPy probes cuda:0
-    only, so importing mlxp creates no CUDA context on the other GPUs, and one of them
-    busy or faulty does not take the rest away (arrays already on a GPU are not probed:
-    they were made there)."""
-    problem = _device_problem(index)
+def probe_cupy_device(name: str) -> None:
+    """:func:`probe_cupy` of the GPU ``name`` ("cuda:i"), asked once and remembered (a
+    failure too), when a backend first names it; cuda:0 was probed as CuPy loaded. So
+    importing mlxp creates no CUDA context on the other GPUs, and one of them busy or
+    faulty does not take the rest away (arrays already on a GPU are not probed: they
+    were made there)."""
+    index = int(name.partition(":")[2])
+    problem = _device_problem(index) if index else None
     if problem is not None:
         raise problem
 

@@ -13,7 +13,7 @@ the layers that use them). The math modules import no array library themselves.
 * :func:`concat_flat` -- arrays flattened and laid end to end in one 1-D buffer;
 * :func:`positive_part`, :func:`positive_part_grad` -- max(x, 0) and g ⊙ [x > 0] (ReLU);
 * :func:`log_softmax` -- z − logsumexp(z) along axis 1, and :func:`fuses_log_softmax`;
-* :func:`max_and_argmax` -- the maximum and the index of its first occurrence;
+* :func:`max_and_argmax` -- the maximum of arrays and the index of the first holding it;
 * :func:`spread_by_index` -- values sent to slot ``index`` of k slots, zeros elsewhere;
 * :func:`conv_transpose2d` -- the library's transposed convolution, or None;
 * :func:`adam_update` -- Adam's step on its scaled moments, written into the caller's
@@ -24,6 +24,7 @@ the layers that use them). The math modules import no array library themselves.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from array_api_compat import (
@@ -47,6 +48,7 @@ __all__ = [
     "concat_flat",
     "conv_transpose2d",
     "fuses_log_softmax",
+    "is_cholesky_factor",
     "log_softmax",
     "matmul_into",
     "max_and_argmax",
@@ -95,14 +97,11 @@ def all_finite(x: Any, /, *, xp: Any = None) -> Any:
 
 def cholesky_solve(A: Any, B: Any, /, *, xp: Any = None) -> Any:
     """X solving A X = B for a symmetric positive definite A (n, n) and B (n, k): A = LLᵀ
-    by Cholesky, then Ly = B and LᵀX = y. PyTorch: ``cholesky_ex`` and ``cholesky_solve``,
-    which read no status back to the host (``cholesky`` and ``solve`` do, on CUDA: a
-    synchronisation each), X set to NaN where the factorisation failed; elsewhere the
-    standard's ``cholesky`` and two ``solve``. On an A that is not positive definite to
-    working precision NumPy and array-api-strict raise (X is then NaN) and JAX gives NaNs,
-    but CuPy returns the partial factor cuSOLVER leaves, finite but wrong: there (and for a
-    library mlxp does not know) X is NaN unless L passes :func:`_is_factor`. Callers check
-    that X is finite."""
+    by Cholesky, then Ly = B and LᵀX = y. PyTorch: ``cholesky_ex`` and ``cholesky_solve``
+    (no status read back: ``cholesky`` and ``solve`` synchronise on CUDA), X NaN where the
+    factorisation failed; elsewhere the standard's ``cholesky`` and two ``solve``, X NaN
+    where NumPy or array-api-strict raise, or JAX gives NaNs, or (CuPy's partial factor,
+    an unknown library's) L fails :func:`is_cholesky_factor`. Callers check X is finite."""
     xp = xp or array_namespace(A, B)
     if is_torch_namespace(xp):
         import torch
@@ -119,14 +118,16 @@ def cholesky_solve(A: Any, B: Any, /, *, xp: Any = None) -> Any:
     reports = (is_numpy_namespace, is_jax_namespace, is_array_api_strict_namespace)
     if any(is_library(xp) for is_library in reports):
         return X
-    return xp.where(_is_factor(L, A, xp), X, xp.nan)
+    return xp.where(is_cholesky_factor(L, A, xp=xp), X, xp.nan)
 
 
-def _is_factor(L: Any, A: Any, xp: Any) -> Any:
-    """Whether L is a computed Cholesky factor of A (0-d bool, no host read): a positive
-    diagonal and |A − LLᵀ| ≤ 4(p + 1)ε maxₖ aₖₖ on the lower triangle, the one the
-    factorisation reads (a computed factor is within γₚ₊₁ ≈ (p + 1)ε there whatever the
-    conditioning; a partial factor misses by O(1)). One p³ product in the working precision."""
+def is_cholesky_factor(L: Any, A: Any, /, *, xp: Any = None) -> Any:
+    """Whether L is a computed Cholesky factor of the symmetric A (p, p) (0-d bool, no
+    host read): a positive diagonal and |A − LLᵀ| ≤ 4(p + 1)ε maxₖ aₖₖ on the lower
+    triangle, the one a factorisation reads (A made by a product is symmetric only to
+    rounding). A computed factor is within γₚ₊₁ ≈ (p + 1)ε whatever the conditioning; a
+    partial one (CuPy's, cuSOLVER's) misses by O(1), and NaNs (JAX's) fail. One p³ product."""
+    xp = xp or array_namespace(L, A)
     tol = 4 * (A.shape[0] + 1) * xp.finfo(A.dtype).eps * xp.max(xp.linalg.diagonal(A))
     residual = xp.max(xp.abs(xp.tril(L @ L.T - A)))
     return (residual <= tol) & xp.all(xp.linalg.diagonal(L) > 0)
@@ -208,16 +209,39 @@ def log_softmax(z: Any, /, *, xp: Any = None) -> Any:
     return _standard_log_softmax(z, axis=1, xp=xp)
 
 
-def max_and_argmax(x: Any, /, *, axis: int = 0, xp: Any = None) -> tuple[Any, Any]:
-    """(max along ``axis``, index of its first occurrence): one ``torch.max`` on PyTorch,
-    else ``max`` and :func:`mlxp._compat.argmax`."""
-    xp = xp or array_namespace(x)
+def max_and_argmax(views: list[Any], /, *, xp: Any = None) -> tuple[Any, Any]:
+    """(m, a) for arrays ``views`` of one shape: m their element-wise maximum, a the index
+    of the first view holding it (of its first NaN, if any, as ``argmax`` and PyTorch).
+    PyTorch: the views stacked and one ``torch.max``. NumPy, whose argmax along a leading
+    axis is slow: the maximum of the views, then the first view equal to it
+    (:func:`_first_equal`; a is uint8 there, int32 above 256 views). Elsewhere the stack's
+    ``max`` and :func:`mlxp._compat.argmax`."""
+    xp = xp or array_namespace(*views)
+    if is_numpy_namespace(xp):
+        m = functools.reduce(xp.maximum, views)
+        a, nan = _first_equal(views, m, xp), xp.isnan(m)
+        if xp.any(nan):
+            a = xp.where(nan, _first_equal([xp.isnan(v) for v in views], nan, xp), a)
+        return m, a
+    x = xp.stack(views, axis=0)
     if is_torch_namespace(xp):
         import torch
 
-        values, indices = torch.max(x, dim=axis)
+        values, indices = torch.max(x, dim=0)
         return values, indices
-    return xp.max(x, axis=axis), argmax(x, axis=axis)
+    return xp.max(x, axis=0), argmax(x, axis=0)
+
+
+def _first_equal(views: list[Any], y: Any, xp: Any) -> Any:
+    """a = the first o with viewsₒ = y (y their maximum; NaN equals nothing), element-wise:
+    a = e₀(1 + e₁(1 + ⋯(1 + e_{k−2}))) for eₒ = [viewsₒ ≠ y], small integers in place (NumPy:
+    twice as fast as a running maximum and index)."""
+    dtype = xp.uint8 if len(views) <= 256 else xp.int32
+    a = xp.zeros(y.shape, dtype=dtype)
+    for o in range(len(views) - 2, -1, -1):
+        a += 1
+        a *= views[o] != y
+    return a
 
 
 def spread_by_index(values: Any, index: Any, k: int, /, *, xp: Any = None) -> Any:

@@ -37,6 +37,7 @@ from typing import Any
 
 from array_api_compat import device as _device
 
+from mlxp._kernels import is_cholesky_factor
 from mlxp.exceptions import RankWarning, SolverError, warn_user
 
 __all__ = [
@@ -44,7 +45,6 @@ __all__ = [
     "SolverError",
     "attempt",
     "cholesky_gram",
-    "factor_ok",
     "failure",
     "rungs",
     "solve_exact",
@@ -103,24 +103,9 @@ def cholesky_gram(xp: Any, A: Any, B: Any, alpha: Any = 0.0) -> tuple[Any, Any]:
         return _nan(xp, A, B.shape[1]), inf
     Z = xp.linalg.solve(L, B / d[:, None])
     W = xp.linalg.solve(L.T, Z) / d[:, None]
-    return W, xp.where(factor_ok(xp, A, L), _condition(xp, L) ** 2, inf)  # L equilibrated
-
-
-def factor_ok(xp: Any, A: Any, L: Any) -> Any:
-    """Whether ``L`` is a Cholesky factor of the symmetric p × p matrix ``A`` (0-d bool).
-
-    Libraries do not all raise on a matrix that is not positive definite: JAX returns
-    NaNs and CuPy (unless ``cupyx.errstate(linalg="raise")``) the partial factor cuSOLVER
-    leaves, finite but wrong. A computed factor satisfies |A − LLᵀ|ᵢⱼ ≤ γₚ₊₁(|L||Lᵀ|)ᵢⱼ
-    ≤ γₚ₊₁ maxₖ aₖₖ, γₚ₊₁ ≈ (p + 1)ε, whatever the conditioning (the check allows 4(p + 1)ε,
-    for the product's own rounding); a partial factor misses that by O(1) or holds a
-    pivot ≤ 0 where it stopped, and NaNs fail both. One p³ product and one reduction, no
-    host read.
-    """
-    p = A.shape[0]
-    tol = 4 * (p + 1) * _eps(xp, A.dtype) * xp.max(xp.linalg.diagonal(A))
-    residual = xp.max(xp.abs(L @ L.T - A))
-    return (residual <= tol) & xp.all(xp.linalg.diagonal(L) > 0)
+    return W, xp.where(
+        is_cholesky_factor(L, A, xp=xp), _condition(xp, L) ** 2, inf
+    )  # L equilibrated
 
 
 def _reflect_out(xp: Any, X: Any, Y: Any, null: Any) -> tuple[Any, Any]:

@@ -16,7 +16,6 @@ from typing import Any
 
 from array_api_compat import (
     array_namespace,
-    is_numpy_namespace,
 )
 from array_api_compat import device as _device
 
@@ -77,38 +76,17 @@ def max_pool2d(
     x is (N, C, H, W), y (N, C, OH, OW); stride defaults to the kernel size. Computed as
     an element-wise maximum of strided views, one per offset (i, j). With ``return_indices``,
     (y, a) where a[c, h, w, n] (batch last) is the row-major offset i·kw + j of the
-    first maximum of each window (of its first NaN, if any, as PyTorch): the views stacked
-    once, reduced by max and argmax (one op on PyTorch: :func:`mlxp._kernels.max_and_argmax`);
-    on NumPy the maximum of the views, then the first view equal to it (:func:`_first_equal`;
-    a is uint8 there, int32 above 256 offsets).
+    first maximum of each window (of its first NaN, if any, as PyTorch), by
+    :func:`mlxp._kernels.max_and_argmax` of the views (one op on PyTorch; uint8 offsets on
+    NumPy, int32 above 256).
     """
     xp = xp or array_namespace(x)
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
     _, views = _pool_windows(x, kernel, stride, pads, -math.inf, xp, "max_pool2d")
-    if return_indices and not is_numpy_namespace(xp):  # NumPy's argmax here is slow
-        y, a = max_and_argmax(xp.stack(views, axis=0), axis=0, xp=xp)  # one op on PyTorch
-        return batch_first(y, xp), a
-    y = functools.reduce(xp.maximum, views)
     if not return_indices:
-        return batch_first(y, xp)
-    a, nan = _first_equal(views, y, xp), xp.isnan(y)
-    if xp.any(nan):  # a window holding NaN: its first NaN, as argmax and PyTorch
-        a = xp.where(nan, _first_equal([xp.isnan(v) for v in views], nan, xp), a)
+        return batch_first(functools.reduce(xp.maximum, views), xp)
+    y, a = max_and_argmax(views, xp=xp)
     return batch_first(y, xp), a
-
-
-def _first_equal(views: list[Any], y: Any, xp: Any) -> Any:
-    """a = the first o with views[o] = y, element-wise, for y their maximum (NaN equals
-    nothing): with eₒ = [viewsₒ ≠ y], a = e₀(1 + e₁(1 + ⋯(1 + e_{k−2}))), k − 1 comparisons
-    and small-integer arithmetic in place (uint8 for k ≤ 256, else int32). On NumPy,
-    twice as fast as a running maximum and index, and no stack for an argmax."""
-    k = len(views)
-    dtype = xp.uint8 if k <= 256 else xp.int32
-    a = xp.zeros(y.shape, dtype=dtype)
-    for o in range(k - 2, -1, -1):
-        a += 1
-        a *= views[o] != y
-    return a
 
 
 def max_pool2d_backward(
