@@ -1,19 +1,20 @@
 """Backend selection: which array library and device mlxp computes with.
 
-A backend is a (library, device) pair. With none chosen -- the default -- mlxp
-computes in the namespace and on the device of its input arrays. One can be
-chosen globally with :func:`set_backend`, for a block with :func:`use_backend`,
-or for the whole process with the environment variable ``MLXP_BACKEND=name[:device]``
-read at import (a bad value is reported by ``python -m mlxp info`` and raised by the
-first call that asks for the backend, not by ``import mlxp``). Libraries are imported
-lazily, only when asked for, so ``import mlxp`` never fails because CuPy, a CUDA
-driver, PyTorch or JAX is missing; mlxp never changes a library's global
-configuration (JAX computes in float64 only where the user enabled ``jax_enable_x64``).
+A backend is a (library, device) pair. With none chosen -- the default -- mlxp computes in
+the namespace and on the device of its input arrays. One can be chosen globally with
+:func:`set_backend`, for a block with :func:`use_backend`, or for the whole process with the
+environment variable ``MLXP_BACKEND=name[:device]``, resolved by the first call that asks
+for the backend, which imports the library (a forked process can still initialise CUDA) and
+raises for a bad value (``python -m mlxp info`` explains it; ``import mlxp`` does not
+raise). Libraries are imported lazily, only when asked for, so ``import mlxp`` never fails
+because CuPy, a CUDA driver, PyTorch or JAX is missing; mlxp never changes a library's
+global configuration (JAX computes in float64 only where the user enabled
+``jax_enable_x64``).
 
-Discovery is thread-safe: a library is imported under :data:`DISCOVERY_LOCK`, and the
-first look at which library an input belongs to (:func:`input_placement`) waits for
-it, since array-api-compat's lookup reads ``sys.modules``, where a library another
-thread is importing is only partly initialised.
+Discovery is thread-safe: a library is imported under :data:`DISCOVERY_LOCK`, and the first
+look at which library an input belongs to (:func:`input_placement`) waits for it, since
+array-api-compat's lookup reads ``sys.modules``, where a library another thread is importing
+is only partly initialised.
 """
 
 from __future__ import annotations
@@ -187,11 +188,10 @@ def _canonical(name: str) -> str:
     if not isinstance(name, str):
         raise TypeError(f"backend name must be a str, got {type(name).__name__}")
     key = _ALIASES.get(name.lower(), name.lower())
-    if key not in _LOADERS:
-        available = ", ".join(f"{n}:{d}" for n, d in available_backends())
+    if key not in _LOADERS:  # not probing every library for the message: seconds, and CUDA
         raise ValueError(
-            f"Unknown backend {name!r}. Known backends: {', '.join(BACKEND_NAMES)}; "
-            f"available here: {available}."
+            f"Unknown backend {name!r}. Known backends: {', '.join(BACKEND_NAMES)} "
+            "(`python -m mlxp info` lists those usable here)."
         )
     return key
 
@@ -199,12 +199,7 @@ def _canonical(name: str) -> str:
 def available_backends() -> list[tuple[str, str]]:
     """The (name, device) pairs found on this machine: the library importable and working
     (for CuPy: on cuda:0; another GPU is probed when a backend first names it)."""
-    pairs: list[tuple[str, str]] = []
-    for name in BACKEND_NAMES:
-        lib = _library(name)
-        if isinstance(lib, _Library):
-            pairs.extend((name, dev) for dev in lib.devices)
-    return pairs
+    return [(row["name"], device) for row in backend_report() for device in row["devices"]]
 
 
 def backend_report() -> list[dict[str, Any]]:
@@ -254,6 +249,7 @@ def parse_backend_spec(spec: str) -> Backend:
 # --------------------------------------------------------------------------- the active backend
 _global: Backend | None = None
 _environment_error: Exception | None = None  # why MLXP_BACKEND could not be used
+_environment_spec: str | None = None  # MLXP_BACKEND, until the first call resolves it
 _scoped: contextvars.ContextVar[Backend | str | None] = contextvars.ContextVar(
     "mlxp_backend", default="unset"
 )
@@ -265,10 +261,12 @@ def set_backend(name: str | None, device: Any = None) -> Backend | None:
     Raises ``ValueError`` for an unknown name or device and
     :class:`BackendUnavailableError` for a known backend that cannot run here.
     """
-    global _global, _environment_error
-    _global = None if name is None else make_backend(name, device)
-    _environment_error = None  # an explicit choice replaces a bad MLXP_BACKEND
-    return _global
+    global _global, _environment_error, _environment_spec
+    chosen = None if name is None else make_backend(name, device)
+    with DISCOVERY_LOCK:  # not to be overwritten by a thread resolving MLXP_BACKEND
+        _global = chosen
+        _environment_error = _environment_spec = None  # an explicit choice replaces it
+    return chosen
 
 
 def get_backend() -> Backend | None:
@@ -279,6 +277,8 @@ def get_backend() -> Backend | None:
     scoped = _scoped.get()
     if not isinstance(scoped, str):  # "unset" is the only str it holds
         return scoped
+    if _environment_spec is not None:
+        _resolve_environment()
     if _environment_error is not None:
         raise type(_environment_error)(str(_environment_error))
     return _global
@@ -286,6 +286,8 @@ def get_backend() -> Backend | None:
 
 def environment_error() -> str | None:
     """Why ``MLXP_BACKEND`` cannot be used, or None (it is unset, or valid)."""
+    if _environment_spec is not None:
+        _resolve_environment()
     return None if _environment_error is None else str(_environment_error)
 
 
@@ -301,17 +303,25 @@ def use_backend(name: str | None, device: Any = None) -> Iterator[Backend | None
 
 
 def from_environment() -> None:
-    """Set the global backend from ``MLXP_BACKEND=name[:device]``, if it is set; a value
-    that names no usable backend is kept as the error :func:`get_backend` raises."""
-    global _global, _environment_error
-    spec = os.environ.get("MLXP_BACKEND", "").strip()
+    """Read ``MLXP_BACKEND=name[:device]`` (unset or empty: no global backend), for the
+    first :func:`get_backend` to resolve: the library is imported then, not here."""
+    global _global, _environment_error, _environment_spec
     _global, _environment_error = None, None
-    if not spec:
-        return
-    try:
-        _global = parse_backend_spec(spec)
-    except (ValueError, BackendUnavailableError) as exc:
-        _environment_error = type(exc)(f"MLXP_BACKEND={spec!r}: {exc}")
+    _environment_spec = os.environ.get("MLXP_BACKEND", "").strip() or None
+
+
+def _resolve_environment() -> None:
+    """The global backend from ``MLXP_BACKEND``, made once (under :data:`DISCOVERY_LOCK`);
+    a value naming no usable backend is kept as the error :func:`get_backend` raises."""
+    global _global, _environment_error, _environment_spec
+    with DISCOVERY_LOCK:
+        if (spec := _environment_spec) is None:  # resolved by another thread, or replaced
+            return
+        try:
+            _global = parse_backend_spec(spec)
+        except (ValueError, BackendUnavailableError) as exc:
+            _environment_error = type(exc)(f"MLXP_BACKEND={spec!r}: {exc}")
+        _environment_spec = None
 
 
 # --------------------------------------------------------------------------- where to compute

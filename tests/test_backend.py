@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib.util
 import os
 import subprocess
@@ -258,6 +259,66 @@ def test_bad_mlxp_backend_fails_at_first_use(spec):
     result = _python(replaced, spec)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "numpy:cpu"
+
+
+def test_mlxp_backend_is_resolved_at_first_use(tmp_path):
+    """``MLXP_BACKEND=cupy`` imports nothing at ``import mlxp`` (a CuPy probe there would
+    initialise CUDA before a fork, leaving the child none): a stand-in ``cupy`` on the
+    path says when it is imported, which is at the first ``get_backend``, once."""
+    fake = tmp_path / "cupy"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "import sys\nprint('cupy imported', file=sys.stderr)\n"
+        "raise ImportError('a stand-in CuPy, for this test')\n"
+    )
+    code = (
+        "import sys, mlxp\n"
+        "print('mlxp imported', 'torch' in sys.modules, file=sys.stderr)\n"
+        "for _ in range(2):\n"
+        "    try:\n"
+        "        mlxp.get_backend()\n"
+        "    except Exception as exc:\n"
+        "        print(type(exc).__name__)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLXP_BACKEND"}
+    env.update(MLXP_BACKEND="cupy", PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["BackendUnavailableError"] * 2
+    assert result.stderr.split("\n")[:2] == ["mlxp imported False", "cupy imported"]
+    assert result.stderr.count("cupy imported") == 1
+
+
+def test_unknown_backend_name_probes_no_library(monkeypatch):
+    """A mistyped name is refused from the list of names, without importing every library
+    to say which are usable (seconds, and CUDA initialised by a CuPy probe)."""
+    monkeypatch.setattr("mlxp._backend._library", None)  # any probe would raise TypeError
+    with pytest.raises(ValueError, match=r"Unknown backend 'nmupy'\. Known backends: numpy, "):
+        make_backend("nmupy")
+
+
+def test_first_use_of_mlxp_backend_is_thread_safe(monkeypatch):
+    """Threads asking for the backend at once resolve ``MLXP_BACKEND`` once and all get
+    it; a ``set_backend`` afterwards replaces it."""
+    from mlxp import _backend
+
+    monkeypatch.setenv("MLXP_BACKEND", "array_api_strict:device1")
+    calls = []
+    parse = _backend.parse_backend_spec
+    monkeypatch.setattr(_backend, "parse_backend_spec", lambda s: calls.append(s) or parse(s))
+    _backend.from_environment()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            seen = list(pool.map(lambda _: mlxp.get_backend(), range(32)))
+        assert calls == ["array_api_strict:device1"]
+        assert {str(b) for b in seen} == {"array_api_strict:device1"}
+        assert mlxp.set_backend("numpy") is mlxp.get_backend()
+    finally:
+        monkeypatch.delenv("MLXP_BACKEND")
+        _backend.from_environment()
+    assert mlxp.get_backend() is None
 
 
 def test_listing_backends_leaves_jax_configuration_alone():
