@@ -9,15 +9,15 @@ Each fast path is tested against its fallback (``tests/test_kernels.py``, and th
 the layers that use them). The math modules import no array library themselves.
 
 * :func:`addmm` -- c + AB, the bias added into the matrix product;
-* :func:`all_finite` -- whether every value of an array is finite;
+* :func:`all_finite` -- whether every value of an array is finite; :func:`cholesky_solve`,
+  :func:`is_cholesky_factor` -- A⁻¹B by Cholesky, and whether a factor is one;
 * :func:`concat_flat` -- arrays flattened and laid end to end in one 1-D buffer;
 * :func:`positive_part`, :func:`positive_part_grad` -- max(x, 0) and g ⊙ [x > 0] (ReLU);
 * :func:`log_softmax` -- z − logsumexp(z) along axis 1, and :func:`fuses_log_softmax`;
 * :func:`max_and_argmax` -- the maximum of arrays and the index of the first holding it;
 * :func:`spread_by_index` -- values sent to slot ``index`` of k slots, zeros elsewhere;
 * :func:`conv_transpose2d` -- the library's transposed convolution, or None;
-* :func:`adam_update` -- Adam's step on its scaled moments, written into the caller's
-  buffers on NumPy when it gives them up;
+* :func:`adam_update` -- Adam's step, in the caller's buffers on NumPy if it gives them up;
 * :func:`matmul_into`, :func:`sum_into` -- a product and a sum written into a given array
   (a view of a flat gradient buffer), and :func:`writes_in_place`.
 """
@@ -126,10 +126,12 @@ def is_cholesky_factor(L: Any, A: Any, /, *, xp: Any = None) -> Any:
     host read): a positive diagonal and |A − LLᵀ| ≤ 4(p + 1)ε maxₖ aₖₖ on the lower
     triangle, the one a factorisation reads (A made by a product is symmetric only to
     rounding). A computed factor is within γₚ₊₁ ≈ (p + 1)ε whatever the conditioning; a
-    partial one (CuPy's, cuSOLVER's) misses by O(1), and NaNs (JAX's) fail. One p³ product."""
+    partial one (CuPy's, cuSOLVER's) misses by O(1), and NaNs (JAX's) fail. One p³ product;
+    in float64 for float32 on CuPy, whose products may be TF32's (``CUPY_TF32=1``)."""
     xp = xp or array_namespace(L, A)
     tol = 4 * (A.shape[0] + 1) * xp.finfo(A.dtype).eps * xp.max(xp.linalg.diagonal(A))
-    residual = xp.max(xp.abs(xp.tril(L @ L.T - A)))
+    wide = xp.astype(L, xp.float64) if is_cupy_namespace(xp) and L.dtype == xp.float32 else L
+    residual = xp.max(xp.abs(xp.tril(wide @ wide.T - A)))
     return (residual <= tol) & xp.all(xp.linalg.diagonal(L) > 0)
 
 
@@ -137,11 +139,9 @@ def concat_flat(arrays: list[Any], /, *, xp: Any = None) -> Any:
     """The arrays, each flattened (C order), laid end to end: one 1-D buffer of Σ sizes.
 
     JAX, while tracing (``jax.jit``): each part written at its offset into one zero buffer
-    (``dynamic_update_slice``, in place once compiled). XLA's CPU concatenate is evaluated
-    per element, choosing the operand at each, and fused into every consumer: on a model's
-    flat gradient (235 146 values) it cost 0.6 ms per use, twice per Adam step, where the
-    writes cost 0.13 ms in all. Run eagerly, each write would copy the whole buffer, so
-    there, and on every other library, the standard's ``concat``, one op."""
+    (``dynamic_update_slice``, in place once compiled); XLA's CPU concatenate, evaluated
+    per element and fused into every consumer, cost 0.6 ms per use on a 235 146-value
+    gradient, the writes 0.13 ms in all. Elsewhere, and eagerly, the standard's ``concat``."""
     xp = xp or array_namespace(*arrays)
     parts = [xp.reshape(a, (-1,)) for a in arrays]
     if not is_jax_namespace(xp) or len(parts) < 2 or not _tracing(parts):

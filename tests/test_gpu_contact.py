@@ -264,6 +264,39 @@ def test_cholesky_factor_is_checked_on_every_backend(backend, dtype):
     assert bool(is_cholesky_factor(xp.linalg.cholesky(B), B, xp=xp))
 
 
+class TF32Array(np.ndarray):
+    """A float32 array whose products round their inputs to TF32 (10 of float32's 23
+    mantissa bits, by truncation), as CuPy's do under ``CUPY_TF32=1``."""
+
+    def __matmul__(self, other):
+        def rounded(x):
+            x = np.asarray(x)
+            if x.dtype != np.float32:
+                return x
+            return (x.view(np.uint32) & np.uint32(0xFFFFE000)).view(np.float32)
+
+        return np.matmul(rounded(self), rounded(other)).view(TF32Array)
+
+
+def test_cholesky_factor_check_holds_under_tf32_products():
+    """On CuPy with TF32 products, float32 factors are checked by a float64 product: a
+    TF32 product would miss A by about 2⁻¹⁰ max aₖₖ and refuse every factor (Newton would
+    descend by gradient steps). A stand-in CuPy namespace over NumPy, TF32 products."""
+    fake = types.ModuleType("cupy")  # is_cupy_namespace reads only the name
+    for name in ("astype", "float32", "float64", "max", "abs", "tril", "finfo", "all"):
+        setattr(fake, name, getattr(np_xp, name))
+    fake.linalg = types.SimpleNamespace(diagonal=np.linalg.diagonal)
+    M = np.random.default_rng(0).normal(size=(40, 8))
+    A = (M.T @ M / 40 + 0.1 * np.eye(8)).astype(np.float32)
+    L = np.linalg.cholesky(A).view(TF32Array)
+    A = A.view(TF32Array)
+    tf32_miss = np.abs(np.tril(np.asarray(L @ L.T) - A)).max() / A.diagonal().max()
+    assert tf32_miss > 4 * 9 * np.finfo(np.float32).eps  # what the float32 check would see
+    assert bool(is_cholesky_factor(L, A, xp=fake))
+    partial = np.tril(A).view(TF32Array)  # a partial factor is still refused
+    assert not bool(is_cholesky_factor(partial, A, xp=fake))
+
+
 class SilentCholesky(Unrecognised):
     """A namespace whose Cholesky returns, without raising, the partial factor a library
     leaves when it stops at the last pivot: the leading block factored, the last row raw."""
