@@ -240,7 +240,8 @@ def scatter_add(n: int, index: Any, values: Any, *, xp: Any = None) -> Any:
     if aac.is_cupy_namespace(xp):
         import cupyx
 
-        out = xp.zeros((n, *tail), dtype=values.dtype)
+        with dev:  # zeros ignores device= on CuPy: the current device would take it
+            out = xp.zeros((n, *tail), dtype=values.dtype)
         cupyx.scatter_add(out, index, values)
         return out
     inverse = _inverse_index(to_numpy(index), n)  # (n, K) positions into values, m = none

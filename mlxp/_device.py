@@ -21,6 +21,7 @@ from mlxp._backend import placement
 
 __all__ = [
     "COMPUTE_METHODS",
+    "InitializesOnDevice",
     "OnComputeDevice",
     "consumer_context",
     "device_context",
@@ -38,8 +39,8 @@ def device_context(xp: ModuleType, device: Any) -> contextlib.AbstractContextMan
     kernels launch there. Nothing for the other libraries, which place by ``device=``.
     """
     if aac.is_cupy_namespace(xp) and hasattr(device, "id"):
-        # A fresh Device per block: each keeps its own stack of the devices it replaced,
-        # so threads sharing the backend's Device object cannot restore each other's.
+        # A fresh Device per block (CuPy keeps the replaced devices in a per-thread stack;
+        # older CuPys kept them on the Device object, shared by the backend's threads).
         return type(device)(device.id)
     return contextlib.nullcontext()
 
@@ -78,6 +79,28 @@ def _on_compute_device(method: Callable[..., Any]) -> Callable[..., Any]:
         return _placed_call(lambda: {"X": X}, method, (self, *args), kwargs)
 
     on_device._on_compute_device = True  # type: ignore[attr-defined]
+    return on_device
+
+
+class InitializesOnDevice:
+    """Base class whose ``initialize(rng, *, xp, device, dtype)`` (a layer's, creating its
+    parameters) runs inside :func:`device_context` of ``xp`` and ``device``, in every
+    subclass: called outside a public method (which enters the context itself), a bias
+    made by ``xp.zeros(..., device=device)`` would land on CuPy's current device."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        method = vars(cls).get("initialize")
+        if inspect.isfunction(method):
+            cls.initialize = _initialize_on_device(method)  # type: ignore[attr-defined]
+
+
+def _initialize_on_device(initialize: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(initialize)
+    def on_device(self: Any, rng: Any, *, xp: ModuleType, device: Any, dtype: Any) -> Any:
+        with device_context(xp, device):
+            return initialize(self, rng, xp=xp, device=device, dtype=dtype)
+
     return on_device
 
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from mlxp._backend import Backend, get_backend, make_backend, parse_backend_spec
 from mlxp._compat import move, to_numpy
+from mlxp._device import device_context
 from mlxp._registry import model_class, model_name, register_model, registered_names
 
 __all__ = ["FORMAT", "load", "read_arrays", "register_model", "save", "write_arrays"]
@@ -115,8 +116,9 @@ def load(path: str | os.PathLike[str], backend: Backend | str | None = None) -> 
             "names: import the module that registers the class first."
         )
     moved = {k: move(v, backend.xp, backend.device) for k, v in arrays.items()}
-    try:
-        return cls._from_model_state(config, moved)  # type: ignore[attr-defined]
+    try:  # on the device (CuPy's current one would run the checks of cupy:cuda:1's tensors)
+        with device_context(backend.xp, backend.device):
+            return cls._from_model_state(config, moved)  # type: ignore[attr-defined]
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
         reason = str(exc) if type(exc) is ValueError else f"{type(exc).__name__}: {exc}"
         raise ValueError(f"{where} is not a valid mlxp model file: {reason}") from exc

@@ -38,8 +38,15 @@ FLOORS = [
         "mlxp._memory",
     ),
     ("mlxp._backend", "mlxp._params", "mlxp._frames", "mlxp._dask"),
-    ("mlxp._validation", "mlxp._registry", "mlxp._model_state", "mlxp.io", "mlxp._classifier"),
-    ("mlxp.metrics", "mlxp.datasets", "mlxp.base", "mlxp._device"),
+    (
+        "mlxp._validation",
+        "mlxp._registry",
+        "mlxp._model_state",
+        "mlxp.io",
+        "mlxp._classifier",
+        "mlxp._device",
+    ),
+    ("mlxp.metrics", "mlxp.datasets", "mlxp.base"),
     ("mlxp.optim",),
     ("mlxp.nn",),  # layers, functional math, losses, the training loop, Sequential
     ("mlxp.linear_model", "mlxp.nn.mlp", "mlxp.nn.cnn", "mlxp.nn.__init__"),

@@ -27,17 +27,20 @@ import pytest
 
 import backends
 import mlxp
+import mlxp._compat
 import mlxp._device
 import mlxp._gpu_probe
+import mlxp.io
 import mlxp.metrics
 import mlxp.nn.streaming
 from mlxp._backend import Placement, _library, make_backend
+from mlxp._compat import Generator, scatter_add
 from mlxp._device import device_context
 from mlxp._kernels import is_cholesky_factor
 from mlxp.exceptions import SolverError
 from mlxp.linear_model import LogisticRegression, Ridge
 from mlxp.linear_model._exact import solve_exact
-from mlxp.nn import Dense, MLPRegressor, ReLU, Sequential
+from mlxp.nn import BatchNorm1d, Conv2D, Dense, Layer, MLPRegressor, ReLU, Sequential
 from tests.conftest import Unrecognised
 
 
@@ -243,6 +246,79 @@ def test_sequential_build_creates_inside_the_device(creation_spy, monkeypatch):
     monkeypatch.setattr(mlxp.nn.sequential, "device_context", lambda xp, dev: FakeDevice(1))
     Sequential([Dense(3, 4)], seed=0).build(np_xp, "cpu", np_xp.float64)
     assert creation_spy and set(creation_spy) == {1}
+
+
+class OwnLayer(Layer):
+    """A user's layer: its ``initialize`` runs on the device it is given, as mlxp's do."""
+
+    def initialize(self, rng, *, xp, device, dtype):
+        self.params["scale"] = xp.ones((3,), dtype=dtype, device=device)
+
+
+@pytest.mark.parametrize(
+    "layer", [Dense(3, 4), Conv2D(1, 2, 3), BatchNorm1d(3), OwnLayer()], ids=type
+)
+def test_layer_initialize_creates_inside_the_device_it_is_given(layer, creation_spy, monkeypatch):
+    """Called directly, outside a public method: the biases, scales and running statistics
+    that ``xp.zeros``/``ones`` make (whose ``device=`` CuPy's namespace ignores) are made
+    inside the device's context, with the weights."""
+    entered = []
+
+    def recording(xp, device):
+        entered.append((xp, device))
+        return FakeDevice(1)
+
+    monkeypatch.setattr(mlxp._device, "device_context", recording)
+    layer.initialize(Generator(0), xp=np_xp, device="cpu", dtype=np_xp.float64)
+    assert entered == [(np_xp, "cpu")]
+    assert creation_spy and set(creation_spy) == {1}
+
+
+def test_load_checks_a_model_file_inside_the_device(tmp_path, rng, monkeypatch):
+    """``mlxp.load`` onto a backend checks the tensors it moved there (finite, shapes)
+    inside that device's context: on ``cupy:cuda:1`` the checks' kernels would otherwise
+    launch on device 0, which CuPy refuses without peer access."""
+    X = rng.normal(size=(30, 3))
+    with pytest.warns(mlxp.ConvergenceWarning):  # three epochs: enough to save a network
+        network = MLPRegressor((4,), max_iter=3).fit(X, X[:, 0])
+    models = [Ridge().fit(X, X @ [1.0, 2.0, 3.0]), network]
+    seen = []
+    real = np_xp.isfinite
+
+    def spy(x):
+        seen.append(FakeDevice.current[-1] if FakeDevice.current else None)
+        return real(x)
+
+    monkeypatch.setattr(mlxp.io, "device_context", lambda xp, dev: FakeDevice(1))
+    for model in models:
+        path = tmp_path / f"{type(model).__name__}.safetensors"
+        mlxp.save(model, path)
+        seen.clear()
+        monkeypatch.setattr(np_xp, "isfinite", spy)
+        loaded = mlxp.load(path, backend="numpy")
+        monkeypatch.setattr(np_xp, "isfinite", real)
+        assert seen and set(seen) == {1}
+        np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+
+def test_scatter_add_on_cupy_makes_its_sums_on_the_values_device(monkeypatch):
+    """``scatter_add``'s CuPy branch makes its zeros inside the values' device (CuPy's
+    ``zeros`` takes the current one) before ``cupyx.scatter_add`` adds into them."""
+    made = []
+    fake = types.ModuleType("cupy")
+
+    def zeros(shape, dtype):
+        made.append(FakeDevice.current[-1] if FakeDevice.current else None)
+        return np.zeros(shape, dtype=dtype)
+
+    fake.zeros = zeros
+    cupyx = types.ModuleType("cupyx")
+    cupyx.scatter_add = lambda out, index, values: np.add.at(out, index, values)
+    monkeypatch.setitem(sys.modules, "cupyx", cupyx)
+    monkeypatch.setattr(mlxp._compat.aac, "device", lambda x: FakeDevice(1))
+    out = scatter_add(2, np.array([0, 1, 0]), np.ones((3, 2)), xp=fake)
+    assert made == [1]
+    np.testing.assert_array_equal(out, [[2.0, 2.0], [1.0, 1.0]])
 
 
 # --------------------------------------------------------------------------- Cholesky

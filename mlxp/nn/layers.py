@@ -1,19 +1,18 @@
 """Layers: parameter holders with ``forward`` and ``backward`` (math in :mod:`mlxp.nn.functional`).
 
-Owns the base :class:`Layer` (its contract: parameters, buffers, the cache of the last
-forward, which parameters are weights) and the layers of flat data: Dense, the
-activations, Dropout, Flatten and Reshape. Batch normalisation is in
-:mod:`mlxp.nn.normalization`, the image layers in :mod:`mlxp.nn.conv_layers`.
+Owns the base :class:`Layer` (its contract: parameters, buffers, the cache of the last forward,
+which parameters are weights) and the layers of flat data: Dense, the activations, Dropout,
+Flatten and Reshape. Batch normalisation is in :mod:`mlxp.nn.normalization`, the image layers
+in :mod:`mlxp.nn.conv_layers`.
 
-A layer's parameters live in ``layer.params`` (a dict of arrays) and, after
-``backward``, their gradients in ``layer.grads`` under the same names: where a training
-step binds ``layer.grad_out`` to views of its flat gradient buffer, into those arrays if
-the layer can (Dense, Conv2D, where the library writes in place), saving a copy. Parameters
-are created by ``initialize`` with the portable generator, so that a seed fixes
-them on every backend; ``forward`` caches what ``backward`` needs, until
-``clear_cache``; a training ``forward`` that moves a buffer (BatchNorm's running
-statistics) hands its new value out through ``state_updates`` instead of writing it.
-Constructor arguments are checked against the layer's
+A layer's parameters live in ``layer.params`` (a dict of arrays) and, after ``backward``, their
+gradients in ``layer.grads`` under the same names: where a training step binds
+``layer.grad_out`` to views of its flat gradient buffer, into those arrays if the layer can
+(Dense, Conv2D, where the library writes in place), saving a copy. Parameters are created by
+``initialize`` with the portable generator, so that a seed fixes them on every backend;
+``forward`` caches what ``backward`` needs, until ``clear_cache``; a training ``forward`` that
+moves a buffer (BatchNorm's running statistics) hands its new value out through
+``state_updates`` instead of writing it. Constructor arguments are checked against the layer's
 ``_parameter_constraints`` (see :mod:`mlxp._params`).
 """
 
@@ -27,6 +26,7 @@ from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
 from mlxp._compat import Generator
+from mlxp._device import InitializesOnDevice
 from mlxp._params import POSITIVE_INT, Interval, StrOptions, Tuples, validate_params
 from mlxp.nn import functional as F
 from mlxp.nn.init import INITIALIZERS
@@ -46,19 +46,18 @@ __all__ = [
 ]
 
 
-class Layer:
+class Layer(InitializesOnDevice):
     """Base class: no parameters, identity ``initialize``; subclasses override the rest.
 
     ``decayed`` names the parameters that are weights: weight decay shrinks them, the
-    estimators' L2 penalty and ``coefs_`` count them; the other parameters (biases,
-    scales) are neither. A layer with ``draws`` takes the uniforms of its random mask
-    as ``forward(x, training, noise=u)`` (u ~ U[0, 1) of the shape of x), so that a
-    training step receives its randomness instead of drawing it. A layer with
-    ``batch_statistics`` computes statistics over the rows of a training batch (BatchNorm)
-    and takes ``forward(x, training, rows=r)``, r (n,) of 0 or 1: the rows of weight 0
-    (a padded batch's padding) must not enter them. ``get_config()``
-    returns the constructor arguments (JSON types only), so a model file can rebuild
-    the layer without running any stored code.
+    estimators' L2 penalty and ``coefs_`` count them; the other parameters (biases, scales) are
+    neither. A layer with ``draws`` takes the uniforms of its random mask as ``forward(x,
+    training, noise=u)`` (u ~ U[0, 1) of the shape of x), so that a training step receives its
+    randomness instead of drawing it. A layer with ``batch_statistics`` computes statistics
+    over the rows of a training batch (BatchNorm) and takes ``forward(x, training, rows=r)``, r
+    (n,) of 0 or 1: the rows of weight 0 (a padded batch's padding) must not enter them.
+    ``get_config()`` returns the constructor arguments (JSON types only), so a model file can
+    rebuild the layer without running any stored code.
     """
 
     decayed: ClassVar[tuple[str, ...]] = ()
