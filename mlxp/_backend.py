@@ -208,11 +208,10 @@ def backend_report() -> list[dict[str, Any]]:
     for name in BACKEND_NAMES:
         lib = _library(name)
         if isinstance(lib, _Library):
-            rows.append(
-                {"name": name, "version": lib.version, "devices": list(lib.devices), "reason": None}
-            )
+            row = {"version": lib.version, "devices": list(lib.devices), "reason": None}
         else:
-            rows.append({"name": name, "version": None, "devices": [], "reason": str(lib)})
+            row = {"version": None, "devices": [], "reason": str(lib)}
+        rows.append({"name": name, **row})
     return rows
 
 
@@ -306,8 +305,9 @@ def from_environment() -> None:
     """Read ``MLXP_BACKEND=name[:device]`` (unset or empty: no global backend), for the
     first :func:`get_backend` to resolve: the library is imported then, not here."""
     global _global, _environment_error, _environment_spec
-    _global, _environment_error = None, None
-    _environment_spec = os.environ.get("MLXP_BACKEND", "").strip() or None
+    spec = os.environ.get("MLXP_BACKEND", "").strip() or None
+    with DISCOVERY_LOCK:  # not to be overwritten by a resolution in flight
+        _global, _environment_error, _environment_spec = None, None, spec
 
 
 def _resolve_environment() -> None:

@@ -9,8 +9,7 @@ Each fast path is tested against its fallback (``tests/test_kernels.py``, and th
 the layers that use them). The math modules import no array library themselves.
 
 * :func:`addmm` -- c + AB, the bias added into the matrix product;
-* :func:`all_finite` -- whether every value of an array is finite; :func:`cholesky_solve`,
-  :func:`is_cholesky_factor` -- A⁻¹B by Cholesky, and whether a factor is one;
+* :func:`all_finite` -- whether every value of an array is finite;
 * :func:`concat_flat` -- arrays flattened and laid end to end in one 1-D buffer;
 * :func:`positive_part`, :func:`positive_part_grad` -- max(x, 0) and g ⊙ [x > 0] (ReLU);
 * :func:`log_softmax` -- z − logsumexp(z) along axis 1, and :func:`fuses_log_softmax`;
@@ -29,7 +28,6 @@ from typing import Any
 
 from array_api_compat import (
     array_namespace,
-    is_array_api_strict_namespace,
     is_cupy_namespace,
     is_jax_namespace,
     is_numpy_namespace,
@@ -44,11 +42,9 @@ __all__ = [
     "adam_update",
     "addmm",
     "all_finite",
-    "cholesky_solve",
     "concat_flat",
     "conv_transpose2d",
     "fuses_log_softmax",
-    "is_cholesky_factor",
     "log_softmax",
     "matmul_into",
     "max_and_argmax",
@@ -93,46 +89,6 @@ def all_finite(x: Any, /, *, xp: Any = None) -> Any:
         smallest, largest = torch.aminmax(x)
         return smallest * 0 + largest * 0 == 0
     return xp.all(xp.isfinite(x))
-
-
-def cholesky_solve(A: Any, B: Any, /, *, xp: Any = None) -> Any:
-    """X solving A X = B for a symmetric positive definite A (n, n) and B (n, k): A = LLᵀ
-    by Cholesky, then Ly = B and LᵀX = y. PyTorch: ``cholesky_ex`` and ``cholesky_solve``
-    (no status read back: ``cholesky`` and ``solve`` synchronise on CUDA), X NaN where the
-    factorisation failed; elsewhere the standard's ``cholesky`` and two ``solve``, X NaN
-    where NumPy or array-api-strict raise, or JAX gives NaNs, or (CuPy's partial factor,
-    an unknown library's) L fails :func:`is_cholesky_factor`. Callers check X is finite."""
-    xp = xp or array_namespace(A, B)
-    if is_torch_namespace(xp):
-        import torch
-
-        L, info = torch.linalg.cholesky_ex(A)
-        return torch.where(info == 0, torch.cholesky_solve(B, L), torch.nan)
-    try:
-        L = xp.linalg.cholesky(A)
-    except Exception as error:  # NumPy's (array-api-strict's) or PyTorch's LinAlgError
-        if "LinAlgError" not in type(error).__name__:
-            raise
-        return xp.full(B.shape, xp.nan, dtype=xp.result_type(A, B), device=_device(B))
-    X = xp.linalg.solve(L.T, xp.linalg.solve(L, B))
-    reports = (is_numpy_namespace, is_jax_namespace, is_array_api_strict_namespace)
-    if any(is_library(xp) for is_library in reports):
-        return X
-    return xp.where(is_cholesky_factor(L, A, xp=xp), X, xp.nan)
-
-
-def is_cholesky_factor(L: Any, A: Any, /, *, xp: Any = None) -> Any:
-    """Whether L is a computed Cholesky factor of the symmetric A (p, p) (0-d bool, no
-    host read): a positive diagonal and |A − LLᵀ| ≤ 4(p + 1)ε maxₖ aₖₖ on the lower
-    triangle, the one a factorisation reads (A made by a product is symmetric only to
-    rounding). A computed factor is within γₚ₊₁ ≈ (p + 1)ε whatever the conditioning; a
-    partial one (CuPy's, cuSOLVER's) misses by O(1), and NaNs (JAX's) fail. One p³ product;
-    in float64 for float32 on CuPy, whose products may be TF32's (``CUPY_TF32=1``)."""
-    xp = xp or array_namespace(L, A)
-    tol = 4 * (A.shape[0] + 1) * xp.finfo(A.dtype).eps * xp.max(xp.linalg.diagonal(A))
-    wide = xp.astype(L, xp.float64) if is_cupy_namespace(xp) and L.dtype == xp.float32 else L
-    residual = xp.max(xp.abs(xp.tril(wide @ wide.T - A)))
-    return (residual <= tol) & xp.all(xp.linalg.diagonal(L) > 0)
 
 
 def concat_flat(arrays: list[Any], /, *, xp: Any = None) -> Any:

@@ -7,6 +7,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -307,7 +308,13 @@ def test_first_use_of_mlxp_backend_is_thread_safe(monkeypatch):
     monkeypatch.setenv("MLXP_BACKEND", "array_api_strict:device1")
     calls = []
     parse = _backend.parse_backend_spec
-    monkeypatch.setattr(_backend, "parse_backend_spec", lambda s: calls.append(s) or parse(s))
+
+    def slow_parse(spec):  # slow enough for the threads to overlap
+        calls.append(spec)
+        time.sleep(0.05)
+        return parse(spec)
+
+    monkeypatch.setattr(_backend, "parse_backend_spec", slow_parse)
     _backend.from_environment()
     try:
         with concurrent.futures.ThreadPoolExecutor(8) as pool:

@@ -34,9 +34,9 @@ import mlxp.io
 import mlxp.metrics
 import mlxp.nn.streaming
 from mlxp._backend import Placement, _library, make_backend
+from mlxp._cholesky import is_cholesky_factor
 from mlxp._compat import Generator, scatter_add
 from mlxp._device import device_context
-from mlxp._kernels import is_cholesky_factor
 from mlxp.exceptions import SolverError
 from mlxp.linear_model import LogisticRegression, Ridge
 from mlxp.linear_model._exact import solve_exact
@@ -340,28 +340,46 @@ def test_cholesky_factor_is_checked_on_every_backend(backend, dtype):
     assert bool(is_cholesky_factor(xp.linalg.cholesky(B), B, xp=xp))
 
 
+def _tf32(x):
+    """x rounded to TF32 where it is float32: 10 of float32's 23 mantissa bits (truncated)."""
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        return x
+    return (x.view(np.uint32) & np.uint32(0xFFFFE000)).view(np.float32)
+
+
 class TF32Array(np.ndarray):
-    """A float32 array whose products round their inputs to TF32 (10 of float32's 23
-    mantissa bits, by truncation), as CuPy's do under ``CUPY_TF32=1``."""
+    """A float32 array whose products round their inputs to TF32, as CuPy's do under
+    ``CUPY_TF32=1`` and JAX's on a recent NVIDIA GPU by default."""
 
     def __matmul__(self, other):
-        def rounded(x):
-            x = np.asarray(x)
-            if x.dtype != np.float32:
-                return x
-            return (x.view(np.uint32) & np.uint32(0xFFFFE000)).view(np.float32)
-
-        return np.matmul(rounded(self), rounded(other)).view(TF32Array)
+        return np.matmul(_tf32(self), _tf32(other)).view(TF32Array)
 
 
-def test_cholesky_factor_check_holds_under_tf32_products():
-    """On CuPy with TF32 products, float32 factors are checked by a float64 product: a
-    TF32 product would miss A by about 2⁻¹⁰ max aₖₖ and refuse every factor (Newton would
-    descend by gradient steps). A stand-in CuPy namespace over NumPy, TF32 products."""
-    fake = types.ModuleType("cupy")  # is_cupy_namespace reads only the name
-    for name in ("astype", "float32", "float64", "max", "abs", "tril", "finfo", "all"):
-        setattr(fake, name, getattr(np_xp, name))
+def _tf32_namespace(name):
+    """A stand-in namespace of library ``name`` over NumPy (the ``is_*_namespace`` tests
+    read only the name), its ``matmul`` TF32's unless asked for the highest precision."""
+    fake = types.ModuleType(name)
+    for attr in ("astype", "float32", "float64", "max", "abs", "tril", "finfo", "all"):
+        setattr(fake, attr, getattr(np_xp, attr))
     fake.linalg = types.SimpleNamespace(diagonal=np.linalg.diagonal)
+
+    def matmul(a, b, precision=None):
+        exact = str(precision).endswith("HIGHEST")
+        return np.matmul(*((np.asarray(a), np.asarray(b)) if exact else (_tf32(a), _tf32(b))))
+
+    fake.matmul = matmul
+    return fake
+
+
+@pytest.mark.parametrize("library", ["cupy", "jax.numpy"])
+def test_cholesky_factor_check_holds_under_tf32_products(library):
+    """Where float32 products may be TF32's (CuPy under ``CUPY_TF32=1``, JAX on a GPU by
+    default), the check's product is not: a TF32 one would miss A by about 2⁻¹⁰ max aₖₖ
+    and refuse every factor (Newton would descend by gradient steps, the exact solvers
+    skip Cholesky). CuPy: a float64 product; JAX (no float64 without x64): its highest
+    precision. Stand-in namespaces over NumPy, TF32 products."""
+    fake = _tf32_namespace(library)
     M = np.random.default_rng(0).normal(size=(40, 8))
     A = (M.T @ M / 40 + 0.1 * np.eye(8)).astype(np.float32)
     L = np.linalg.cholesky(A).view(TF32Array)
@@ -371,6 +389,21 @@ def test_cholesky_factor_check_holds_under_tf32_products():
     assert bool(is_cholesky_factor(L, A, xp=fake))
     partial = np.tril(A).view(TF32Array)  # a partial factor is still refused
     assert not bool(is_cholesky_factor(partial, A, xp=fake))
+
+
+def test_cholesky_factor_check_holds_with_pytorch_tf32_on_cuda(backend):
+    """PyTorch on CUDA with the user's ``allow_tf32``: the check's product is float64."""
+    torch = pytest.importorskip("torch")
+    if backend.name != "torch" or not backend.device_name.startswith("cuda"):
+        pytest.skip("PyTorch's TF32 applies to its CUDA devices")
+    M = torch.randn(40, 8, device=backend.device)
+    A = M.T @ M / 40 + 0.1 * torch.eye(8, device=backend.device)
+    allowed = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        assert bool(is_cholesky_factor(torch.linalg.cholesky(A), A))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allowed
 
 
 class SilentCholesky(Unrecognised):

@@ -15,8 +15,8 @@ from typing import Any
 
 from array_api_compat import device as _device
 
+from mlxp._cholesky import cholesky_solve
 from mlxp._compat import to_numpy
-from mlxp._kernels import cholesky_solve
 
 __all__ = ["minimize_dask"]
 
@@ -52,7 +52,7 @@ def _two_loop(xp: Any, grad: Any, pairs: list[tuple[Any, Any, Any]], gamma: floa
 
 
 def _newton_direction(xp: Any, H: Any, grad: Any, eps: float) -> Any:
-    """D solving (H + jitter·I) D = −∇f (:func:`mlxp._kernels.cholesky_solve`); −∇f where
+    """D solving (H + jitter·I) D = −∇f (:func:`mlxp._cholesky.cholesky_solve`); −∇f where
     the factorisation fails, as :func:`mlxp.linear_model._minimize._newton_direction`."""
     jitter = 10 * H.shape[0] * eps * xp.max(xp.abs(H))
     H = H + jitter * xp.eye(H.shape[0], dtype=H.dtype, device=_device(H))

@@ -37,7 +37,7 @@ from typing import Any
 
 from array_api_compat import device as _device
 
-from mlxp._kernels import is_cholesky_factor
+from mlxp._cholesky import is_cholesky_factor
 from mlxp.exceptions import RankWarning, SolverError, warn_user
 
 __all__ = [

@@ -34,8 +34,8 @@ from typing import Any
 from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
+from mlxp._cholesky import cholesky_solve
 from mlxp._compat import on_host, to_numpy
-from mlxp._kernels import cholesky_solve
 from mlxp.linear_model._compiled_loop import CompiledLoop
 
 __all__ = ["minimize_lbfgs", "minimize_newton"]
