@@ -29,6 +29,13 @@ def _share_the_cores() -> None:
 
 _share_the_cores()
 
+# The tests hold float32 results to float32's precision. On a recent NVIDIA GPU, JAX
+# multiplies float32 in TF32 (10-bit inputs) by default and PyTorch convolves so through
+# cuDNN: the test process asks for full float32 products (a user's setting, which mlxp
+# itself leaves alone), in JAX's flag and in the variable NVIDIA's libraries read.
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
+os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")
+
 import numpy as np
 import pytest
 
