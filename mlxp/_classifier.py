@@ -28,7 +28,8 @@ class MarginClassifierMixin:
             return None
         check_is_fitted(self)
         X = validate_data(self, X, reset=False)[1]
-        width = {"labels": 1, "classes": len(self.classes_), "margins": self.coef_.shape[0]}
+        margins = None if self.coef_.shape[0] == 1 else self.coef_.shape[0]  # as decision_function
+        width = {"labels": None, "classes": len(self.classes_), "margins": margins}
         dtype = self.classes_.dtype if columns == "labels" else self.coef_.dtype
         return predict_rows(method, X, width=width[columns], dtype=dtype)
 

@@ -189,12 +189,12 @@ def _on_host_chunk(method: Callable[[Any], Any], block: Any) -> Any:
         return method(block)
 
 
-def predict_rows(method: Callable[[Any], Any], X: Any, *, width: int, dtype: Any) -> Any:
+def predict_rows(method: Callable[[Any], Any], X: Any, *, width: int | None, dtype: Any) -> Any:
     """An estimator's ``method`` on each row chunk of Dask X, lazily: shape (n,) for
-    ``width`` 1, else (n, width). The graph holds X's chunks and the method (its
-    estimator's fitted arrays as constants): O(chunks) tasks, never the fit."""
-    fn = functools.partial(_on_host_chunk, method)
-    return map_rows(fn, X, width=None if width == 1 else width, dtype=dtype)
+    ``width`` None, else (n, width), as ``method`` returns for a chunk. The graph holds
+    X's chunks and the method (its estimator's fitted arrays as constants): O(chunks)
+    tasks, never the fit."""
+    return map_rows(functools.partial(_on_host_chunk, method), X, width=width, dtype=dtype)
 
 
 Chunk = tuple[Any, ...]

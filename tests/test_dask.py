@@ -200,6 +200,20 @@ def test_predict_is_blockwise_and_never_refits(client, rng):
     assert clf.score(Xd, labels) == pytest.approx(clf.score(X, labels))
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_predict_keeps_the_shape_of_y_with_columns(client, rng, k):
+    """Fitted on y (n, k), one column included, ``predict`` on Dask X is (n, k), as in
+    memory: with k = 1 it was declared (n,) while each chunk gave (m, 1), and computing
+    it failed."""
+    X, y = _correlated(rng, k=k)
+    Xd, yd = _dask(X, y)
+    model = LinearRegression().fit(Xd, yd)
+    pred = model.predict(Xd)
+    assert pred.shape == (len(y), k) == model.predict(X).shape
+    np.testing.assert_allclose(pred.compute(), model.predict(X), rtol=1e-12)
+    assert model.score(Xd, yd) == pytest.approx(model.score(X, y))
+
+
 # ------------------------------------------------------------------ iterative solvers
 def _classes(rng, K):
     X, y = _correlated(rng, p=5)

@@ -124,7 +124,7 @@ class _LinearModel(LinearModelMixin, RegressorMixin, BaseEstimator):
         """ŷ = X coefᵀ + intercept, of shape (n_samples,) or (n_samples, n_targets)."""
         check_is_fitted(self)
         if is_dask_array(X):  # blockwise: O(chunks) tasks, the fitted arrays as constants
-            k = 1 if self.coef_.ndim == 1 else self.coef_.shape[0]
+            k = None if self.coef_.ndim == 1 else self.coef_.shape[0]  # y (n,) or (n, k)
             X = validate_data(self, X, reset=False)[1]
             return predict_rows(self.predict, X, width=k, dtype=self.coef_.dtype)
         place, X, _, _ = validate_data(self, X, reset=False)
