@@ -37,7 +37,7 @@ from uuid import uuid4
 import array_api_compat as aac
 
 from mlxp._backend import use_backend
-from mlxp._compat import take_rows, to_numpy
+from mlxp._compat import move, take_rows, to_numpy
 
 __all__ = [
     "aligned_rows",
@@ -223,6 +223,11 @@ def chunk_plan(sizes: Sequence[int], rng: Any, xp: Any) -> tuple[list[int], list
     return order, [rng.permutation(sizes[i], xp=xp) for i in order]
 
 
+def _permuted(c: Any, perm: Any) -> Any:
+    """c's rows in the order of ``perm`` (a host array), moved to c's library and device."""
+    return take_rows(c, move(perm, aac.array_namespace(c), aac.device(c)))
+
+
 def stream_chunks(
     arrays: Sequence[Any],
     rng: Any,
@@ -241,13 +246,17 @@ def stream_chunks(
     fetch = fetch or functools.partial(_compute_blocks, arrays)
     first = next(a for a in arrays if a is not None)
     sizes = [int(s) for s in first.chunks[0]]
-    order, perms = chunk_plan(sizes, rng, aac.array_namespace(first._meta))
+    import array_api_compat.numpy as host
+
+    # drawn on the host, then moved to each array's own library (X's chunks may be CuPy's
+    # and y's NumPy's: NumPy cannot index by a CuPy permutation)
+    order, perms = chunk_plan(sizes, rng, host)
 
     def load(j: int) -> Chunk:
         chunk = fetch(order[j])
         with where():  # the caller's device and stream (mlxp._device.consumer_context)
             if perms[j] is not None:
-                chunk = tuple(None if c is None else take_rows(c, perms[j]) for c in chunk)
+                chunk = tuple(None if c is None else _permuted(c, perms[j]) for c in chunk)
             return chunk if prepare is None else prepare(chunk)
 
     with ThreadPoolExecutor(1, thread_name_prefix="mlxp-prefetch") as pool:

@@ -170,8 +170,6 @@ def validate_data(
     place = placement(
         X=X, y=None if host_labels else y, sample_weight=sample_weight if sw_is_array else None
     )
-    xp, dev = place.xp, place.device
-
     X = _check_X(estimator, place, X, reset)
     n_samples = X.shape[0]
     if y is not None and labels:
@@ -179,7 +177,7 @@ def validate_data(
     elif y is not None:
         y = _check_targets(place, y, n_samples, X.dtype, multi_output)
     if sample_weight is not None:
-        sample_weight = _check_sample_weight(xp, dev, sample_weight, n_samples, X.dtype, place)
+        sample_weight = _check_sample_weight(place.xp, sample_weight, X, place)
     return place, X, y, sample_weight
 
 
@@ -262,13 +260,14 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
-def _check_sample_weight(
-    xp: Any, dev: Any, sample_weight: Any, n_samples: int, dtype: Any, place: Placement
-) -> Any:
+def _check_sample_weight(xp: Any, sample_weight: Any, X: Any, place: Placement) -> Any:
+    n_samples, dtype = X.shape[0], X.dtype
     if _is_number(sample_weight):
         if not math.isfinite(sample_weight):
             raise ValueError(f"sample_weight={sample_weight!r} is not a finite number.")
-        sample_weight = xp.full((n_samples,), float(sample_weight), dtype=dtype, device=dev)
+        # like a column of X: its library, device and, on Dask, its chunks' library (a
+        # Dask full() has NumPy chunks, which CuPy chunks of X would refuse to meet)
+        sample_weight = xp.full_like(X[:, 0], float(sample_weight), dtype=dtype)
     sw = place.to_compute(sample_weight)
     _check_dtype(xp, sw, "sample_weight")
     if sw.ndim != 1 or sw.shape[0] != n_samples:

@@ -30,7 +30,7 @@ from mlxp.linear_model import (  # noqa: E402
     Ridge,
     _dask_logistic,
 )
-from mlxp.linear_model._dask_exact import gram_statistics, tall_factor  # noqa: E402
+from mlxp.linear_model._dask_exact import _weighted, gram_statistics, tall_factor  # noqa: E402
 
 CHUNK = 700
 
@@ -450,3 +450,92 @@ def test_sgd_streams_chunks_to_the_in_memory_accuracy(client, rng, monkeypatch, 
         assert _rel(fitted.coef_, ref.coef_) < 0.1
     else:
         assert _rel(fitted.coef_, ref.coef_) < 1e-2
+
+
+# ------------------------------------------------------------------ chunks on a GPU
+class DeviceChunk(np.ndarray):
+    """A stand-in for chunks of a GPU library (CuPy under dask-cuda): NumPy's arithmetic,
+    but, as CuPy, refusing to meet a host (plain NumPy) array in one operation or one
+    concatenation; Dask takes its concatenation by ``__array_priority__``, as CuPy's."""
+
+    __array_priority__ = 100
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if any(_host(a) for a in inputs):
+            raise TypeError("a host array beside a device one")
+        plain = [a.view(np.ndarray) if isinstance(a, DeviceChunk) else a for a in inputs]
+        result = getattr(ufunc, method)(*plain, **kwargs)
+        return result.view(DeviceChunk) if isinstance(result, np.ndarray) else result
+
+
+def _host(a):
+    return type(a) is np.ndarray and a.ndim > 0
+
+
+def _device_concatenate(arrays, axis=0, **kwargs):
+    if any(_host(a) for a in arrays):
+        raise TypeError("a host array beside a device one")
+    return np.concatenate([np.asarray(a) for a in arrays], axis=axis, **kwargs).view(DeviceChunk)
+
+
+@pytest.fixture
+def device_chunks():
+    """Dask arrays of :class:`DeviceChunk` chunks, from NumPy arrays."""
+    from dask.array.dispatch import concatenate_lookup
+
+    concatenate_lookup.register(DeviceChunk, _device_concatenate)
+    return lambda a: da.from_array(a.view(DeviceChunk), chunks=CHUNK, asarray=False)
+
+
+def test_tall_factor_makes_its_intercept_column_in_the_chunks_library(device_chunks, rng):
+    """TSQR's column of ones (an intercept) is made like X's chunks: made by ``da.ones``
+    (NumPy chunks) it met CuPy chunks in one concatenation, which CuPy refuses."""
+    X, y = _correlated(rng)
+    A = _weighted(device_chunks(X), device_chunks(y[:, None]), None, fit_intercept=True)
+    assert type(A._meta) is DeviceChunk  # the stand-in's chunks stop here: NumPy's own
+    # functions (broadcast_to in Dask's ones) return plain arrays, CuPy's do not
+
+
+def test_a_number_as_sample_weight_is_made_in_the_chunks_library(device_chunks, rng):
+    """``sample_weight=2.0`` with Dask X becomes weights chunked as X is (``da.full`` has
+    NumPy chunks, which CuPy chunks of X refuse to meet)."""
+    from mlxp._validation import validate_data
+
+    X, y = _correlated(rng)
+    sw = validate_data(LinearRegression(), device_chunks(X), da.from_array(y), 2.0, reset=True)[3]
+    assert type(sw._meta) is DeviceChunk  # Dask makes the chunks from it
+    np.testing.assert_array_equal(sw.compute(scheduler="sync"), np.full(len(y), 2.0))
+
+
+def _cupy():
+    """CuPy where it runs here (a GPU), else a skip saying why."""
+    from mlxp._backend import _library
+
+    found = _library("cupy")
+    if isinstance(found, Exception):
+        pytest.skip(f"cupy: {found}")
+    import cupy
+
+    return cupy
+
+
+def test_estimators_on_cupy_chunks(client, rng):
+    """Dask arrays of CuPy chunks (as dask-cuda makes them): every exact solver with an
+    intercept and a number as ``sample_weight``, and streamed SGD with the labels a NumPy
+    array (its row permutations are drawn on the host and moved to each chunk's library),
+    give the models of NumPy chunks."""
+    cupy = _cupy()
+    X, y = _correlated(rng)
+    on_gpu = [da.from_array(cupy.asarray(a), chunks=CHUNK) for a in (X, y)]
+    on_host = _dask(X, y)
+    for solver in ("auto", "cholesky", "qr", "svd"):
+        gpu = LinearRegression(solver=solver).fit(*on_gpu, sample_weight=2.0)
+        host = LinearRegression(solver=solver).fit(*on_host, sample_weight=2.0)
+        assert _rel(mlxp.to_numpy(gpu.coef_), host.coef_) < 1e-8
+    labels = (y > np.median(y)).astype(int)
+    sgd = {"solver": "sgd", "max_iter": 3, "random_state": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gpu = LogisticRegression(**sgd).fit(on_gpu[0], labels)
+        host = LogisticRegression(**sgd).fit(on_host[0], labels)
+    assert _rel(mlxp.to_numpy(gpu.coef_), host.coef_) < 1e-6

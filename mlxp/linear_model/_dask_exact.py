@@ -96,14 +96,11 @@ def _weighted(X: Any, Y: Any, sw: Any, fit_intercept: bool) -> Any:
     """[√s, √s·X, √s·Y] (the first column only with an intercept), blockwise."""
     da = dask_module("dask.array")
 
-    xp = chunk_namespace(X)
-    n = X.shape[0]
-    root = xp.ones((1,), dtype=X.dtype) if sw is None else None
     parts = [X, Y]
-    if fit_intercept:
-        parts.insert(0, da.ones((n, 1), dtype=X.dtype, chunks=(X.chunks[0], (1,))))
+    if fit_intercept:  # like X's first column, chunks of X's library (da.ones: NumPy's)
+        parts.insert(0, da.ones_like(X[:, :1]))
     A = da.concatenate([p.rechunk({0: X.chunks[0]}) for p in parts], axis=1)
-    if root is None:
+    if sw is not None:
         A = A * da.sqrt(sw.rechunk(X.chunks[0]))[:, None]
     return A.rechunk({1: -1})
 
