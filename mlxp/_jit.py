@@ -25,6 +25,7 @@ __all__ = [
     "JIT_CACHE_SIZE",
     "UNTRACEABLE_SIZE",
     "config_key",
+    "donatable",
     "jitted",
     "may_compile",
     "mlxp_own",
@@ -112,13 +113,24 @@ def placed_numbers(state: dict[str, Any], like: Any) -> dict[str, Any]:
     """``state`` with its Python numbers (the rate, the step count) as a jitted step takes
     them: put on ``like``'s device by ``jax.device_put``, weakly typed, as the step's own
     outputs are. Left as numbers, each mix of numbers and placed arrays (a first batch, the
-    later ones, a later epoch's first) would be a signature of its own, compiled anew."""
+    later ones, a later epoch's first) would be a signature of its own, compiled anew. Its
+    0-d arrays (a rate given as one) are copied: a step that donates its arguments deletes
+    them, and the user's rate would be gone (:func:`donatable`)."""
     import jax
 
     dev = array_device(like)
-    return {
-        k: jax.device_put(v, dev) if isinstance(v, int | float) else v for k, v in state.items()
-    }
+    placed = {k: jax.device_put(v, dev) for k, v in state.items() if isinstance(v, int | float)}
+    scalars = {k: v for k, v in state.items() if getattr(v, "ndim", None) == 0}
+    return {**state, **donatable(scalars), **placed}
+
+
+def donatable(arrays: dict[str, Any]) -> dict[str, Any]:
+    """Copies of JAX ``arrays`` for a program that donates its arguments: a donated array is
+    deleted, so one that others still hold (a layer's running statistics, kept by
+    ``get_weights`` or early stopping, or the user's own) must go in as a copy."""
+    import jax.numpy as jnp
+
+    return {k: jnp.array(v, copy=True) for k, v in arrays.items()}
 
 
 def config_key(obj: Any, fields: Iterable[str] | None = None) -> Hashable:

@@ -158,6 +158,38 @@ def test_jax_blocks_equal_the_uncompiled_step(make, data, kwargs, small_blocks, 
     _assert_same(compiled, _fit(make(), case_named("numpy:cpu"), data, False, **kwargs), rtol=2e-5)
 
 
+def test_jax_compiled_fit_deletes_nothing_it_was_given():
+    """The compiled step donates (deletes) its arguments: what others hold goes in as
+    copies. BatchNorm's running statistics held by ``get_weights`` (and early stopping's
+    best weights, restored at the end) stay usable, and so does a rate given as an array
+    (a second epoch ran on a deleted buffer)."""
+    import jax.numpy as jnp
+
+    from mlxp.nn.callbacks import EarlyStopping
+    from mlxp.optim import Adam
+
+    jax_case = case_named("jax:cpu")
+    if jax_case.backend is None:
+        pytest.skip(f"jax: {jax_case.reason}")
+    data = [jax_case.asarray(X, "float32"), jax_case.asarray(Y)]
+    model = _mlp(batch_norm=True)
+    model.fit(*data, epochs=1, loss="cross_entropy", progress=False, compile=True)
+    held = model.get_weights()
+    stop = EarlyStopping("loss", patience=2, min_delta=1e9)  # the first epoch stays best
+    lr = jnp.asarray(1e-2)
+    kwargs = {"loss": "cross_entropy", "progress": False, "compile": True}
+    model.fit(*data, epochs=5, optimizer=Adam(lr), callbacks=[stop], **kwargs)
+    assert not [k for k, v in held.items() if v.is_deleted()] and not lr.is_deleted()
+    expected = _mlp(batch_norm=True)
+    expected.fit(*data, epochs=1, **kwargs)
+    expected.fit(*data, epochs=1, optimizer=Adam(1e-2), **kwargs)
+    for name, value in expected.get_weights().items():  # early stopping's restored best
+        np.testing.assert_allclose(np.asarray(model.get_weights()[name]), np.asarray(value))
+    np.testing.assert_allclose(
+        np.asarray(model.predict(data[0])), np.asarray(expected.predict(data[0]))
+    )
+
+
 def test_jax_refits_compile_nothing(caplog):
     """A second fit of an equal network (another seed, a schedule) on data of the same
     size compiles no program at all (jax_log_compiles stays silent): not its block, not

@@ -22,7 +22,7 @@ from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
 from mlxp._compat import synchronize, to_numpy
-from mlxp._jit import may_compile, placed_numbers, run_or_fall_back
+from mlxp._jit import donatable, may_compile, placed_numbers, run_or_fall_back
 from mlxp._memory import tune_malloc
 from mlxp.exceptions import DivergenceError
 from mlxp.nn import streaming
@@ -218,8 +218,8 @@ class _Trainer:
         params = self.flatten({k: weights[k] for k in self.layout.names})
         buffers = {k: v for k, v in weights.items() if k not in self.layout.slices}
         state = {**self.opt_state, "lr": self.opt.lr}
-        if self.compiler == "jax.jit":
-            state = placed_numbers(state, params)
+        if self.compiler == "jax.jit":  # the step donates (deletes) what it is given
+            state, buffers = placed_numbers(state, params), donatable(buffers)
         elif self.compiler is not None:  # captured or torch-compiled: 0-d arrays
             state = self._as_arrays(state, params)
         noise = NoiseStream(model, data.n_samples)
