@@ -23,8 +23,29 @@ DRY=${GPU_CHECK_DRY:-0}
 export SITE=${GPU_CHECK_SITE:-/tmp/mlxp-gpu-site}
 export PYTHONUNBUFFERED=1
 export XLA_PYTHON_CLIENT_PREALLOCATE=false # JAX would take 75% of the GPU in every process
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INDEX=1 # no network there: pip must not try it
 SUMMARY=()
 FAILED=0
+
+summary() { # OUTDIR/summary.md as it stands, rewritten after every phase
+    {
+        echo "# mlxp GPU check ($(date -u '+%Y-%m-%d %H:%M UTC'), ${SECONDS} s)"
+        echo
+        echo "| phase | result | took | limit |"
+        echo "|---|---|---|---|"
+        printf '%s\n' "${SUMMARY[@]}"
+        for log in "$OUT"/tests-*.log; do
+            [ -f "$log" ] || continue
+            echo
+            echo "$(basename "$log" .log): $(grep -E '[0-9]+ (passed|failed|error)' "$log" | tail -n 1)"
+        done
+        for md in "$OUT"/bench/*/results.md; do
+            [ -f "$md" ] || continue
+            echo
+            cat "$md"
+        done
+    } >"$OUT/summary.md"
+}
 
 phase() { # phase NAME LIMIT_S COMMAND...: run it, its output in OUTDIR/NAME.log
     local name=$1 limit=$2 start=$SECONDS rc
@@ -41,12 +62,18 @@ phase() { # phase NAME LIMIT_S COMMAND...: run it, its output in OUTDIR/NAME.log
     [ "$state" = ok ] || FAILED=1
     SUMMARY+=("| $name | $state | $((SECONDS - start)) s | $limit s |")
     tail -n 3 "$OUT/$name.log" >&2
+    summary # a run cut short still leaves the phases it finished
 }
 
 # shellcheck disable=SC2329 # install_wheels and environment run through phase
-install_wheels() {
+install_wheels() { # those this Python takes: pure, stable-ABI (abi3), or built for its version
+    local tag wheel wheels=()
+    tag=$("$PY" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
+    for wheel in .whl/*.whl; do
+        case $wheel in *-none-any.whl | *-abi3-* | *-"$tag"-*) wheels+=("$wheel") ;; esac
+    done
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target "$SITE" .whl/*.whl
+        --target "$SITE" "${wheels[@]}"
 }
 
 # shellcheck disable=SC2329
@@ -59,15 +86,20 @@ environment() {
 if compgen -G ".whl/*.whl" >/dev/null; then
     phase wheels 30 install_wheels
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+elif ! "$PY" -c "import array_api_compat" 2>/dev/null; then # every later phase would fail
+    SUMMARY+=("| wheels | missing: no .whl/ beside the checkout (carry it), no array-api-compat | 0 s | 30 s |")
+    FAILED=1
 fi
 phase environment 25 environment
 
-PYTEST=("$PY" -m pytest -v -p no:cacheprovider -rfE --durations=15) # -v: a killed run still names each result
+# -v: a killed run still names each result; a module that cannot be imported there (a test
+# dependency missing) loses its own tests only
+PYTEST=("$PY" -m pytest -v -p no:cacheprovider -rfE --durations=15 --continue-on-collection-errors)
 "$PY" -c "import xdist" 2>/dev/null && [ "$DRY" = 0 ] && PYTEST+=(-n 8)
 "$PY" -c "import pytest_timeout" 2>/dev/null && PYTEST+=(--timeout 120)
 if [ "$DRY" = 0 ]; then
     phase tests-cupy 110 "${PYTEST[@]}" -k "cupy"
-    phase tests-cuda 60 "${PYTEST[@]}" -k "cuda and not cupy"
+    phase tests-cuda 80 "${PYTEST[@]}" -k "cuda and not cupy"
 else
     phase tests-cupy 60 "${PYTEST[@]}" tests/test_gpu_contact.py -k "cupy"
 fi
@@ -87,27 +119,11 @@ if [ "$DRY" = 0 ]; then
     # Epochs on the GPUs and NumPy, beside PyTorch's own network (CUDA and CPU) and scikit-learn.
     bench mlp 45 --models mlp --backends "$GPUS,numpy" --sizes mlp=50000x256 --repeat 2
     bench cnn 45 --models cnn --backends "$GPUS,numpy" --sizes cnn=8192x8 --repeat 2
-    bench cpu-reference 50 --models linear,logistic --backends numpy --sizes 100000x100 --repeat 1
+    bench cpu-reference 30 --models linear,logistic --backends numpy --sizes 100000x100 --repeat 1
 else
     bench linear 60 --models linear --backends numpy --quick --repeat 1 --no-peers
 fi
 
-{
-    echo "# mlxp GPU check ($(date -u '+%Y-%m-%d %H:%M UTC'), ${SECONDS} s)"
-    echo
-    echo "| phase | result | took | limit |"
-    echo "|---|---|---|---|"
-    printf '%s\n' "${SUMMARY[@]}"
-    for log in "$OUT"/tests-*.log; do
-        [ -f "$log" ] || continue
-        echo
-        echo "$(basename "$log" .log): $(grep -E '[0-9]+ (passed|failed|error)' "$log" | tail -n 1)"
-    done
-    for md in "$OUT"/bench/*/results.md; do
-        [ -f "$md" ] || continue
-        echo
-        cat "$md"
-    done
-} >"$OUT/summary.md"
+summary
 cat "$OUT/summary.md"
 exit "$FAILED"
