@@ -167,7 +167,8 @@ def log_softmax(z: Any, /, *, xp: Any = None) -> Any:
 
 def max_and_argmax(views: list[Any], /, *, xp: Any = None) -> tuple[Any, Any]:
     """(m, a) for arrays ``views`` of one shape: m their element-wise maximum, a the index
-    of the first view holding it (of its first NaN, if any, as ``argmax`` and PyTorch).
+    of the first view holding it (of its first NaN, if any, as ``argmax`` and PyTorch;
+    CuPy's argmax, reducing in a tree, may pick a later NaN of a window of several).
     PyTorch: the views stacked and one ``torch.max``. NumPy, whose argmax along a leading
     axis is slow: the maximum of the views, then the first view equal to it
     (:func:`_first_equal`; a is uint8 there, int32 above 256 views). Elsewhere the stack's

@@ -76,7 +76,8 @@ def max_pool2d(
     x is (N, C, H, W), y (N, C, OH, OW); stride defaults to the kernel size. Computed as
     an element-wise maximum of strided views, one per offset (i, j). With ``return_indices``,
     (y, a) where a[c, h, w, n] (batch last) is the row-major offset i·kw + j of the
-    first maximum of each window (of its first NaN, if any, as PyTorch), by
+    first maximum of each window (of its first NaN, if any, as PyTorch; on CuPy one of its
+    NaNs), by
     :func:`mlxp._kernels.max_and_argmax` of the views (one op on PyTorch; uint8 offsets on
     NumPy, int32 above 256).
     """
