@@ -96,10 +96,21 @@ class InitializesOnDevice:
 
 
 def _initialize_on_device(initialize: Callable[..., Any]) -> Callable[..., Any]:
+    """``initialize`` inside the context of the ``xp`` and ``device`` it is called with
+    (however the subclass takes them); called as it is where they cannot be told."""
+    signature = inspect.signature(initialize)
+
     @functools.wraps(initialize)
-    def on_device(self: Any, rng: Any, *, xp: ModuleType, device: Any, dtype: Any) -> Any:
-        with device_context(xp, device):
-            return initialize(self, rng, xp=xp, device=device, dtype=dtype)
+    def on_device(*args: Any, **kwargs: Any) -> Any:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError:  # for initialize to report, in its own words
+            return initialize(*args, **kwargs)
+        bound.apply_defaults()
+        xp, device = bound.arguments.get("xp"), bound.arguments.get("device")
+        context = contextlib.nullcontext() if xp is None else device_context(xp, device)
+        with context:
+            return initialize(*args, **kwargs)
 
     return on_device
 

@@ -113,15 +113,13 @@ def placed_numbers(state: dict[str, Any], like: Any) -> dict[str, Any]:
     """``state`` with its Python numbers (the rate, the step count) as a jitted step takes
     them: put on ``like``'s device by ``jax.device_put``, weakly typed, as the step's own
     outputs are. Left as numbers, each mix of numbers and placed arrays (a first batch, the
-    later ones, a later epoch's first) would be a signature of its own, compiled anew. Its
-    0-d arrays (a rate given as one) are copied: a step that donates its arguments deletes
-    them, and the user's rate would be gone (:func:`donatable`)."""
+    later ones, a later epoch's first) would be a signature of its own, compiled anew."""
     import jax
 
     dev = array_device(like)
-    placed = {k: jax.device_put(v, dev) for k, v in state.items() if isinstance(v, int | float)}
-    scalars = {k: v for k, v in state.items() if getattr(v, "ndim", None) == 0}
-    return {**state, **donatable(scalars), **placed}
+    return {
+        k: jax.device_put(v, dev) if isinstance(v, int | float) else v for k, v in state.items()
+    }
 
 
 def donatable(arrays: dict[str, Any]) -> dict[str, Any]:

@@ -507,6 +507,37 @@ def test_a_number_as_sample_weight_is_made_in_the_chunks_library(device_chunks, 
     np.testing.assert_array_equal(sw.compute(scheduler="sync"), np.full(len(y), 2.0))
 
 
+def test_streamed_chunks_are_permuted_by_host_draws_moved_to_each_chunk(monkeypatch, rng):
+    """The rows of each streamed chunk are permuted by a permutation drawn on the host and
+    moved to that chunk's own library and device: X's chunks may be CuPy's and y's NumPy's
+    (host labels), and NumPy cannot index by a CuPy array. The same draws as in memory."""
+    import array_api_compat.numpy as host
+
+    import mlxp._dask
+    from mlxp._compat import Generator
+
+    X, y = _correlated(rng, n=2100)
+    moved = []
+    real_move = mlxp._dask.move
+
+    def spy(perm, xp, device):
+        moved.append((type(perm), xp, device))
+        return real_move(perm, xp, device)
+
+    monkeypatch.setattr(mlxp._dask, "move", spy)
+    plans = []
+    real_plan = mlxp._dask.chunk_plan
+    monkeypatch.setattr(mlxp._dask, "chunk_plan", lambda *a: plans.append(a[2]) or real_plan(*a))
+    chunks = list(mlxp._dask.stream_chunks(_dask(X, y), Generator(5)))
+    assert plans == [host] and len(moved) == 2 * len(chunks) == 6
+    assert all(kind is np.ndarray and xp is host for kind, xp, _ in moved)
+    order, perms = real_plan([CHUNK] * 3, Generator(5), host)
+    for (Xc, yc), i, perm in zip(chunks, order, perms, strict=True):
+        rows = slice(i * CHUNK, (i + 1) * CHUNK)
+        np.testing.assert_array_equal(Xc, X[rows][perm])
+        np.testing.assert_array_equal(yc, y[rows][perm])
+
+
 def _cupy():
     """CuPy where it runs here (a GPU), else a skip saying why."""
     from mlxp._backend import _library

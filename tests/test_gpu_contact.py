@@ -274,6 +274,32 @@ def test_layer_initialize_creates_inside_the_device_it_is_given(layer, creation_
     assert creation_spy and set(creation_spy) == {1}
 
 
+class PositionalLayer(Layer):
+    """A user's layer taking ``initialize``'s arguments its own way: positionally, with a
+    default dtype and a keyword of its own."""
+
+    def initialize(self, rng, xp, device, dtype=None, *, scale=1.0):
+        self.params["b"] = scale * xp.ones((2,), dtype=dtype or xp.float64, device=device)
+
+
+def test_initialize_of_any_signature_runs_inside_the_device(creation_spy, monkeypatch):
+    """The device context finds ``xp`` and ``device`` however a layer takes them, and
+    the call reaches ``initialize`` unchanged (positional, defaulted, extra keywords)."""
+    entered = []
+
+    def recording(xp, device):
+        entered.append((xp, device))
+        return FakeDevice(1)
+
+    monkeypatch.setattr(mlxp._device, "device_context", recording)
+    layer = PositionalLayer()
+    layer.initialize(Generator(0), np_xp, "cpu", scale=2.0)
+    assert entered == [(np_xp, "cpu")] and set(creation_spy) == {1}
+    np.testing.assert_array_equal(layer.params["b"], [2.0, 2.0])
+    with pytest.raises(TypeError):  # a wrong call is the layer's to report
+        layer.initialize(Generator(0))
+
+
 def test_load_checks_a_model_file_inside_the_device(tmp_path, rng, monkeypatch):
     """``mlxp.load`` onto a backend checks the tensors it moved there (finite, shapes)
     inside that device's context: on ``cupy:cuda:1`` the checks' kernels would otherwise

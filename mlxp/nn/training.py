@@ -218,8 +218,10 @@ class _Trainer:
         params = self.flatten({k: weights[k] for k in self.layout.names})
         buffers = {k: v for k, v in weights.items() if k not in self.layout.slices}
         state = {**self.opt_state, "lr": self.opt.lr}
-        if self.compiler == "jax.jit":  # the step donates (deletes) what it is given
-            state, buffers = placed_numbers(state, params), donatable(buffers)
+        if self.compiler == "jax.jit":  # the step donates (deletes) what it is given: a
+            # rate given as an array and the layers' buffers, which others hold, as copies
+            rate = donatable({"lr": state["lr"]}) if hasattr(state["lr"], "shape") else {}
+            state, buffers = placed_numbers({**state, **rate}, params), donatable(buffers)
         elif self.compiler is not None:  # captured or torch-compiled: 0-d arrays
             state = self._as_arrays(state, params)
         noise = NoiseStream(model, data.n_samples)
