@@ -70,6 +70,10 @@ class MarginClassifierMixin:
         if Z.shape[1] == 1:
             Z = xp.concat([xp.zeros_like(Z), Z], axis=1)  # class 1 iff z > 0
         best = argmax(Z, axis=1)
-        if self.classes_.dtype.kind in "biuf":
+        kind, size = self.classes_.dtype.kind, self.classes_.dtype.itemsize
+        if kind in "bif" or (kind == "u" and size == 1):
             return place.out_xp.take(place.to_caller(self.classes_), place.to_caller(best))
-        return self.classes_[to_numpy(best)]
+        # strings, and unsigned labels wider than a byte, which PyTorch cannot gather: on
+        # the host, the labels then given back where the input came from
+        labels = self.classes_[to_numpy(best)]
+        return labels if kind not in "u" else place.to_caller(labels)

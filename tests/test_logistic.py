@@ -252,6 +252,24 @@ def test_any_labels_come_back_as_given(backend, labels):
     assert model.decision_function(Xb).shape == ((150,) if width == 1 else (150, width))
 
 
+@pytest.mark.parametrize("dtype", ["int64", "uint8", "uint16", "uint32"])
+def test_labels_given_as_numpy_beside_X_elsewhere(backend, dtype):
+    """NumPy labels (as the error about PyTorch's wide unsigned labels advises) beside X on
+    another library: ``predict`` gives them back in X's library (wide unsigned ones looked
+    up on the host: PyTorch cannot gather them), and ``score`` compares on the host."""
+    X, y = IRIS
+    y = (y * 7).astype(dtype)
+    Xb = backend.asarray(X)
+    model = LogisticRegression().fit(Xb, y)
+    pred = model.predict(Xb)
+    assert aac.array_namespace(pred) is aac.array_namespace(Xb)
+    assert backend.to_numpy(pred).dtype.kind == np.dtype(dtype).kind  # no_x64: int32
+    accuracy = (backend.to_numpy(pred) == y).mean()
+    assert accuracy > 0.9 and model.score(Xb, y) == pytest.approx(accuracy)
+    weights = backend.asarray(np.ones(len(y)))
+    assert model.score(Xb, y, sample_weight=weights) == pytest.approx(accuracy)
+
+
 def test_class_weight_is_sample_weight_per_class():
     X, y = IRIS
     weights = {0: 3.0, 1: 0.5, 2: 1.0}

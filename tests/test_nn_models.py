@@ -261,6 +261,23 @@ def test_mlp_regressor_fits_several_targets(backend):
     assert reg.score(backend.asarray(X), backend.asarray(Y)) > 0.9
 
 
+def test_partial_fit_takes_labels_on_the_device(backend):
+    """``partial_fit`` with y in X's library (on a GPU: CuPy or CUDA labels) looks the labels
+    up among ``classes`` on the host, as ``fit`` does; it raised TypeError converting them
+    to NumPy. The same model as from NumPy labels."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(60, 3))
+    y = (X[:, 0] > 0).astype(np.int64) + 2 * (X[:, 1] > 0)
+    Xb = backend.asarray(X, widest_float(backend)[0])
+    models = [MLPClassifier((4,), random_state=0) for _ in range(2)]
+    for model, labels in zip(models, (backend.asarray(y), y), strict=True):
+        for _ in range(2):
+            model.partial_fit(Xb, labels, classes=np.arange(4))
+    np.testing.assert_array_equal(models[0].classes_, np.arange(4))
+    for a, b in zip(models[0].coefs_, models[1].coefs_, strict=True):
+        np.testing.assert_array_equal(backend.to_numpy(a), backend.to_numpy(b))
+
+
 def test_mlp_labels_early_stopping_and_bad_input():
     X_train, X_test, y_train, y_test = _digits_split()
     names = np.array(

@@ -42,7 +42,7 @@ from mlxp._compat import index_dtype, move, take_rows
 from mlxp._dask import compute, map_rows, stream_chunks
 from mlxp._dask import is_dask_array as is_dask
 from mlxp._device import consumer_context
-from mlxp._validation import encode_labels, to_array
+from mlxp._validation import encode_labels, labels_to_host, to_array
 
 __all__ = [
     "GATHER_VALUES",
@@ -308,9 +308,10 @@ def class_indices(y: Any, classes: Any = None) -> tuple[Any, Any]:
         unknown = [c for c in found.tolist() if c not in set(classes.tolist())]
         if unknown:
             raise ValueError(f"y contains labels not in classes={classes.tolist()}: {unknown}.")
-    if not is_dask(y):
+    if not is_dask(y):  # y may be on a device: looked up on the host, as encode_labels does
         hxp = array_namespace(classes)
-        return classes, hxp.astype(hxp.searchsorted(classes, hxp.asarray(y)), hxp.int64)
+        labels = hxp.asarray(labels_to_host(y))
+        return classes, hxp.astype(hxp.searchsorted(classes, labels), hxp.int64)
     xp = array_namespace(y._meta)
     host = move(classes, xp, _device(y._meta))
 
