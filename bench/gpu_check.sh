@@ -24,6 +24,9 @@ export SITE=${GPU_CHECK_SITE:-/tmp/mlxp-gpu-site}
 export PYTHONUNBUFFERED=1
 export XLA_PYTHON_CLIENT_PREALLOCATE=false # JAX would take 75% of the GPU in every process
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INDEX=1 # no network there: pip must not try it
+# float32 for every library, tests and timings alike: no TF32 products (cuDNN's convolutions
+# in native PyTorch's CNN, JAX's matrix products, by default), so the timings compare like
+export NVIDIA_TF32_OVERRIDE=0 JAX_DEFAULT_MATMUL_PRECISION=highest
 SUMMARY=()
 FAILED=0
 

@@ -91,8 +91,8 @@ def host_target(name: str) -> Target:
 
 
 def device_memory(library: str, device: Any) -> int | None:
-    """Bytes held by the device's memory pool (CuPy), or its peak use so far (PyTorch CUDA,
-    JAX GPU); None on CPUs, where there is no pool to grow."""
+    """Bytes held by the device's memory pool (CuPy's pool, PyTorch's caching allocator),
+    or its peak use so far (JAX GPU); None on CPUs, where there is no pool to grow."""
     if library == "cupy":
         import cupy
 
@@ -100,7 +100,7 @@ def device_memory(library: str, device: Any) -> int | None:
     if library == "torch" and getattr(device, "type", None) == "cuda":
         import torch
 
-        return int(torch.cuda.max_memory_allocated(device))
+        return int(torch.cuda.memory_reserved(device))  # its peak never resets
     if library == "jax" and getattr(device, "platform", "cpu") != "cpu":
         stats = device.memory_stats() or {}
         return stats.get("peak_bytes_in_use")
