@@ -336,6 +336,8 @@ def encode_label_pair(
         classes, indices = encode_labels(both)
     else:
         classes = np.asarray(labels_to_host(labels))
+        if classes.ndim != 1 or classes.shape[0] == 0:
+            raise ValueError(f"labels must be a non-empty 1-D list of labels; got {labels!r}.")
         order = np.argsort(classes)
         positions = np.searchsorted(classes, both, sorter=order)
         positions = np.clip(positions, 0, len(classes) - 1)

@@ -16,6 +16,20 @@ from mlxp._validation import encode_label_pair, to_array
 __all__ = ["accuracy_score", "confusion_matrix", "log_loss", "mean_squared_error", "r2_score"]
 
 
+def _summing_dtype(xp: Any, dtype: Any, device: Any) -> Any:
+    """The dtype a metric sums in: ``dtype`` where it is a real float of 32 bits or more;
+    float32 for half precisions (float16 sums 1e5 values to inf or NaN, bfloat16 counts by
+    steps of 8 past 2048); else the device's default float."""
+    if dtype is not None and xp.isdtype(dtype, "real floating"):
+        return dtype if xp.finfo(dtype).bits >= 32 else xp.float32
+    return default_float(xp, device)
+
+
+def _check_weights(w: Any, n: int) -> None:
+    if tuple(w.shape) != (n,):
+        raise ValueError(f"sample_weight has shape {tuple(w.shape)}; expected {(n,)}.")
+
+
 def _prepare(y_true: Any, y_pred: Any, sample_weight: Any) -> tuple[Any, ...]:
     y_true, y_pred = to_array(y_true, "y_true"), to_array(y_pred, "y_pred")
     if sample_weight is not None:
@@ -28,20 +42,20 @@ def _prepare(y_true: Any, y_pred: Any, sample_weight: Any) -> tuple[Any, ...]:
             f"y_true and y_pred have different shapes: {tuple(y_true.shape)} and "
             f"{tuple(y_pred.shape)}."
         )
+    if y_true.ndim not in (1, 2):
+        raise ValueError(f"y_true must be of shape (n,) or (n, k); got {tuple(y_true.shape)}.")
     if y_true.shape[0] == 0:
         raise ValueError("y_true is empty: a metric needs at least one sample.")
-    dtype = (
-        y_pred.dtype
-        if xp.isdtype(y_pred.dtype, "real floating")
-        else default_float(xp, place.device)
-    )
+    dtype = _summing_dtype(xp, y_pred.dtype, place.device)
     y_true, y_pred = xp.astype(y_true, dtype), xp.astype(y_pred, dtype)
     if y_true.ndim == 1:
         y_true, y_pred = y_true[:, None], y_pred[:, None]
     if sample_weight is None:
         w = xp.ones((y_true.shape[0], 1), dtype=dtype, device=place.device)
     else:
-        w = xp.astype(place.to_compute(sample_weight), dtype)[:, None]
+        w = place.to_compute(sample_weight)
+        _check_weights(w, y_true.shape[0])
+        w = xp.astype(w, dtype)[:, None]
     return place, xp, y_true, y_pred, w
 
 
@@ -63,9 +77,14 @@ def r2_score(y_true: Any, y_pred: Any, *, sample_weight: Any = None) -> Any:
     mean = xp.sum(w * y_true, axis=0) / xp.sum(w)
     residual = xp.sum(w * (y_true - y_pred) ** 2, axis=0)
     total = xp.sum(w * (y_true - mean) ** 2, axis=0)
-    safe_total = xp.where(total == 0, xp.ones_like(total), total)
+    # constant where it is, among the weighted rows: told exactly, as Σ w(y − ȳ)² is a
+    # rounding error there, which each library's summation order makes different
+    counted = w > 0
+    top = xp.max(xp.where(counted, y_true, -xp.inf), axis=0)
+    constant = (top == xp.min(xp.where(counted, y_true, xp.inf), axis=0)) | (total == 0)
+    safe_total = xp.where(constant, xp.ones_like(total), total)
     score = xp.where(
-        total == 0,
+        constant,
         xp.where(residual == 0, xp.ones_like(total), xp.zeros_like(total)),
         1 - residual / safe_total,
     )
@@ -83,17 +102,13 @@ def _placed_labels(
     true_idx, pred_idx = move(true_idx, xp, dev), move(pred_idx, xp, dev)
     if sample_weight is not None:
         sample_weight = place.to_compute(to_array(sample_weight, "sample_weight"))
-        if dtype is None and xp.isdtype(sample_weight.dtype, "real floating"):
-            dtype = sample_weight.dtype
-    dtype = default_float(xp, dev) if dtype is None else dtype
+        _check_weights(sample_weight, true_idx.shape[0])
+        dtype = sample_weight.dtype if dtype is None else dtype
+    dtype = _summing_dtype(xp, dtype, dev)
     if sample_weight is None:
         w = xp.ones(true_idx.shape, dtype=dtype, device=dev)
     else:
         w = xp.astype(sample_weight, dtype)
-        if w.shape != true_idx.shape:
-            raise ValueError(
-                f"sample_weight has shape {tuple(w.shape)}; expected {tuple(true_idx.shape)}."
-            )
     return place, xp, classes, true_idx, pred_idx, w
 
 
@@ -138,11 +153,15 @@ def log_loss(y_true: Any, y_prob: Any, *, labels: Any = None, sample_weight: Any
     place = placement(y_prob=y_prob)
     xp = place.xp
     prob = place.to_compute(y_prob)
-    if not xp.isdtype(prob.dtype, "real floating"):
-        prob = xp.astype(prob, default_float(xp, place.device))
+    prob = xp.astype(prob, _summing_dtype(xp, prob.dtype, place.device))
     if prob.ndim == 1:
         prob = xp.stack([1 - prob, prob], axis=1)
     classes, true_idx, _ = encode_label_pair(y_true, y_true, labels)
+    if prob.ndim != 2 or prob.shape[0] != true_idx.shape[0]:
+        raise ValueError(
+            f"y_prob has shape {tuple(y_prob.shape)}; expected ({true_idx.shape[0]}, "
+            f"{len(classes)}) for {true_idx.shape[0]} labels of y_true."
+        )
     if len(classes) != prob.shape[1]:
         raise ValueError(
             f"y_prob has {prob.shape[1]} columns but there are {len(classes)} classes "

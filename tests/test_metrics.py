@@ -98,3 +98,82 @@ def test_binary_log_loss_from_one_column_and_errors():
         metrics.accuracy_score(y, y[:3])
     with pytest.raises(ValueError, match="different shapes"):
         metrics.r2_score(np.ones(3), np.ones(4))
+
+
+def test_half_precision_inputs_are_summed_in_float32():
+    """float16 and bfloat16 (a mixed-precision network's outputs) are summed in float32: in
+    their own precision 1e5 squared errors of 1 overflowed to inf, 70 000 weights of 1
+    summed to NaN, and bfloat16 counted by steps of 8 past 2048."""
+    n = 100_000
+    zeros, ones = np.zeros(n, np.float16), np.ones(n, np.float16)
+    assert float(metrics.mean_squared_error(zeros, ones)) == 1.0
+    assert float(metrics.r2_score((np.arange(n) % 7).astype(np.float16), zeros)) < 0
+    labels = np.arange(70_000) % 2
+    assert float(metrics.accuracy_score(labels, labels, sample_weight=ones[:70_000])) == 1.0
+    proba = np.full((n, 2), 0.5, np.float16)
+    assert float(metrics.log_loss(np.arange(n) % 2, proba)) == pytest.approx(np.log(2), 1e-3)
+    torch = pytest.importorskip("torch")
+    y = torch.arange(3001) % 2
+    weights = torch.ones(3001, dtype=torch.bfloat16)
+    counts = metrics.confusion_matrix(y, y, sample_weight=weights)
+    np.testing.assert_array_equal(counts.float().numpy(), [[1501, 0], [0, 1500]])
+
+
+def test_r2_of_a_constant_target_is_the_same_on_every_backend(backend):
+    """A constant target (0.1, not a binary fraction: its mean rounds) scores 1.0 when
+    predicted exactly and 0.0 otherwise, among the weighted rows too, whatever the order a
+    library sums in (NumPy gave -4.6e26, PyTorch 0.0)."""
+    dtype = "float64" if "float64" in backend.float_dtypes else "float32"
+    y = np.full(30, 0.1)
+    pred = y + np.linspace(-0.01, 0.01, 30)
+    assert float(metrics.r2_score(backend.asarray(y, dtype), backend.asarray(pred, dtype))) == 0.0
+    assert float(metrics.r2_score(backend.asarray(y, dtype), backend.asarray(y, dtype))) == 1.0
+    y2 = np.column_stack([y, np.arange(30.0)])  # one constant target, one not
+    y2[0, 0] = 5.0  # ... constant among the rows of weight > 0 only
+    w = np.r_[0.0, np.ones(29)]
+    got = metrics.r2_score(
+        backend.asarray(y2, dtype),
+        backend.asarray(y2 + 0.5, dtype),
+        sample_weight=backend.asarray(w, dtype),
+    )
+    expected = (0.0 + (1 - 29 * 0.25 / np.sum((np.arange(1.0, 30) - 15) ** 2))) / 2
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda: metrics.mean_squared_error(
+                [1.0, 2.0, 3.0], [1.0, 2.0, 4.0], sample_weight=[2.0]
+            ),
+            "sample_weight has shape",
+        ),
+        (
+            lambda: metrics.r2_score(
+                [1.0, 2.0, 3.0], [1.0, 2.0, 4.0], sample_weight=np.ones((3, 1))
+            ),
+            "sample_weight has shape",
+        ),
+        (
+            lambda: metrics.accuracy_score([1, 2, 3], [1, 2, 3], sample_weight=[1.0, 2.0]),
+            "sample_weight has shape",
+        ),
+        (lambda: metrics.log_loss([1], np.full((4, 2), 0.5), labels=[0, 1]), "y_prob has shape"),
+        (lambda: metrics.confusion_matrix([1, 2], [1, 2], labels=[]), "labels must be a non-empty"),
+        (lambda: metrics.mean_squared_error(np.float64(1.0), np.float64(2.0)), "of shape"),
+        (lambda: metrics.mean_squared_error(np.ones((2, 2, 2)), np.ones((2, 2, 2))), "of shape"),
+    ],
+    ids=[
+        "weights too short",
+        "weights 2-D",
+        "label weights",
+        "log_loss lengths",
+        "no labels",
+        "0-d",
+        "3-D",
+    ],
+)
+def test_misshapen_metric_inputs_are_refused_by_name(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
