@@ -100,11 +100,13 @@ class BaseEstimator(OnComputeDevice):
     ``predict_proba``, ``decision_function``, ``score``... run inside
     ``mlxp.use_backend(backend)``; None (the default) keeps the rule of
     :mod:`mlxp._backend` (the selected backend, else the inputs' library). Cloned
-    (``sklearn.base.clone``, as every search and ``cross_val_score`` does in the calling
-    thread) while a backend is selected, an estimator with ``backend=None`` becomes one
-    with that selection written out: ``clone(est).get_params()["backend"] == "torch:cpu"``
-    inside ``use_backend("torch")``; so threading and process (loky) workers, which do
-    not see the caller's selection, compute there, and a clone of the clone too.
+    (``sklearn.base.clone``, as the searches do in the calling thread) while a backend is
+    selected, an estimator with ``backend=None`` becomes one with that selection written
+    out: ``clone(est).get_params()["backend"] == "torch:cpu"`` inside
+    ``use_backend("torch")``; so threading and process (loky) workers, which do not see
+    the caller's selection, compute there, and a clone of the clone too.
+    ``cross_val_score(n_jobs=...)`` clones its later folds in joblib's thread, outside a
+    ``use_backend`` block: give ``backend=``, or ``set_backend``, or ``pre_dispatch="all"``.
 
     Fitted on a data frame whose columns are all named by strings, ``fit`` records them
     as ``feature_names_in_`` (an object array), which later inputs must match

@@ -3,6 +3,8 @@ clone carries into scikit-learn's threading and process (loky) workers."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -103,3 +105,24 @@ def test_the_backend_parameter_round_trips_through_model_files(tmp_path):
     for est in (ridge, mlp):
         mlxp.save(est, tmp_path / "m.mlxp")
         assert mlxp.load(tmp_path / "m.mlxp").get_params() == est.get_params()
+
+
+@pytest.mark.parametrize("backend", ["selected", "parameter", "pre_dispatch"])
+def test_cross_validate_with_workers_computes_on_the_chosen_backend(backend):
+    """``cross_validate(n_jobs=2, cv=8)`` clones only its first folds in the calling thread:
+    inside ``use_backend`` alone the later ones ran on NumPy. The README's ways each put
+    every fold on torch: ``set_backend``, ``backend=``, or ``pre_dispatch="all"``."""
+    from sklearn.model_selection import cross_validate
+
+    X, y = _data()
+    options = {"cv": 8, "n_jobs": 2, "scoring": on_torch}
+    estimator = Ridge(backend="torch") if backend == "parameter" else Ridge()
+    if backend == "selected":
+        mlxp.set_backend("torch")
+    try:
+        with mlxp.use_backend("torch") if backend == "pre_dispatch" else contextlib.nullcontext():
+            extra = {"pre_dispatch": "all"} if backend == "pre_dispatch" else {}
+            scores = cross_validate(estimator, X, y, **options, **extra)["test_score"]
+    finally:
+        mlxp.set_backend(None)
+    assert scores.tolist() == [1.0] * 8
