@@ -167,8 +167,10 @@ def validate_data(
     if sw_is_array:
         sample_weight = to_array(sample_weight, "sample_weight")
     host_labels = labels and aac.is_numpy_array(y)  # labels may stay on the host (strings)
+    # and weights given on the host follow X (scikit-learn's fit_params pass NumPy ones)
+    device_weights = sw_is_array and not aac.is_numpy_array(sample_weight)
     place = placement(
-        X=X, y=None if host_labels else y, sample_weight=sample_weight if sw_is_array else None
+        X=X, y=None if host_labels else y, sample_weight=sample_weight if device_weights else None
     )
     X = _check_X(estimator, place, X, reset)
     n_samples = X.shape[0]

@@ -15,10 +15,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from array_api_compat import is_numpy_array
-
 from mlxp._backend import BACKEND_NAMES, get_backend, use_backend
-from mlxp._compat import to_numpy
 from mlxp._dask import concrete
 from mlxp._device import COMPUTE_METHODS, OnComputeDevice
 from mlxp._frames import feature_names
@@ -231,14 +228,8 @@ class ClassifierMixin:
     predict: Callable[..., Any]  # the estimator's
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
-        """Accuracy = Σ wᵢ [ŷᵢ = yᵢ] / Σ wᵢ. Labels given as a NumPy array for X elsewhere (as
-        ``fit`` takes them) are compared on the host."""
+        """Accuracy = Σ wᵢ [ŷᵢ = yᵢ] / Σ wᵢ."""
         y, pred, sample_weight = concrete(y, self.predict(X), sample_weight)
-        if is_numpy_array(y) and not is_numpy_array(pred):
-            pred = to_numpy(pred)
-            sample_weight = (
-                to_numpy(sample_weight) if hasattr(sample_weight, "shape") else sample_weight
-            )
         return float(accuracy_score(y, pred, sample_weight=sample_weight))
 
     def __sklearn_tags__(self) -> Any:

@@ -1,12 +1,15 @@
 """Metrics, computed on the inputs' device.
 
 Each returns an array of the inputs' namespace and device (a 0-d array for scores),
-or NumPy when the labels are strings. Class labels are encoded on the host once.
+or NumPy when the labels are strings. Class labels are encoded on the host once; labels
+and weights given as NumPy arrays beside inputs elsewhere go where those are.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from array_api_compat import is_numpy_array
 
 from mlxp._backend import placement
 from mlxp._compat import default_float, move
@@ -97,7 +100,10 @@ def _placed_labels(
     """Class indices of both label arrays, on the inputs' device, and the weights."""
     classes, true_idx, pred_idx = encode_label_pair(y_true, y_pred, labels)
     arrays = {"y_true": y_true, "y_pred": y_pred, "sample_weight": sample_weight}
-    place = placement(**{k: v for k, v in arrays.items() if hasattr(v, "shape")})
+    arrays = {k: v for k, v in arrays.items() if hasattr(v, "shape")}
+    # labels and weights given on the host (NumPy) go where the others are, as in fit
+    elsewhere = {k: v for k, v in arrays.items() if not is_numpy_array(v)}
+    place = placement(**(elsewhere or arrays))
     xp, dev = place.xp, place.device
     true_idx, pred_idx = move(true_idx, xp, dev), move(pred_idx, xp, dev)
     if sample_weight is not None:

@@ -266,8 +266,10 @@ def test_labels_given_as_numpy_beside_X_elsewhere(backend, dtype):
     assert backend.to_numpy(pred).dtype.kind == np.dtype(dtype).kind  # no_x64: int32
     accuracy = (backend.to_numpy(pred) == y).mean()
     assert accuracy > 0.9 and model.score(Xb, y) == pytest.approx(accuracy)
-    weights = backend.asarray(np.ones(len(y)))
-    assert model.score(Xb, y, sample_weight=weights) == pytest.approx(accuracy)
+    for weights in (backend.asarray(np.ones(len(y))), np.ones(len(y))):  # host ones follow X
+        assert model.score(Xb, y, sample_weight=weights) == pytest.approx(accuracy)
+    refit = LogisticRegression().fit(Xb, y, sample_weight=np.ones(len(y)))
+    np.testing.assert_allclose(backend.to_numpy(refit.coef_), backend.to_numpy(model.coef_))
 
 
 def test_class_weight_is_sample_weight_per_class():

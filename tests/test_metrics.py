@@ -177,3 +177,17 @@ def test_r2_of_a_constant_target_is_the_same_on_every_backend(backend):
 def test_misshapen_metric_inputs_are_refused_by_name(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_label_metrics_take_host_labels_and_weights_beside_predictions_elsewhere(backend):
+    """y_true and sample_weight given as NumPy (as ``fit`` takes labels and scikit-learn's
+    fit_params pass weights) beside y_pred elsewhere: computed where y_pred is, as from
+    inputs all there (they raised on the mixed libraries)."""
+    dtype = "float64" if "float64" in backend.float_dtypes else "float32"
+    pred = backend.asarray(LABELS_PRED)
+    weights = WEIGHTS.astype(dtype)
+    for function in (metrics.accuracy_score, metrics.confusion_matrix):
+        got = function(LABELS_TRUE, pred, sample_weight=weights)
+        want = function(backend.asarray(LABELS_TRUE), pred, sample_weight=backend.asarray(weights))
+        assert aac.array_namespace(got) is aac.array_namespace(pred)
+        np.testing.assert_allclose(backend.to_numpy(got), backend.to_numpy(want), rtol=1e-6)
