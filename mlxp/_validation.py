@@ -160,6 +160,7 @@ def validate_data(
     if not reset:
         check_feature_names(estimator, X)
     X = to_array(X, "X")
+    y_votes = aac.is_array_api_obj(y)  # a list or a data frame goes where the arrays are
     if y is not None:
         on_host = not aac.is_array_api_obj(y) or aac.is_numpy_array(y)
         y = labels_to_host(y) if labels and on_host else to_array(y, "y")
@@ -170,7 +171,9 @@ def validate_data(
     # and weights given on the host follow X (scikit-learn's fit_params pass NumPy ones)
     device_weights = sw_is_array and not aac.is_numpy_array(sample_weight)
     place = placement(
-        X=X, y=None if host_labels else y, sample_weight=sample_weight if device_weights else None
+        X=X,
+        y=y if y_votes and not host_labels else None,
+        sample_weight=sample_weight if device_weights else None,
     )
     X = _check_X(estimator, place, X, reset)
     n_samples = X.shape[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import array_api_compat as aac
 from array_api_compat import is_numpy_array
 
 from mlxp._backend import placement
@@ -34,10 +35,11 @@ def _check_weights(w: Any, n: int) -> None:
 
 
 def _prepare(y_true: Any, y_pred: Any, sample_weight: Any) -> tuple[Any, ...]:
-    y_true, y_pred = to_array(y_true, "y_true"), to_array(y_pred, "y_pred")
-    if sample_weight is not None:
-        sample_weight = to_array(sample_weight, "sample_weight")
-    place = placement(y_true=y_true, y_pred=y_pred, sample_weight=sample_weight)
+    given = {"y_true": y_true, "y_pred": y_pred, "sample_weight": sample_weight}
+    arrays = {k: to_array(v, k) for k, v in given.items() if v is not None}
+    # lists and data frames go where the arrays are, as they do in fit
+    place = placement(**{k: v for k, v in arrays.items() if aac.is_array_api_obj(given[k])})
+    y_true, y_pred, sample_weight = arrays["y_true"], arrays["y_pred"], arrays.get("sample_weight")
     xp = place.xp
     y_true, y_pred = place.to_compute(y_true), place.to_compute(y_pred)
     if tuple(y_true.shape) != tuple(y_pred.shape):

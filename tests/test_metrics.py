@@ -191,3 +191,27 @@ def test_label_metrics_take_host_labels_and_weights_beside_predictions_elsewhere
         want = function(backend.asarray(LABELS_TRUE), pred, sample_weight=backend.asarray(weights))
         assert aac.array_namespace(got) is aac.array_namespace(pred)
         np.testing.assert_allclose(backend.to_numpy(got), backend.to_numpy(want), rtol=1e-6)
+
+
+def test_lists_go_where_the_arrays_are(backend):
+    """A list (or data frame) has no library: it goes where the arrays among the inputs
+    are, in the metrics and in ``fit``/``score`` alike (it was taken for a NumPy array, and
+    refused beside arrays of another library)."""
+    from mlxp.linear_model import Ridge
+
+    dtype = "float64" if "float64" in backend.float_dtypes else "float32"
+    y = Y_TRUE[:, 0].tolist()
+    pred = backend.asarray(Y_PRED[:, 0], dtype)
+    for function in (metrics.mean_squared_error, metrics.r2_score):
+        got = function(y, pred, sample_weight=WEIGHTS.tolist())
+        assert aac.array_namespace(got) is aac.array_namespace(pred)
+        want = function(
+            backend.asarray(y, dtype), pred, sample_weight=backend.asarray(WEIGHTS, dtype)
+        )
+        assert float(got) == pytest.approx(float(want), rel=1e-5)
+    X = backend.asarray(PROBA, dtype)
+    model = Ridge().fit(X, y)
+    assert aac.array_namespace(model.coef_) is aac.array_namespace(X)
+    assert model.score(X, y) == pytest.approx(
+        float(Ridge().fit(PROBA, y).score(PROBA, y)), rel=1e-4
+    )
