@@ -48,11 +48,13 @@ __all__ = [
 
 # --------------------------------------------------------------------------- conversion
 def to_numpy(x: Any) -> np.ndarray:
-    """Copy an array of any supported library to a NumPy array on the host."""
+    """Copy an array of any supported library to a NumPy array on the host (PyTorch's
+    bfloat16, which NumPy lacks, as float32: every bfloat16 value is one)."""
     if isinstance(x, np.ndarray) or np.isscalar(x):
         return np.asarray(x)
     if aac.is_torch_array(x):
-        return x.detach().cpu().resolve_conj().numpy()
+        x = x.detach().cpu().resolve_conj()
+        return (x.float() if str(x.dtype) == "torch.bfloat16" else x).numpy()
     if aac.is_cupy_array(x):
         return x.get()
     if aac.is_jax_array(x):

@@ -153,6 +153,17 @@ def test_to_numpy_of_scalars_and_lists():
     np.testing.assert_array_equal(to_numpy([1, 2]), np.array([1, 2]))
 
 
+def test_to_numpy_of_bfloat16_gives_float32():
+    """PyTorch's bfloat16 (a mixed-precision model's outputs, or labels) has no NumPy
+    dtype: it comes to the host as float32, which holds each of its values exactly (its
+    conversion raised "unsupported ScalarType BFloat16")."""
+    torch = pytest.importorskip("torch")
+    values = torch.tensor([1.5, -2.0, 3.140625, 1e30], dtype=torch.bfloat16)
+    host = to_numpy(values)
+    assert host.dtype == np.float32
+    np.testing.assert_array_equal(host, values.float().numpy())
+
+
 def test_to_numpy_of_a_torch_tensor_that_requires_grad():
     torch = pytest.importorskip("torch")
     t = torch.ones(3, dtype=torch.float64, requires_grad=True) * 2
