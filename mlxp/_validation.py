@@ -20,6 +20,7 @@ import numpy as np
 
 from mlxp._backend import DISCOVERY_LOCK, Placement, placement
 from mlxp._compat import default_float, to_numpy
+from mlxp._dask import is_dask_array
 from mlxp._frames import check_feature_names, from_frame
 from mlxp._kernels import all_finite
 from mlxp.exceptions import DataConversionWarning, NotFittedError, ecosystem_class, warn_user
@@ -160,7 +161,10 @@ def validate_data(
     if not reset:
         check_feature_names(estimator, X)
     X = to_array(X, "X")
-    y_votes = aac.is_array_api_obj(y)  # a list or a data frame goes where the arrays are
+    # a list or a data frame as y, and NumPy weights (as scikit-learn's fit_params pass
+    # them), go where X is; not into Dask X, whose chunks' library they would have to match
+    follows = not is_dask_array(X)
+    y_votes = aac.is_array_api_obj(y) or not follows
     if y is not None:
         on_host = not aac.is_array_api_obj(y) or aac.is_numpy_array(y)
         y = labels_to_host(y) if labels and on_host else to_array(y, "y")
@@ -168,8 +172,7 @@ def validate_data(
     if sw_is_array:
         sample_weight = to_array(sample_weight, "sample_weight")
     host_labels = labels and aac.is_numpy_array(y)  # labels may stay on the host (strings)
-    # and weights given on the host follow X (scikit-learn's fit_params pass NumPy ones)
-    device_weights = sw_is_array and not aac.is_numpy_array(sample_weight)
+    device_weights = sw_is_array and not (follows and aac.is_numpy_array(sample_weight))
     place = placement(
         X=X,
         y=y if y_votes and not host_labels else None,

@@ -20,6 +20,15 @@ from mlxp._validation import encode_label_pair, to_array
 __all__ = ["accuracy_score", "confusion_matrix", "log_loss", "mean_squared_error", "r2_score"]
 
 
+_SCATTERS = (
+    aac.is_numpy_namespace,
+    aac.is_torch_namespace,
+    aac.is_jax_namespace,
+    aac.is_cupy_namespace,
+)
+"""The libraries :func:`mlxp._compat.scatter_add` has a scatter of (elsewhere it loops)."""
+
+
 def _summing_dtype(xp: Any, dtype: Any, device: Any) -> Any:
     """The dtype a metric sums in: ``dtype`` where it is a real float of 32 bits or more;
     float32 for half precisions (float16 sums 1e5 values to inf or NaN, bfloat16 counts by
@@ -37,8 +46,11 @@ def _check_weights(w: Any, n: int) -> None:
 def _prepare(y_true: Any, y_pred: Any, sample_weight: Any) -> tuple[Any, ...]:
     given = {"y_true": y_true, "y_pred": y_pred, "sample_weight": sample_weight}
     arrays = {k: to_array(v, k) for k, v in given.items() if v is not None}
-    # lists and data frames go where the arrays are, as they do in fit
-    place = placement(**{k: v for k, v in arrays.items() if aac.is_array_api_obj(given[k])})
+    # lists and data frames, and NumPy weights, go where the arrays are, as they do in fit
+    voting = {k: v for k, v in arrays.items() if aac.is_array_api_obj(given[k])}
+    if "sample_weight" in voting and is_numpy_array(voting["sample_weight"]) and len(voting) > 1:
+        del voting["sample_weight"]
+    place = placement(**voting)
     y_true, y_pred, sample_weight = arrays["y_true"], arrays["y_pred"], arrays.get("sample_weight")
     xp = place.xp
     y_true, y_pred = place.to_compute(y_true), place.to_compute(y_pred)
@@ -136,15 +148,21 @@ def confusion_matrix(
 ) -> Any:
     """C[i, j] = Σ w over samples of true class i predicted as class j, classes sorted.
 
-    Each weight added into its cell i·K + j of the K² cells (:func:`mlxp._compat.scatter_add`,
-    the library's own scatter), on the inputs' device: O(n + K²), where a product of (n, K)
-    one-hot matrices took O(n·K) memory, and TF32's rounding on a GPU that multiplies so.
+    Each weight added into its cell i·K + j of the K² cells by the library's own scatter
+    (:func:`mlxp._compat.scatter_add`: NumPy, PyTorch, JAX, CuPy), on the inputs' device:
+    O(n + K²), where a product of (n, K) one-hot matrices takes O(n·K) memory (and TF32's
+    rounding on a GPU that multiplies so); that product elsewhere (array-api-strict, Dask).
     """
     place, xp, classes, true_idx, pred_idx, w = _placed_labels(
         y_true, y_pred, sample_weight, labels
     )
     K = len(classes)
-    counts = xp.reshape(scatter_add(K * K, true_idx * K + pred_idx, w, xp=xp), (K, K))
+    if any(is_library(xp) for is_library in _SCATTERS):
+        counts = xp.reshape(scatter_add(K * K, true_idx * K + pred_idx, w, xp=xp), (K, K))
+    else:  # no scatter of its own (scatter_add's fallback loops over a cell's rows)
+        slots = xp.arange(K, device=place.device)
+        T = xp.astype(true_idx[:, None] == slots[None, :], w.dtype)
+        counts = (T * w[:, None]).T @ xp.astype(pred_idx[:, None] == slots[None, :], w.dtype)
     if sample_weight is None:
         counts = xp.astype(xp.round(counts), xp.arange(1, device=place.device).dtype)
     return place.to_caller(counts)

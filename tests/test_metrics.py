@@ -215,3 +215,21 @@ def test_lists_go_where_the_arrays_are(backend):
     assert model.score(X, y) == pytest.approx(
         float(Ridge().fit(PROBA, y).score(PROBA, y)), rel=1e-4
     )
+
+
+def test_regression_metrics_and_score_take_numpy_weights_beside_arrays_elsewhere(backend):
+    """NumPy weights (scikit-learn's fit_params) beside y on another library go where y
+    is, in the regression metrics and a regressor's ``score`` as in its ``fit``."""
+    from mlxp.linear_model import Ridge
+
+    dtype = "float64" if "float64" in backend.float_dtypes else "float32"
+    y, pred = backend.asarray(Y_TRUE[:, 0], dtype), backend.asarray(Y_PRED[:, 0], dtype)
+    for function in (metrics.mean_squared_error, metrics.r2_score):
+        got = function(y, pred, sample_weight=WEIGHTS)
+        want = function(y, pred, sample_weight=backend.asarray(WEIGHTS, dtype))
+        assert float(got) == pytest.approx(float(want), rel=1e-5)
+    X = backend.asarray(PROBA, dtype)
+    model = Ridge().fit(X, y, sample_weight=WEIGHTS)
+    assert model.score(X, y, sample_weight=WEIGHTS) == pytest.approx(
+        model.score(X, y, sample_weight=backend.asarray(WEIGHTS, dtype)), rel=1e-5
+    )
