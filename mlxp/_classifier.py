@@ -76,4 +76,4 @@ class MarginClassifierMixin:
         # strings, and unsigned labels wider than a byte, which PyTorch cannot gather: on
         # the host, the labels then given back where the input came from
         labels = self.classes_[to_numpy(best)]
-        return labels if kind not in "u" else place.to_caller(labels)
+        return place.to_caller(labels) if kind == "u" else labels

@@ -39,6 +39,7 @@ __all__ = [
     "move",
     "on_host",
     "scatter_add",
+    "scatters",
     "slice_add",
     "synchronize",
     "take_rows",
@@ -218,6 +219,13 @@ def check_random_state(seed: Any) -> Generator:
 
 
 # --------------------------------------------------------------------------- scatter / windows
+def scatters(xp: Any) -> bool:
+    """Whether :func:`scatter_add` has ``xp``'s own scatter (NumPy, PyTorch, JAX, CuPy);
+    elsewhere it loops over the largest multiplicity of an index."""
+    libraries = (aac.is_numpy_namespace, aac.is_torch_namespace, aac.is_jax_namespace)
+    return any(is_library(xp) for is_library in (*libraries, aac.is_cupy_namespace))
+
+
 def scatter_add(n: int, index: Any, values: Any, *, xp: Any = None) -> Any:
     """Sum rows of ``values`` into ``n`` slots: ``out[index[i]] += values[i]``.
 

@@ -9,24 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import array_api_compat as aac
 from array_api_compat import is_numpy_array
 
 from mlxp._backend import placement
-from mlxp._compat import default_float, move, scatter_add
+from mlxp._compat import default_float, index_dtype, move, scatter_add, scatters
 from mlxp._device import on_inputs_device
 from mlxp._validation import encode_label_pair, to_array
 
 __all__ = ["accuracy_score", "confusion_matrix", "log_loss", "mean_squared_error", "r2_score"]
-
-
-_SCATTERS = (
-    aac.is_numpy_namespace,
-    aac.is_torch_namespace,
-    aac.is_jax_namespace,
-    aac.is_cupy_namespace,
-)
-"""The libraries :func:`mlxp._compat.scatter_add` has a scatter of (elsewhere it loops)."""
 
 
 def _summing_dtype(xp: Any, dtype: Any, device: Any) -> Any:
@@ -44,14 +34,13 @@ def _check_weights(w: Any, n: int) -> None:
 
 
 def _prepare(y_true: Any, y_pred: Any, sample_weight: Any) -> tuple[Any, ...]:
-    given = {"y_true": y_true, "y_pred": y_pred, "sample_weight": sample_weight}
-    arrays = {k: to_array(v, k) for k, v in given.items() if v is not None}
-    # lists and data frames, and NumPy weights, go where the arrays are, as they do in fit
-    voting = {k: v for k, v in arrays.items() if aac.is_array_api_obj(given[k])}
-    if "sample_weight" in voting and is_numpy_array(voting["sample_weight"]) and len(voting) > 1:
-        del voting["sample_weight"]
-    place = placement(**voting)
-    y_true, y_pred, sample_weight = arrays["y_true"], arrays["y_pred"], arrays.get("sample_weight")
+    # placed before conversion: lists and data frames do not vote (input_placement), nor
+    # NumPy weights, which go where y is, as they do in fit
+    weights = None if is_numpy_array(sample_weight) else sample_weight
+    place = placement(y_true=y_true, y_pred=y_pred, sample_weight=weights)
+    y_true, y_pred = to_array(y_true, "y_true"), to_array(y_pred, "y_pred")
+    if sample_weight is not None:
+        sample_weight = to_array(sample_weight, "sample_weight")
     xp = place.xp
     y_true, y_pred = place.to_compute(y_true), place.to_compute(y_pred)
     if tuple(y_true.shape) != tuple(y_pred.shape):
@@ -157,14 +146,14 @@ def confusion_matrix(
         y_true, y_pred, sample_weight, labels
     )
     K = len(classes)
-    if any(is_library(xp) for is_library in _SCATTERS):
+    if scatters(xp):
         counts = xp.reshape(scatter_add(K * K, true_idx * K + pred_idx, w, xp=xp), (K, K))
     else:  # no scatter of its own (scatter_add's fallback loops over a cell's rows)
         slots = xp.arange(K, device=place.device)
         T = xp.astype(true_idx[:, None] == slots[None, :], w.dtype)
         counts = (T * w[:, None]).T @ xp.astype(pred_idx[:, None] == slots[None, :], w.dtype)
     if sample_weight is None:
-        counts = xp.astype(xp.round(counts), xp.arange(1, device=place.device).dtype)
+        counts = xp.astype(xp.round(counts), index_dtype(xp, place.device))
     return place.to_caller(counts)
 
 
