@@ -19,20 +19,26 @@ import mlxp.nn.step
 import mlxp.nn.training
 from mlxp.exceptions import InvalidParameterError
 from mlxp.nn import (
+    GELU,
+    AvgPool2D,
     BatchNorm1d,
     BatchNorm2d,
     Conv2D,
     Dense,
     Dropout,
     Flatten,
+    GlobalAvgPool2D,
+    LeakyReLU,
     MaxPool2D,
     MLPClassifier,
     ReLU,
     Sequential,
+    Sigmoid,
     Softmax,
+    Tanh,
 )
 from mlxp.nn.step import FlatLayout
-from mlxp.optim import ExponentialLR
+from mlxp.optim import SGD, AdamW, ExponentialLR, RMSprop
 from tests.conftest import case_named
 
 # 70 rows at batch 32: the last batch is short (padded and masked when compiled)
@@ -427,6 +433,67 @@ def test_torch_compile_on_request_equals_the_uncompiled_step():
     with pytest.warns(UserWarning):  # Dynamo's notices about array-api-compat's caches
         compiled = _fit(_mlp(batch_norm=True), case, (X, Y), True, epochs=2)
     _assert_same(compiled, _fit(_mlp(batch_norm=True), case, (X, Y), False, epochs=2), 1e-5)
+
+
+def _torch_whole_graphs(monkeypatch):
+    """torch.compile as compile=True calls it, but with ``fullgraph=True`` (a graph break
+    raises instead of running that part eagerly) and Dynamo's ``eager`` backend (the
+    traced graph runs as it is: no C++ or Triton is generated, so a CPU checks in seconds
+    what a CUDA machine will trace)."""
+    torch = pytest.importorskip("torch")
+    compile_ = torch.compile
+    torch._dynamo.reset()  # Dynamo recompiles a code object at most 8 times per process
+    monkeypatch.setattr(
+        torch, "compile", lambda fn, **kw: compile_(fn, backend="eager", fullgraph=True, **kw)
+    )
+
+
+TORCH_GRAPH_CASES = {
+    "activations-adamw-decay": (
+        lambda: Sequential(
+            [Dense(6, 8), LeakyReLU(0.1), Dense(8, 8), Tanh(), Dense(8, 8), Sigmoid()]  # noqa: RUF005
+            + [Dense(8, 8), GELU(), Dropout(0.3), Dense(8, 3)],
+            seed=3,
+        ),
+        (X, Y),
+        lambda: {"optimizer": AdamW(1e-2), "weight_decay": 0.5},
+    ),
+    "relu-batchnorm-nesterov": (
+        lambda: _mlp(batch_norm=True),
+        (X, Y),
+        lambda: {"optimizer": SGD(0.1, momentum=0.9, nesterov=True)},
+    ),
+    "softmax-mse-rmsprop": (
+        lambda: Sequential([Dense(6, 8), ReLU(), Dense(8, 3), Softmax()], seed=3),
+        (X, RNG.normal(size=(70, 3))),
+        lambda: {"loss": "mse", "optimizer": RMSprop(1e-2)},
+    ),
+    "cnn-pools-batchnorm2d": (
+        lambda: Sequential(
+            [Conv2D(1, 2, 3, stride=2, padding=1), ReLU(), BatchNorm2d(2), AvgPool2D(2)]  # noqa: RUF005
+            + [Conv2D(2, 3, 1), ReLU(), MaxPool2D(3, stride=2, padding=1), GlobalAvgPool2D()]
+            + [Dense(3, 3)],
+            seed=3,
+        ),
+        (IMAGES, Y[:20]),
+        lambda: {"batch_size": 8},
+    ),
+    "cnn-adam": (_cnn, (IMAGES, Y[:20]), lambda: {"batch_size": 8}),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Dynamo detected a call to a `functools.lru_cache`")
+@pytest.mark.parametrize("case_name", list(TORCH_GRAPH_CASES))
+def test_torch_compile_traces_each_step_whole(monkeypatch, case_name):
+    """compile=True on PyTorch: Dynamo traces the whole step (every layer's forward and
+    backward, the loss and the optimiser's update) as one graph, with no graph break
+    (one used to split each ReLU off: ``maximum`` with a Python float asks array-api-compat's
+    ``result_type`` for a dtype), and the traced step gives the eager step's results."""
+    make, data, kwargs = TORCH_GRAPH_CASES[case_name]  # a fresh optimiser for each fit
+    case = case_named("torch:cpu")
+    eager = _fit(make(), case, data, False, epochs=2, **kwargs())
+    _torch_whole_graphs(monkeypatch)
+    _assert_same(_fit(make(), case, data, True, epochs=2, **kwargs()), eager, rtol=1e-6)
 
 
 def test_cupy_cuda_graph_step_equals_the_uncompiled_step_or_is_refused():
