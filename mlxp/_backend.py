@@ -233,8 +233,8 @@ def make_backend(name: str, device: Any = None) -> Backend:
             if lib.check is not None:
                 lib.check(device_name)
             return Backend(name, device_name, lib.xp, dev)
-    if isinstance(device, str) and device in ("cuda", "gpu"):
-        return make_backend(name, "cuda:0")
+    if (device if isinstance(device, str) else str(device)) in ("cuda", "gpu"):
+        return make_backend(name, "cuda:0")  # torch.device("cuda") names no index
     raise ValueError(
         f"Backend {name!r} has no device {device!r}; its devices here: {', '.join(lib.devices)}."
     )

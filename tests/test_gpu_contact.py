@@ -143,6 +143,29 @@ def test_cupy_that_computes_wrongly_is_unavailable(monkeypatch, fresh_libraries)
 FAKE_CUPY = types.ModuleType("cupy")  # is_cupy_namespace reads only the name
 
 
+def test_a_torch_device_without_an_index_names_the_first_gpu(monkeypatch, fresh_libraries):
+    """``torch.device("cuda")``, PyTorch's usual name for the GPU, is taken as the string
+    "cuda" is (cuda:0), though it is not equal to ``torch.device("cuda:0")`` (its index is
+    None); against the device table PyTorch's loader builds on a one-GPU machine."""
+    torch = pytest.importorskip("torch")
+    import mlxp._backend as backend_module
+
+    real = backend_module._LOADERS["torch"]
+
+    def one_gpu():
+        lib = real()
+        devices = {**lib.devices, "cuda:0": torch.device("cuda:0")}
+        return backend_module._Library(lib.version, lib.xp, devices)
+
+    monkeypatch.setitem(backend_module._LOADERS, "torch", one_gpu)
+    _library.cache_clear()
+    assert torch.device("cuda") != torch.device("cuda:0")
+    for device in ("cuda", torch.device("cuda"), torch.device("cuda:0")):
+        assert make_backend("torch", device).device_name == "cuda:0"
+    with pytest.raises(ValueError, match="has no device"):
+        make_backend("torch", torch.device("cuda:1"))
+
+
 def test_device_context_makes_a_cupy_device_current_and_nothing_else():
     with device_context(FAKE_CUPY, FakeDevice(1)):
         assert FakeDevice.current == [1]
