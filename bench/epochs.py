@@ -205,7 +205,7 @@ def torch_target(device: str) -> Target:
         to_host=lambda t: t.detach().cpu().numpy(),
         sync=(lambda _: torch.cuda.synchronize(device)) if cuda else (lambda _: None),
         peak_key=f"torch:{device}",
-        memory=lambda: device_memory("torch", torch.device(device)),
+        memory=lambda start=False: device_memory("torch", torch.device(device), start),
     )
 
 

@@ -81,7 +81,7 @@ def cuml_peer(name: str, solver: str, **params: Any) -> Peer:
         to_host=cupy.asnumpy,
         sync=lambda _: cupy.cuda.get_current_stream().synchronize(),
         peak_key="cupy:cuda:0",
-        memory=lambda: device_memory("cupy", None),
+        memory=lambda start=False: device_memory("cupy", None, start),
     )
     return Peer(CUML, solver, functools.partial(getattr(cuml, name), **params), target)
 

@@ -167,7 +167,8 @@ def ops_cell(key: Key, r: dict[str, Any]) -> str:
 
 
 def warmup(r: dict[str, Any]) -> str:
-    """The warm-up's seconds, its multiple of the median, and device memory growth."""
+    """The warm-up's seconds, its multiple of the median, and the device memory its peak
+    added to what was in use before it."""
     text = f"{r['warmup_s']:.3g} (×{r['warmup_s'] / r['median_s']:.1f})"
     before, after = r.get("memory_before_warmup_bytes"), r.get("memory_after_warmup_bytes")
     if before is not None and after is not None:

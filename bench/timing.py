@@ -43,7 +43,7 @@ PEAK_REPEAT = 3  # timings per matmul peak (the best is kept), after a warm-up p
 PEAK_SECONDS = 0.05  # the least each timing lasts
 
 
-def _no_memory() -> int | None:
+def _no_memory(start: bool = False) -> int | None:
     return None
 
 
@@ -61,7 +61,7 @@ class Target:
     sync: Callable[[Any], None]
     peak_key: str
     float_dtypes: tuple[str, ...] = ("float32", "float64")
-    memory: Callable[[], int | None] = field(default=_no_memory)
+    memory: Callable[..., int | None] = field(default=_no_memory)  # (start=False), as device_memory
     host: bool = False
 
 
@@ -74,7 +74,7 @@ def case_target(case: backends.Case) -> Target:
         sync=case.synchronize,
         peak_key=str(case),
         float_dtypes=case.float_dtypes,
-        memory=lambda: device_memory(case.name, case.device),
+        memory=lambda start=False: device_memory(case.name, case.device, start),
     )
 
 
@@ -90,20 +90,37 @@ def host_target(name: str) -> Target:
     )
 
 
-def device_memory(library: str, device: Any) -> int | None:
-    """Bytes held by the device's memory pool (CuPy's pool, PyTorch's caching allocator),
-    or its peak use so far (JAX GPU); None on CPUs, where there is no pool to grow."""
+def device_memory(library: str, device: Any, start: bool = False) -> int | None:
+    """Device memory around a warm-up, in bytes; None on CPUs, which have no pool to grow.
+
+    ``start=True`` (before the warm-up): the pool's unused blocks are freed and its peak
+    reset, and the bytes in use now are returned; then (after it) the most in use since:
+    PyTorch CUDA's peak allocation, the size of CuPy's pool (it keeps every block it took,
+    so it is at least the peak of use), JAX GPU's peak use (never reset: an earlier, larger
+    peak hides this one). Without the reset a call could reuse what an earlier one freed
+    into the same pool (native PyTorch's epoch before mlxp's on the same GPU, say) and show
+    no growth."""
     if library == "cupy":
         import cupy
 
-        return int(cupy.get_default_memory_pool().total_bytes())
+        pool = cupy.get_default_memory_pool()
+        if start:
+            cupy.cuda.get_current_stream().synchronize()
+            pool.free_all_blocks()
+            return int(pool.used_bytes())
+        return int(pool.total_bytes())
     if library == "torch" and getattr(device, "type", None) == "cuda":
         import torch
 
-        return int(torch.cuda.memory_reserved(device))  # its peak never resets
+        if start:
+            torch.cuda.synchronize(device)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+            return int(torch.cuda.memory_allocated(device))
+        return int(torch.cuda.max_memory_allocated(device))
     if library == "jax" and getattr(device, "platform", "cpu") != "cpu":
         stats = device.memory_stats() or {}
-        return stats.get("peak_bytes_in_use")
+        return stats.get("bytes_in_use" if start else "peak_bytes_in_use")
     return None
 
 
@@ -120,11 +137,12 @@ def summary(times: Sequence[float], prefix: str = "") -> dict[str, Any]:
 @dataclass(frozen=True)
 class Timed:
     """A call to time: ``call()`` then ``sync(result)`` waits for the device; ``memory``
-    reads the device memory around the warm-up (None on CPUs)."""
+    reads the device memory around the warm-up, ``memory(start=True)`` before it
+    (:func:`device_memory`; None on CPUs)."""
 
     call: Callable[[], Any]
     sync: Callable[[Any], None]
-    memory: Callable[[], int | None] | None = None
+    memory: Callable[..., int | None] | None = None
 
 
 def interleaved(
@@ -139,7 +157,7 @@ def interleaved(
     test, ``--quick``) skips that."""
     warm, times = [], [[] for _ in calls]
     for c in calls:
-        before = c.memory() if c.memory else None
+        before = c.memory(start=True) if c.memory else None
         start = time.perf_counter()
         c.sync(result := c.call())
         warm.append((result, time.perf_counter() - start, before, c.memory() if c.memory else None))
@@ -176,7 +194,7 @@ def timed(
     call: Callable[[], Any],
     sync: Callable[[Any], None],
     repeat: int,
-    memory: Callable[[], int | None] | None = None,
+    memory: Callable[..., int | None] | None = None,
     prefix: str = "",
 ) -> tuple[Any, dict[str, Any]]:
     """Run ``call()`` once untimed, then ``repeat`` times timed; the last result and the stats.

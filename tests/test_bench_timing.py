@@ -48,3 +48,46 @@ def test_a_smoke_test_takes_turns_without_settling(monkeypatch):
     results = interleaved([fast_call, slow_call], 3, settle=False)
     assert len(fast) == len(slow) == 4
     assert [len(stats["times_s"]) for _, stats in results] == [3, 3]
+
+
+class _Pool:
+    """A memory pool as CuPy's: blocks freed by one call stay in it for the next."""
+
+    def __init__(self):
+        self.used, self.held = 0, 0
+
+    def allocate(self, n):
+        self.held = max(self.held, self.used + n)
+
+    def used_bytes(self):
+        return self.used
+
+    def total_bytes(self):
+        return self.held
+
+    def free_all_blocks(self):
+        self.held = self.used
+
+
+def test_each_warm_up_reports_its_own_peak_memory_in_a_shared_pool(monkeypatch):
+    """Two calls on one GPU's pool, the first taking 100 bytes and freeing them, the second
+    80: the second's warm-up adds 80 bytes, not 0 (it would reuse the first's freed
+    blocks), because the pool's unused blocks are released before each warm-up."""
+    import sys
+    import types
+
+    pool = _Pool()
+    stream = types.SimpleNamespace(synchronize=lambda: None)
+    cuda = types.SimpleNamespace(get_current_stream=lambda: stream)
+    cupy = types.SimpleNamespace(get_default_memory_pool=lambda: pool, cuda=cuda)
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+
+    def memory(start=False):
+        return bench.timing.device_memory("cupy", None, start)
+
+    calls = [Timed(lambda n=n: pool.allocate(n), lambda _: None, memory) for n in (100, 80)]
+    (_, first), (_, second) = interleaved(calls, 1, settle=False)
+    grown = [
+        s["memory_after_warmup_bytes"] - s["memory_before_warmup_bytes"] for s in (first, second)
+    ]
+    assert grown == [100, 80]
