@@ -131,6 +131,25 @@ def donatable(arrays: dict[str, Any]) -> dict[str, Any]:
     return {k: jnp.array(v, copy=True) for k, v in arrays.items()}
 
 
+def unshared(*groups: dict[str, Any]) -> list[dict[str, Any]]:
+    """The dicts of arrays to donate to one program, each array that appeared before in
+    them replaced by a copy: a program cannot be given one buffer twice to donate (a
+    user's optimiser may hand out one zero array as two of its state buffers)."""
+    import jax.numpy as jnp
+
+    seen: set[int] = set()
+    out = []
+    for group in groups:
+        fresh = {}
+        for k, v in group.items():
+            if hasattr(v, "shape") and id(v) in seen:
+                v = jnp.array(v, copy=True)
+            seen.add(id(v))
+            fresh[k] = v
+        out.append(fresh)
+    return out
+
+
 def config_key(obj: Any, fields: Iterable[str] | None = None) -> Hashable:
     """What a program traced with ``obj`` as a constant (a layer, a loss, an optimiser)
     depends on: its class and the reprs of its ``fields`` (else its repr); for an object

@@ -196,6 +196,33 @@ def test_jax_compiled_fit_deletes_nothing_it_was_given():
     )
 
 
+def test_jax_compiled_fit_takes_an_optimiser_state_that_shares_a_buffer():
+    """A user's optimiser may hand out one zero array as two of its state buffers (mlxp's
+    own never write in place on JAX): the compiled step, which donates each buffer, then
+    gets a copy for the second (JAX refuses one buffer donated twice, and "auto" fell back
+    to the eager step with a warning), and trains as the eager step does."""
+    from mlxp.optim import Optimizer
+
+    class SharedZeros(Optimizer):
+        def _init_state(self, xp, p):
+            zeros = xp.zeros_like(p)
+            return {"m": zeros, "v": zeros}
+
+        def _update(self, xp, p, g, state, lr):
+            state["m"] = 0.9 * state["m"] + g
+            state["v"] = 0.9 * state["v"] + g * g
+            return p - lr * state["m"] / (xp.sqrt(state["v"]) + 1e-8)
+
+    jax_case = case_named("jax:cpu")
+    if jax_case.backend is None:
+        pytest.skip(f"jax: {jax_case.reason}")
+    fits = [
+        _fit(_mlp(), jax_case, (X, Y), compile, epochs=2, optimizer=SharedZeros(1e-2))
+        for compile in (True, False)
+    ]
+    _assert_same(*fits, rtol=2e-5)
+
+
 def test_jax_refits_compile_nothing(caplog):
     """A second fit of an equal network (another seed, a schedule) on data of the same
     size compiles no program at all (jax_log_compiles stays silent): not its block, not

@@ -22,7 +22,7 @@ from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
 from mlxp._compat import synchronize, to_numpy
-from mlxp._jit import donatable, may_compile, placed_numbers, run_or_fall_back
+from mlxp._jit import donatable, may_compile, placed_numbers, run_or_fall_back, unshared
 from mlxp._memory import tune_malloc
 from mlxp.exceptions import DivergenceError
 from mlxp.nn import streaming
@@ -222,6 +222,7 @@ class _Trainer:
             # rate given as an array and the layers' buffers, which others hold, as copies
             rate = donatable({"lr": state["lr"]}) if hasattr(state["lr"], "shape") else {}
             state, buffers = placed_numbers({**state, **rate}, params), donatable(buffers)
+            _, state = unshared({"params": params}, state)  # each buffer donated once
         elif self.compiler is not None:  # captured or torch-compiled: 0-d arrays
             state = self._as_arrays(state, params)
         noise = NoiseStream(model, data.n_samples)
