@@ -1,4 +1,5 @@
-"""Run on the compute device: the device context CuPy needs, entered once per public call.
+"""Run on the compute device: the device context CuPy (and JAX) need, entered once per
+public call.
 
 CuPy allocates on its *current* device and launches kernels there, while array-api-compat's
 creation functions ignore ``device=`` for CuPy; :func:`device_context` makes the compute
@@ -36,12 +37,20 @@ def device_context(xp: ModuleType, device: Any) -> contextlib.AbstractContextMan
     ``full``, ``arange``, ``eye``, ``empty`` (and their ``_like``) ignore ``device=`` for
     CuPy (only ``asarray`` honours it), so on ``cupy:cuda:1`` a bias would land on device 0
     beside weights on device 1: inside ``with cupy.cuda.Device(1)`` both land on 1, and
-    kernels launch there. Nothing for the other libraries, which place by ``device=``.
+    kernels launch there. JAX's ``zeros``, ``ones``, ``full`` (and their ``_like``) with
+    ``device=`` fill the array on JAX's *default* device and copy it over, so on ``jax:cpu``
+    on a GPU machine each bias and optimiser buffer would be made on the GPU: inside
+    ``jax.default_device(device)`` they are made where they belong. Nothing for the other
+    libraries, which place by ``device=``.
     """
     if aac.is_cupy_namespace(xp) and hasattr(device, "id"):
         # A fresh Device per block (CuPy keeps the replaced devices in a per-thread stack;
         # older CuPys kept them on the Device object, shared by the backend's threads).
         return type(device)(device.id)
+    if aac.is_jax_namespace(xp) and hasattr(device, "platform"):
+        import jax
+
+        return jax.default_device(device)
     return contextlib.nullcontext()
 
 
@@ -159,7 +168,7 @@ def consumer_context(
     per-thread default streams (or a training stream of the user's) queues its copies on a
     stream of its own, unordered with the kernels that read them."""
     if not (aac.is_cupy_namespace(xp) and hasattr(device, "id")):
-        return contextlib.nullcontext
+        return functools.partial(device_context, xp, device)
     import cupy
 
     stream = cupy.cuda.get_current_stream(device.id)

@@ -247,7 +247,7 @@ def test_the_prefetch_thread_works_in_the_training_threads_device_and_stream(mon
     assert FakeDevice.current == []
     with where():
         assert FakeDevice.current == [1, 7]
-    assert mlxp._device.consumer_context(np_xp, "cpu") is contextlib.nullcontext
+    assert isinstance(mlxp._device.consumer_context(np_xp, "cpu")(), contextlib.nullcontext)
     monkeypatch.delitem(sys.modules, "cupy")
     seen = []
 
@@ -263,6 +263,49 @@ def test_the_prefetch_thread_works_in_the_training_threads_device_and_stream(mon
     model = Sequential([Dense(3, 2)], seed=0)
     model.fit(X, X[:, :2], epochs=1, progress=False)
     assert len(seen) == 4 and all(name.startswith("mlxp-prefetch") for name in seen)
+
+
+JAX_SECOND_DEVICE = """
+import os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+import jax, jax.numpy as jnp, numpy as np
+import mlxp, mlxp._backend as B
+from mlxp.linear_model import LogisticRegression, Ridge
+from mlxp.metrics import confusion_matrix
+from mlxp.nn import MLPClassifier
+
+first, second = jax.devices("cpu")[:2]  # the default device, and one named cuda:1
+B._LOADERS["jax"] = lambda: B._Library(jax.__version__, jnp, {"cpu": first, "cuda:1": second})
+B._library.cache_clear()
+jax.config.update("jax_transfer_guard_device_to_device", "disallow")
+rng = np.random.default_rng(0)
+X = rng.normal(size=(60, 4))
+y = (X[:, 0] > 0).astype(np.int64)
+mlxp.set_backend("jax:cuda:1")
+for model in (Ridge(1.0), LogisticRegression(), MLPClassifier((5,), max_iter=2)):
+    model.fit(X, y)
+    model.score(X, y)
+    assert model.predict(jax.device_put(X, second)).devices() == {second}
+mlxp.set_backend(None)
+yd = jax.device_put(y, second)
+assert confusion_matrix(yd, yd).devices() == {second}
+with mlxp._device.consumer_context(jnp, second)():
+    assert jnp.zeros(3).devices() == {second}
+print("no copies")
+"""
+
+
+def test_jax_makes_its_arrays_on_the_compute_device():
+    """On a second JAX device (``jax:cuda:1``, or ``jax:cpu`` on a GPU machine, whose
+    default device is the GPU) fits, predictions, scores and metrics make their arrays
+    where they compute, and the prefetch thread too: ``zeros``, ``ones``, ``full`` with
+    ``device=`` fill on JAX's default device and copy, unless inside ``device_context``
+    (``jax.default_device``). Two host devices stand in, copies between them refused."""
+    pytest.importorskip("jax")
+    run = subprocess.run(
+        [sys.executable, "-c", JAX_SECOND_DEVICE], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0 and "no copies" in run.stdout, run.stderr[-3000:]
 
 
 def test_sequential_build_creates_inside_the_device(creation_spy, monkeypatch):
