@@ -11,10 +11,10 @@ for a contiguous range, as views). The update rule is the optimiser's:
 * Full batch ("gd"): stops once ‖∇f‖∞ ≤ tol·max(1, ‖∇f(θ₀)‖∞), checked every
   ``check_every`` steps (the only host reads).
 * Mini-batches ("sgd"): rows shuffled every epoch by the portable generator (in memory:
-  one permutation of all rows, cut into batches in order). After
-  each epoch f is read back once; when it has not improved by ``tol`` (relative)
-  for ``n_iter_no_change`` epochs the step is halved (:class:`~mlxp.optim.ReduceLROnPlateau`),
-  and training stops once it has shrunk 10⁶-fold.
+  one permutation of all rows, cut into batches in order). After each epoch f is tested
+  for divergence and read back (two scalar reads); when it has not improved by ``tol``
+  (relative) for ``n_iter_no_change`` epochs the step is halved
+  (:class:`~mlxp.optim.ReduceLROnPlateau`), and training stops once it has shrunk 10⁶-fold.
 
 Both raise :class:`~mlxp.exceptions.DivergenceError`, naming the learning rate, when
 f becomes non-finite or grows 10⁴-fold. Both step by the optimiser's pure
@@ -135,7 +135,7 @@ def minimize_sgd(
     for done in range(1, max_iter + 1):
         theta, state, value = epoch(theta, state, lr, rng)
         _check_divergence(xp, value, start, lr)
-        scale = plateau.step(float(value))  # one host read per epoch
+        scale = plateau.step(float(value))  # with the divergence test, two reads an epoch
         if scale < 1e-6:
             return theta, done, True
         lr = lr0 * scale
