@@ -33,6 +33,7 @@ __all__ = [
     "out_of_memory",
     "placed_numbers",
     "run_or_fall_back",
+    "unshared",
 ]
 
 T = TypeVar("T")
