@@ -531,6 +531,40 @@ def test_a_silent_partial_factor_is_caught(backend, rng):
     assert solve_exact(xp, Xb, Yb)[1] == "cholesky"  # the library's own factor passes
 
 
+class NaNCholesky(SilentCholesky):
+    """PyTorch's CUDA linear algebra, as a namespace: a Cholesky that hands back NaNs for a
+    matrix it cannot factor (its CPU one raises), and an SVD that raises for non-finite
+    input (as PyTorch's does on every device)."""
+
+    def _partial(self, A):
+        if not bool(self._xp.all(self._xp.isfinite(A))):
+            return A * float("nan")
+        return self._xp.linalg.cholesky(A)
+
+    def _svdvals(self, A):
+        if not bool(self._xp.all(self._xp.isfinite(A))):
+            raise RuntimeError("linalg.svd: the input matrix contained non-finite values")
+        return self._xp.linalg.svdvals(A)
+
+    def __init__(self, xp):
+        super().__init__(xp)
+        self.linalg.svdvals = self._svdvals
+
+
+def test_a_factor_of_nans_gives_no_condition_number_and_no_error(backend):
+    """A Gram matrix that overflowed (|x| ~ 1e160 in float64) factored to NaNs: κ = inf
+    and W NaN (the exact solvers then try the next), not an error from the SVD of NaNs."""
+    from mlxp.linear_model._exact import cholesky_gram
+
+    if "float64" not in backend.float_dtypes:
+        pytest.skip(f"{backend} has no float64")
+    A = backend.asarray(np.array([[np.inf, 1.0], [1.0, 2.0]]))
+    B = backend.asarray(np.ones((2, 1)))
+    with np.errstate(invalid="ignore"):  # NumPy's own warning as it equilibrates inf
+        W, condition = cholesky_gram(NaNCholesky(backend.xp), A, B)
+    assert np.isinf(float(condition)) and np.isnan(backend.to_numpy(W)).all()
+
+
 # --------------------------------------------------------------------------- bench/gpu_check.sh
 ROOT = Path(__file__).resolve().parents[1]
 CHECK = ROOT / "bench" / "gpu_check.sh"

@@ -103,9 +103,11 @@ def cholesky_gram(xp: Any, A: Any, B: Any, alpha: Any = 0.0) -> tuple[Any, Any]:
         return _nan(xp, A, B.shape[1]), inf
     Z = xp.linalg.solve(L, B / d[:, None])
     W = xp.linalg.solve(L.T, Z) / d[:, None]
-    return W, xp.where(
-        is_cholesky_factor(L, A, xp=xp), _condition(xp, L) ** 2, inf
-    )  # L equilibrated
+    factored = is_cholesky_factor(L, A, xp=xp)
+    # κ of a failed factor is not asked for: PyTorch's CUDA Cholesky hands back NaNs where
+    # its CPU one raises, and its SVD of those raises instead of giving NaN
+    L = xp.where(factored, L, xp.eye(p, dtype=L.dtype, device=_device(L)))
+    return W, xp.where(factored, _condition(xp, L) ** 2, inf)  # L equilibrated
 
 
 def _reflect_out(xp: Any, X: Any, Y: Any, null: Any) -> tuple[Any, Any]:
