@@ -37,11 +37,11 @@ def device_context(xp: ModuleType, device: Any) -> contextlib.AbstractContextMan
     ``full``, ``arange``, ``eye``, ``empty`` (and their ``_like``) ignore ``device=`` for
     CuPy (only ``asarray`` honours it), so on ``cupy:cuda:1`` a bias would land on device 0
     beside weights on device 1: inside ``with cupy.cuda.Device(1)`` both land on 1, and
-    kernels launch there. JAX's ``zeros``, ``ones``, ``full`` (and their ``_like``) with
-    ``device=`` fill the array on JAX's *default* device and copy it over, so on ``jax:cpu``
-    on a GPU machine each bias and optimiser buffer would be made on the GPU: inside
-    ``jax.default_device(device)`` they are made where they belong. Nothing for the other
-    libraries, which place by ``device=``.
+    kernels launch there. JAX's ``zeros``, ``ones``, ``full``, ``empty`` (and their
+    ``_like``) with ``device=`` fill the array on JAX's *default* device and copy it over,
+    so on ``jax:cpu`` on a GPU machine each bias and optimiser buffer would be made on the
+    GPU: inside ``jax.default_device(device)`` they are made where they belong. Nothing for
+    the other libraries, which place by ``device=``.
     """
     if aac.is_cupy_namespace(xp) and hasattr(device, "id"):
         # A fresh Device per block (CuPy keeps the replaced devices in a per-thread stack;
@@ -64,6 +64,7 @@ COMPUTE_METHODS = (
     "score",
     "transform",
     "evaluate",
+    "infer_batches",  # Sequential's batched forward pass (predict's), public too
 )
 
 

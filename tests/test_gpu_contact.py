@@ -266,13 +266,14 @@ def test_the_prefetch_thread_works_in_the_training_threads_device_and_stream(mon
 
 
 JAX_SECOND_DEVICE = """
-import os, sys
+import os, sys, warnings
+warnings.simplefilter("error", RuntimeWarning)  # a compiled pass that failed falls back so
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 import jax, jax.numpy as jnp, numpy as np
 import mlxp, mlxp._backend as B
 from mlxp.linear_model import LogisticRegression, Ridge
 from mlxp.metrics import confusion_matrix
-from mlxp.nn import MLPClassifier
+from mlxp.nn import Dense, MLPClassifier, Sequential
 
 first, second = jax.devices("cpu")[:2]  # the default device, and one named cuda:1
 B._LOADERS["jax"] = lambda: B._Library(jax.__version__, jnp, {"cpu": first, "cuda:1": second})
@@ -287,8 +288,11 @@ for model in (Ridge(1.0), LogisticRegression(), MLPClassifier((5,), max_iter=2))
     model.score(X, y)
     assert model.predict(jax.device_put(X, second)).devices() == {second}
 mlxp.set_backend(None)
-yd = jax.device_put(y, second)
+Xd, yd = jax.device_put(X, second), jax.device_put(y, second)
 assert confusion_matrix(yd, yd).devices() == {second}
+net = Sequential([Dense(4, 2)], seed=0)
+net.fit(Xd, yd, epochs=1, loss="cross_entropy", progress=False)
+assert net.infer_batches(Xd, 16).devices() == {second}  # predict's pass, called directly
 with mlxp._device.consumer_context(jnp, second)():
     assert jnp.zeros(3).devices() == {second}
 print("no copies")

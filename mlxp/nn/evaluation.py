@@ -163,7 +163,7 @@ def infer_by_blocks(model: Any, x: Any, batch_size: int) -> Any:
         return None
     xp, n = model.xp, x.shape[0]
     program = jitted(key, _infer_program(model))
-    none = xp.zeros((n, 0), dtype=x.dtype)  # the gather's labels: nothing
+    none = xp.zeros((n, 0), dtype=x.dtype, device=_device(x))  # the gather's labels: nothing
     weights = model.get_weights()
     parts = run_or_fall_back(
         key,
