@@ -569,6 +569,32 @@ def test_a_factor_of_nans_gives_no_condition_number_and_no_error(backend):
     assert np.isinf(float(condition)) and np.isnan(backend.to_numpy(W)).all()
 
 
+def test_weights_of_1e_320_fit_under_pytorch_cudas_division(monkeypatch, rng):
+    """PyTorch's CUDA build divides a tensor by a Python number as a product with its
+    reciprocal (``div_true_kernel_cuda``), which is inf for a subnormal number: the
+    logistic objective divides its weights by their largest as an array, so weights of
+    1e-320 still leave the intercept's closed form. The division stood in on torch:cpu."""
+    torch = pytest.importorskip("torch")
+    from mlxp.linear_model import LogisticRegression
+
+    divide = torch.Tensor.__truediv__
+
+    def as_on_cuda(tensor, other):
+        if isinstance(other, float) and tensor.is_floating_point():
+            with np.errstate(over="ignore", divide="ignore"):
+                return tensor * float(np.float64(1.0) / np.float64(other))
+        return divide(tensor, other)
+
+    monkeypatch.setattr(torch.Tensor, "__truediv__", as_on_cuda)
+    X, labels = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    weights = torch.full((40,), 1e-320, dtype=torch.float64)
+    model = LogisticRegression(tol=1e-8, max_iter=2000)
+    model.fit(torch.asarray(X), torch.asarray(labels), sample_weight=weights)
+    frequency = np.bincount(labels) / 40
+    expected = np.log(frequency[1] / frequency[0])
+    np.testing.assert_allclose(model.intercept_.numpy(), [expected], rtol=1e-5)
+
+
 # --------------------------------------------------------------------------- bench/gpu_check.sh
 ROOT = Path(__file__).resolve().parents[1]
 CHECK = ROOT / "bench" / "gpu_check.sh"

@@ -62,8 +62,11 @@ class LogisticObjective:
         weights neither underflow nor overflow. Where λ̃ is beyond the floating range (all
         weights vanishing against λ), the penalty holds W at 0 and only b is fitted.
         """
-        peak = float(xp.max(sample_weight))
-        s = sample_weight / peak
+        largest = xp.max(sample_weight)
+        peak = float(largest)
+        # divided by the array: PyTorch's CUDA divide by a number multiplies by its
+        # reciprocal, inf for a subnormal peak (weights of 1e-320)
+        s = sample_weight / largest
         total = xp.sum(s)
         l2_peak = l2 / peak  # a Python float: inf, not an overflow warning, beyond the range
         frozen = not math.isfinite(l2_peak)
