@@ -488,8 +488,12 @@ def test_cholesky_factor_check_holds_under_tf32_products(library):
 
 
 def test_cholesky_factor_check_holds_with_pytorch_tf32_on_cuda(backend):
-    """PyTorch on CUDA with the user's ``allow_tf32``: the check's product is float64."""
+    """PyTorch on CUDA with the user's ``allow_tf32``: the check's product is float64.
+    (The test process sets ``NVIDIA_TF32_OVERRIDE=0``, which keeps TF32 off whatever
+    ``allow_tf32`` says, so the product's dtype is asserted besides the verdict.)"""
     torch = pytest.importorskip("torch")
+    from mlxp._cholesky import _full_precision_gram
+
     if backend.name != "torch" or not backend.device_name.startswith("cuda"):
         pytest.skip("PyTorch's TF32 applies to its CUDA devices")
     M = torch.randn(40, 8, device=backend.device)
@@ -497,7 +501,9 @@ def test_cholesky_factor_check_holds_with_pytorch_tf32_on_cuda(backend):
     allowed = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = True
     try:
-        assert bool(is_cholesky_factor(torch.linalg.cholesky(A), A))
+        L = torch.linalg.cholesky(A)
+        assert bool(is_cholesky_factor(L, A))
+        assert _full_precision_gram(L, backend.xp).dtype == torch.float64
     finally:
         torch.backends.cuda.matmul.allow_tf32 = allowed
 

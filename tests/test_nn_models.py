@@ -103,9 +103,9 @@ def test_fit_history_predict_evaluate(backend, dtype, capsys):
     assert set(history) == {"loss", "val_loss"}
     pred = model.predict(Xb, batch_size=64)
     assert aac.device(pred) == backend.device and pred.dtype == backend.dtype(dtype)
-    np.testing.assert_allclose(
-        backend.to_numpy(pred), backend.to_numpy(model.predict(Xb)), rtol=1e-5
-    )
+    np.testing.assert_allclose(  # atol: outputs near 0 (5e-4), where a GPU kernel chosen
+        backend.to_numpy(pred), backend.to_numpy(model.predict(Xb)), rtol=1e-5, atol=1e-6
+    )  # for another batch shape rounds otherwise
     assert model.evaluate(Xb, yb)["loss"] == pytest.approx(history["val_loss"][-1], rel=1e-4)
 
 

@@ -55,7 +55,18 @@ def test_auto_is_as_accurate_as_qr(backend, design):
     auto, used = _fit_digits(backend, "auto", X, y, reference)
     qr, _ = _fit_digits(backend, "qr", X, y, reference)
     assert auto >= qr - 0.1, (used, auto, qr)
-    assert auto > 2  # every design keeps digits (the worst, deg10 [3, 4], 2.3-3 by library)
+    # every design keeps digits: 2, or for the worst (deg10 [3, 4], κε = 0.03 once its
+    # columns are scaled: 1.5 digits to expect) nearly what κε leaves; the CPU libraries
+    # give 1.7-3.3 there as the rows' order moves the rounding, a truncating SVD 0
+    assert auto > min(2.0, _digits_left(X) - 0.3), (used, auto)
+
+
+def _digits_left(X):
+    """−log₁₀(κε) of X centred, its columns scaled to unit norm: the digits a backward
+    stable solver keeps (to a modest factor)."""
+    centred = X - X.mean(axis=0)
+    scaled = centred / np.linalg.norm(centred, axis=0)
+    return -np.log10(np.linalg.cond(scaled) * np.finfo(np.float64).eps)
 
 
 def test_auto_keeps_cholesky_on_well_conditioned_tall_data(backend, rng):
