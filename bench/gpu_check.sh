@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/gpu_check.sh OUTDIR: mlxp's first run on a GPU, in under 8 minutes (issue 11).
 #
-# Phases, each under its own time limit (the limits sum to 459 s): install the wheels found in
+# Phases, each under its own time limit (the limits sum to 453 s): install the wheels found in
 # .whl/ beside the checkout (bench/gpu_wheels.sh fetches them; the GPU machine has no network)
 # into a private folder put first on PYTHONPATH; report the environment; run the test suite on
 # the CuPy cases, then on the other CUDA cases (torch:cuda, jax:cuda: pytest -k on the backend
@@ -109,8 +109,8 @@ PYTEST=("$PY" -m pytest -v -p no:cacheprovider -rfE --durations=15 --continue-on
 "$PY" -c "import xdist" 2>/dev/null && [ "$DRY" = 0 ] && PYTEST+=(-n 8)
 "$PY" -c "import pytest_timeout" 2>/dev/null && PYTEST+=(--timeout 120)
 if [ "$DRY" = 0 ]; then
-    phase tests-cupy 100 "${PYTEST[@]}" -k "cupy"
-    phase tests-cuda 104 "${PYTEST[@]}" -k "cuda and not cupy" # ~1040 tests, JAX compiling for the GPU
+    phase tests-cupy 97 "${PYTEST[@]}" -k "cupy"
+    phase tests-cuda 101 "${PYTEST[@]}" -k "cuda and not cupy" # ~1040 tests, JAX compiling for the GPU
 else
     phase tests-cupy 60 "${PYTEST[@]}" tests/test_gpu_contact.py -k "cupy"
 fi
