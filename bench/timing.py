@@ -96,10 +96,10 @@ def device_memory(library: str, device: Any, start: bool = False) -> int | None:
     ``start=True`` (before the warm-up): the pool's unused blocks are freed and its peak
     reset, and the bytes in use now are returned; then (after it) the most in use since:
     PyTorch CUDA's peak allocation, the size of CuPy's pool (it keeps every block it took,
-    so it is at least the peak of use), JAX GPU's peak use (never reset: an earlier, larger
-    peak hides this one). Without the reset a call could reuse what an earlier one freed
-    into the same pool (native PyTorch's epoch before mlxp's on the same GPU, say) and show
-    no growth."""
+    so it is at least the peak of use), JAX GPU's peak use (which JAX never resets: None
+    when the warm-up did not raise it, an earlier and larger peak hiding its own). Without
+    the reset a call could reuse what an earlier one freed into the same pool (native
+    PyTorch's epoch before mlxp's on the same GPU, say) and show no growth."""
     if library == "cupy":
         import cupy
 
@@ -120,8 +120,15 @@ def device_memory(library: str, device: Any, start: bool = False) -> int | None:
         return int(torch.cuda.max_memory_allocated(device))
     if library == "jax" and getattr(device, "platform", "cpu") != "cpu":
         stats = device.memory_stats() or {}
-        return stats.get("bytes_in_use" if start else "peak_bytes_in_use")
+        if start:
+            _JAX_PEAKS[str(device)] = stats.get("peak_bytes_in_use")
+            return stats.get("bytes_in_use")
+        peak = stats.get("peak_bytes_in_use")
+        return peak if peak != _JAX_PEAKS.get(str(device)) else None  # unknown: not a new peak
     return None
+
+
+_JAX_PEAKS: dict[str, int | None] = {}  # a JAX device's peak before a warm-up
 
 
 def summary(times: Sequence[float], prefix: str = "") -> dict[str, Any]:

@@ -91,3 +91,29 @@ def test_each_warm_up_reports_its_own_peak_memory_in_a_shared_pool(monkeypatch):
         s["memory_after_warmup_bytes"] - s["memory_before_warmup_bytes"] for s in (first, second)
     ]
     assert grown == [100, 80]
+
+
+def test_a_jax_warm_up_under_an_earlier_peak_reports_no_memory():
+    """JAX never resets a device's peak: a warm-up that stays under an earlier call's
+    peak reports None (not that call's peak as its own); one that raises it, its own."""
+
+    class Device:
+        platform = "gpu"
+
+        def __init__(self):
+            self.in_use, self.peak = 0, 0
+
+        def use(self, n):  # allocate n bytes for the call, then free them
+            self.peak = max(self.peak, self.in_use + n)
+
+        def memory_stats(self):
+            return {"bytes_in_use": self.in_use, "peak_bytes_in_use": self.peak}
+
+    device = Device()
+
+    def memory(start=False):
+        return bench.timing.device_memory("jax", device, start)
+
+    calls = [Timed(lambda n=n: device.use(n), lambda _: None, memory) for n in (500, 20, 800)]
+    stats = [s for _, s in interleaved(calls, 1, settle=False)]
+    assert [s["memory_after_warmup_bytes"] for s in stats] == [500, None, 800]
