@@ -233,8 +233,12 @@ def make_backend(name: str, device: Any = None) -> Backend:
             if lib.check is not None:
                 lib.check(device_name)
             return Backend(name, device_name, lib.xp, dev)
-    if (device if isinstance(device, str) else str(device)) in ("cuda", "gpu"):
-        return make_backend(name, "cuda:0")  # torch.device("cuda") names no index
+    if getattr(device, "type", None) == "cuda" and getattr(device, "index", 0) is None:
+        import torch  # torch.device("cuda"): PyTorch's current CUDA device
+
+        return make_backend(name, f"cuda:{torch.cuda.current_device()}")
+    if isinstance(device, str) and device in ("cuda", "gpu"):
+        return make_backend(name, "cuda:0")
     raise ValueError(
         f"Backend {name!r} has no device {device!r}; its devices here: {', '.join(lib.devices)}."
     )

@@ -144,26 +144,31 @@ FAKE_CUPY = types.ModuleType("cupy")  # is_cupy_namespace reads only the name
 
 
 def test_a_torch_device_without_an_index_names_the_first_gpu(monkeypatch, fresh_libraries):
-    """``torch.device("cuda")``, PyTorch's usual name for the GPU, is taken as the string
-    "cuda" is (cuda:0), though it is not equal to ``torch.device("cuda:0")`` (its index is
-    None); against the device table PyTorch's loader builds on a one-GPU machine."""
+    """``torch.device("cuda")``, PyTorch's usual name for the GPU, names PyTorch's current
+    CUDA device, though it is not equal to ``torch.device("cuda:0")`` (its index is None);
+    against the device table PyTorch's loader builds on a two-GPU machine."""
     torch = pytest.importorskip("torch")
     import mlxp._backend as backend_module
 
     real = backend_module._LOADERS["torch"]
 
-    def one_gpu():
+    def two_gpus():
         lib = real()
-        devices = {**lib.devices, "cuda:0": torch.device("cuda:0")}
-        return backend_module._Library(lib.version, lib.xp, devices)
+        gpus = {f"cuda:{i}": torch.device(f"cuda:{i}") for i in (0, 1)}
+        return backend_module._Library(lib.version, lib.xp, {**lib.devices, **gpus})
 
-    monkeypatch.setitem(backend_module._LOADERS, "torch", one_gpu)
+    monkeypatch.setitem(backend_module._LOADERS, "torch", two_gpus)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)  # torch.cuda.set_device(1)
     _library.cache_clear()
-    assert torch.device("cuda") != torch.device("cuda:0")
-    for device in ("cuda", torch.device("cuda"), torch.device("cuda:0")):
-        assert make_backend("torch", device).device_name == "cuda:0"
+    assert torch.device("cuda") != torch.device("cuda:1")
+    for device, expected in [
+        (torch.device("cuda"), "cuda:1"),
+        (torch.device("cuda:0"), "cuda:0"),
+        ("cuda", "cuda:0"),
+    ]:
+        assert make_backend("torch", device).device_name == expected
     with pytest.raises(ValueError, match="has no device"):
-        make_backend("torch", torch.device("cuda:1"))
+        make_backend("torch", torch.device("cuda:2"))
 
 
 def test_device_context_makes_a_cupy_device_current_and_nothing_else():
