@@ -134,8 +134,9 @@ def donatable(arrays: dict[str, Any]) -> dict[str, Any]:
 
 def unshared(*groups: dict[str, Any]) -> list[dict[str, Any]]:
     """The dicts of arrays to donate to one program, each array that appeared before in
-    them replaced by a copy: a program cannot be given one buffer twice to donate (a
-    user's optimiser may hand out one zero array as two of its state buffers)."""
+    them (the same array, or another on the same buffer) replaced by a copy: a program
+    cannot be given one buffer twice to donate (a user's optimiser may hand out one zero
+    array as two of its state buffers)."""
     import jax.numpy as jnp
 
     seen: set[int] = set()
@@ -143,12 +144,21 @@ def unshared(*groups: dict[str, Any]) -> list[dict[str, Any]]:
     for group in groups:
         fresh = {}
         for k, v in group.items():
-            if hasattr(v, "shape") and id(v) in seen:
+            if hasattr(v, "shape") and _buffer(v) in seen:
                 v = jnp.array(v, copy=True)
-            seen.add(id(v))
+            seen.add(_buffer(v))
             fresh[k] = v
         out.append(fresh)
     return out
+
+
+def _buffer(array: Any) -> int:
+    """Where a JAX array's data live (two arrays can share them: ``jax.device_put`` of an
+    array onto its own device gives a new array of the same buffer); else its ``id``."""
+    try:
+        return array.unsafe_buffer_pointer()
+    except Exception:  # not a single-device JAX array (a number, a sharded array)
+        return id(array)
 
 
 def config_key(obj: Any, fields: Iterable[str] | None = None) -> Hashable:
