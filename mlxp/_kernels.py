@@ -123,11 +123,11 @@ def _tracing(arrays: list[Any]) -> bool:
 def positive_part(x: Any, /, *, xp: Any = None) -> Any:
     """max(x, 0), element-wise. NumPy (a real floating array): the maximum with an array of
     zeros, written into that array. Its maximum with a scalar takes a loop two to three
-    times slower than with an array. PyTorch: ``relu``, one kernel that ``torch.compile``
-    traces whole (its ``maximum`` with a Python float asks ``result_type`` first, a graph
-    break). Elsewhere the standard's ``maximum(x, 0.0)``."""
+    times slower than with an array. PyTorch (a floating tensor): ``relu``, one kernel that
+    ``torch.compile`` traces whole (its ``maximum`` with a Python float asks
+    ``result_type`` first, a graph break). Elsewhere the standard's ``maximum(x, 0.0)``."""
     xp = xp or array_namespace(x)
-    if is_torch_namespace(xp):
+    if is_torch_namespace(xp) and x.is_floating_point():  # relu keeps integers integral
         import torch
 
         return torch.relu(x)
