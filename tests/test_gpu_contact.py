@@ -568,7 +568,8 @@ class NaNCholesky(SilentCholesky):
 
 def test_a_factor_of_nans_gives_no_condition_number_and_no_error(backend):
     """A Gram matrix that overflowed (|x| ~ 1e160 in float64) factored to NaNs: κ = inf
-    and W NaN (the exact solvers then try the next), not an error from the SVD of NaNs."""
+    and W NaN (what makes the exact solvers try the next one), not an error from the SVD
+    of NaNs."""
     from mlxp.linear_model._exact import cholesky_gram
 
     if "float64" not in backend.float_dtypes:
