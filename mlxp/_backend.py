@@ -234,9 +234,10 @@ def make_backend(name: str, device: Any = None) -> Backend:
                 lib.check(device_name)
             return Backend(name, device_name, lib.xp, dev)
     if getattr(device, "type", None) == "cuda" and getattr(device, "index", 0) is None:
-        import torch  # torch.device("cuda"): PyTorch's current CUDA device
+        import torch  # torch.device("cuda"): PyTorch's current CUDA device, if it has one
 
-        return make_backend(name, f"cuda:{torch.cuda.current_device()}")
+        if torch.cuda.is_available():
+            return make_backend(name, f"cuda:{torch.cuda.current_device()}")
     if isinstance(device, str) and device in ("cuda", "gpu"):
         return make_backend(name, "cuda:0")
     raise ValueError(

@@ -157,7 +157,11 @@ def test_a_torch_device_without_an_index_names_the_first_gpu(monkeypatch, fresh_
         gpus = {f"cuda:{i}": torch.device(f"cuda:{i}") for i in (0, 1)}
         return backend_module._Library(lib.version, lib.xp, {**lib.devices, **gpus})
 
+    if not torch.cuda.is_available():  # no GPU: refused as any device the library lacks
+        with pytest.raises(ValueError, match="has no device"):
+            make_backend("torch", torch.device("cuda"))
     monkeypatch.setitem(backend_module._LOADERS, "torch", two_gpus)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)  # torch.cuda.set_device(1)
     _library.cache_clear()
     assert torch.device("cuda") != torch.device("cuda:1")
