@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/gpu_check.sh OUTDIR: mlxp's first run on a GPU, in under 8 minutes (issue 11).
 #
-# Phases, each under its own time limit (the limits sum to 453 s): install the wheels found in
+# Phases, each under its own time limit (the limits sum to 450 s): install the wheels found in
 # .whl/ beside the checkout (bench/gpu_wheels.sh fetches them; the GPU machine has no network)
 # into a private folder put first on PYTHONPATH; report the environment; run the test suite on
 # the CuPy cases, then on the other CUDA cases (torch:cuda, jax:cuda: pytest -k on the backend
@@ -130,7 +130,7 @@ if [ "$DRY" = 0 ]; then
     # Epochs on the GPUs and NumPy, beside PyTorch's own network (CUDA and CPU) and scikit-learn.
     bench mlp 45 --models mlp --backends "$GPUS,numpy" --sizes mlp=50000x256 --repeat 2
     bench cnn 45 --models cnn --backends "$GPUS,numpy" --sizes cnn=8192x8 --repeat 2
-    bench cpu-reference 30 --models linear,logistic --backends numpy --sizes 100000x100 --repeat 1
+    bench cpu-reference 27 --models linear,logistic --backends numpy --sizes 100000x100 --repeat 1
 else
     bench linear 60 --models linear --backends numpy --quick --repeat 1 --no-peers
 fi

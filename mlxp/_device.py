@@ -83,9 +83,12 @@ class OnComputeDevice:
 
 
 def _on_compute_device(method: Callable[..., Any]) -> Callable[..., Any]:
+    parameters = list(inspect.signature(method).parameters)
+    name = parameters[1] if len(parameters) > 1 else "X"  # X, or x (infer_batches)
+
     @functools.wraps(method)
     def on_device(self: Any, *args: Any, **kwargs: Any) -> Any:
-        X = args[0] if args else kwargs.get("X")
+        X = args[0] if args else kwargs.get(name)
         return _placed_call(lambda: {"X": X}, method, (self, *args), kwargs)
 
     on_device._on_compute_device = True  # type: ignore[attr-defined]

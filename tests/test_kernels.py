@@ -48,9 +48,9 @@ def test_positive_part_matches_the_maximum_with_zero(backend, dtype, rng):
         np.testing.assert_array_equal(to_numpy(out), expected)
     if backend.name != "array_api_strict":  # integers (the standard's maximum takes no
         ints = backend.asarray(np.arange(-3, 3))  # float beside them): as maximum(x, 0.0)
-        expected_ints = positive_part(ints, xp=Unrecognised(backend.xp))
-        assert positive_part(ints).dtype == expected_ints.dtype
-        np.testing.assert_array_equal(to_numpy(positive_part(ints)), to_numpy(expected_ints))
+        standard = positive_part(ints, xp=Unrecognised(backend.xp))
+        assert positive_part(ints).dtype == standard.dtype  # the library's promotion
+        np.testing.assert_array_equal(to_numpy(positive_part(ints)), [0, 0, 0, 0, 1, 2])
     if isinstance(fast, np.ndarray):  # NumPy's fast path: the sign of 0 and NaN kept too
         np.testing.assert_array_equal(np.signbit(fast), np.signbit(expected))
         assert fast.strides == np.maximum(to_numpy(xb), 0).strides
