@@ -2,19 +2,16 @@
 
 A backend is a (library, device) pair. With none chosen -- the default -- mlxp computes in
 the namespace and on the device of its input arrays. One can be chosen globally with
-:func:`set_backend`, for a block with :func:`use_backend`, or for the whole process with the
-environment variable ``MLXP_BACKEND=name[:device]``, resolved by the first call that asks
-for the backend, which imports the library (a forked process can still initialise CUDA) and
-raises for a bad value (``python -m mlxp info`` explains it; ``import mlxp`` does not
-raise). Libraries are imported lazily, only when asked for, so ``import mlxp`` never fails
-because CuPy, a CUDA driver, PyTorch or JAX is missing; mlxp never changes a library's
-global configuration (JAX computes in float64 only where the user enabled
-``jax_enable_x64``).
+:func:`set_backend`, for a block with :func:`use_backend`, or for the process with
+``MLXP_BACKEND=name[:device]``, resolved by the first call that asks for the backend, which
+imports the library (a forked process can still initialise CUDA) and raises for a bad value
+(``python -m mlxp info`` explains it). Libraries are imported lazily, so ``import mlxp``
+never fails for want of CuPy, a CUDA driver, PyTorch or JAX; mlxp never changes a library's
+global configuration (JAX computes in float64 only where ``jax_enable_x64`` is set).
 
 Discovery is thread-safe: a library is imported under :data:`DISCOVERY_LOCK`, and the first
-look at which library an input belongs to (:func:`input_placement`) waits for it, since
-array-api-compat's lookup reads ``sys.modules``, where a library another thread is importing
-is only partly initialised.
+look at an input's library (:func:`input_placement`) waits for it, as array-api-compat reads
+``sys.modules``, where a library another thread is importing is only partly initialised.
 """
 
 from __future__ import annotations
@@ -233,11 +230,9 @@ def make_backend(name: str, device: Any = None) -> Backend:
             if lib.check is not None:
                 lib.check(device_name)
             return Backend(name, device_name, lib.xp, dev)
-    if getattr(device, "type", None) == "cuda" and getattr(device, "index", 0) is None:
-        import torch  # torch.device("cuda"): PyTorch's current CUDA device, if it has one
-
-        if torch.cuda.is_available():
-            return make_backend(name, f"cuda:{torch.cuda.current_device()}")
+    torch = getattr(device, "type", None) == "cuda" and importlib.import_module("torch")
+    if torch and device.index is None and torch.cuda.is_available():  # torch.device("cuda")
+        return make_backend(name, f"cuda:{torch.cuda.current_device()}")  # current GPU
     if isinstance(device, str) and device in ("cuda", "gpu"):
         return make_backend(name, "cuda:0")
     raise ValueError(

@@ -156,7 +156,7 @@ def _buffer(array: Any) -> int:
     """Where a JAX array's data live (two arrays can share them: ``jax.device_put`` of an
     array onto its own device gives a new array of the same buffer); else its ``id``."""
     try:
-        return array.unsafe_buffer_pointer()
+        return int(array.unsafe_buffer_pointer())
     except Exception:  # not a single-device JAX array (a number, a sharded array)
         return id(array)
 
