@@ -23,6 +23,8 @@ from array_api_compat import array_namespace
 __all__ = [
     "check_fields",
     "check_tensors",
+    "classes_from_json",
+    "classes_to_json",
     "feature_names_from_json",
     "feature_names_to_json",
     "params_from_json",
@@ -157,3 +159,22 @@ def feature_names_from_json(fitted: dict[str, Any], n_features: int) -> Any:
     if not valid or len(set(names)) != len(names) or len(names) != n_features:
         raise ValueError(f"fitted feature_names_in_ is not a list of {n_features} distinct strings")
     return np.asarray(names, dtype=object)
+
+
+def classes_to_json(estimator: Any) -> dict[str, Any]:
+    """``{"classes_": [labels], "classes_dtype": their dtype}`` for a fitted classifier,
+    so that ``predict`` gives the labels' dtype back after a load; else {}."""
+    classes = getattr(estimator, "classes_", None)
+    if classes is None:
+        return {}
+    return {"classes_": classes.tolist(), "classes_dtype": classes.dtype.str}
+
+
+def classes_from_json(values: list[Any], dtype: str | None) -> Any:
+    """``classes_`` again: a NumPy array of booleans, numbers or strings, in its saved dtype
+    (None: as NumPy reads the list, for files written before the dtype was saved)."""
+    labels = np.asarray(values)
+    dtype = labels.dtype.str if dtype is None else dtype
+    if not isinstance(dtype, str) or dtype[1:2] not in tuple("biufU"):
+        raise ValueError(f"The saved classes_ have dtype {dtype!r}, not one of labels.")
+    return labels.astype(dtype)

@@ -141,3 +141,26 @@ def test_an_optimizer_is_rebuilt_only_from_mlxp_optim(tmp_path):
     write_arrays(tmp_path / "m.mlxp", arrays, {"format": "mlxp-1", "mlxp": json.dumps(config)})
     with pytest.raises(ValueError, match="not one of"):
         mlxp.load(tmp_path / "m.mlxp")
+
+
+@pytest.mark.parametrize("labels", ["int32", "uint8", "float32", "bool"])
+def test_a_network_classifier_keeps_its_labels_dtype_and_continues_after_a_load(labels, tmp_path):
+    """A loaded MLPClassifier predicts labels of the dtype it was fitted on (they came
+    back as int64 or float64), and its ``partial_fit`` continues the loaded network with
+    a fresh optimiser (the optimiser's state is not saved; it raised AttributeError),
+    matching one epoch of the saved model from a fresh optimiser."""
+    from mlxp.nn import MLPClassifier
+
+    y = (X[:, 0] > 0).astype(labels)
+    model = MLPClassifier((4,), max_iter=3, random_state=0, shuffle=False)
+    with pytest.warns(mlxp.exceptions.ConvergenceWarning):
+        model.fit(X, y)
+    mlxp.save(model, tmp_path / "model.mlxp")
+    loaded = mlxp.load(tmp_path / "model.mlxp")
+    assert loaded.classes_.dtype == model.classes_.dtype == np.dtype(labels)
+    assert loaded.predict(X).dtype == np.dtype(labels)
+    loaded.partial_fit(X, y)
+    model._optimizer_state = None  # the saved model, continued from a fresh optimiser
+    model.partial_fit(X, y)
+    for got, expected in zip(loaded.coefs_, model.coefs_, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-12)

@@ -18,13 +18,15 @@ from mlxp._compat import check_random_state
 from mlxp._model_state import (
     check_fields,
     check_tensors,
+    classes_from_json,
+    classes_to_json,
     feature_names_from_json,
     feature_names_to_json,
     params_from_json,
     params_to_json,
 )
 from mlxp._params import POSITIVE_INT, Interval, StrOptions
-from mlxp._validation import check_is_fitted, labels_to_host
+from mlxp._validation import check_is_fitted
 from mlxp.base import BACKEND_CONSTRAINT
 from mlxp.linear_model._stochastic import OPTIMIZERS, minimize_sgd
 from mlxp.optim import SGD, Adam, AdamW, Optimizer, RMSprop
@@ -101,9 +103,7 @@ class LinearModelMixin:
         )
         fitted = {k: getattr(self, k) for k in _FITTED_SCALARS if hasattr(self, k)}
         fitted.update(feature_names_to_json(self))
-        if hasattr(self, "classes_"):
-            fitted["classes_"] = self.classes_.tolist()
-            fitted["classes_dtype"] = self.classes_.dtype.str
+        fitted.update(classes_to_json(self))
         return {"params": params, "fitted": fitted}, {k: getattr(self, k) for k in _FITTED_ARRAYS}
 
     @classmethod
@@ -118,7 +118,7 @@ class LinearModelMixin:
         est._validate_params()
         fitted = _check_fitted(config["fitted"], classifier=hasattr(cls, "predict_proba"))
         if "classes_" in fitted:
-            fitted["classes_"] = _labels(fitted["classes_"], fitted.pop("classes_dtype"))
+            fitted["classes_"] = classes_from_json(fitted["classes_"], fitted.pop("classes_dtype"))
         _check_coefficients(arrays, fitted)
         if "feature_names_in_" in fitted:
             fitted["feature_names_in_"] = feature_names_from_json(fitted, fitted["n_features_in_"])
@@ -166,13 +166,6 @@ def _check_coefficients(arrays: dict[str, Any], fitted: dict[str, Any]) -> None:
             "intercept_": (rows, f"coef_ of shape {(*rows, p)}"),
         },
     )
-
-
-def _labels(values: list[Any], dtype: str) -> Any:
-    """``classes_`` again: a NumPy array of booleans, numbers or strings, in its saved dtype."""
-    if not isinstance(dtype, str) or dtype[1:2] not in tuple("biufU"):
-        raise ValueError(f"The saved classes_ have dtype {dtype!r}, not one of labels.")
-    return labels_to_host(values).astype(dtype)
 
 
 def _encode_optimizer(value: Any) -> dict[str, Any] | None:

@@ -13,9 +13,15 @@ from typing import Any, ClassVar
 
 from mlxp._classifier import MarginClassifierMixin
 from mlxp._compat import argmax, check_random_state, move
-from mlxp._model_state import check_fields, feature_names_to_json, params_from_json, params_to_json
+from mlxp._model_state import (
+    check_fields,
+    classes_to_json,
+    feature_names_to_json,
+    params_from_json,
+    params_to_json,
+)
 from mlxp._params import Interval, StrOptions, Tuples
-from mlxp._validation import check_is_fitted, labels_to_host, validate_data
+from mlxp._validation import check_is_fitted, validate_data
 from mlxp.base import BACKEND_CONSTRAINT, BaseEstimator, ClassifierMixin, RegressorMixin
 from mlxp.exceptions import warn_not_converged
 from mlxp.nn import layers as L
@@ -179,10 +185,9 @@ class _BaseMLP(BaseEstimator):
         model = previous.copy() if reuse else self._network(p, n_out, seed, **network)
         self._n_train = X.shape[0]
         stopping = SklearnStopping(self, validation)
-        batch = (
-            min(200, X.shape[0]) if self.batch_size == "auto" else min(self.batch_size, X.shape[0])
-        )
-        opt = copy.deepcopy(self._optimizer_state) if partial and reuse else self._optimizer()
+        batch = min(200 if self.batch_size == "auto" else self.batch_size, X.shape[0])
+        carried = getattr(self, "_optimizer_state", None) if partial and reuse else None
+        opt = copy.deepcopy(carried) if carried is not None else self._optimizer()  # a load: None
         history = model.fit(
             X,
             targets,
@@ -236,9 +241,8 @@ class _BaseMLP(BaseEstimator):
             "n_outputs_": self.n_outputs_,
             "_y_1d": getattr(self, "_y_1d", True),
             **feature_names_to_json(self),
+            **classes_to_json(self),
         }
-        if hasattr(self, "classes_"):
-            fitted["classes_"] = self.classes_.tolist()
         return {
             "class": type(self).__name__,
             "params": params_to_json(type(self).__name__, self.get_params(deep=False)),
@@ -263,10 +267,9 @@ class _BaseMLP(BaseEstimator):
         est.n_outputs_ = fitted["n_outputs_"]
         est.n_features_in_ = fitted["n_features_in_"]
         est._y_1d = fitted["_y_1d"]
-        if "feature_names_in_" in fitted:
-            est.feature_names_in_ = fitted["feature_names_in_"]
-        if "classes_" in fitted:
-            est.classes_ = labels_to_host(fitted["classes_"])
+        for name in ("feature_names_in_", "classes_"):
+            if name in fitted:
+                setattr(est, name, fitted[name])
         return est
 
 

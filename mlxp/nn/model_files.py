@@ -16,7 +16,12 @@ import math
 from numbers import Integral, Real
 from typing import Any, cast
 
-from mlxp._model_state import check_fields, check_tensors, feature_names_from_json
+from mlxp._model_state import (
+    check_fields,
+    check_tensors,
+    classes_from_json,
+    feature_names_from_json,
+)
 from mlxp.nn.conv_layers import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
 from mlxp.nn.layers import (
     GELU,
@@ -120,7 +125,8 @@ def check_fitted(fitted: Any, network: Any, *, classifier: bool) -> dict[str, An
     outputs ``n_outputs_`` (1 logit for two ``classes_``, one per class otherwise)."""
     required = {"loss_curve_", "n_features_in_", "n_outputs_", "_y_1d"}
     required |= {"classes_"} if classifier else set()
-    check_fields(fitted, "'fitted'", required, required | {"feature_names_in_"})
+    allowed = required | {"feature_names_in_"} | ({"classes_dtype"} if classifier else set())
+    check_fields(fitted, "'fitted'", required, allowed)
     curve = fitted["loss_curve_"]
     if not isinstance(curve, list) or not curve or not all(map(_is_number, curve)):
         raise ValueError("fitted loss_curve_ is not a non-empty list of finite numbers")
@@ -142,4 +148,7 @@ def check_fitted(fitted: Any, network: Any, *, classifier: bool) -> dict[str, An
         raise ValueError(f"its network outputs samples of shape {out}, not ({n_out},)")
     if "feature_names_in_" in fitted:
         fitted = {**fitted, "feature_names_in_": feature_names_from_json(fitted, n_in)}
+    if classifier:  # in the labels' saved dtype
+        labels = classes_from_json(fitted["classes_"], fitted.get("classes_dtype"))
+        fitted = {**fitted, "classes_": labels}
     return cast("dict[str, Any]", fitted)  # checked above to be one
