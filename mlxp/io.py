@@ -262,7 +262,8 @@ def _check_entry(name: str, info: Any, bad: Any) -> tuple[str, list[int], list[i
     code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
     if code not in _DTYPES:
         raise bad(f"tensor {name!r} has unsupported dtype {code!r} (known: {' '.join(_DTYPES)})")
-    if not isinstance(shape, list) or not all(_is_size(d) for d in shape):
+    sizes = isinstance(shape, list) and len(shape) <= 32 and all(_is_size(d) for d in shape)
+    if not sizes or math.prod(max(d, 1) for d in shape) >= 2**62:  # NumPy's own limits
         raise bad(f"tensor {name!r} has an invalid shape {shape!r}")
     valid = isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_size, offsets))
     if not valid or offsets[0] > offsets[1]:

@@ -222,6 +222,8 @@ F32 = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
         (_raw({"a": {**F32, "shape": [3]}}, bytes(8)), "spans 8 bytes, not 12"),
         (_raw({"a": {**F32, "shape": [-2]}}, bytes(8)), "invalid shape"),
         (_raw({"a": {**F32, "shape": [2.0]}}, bytes(8)), "invalid shape"),
+        (_raw({"a": {**F32, "shape": [0] * 70, "data_offsets": [0, 0]}}, b""), "invalid shape"),
+        (_raw({"a": {**F32, "shape": [0, 2**62, 2**62], "data_offsets": [0, 0]}}, b""), "invalid"),
         (_raw({"a": {**F32, "data_offsets": [8, 0]}}, bytes(8)), "invalid data_offsets"),
         (_raw({"a": {**F32, "data_offsets": [0]}}, bytes(8)), "invalid data_offsets"),
         (_raw({"a": {**F32, "extra": 1}}, bytes(8)), "exactly the fields"),
