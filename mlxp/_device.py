@@ -167,10 +167,15 @@ def consumer_context(
     xp: ModuleType, device: Any
 ) -> Callable[[], contextlib.AbstractContextManager[Any]]:
     """For work another thread does for this one (the prefetch of Dask chunks): a factory
-    of ``with`` blocks that make this thread's device, and on CuPy its current stream,
-    current there. Without them that thread gathers, moves and casts on device 0, and with
-    per-thread default streams (or a training stream of the user's) queues its copies on a
-    stream of its own, unordered with the kernels that read them."""
+    of ``with`` blocks that make this thread's device, and on CuPy and PyTorch CUDA its
+    current stream, current there. Without them that thread gathers, moves and casts on
+    device 0, and with per-thread default streams (or a training stream of the user's,
+    ``with torch.cuda.stream(s)``) queues its copies on a stream of its own, unordered with
+    the kernels that read them (and PyTorch's allocator could hand a chunk's memory on)."""
+    if aac.is_torch_namespace(xp) and getattr(device, "type", None) == "cuda":
+        import torch
+
+        return functools.partial(torch.cuda.stream, torch.cuda.current_stream(device))
     if not (aac.is_cupy_namespace(xp) and hasattr(device, "id")):
         return functools.partial(device_context, xp, device)
     import cupy

@@ -257,6 +257,16 @@ def test_the_prefetch_thread_works_in_the_training_threads_device_and_stream(mon
     with where():
         assert FakeDevice.current == [1, 7]
     assert isinstance(mlxp._device.consumer_context(np_xp, "cpu")(), contextlib.nullcontext)
+    torch = pytest.importorskip("torch")  # PyTorch CUDA: the training thread's stream
+    import array_api_compat.torch as torch_xp
+
+    entered = []
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: f"stream of {device}")
+    monkeypatch.setattr(
+        torch.cuda, "stream", lambda s: entered.append(s) or contextlib.nullcontext()
+    )
+    with mlxp._device.consumer_context(torch_xp, torch.device("cuda:1"))():
+        assert entered == ["stream of cuda:1"]
     monkeypatch.delitem(sys.modules, "cupy")
     seen = []
 
