@@ -222,8 +222,13 @@ def check_random_state(seed: Any) -> Generator:
 def scatters(xp: Any) -> bool:
     """Whether :func:`scatter_add` has ``xp``'s own scatter (NumPy, PyTorch, JAX, CuPy);
     elsewhere it loops over the largest multiplicity of an index."""
-    libraries = (aac.is_numpy_namespace, aac.is_torch_namespace, aac.is_jax_namespace)
-    return any(is_library(xp) for is_library in (*libraries, aac.is_cupy_namespace))
+    own = (
+        aac.is_numpy_namespace,
+        aac.is_torch_namespace,
+        aac.is_jax_namespace,
+        aac.is_cupy_namespace,
+    )
+    return any(is_library(xp) for is_library in own)
 
 
 def scatter_add(n: int, index: Any, values: Any, *, xp: Any = None) -> Any:

@@ -143,7 +143,7 @@ def test_cupy_that_computes_wrongly_is_unavailable(monkeypatch, fresh_libraries)
 FAKE_CUPY = types.ModuleType("cupy")  # is_cupy_namespace reads only the name
 
 
-def test_a_torch_device_without_an_index_names_the_first_gpu(monkeypatch, fresh_libraries):
+def test_a_torch_device_without_an_index_names_pytorchs_current_gpu(monkeypatch, fresh_libraries):
     """``torch.device("cuda")``, PyTorch's usual name for the GPU, names PyTorch's current
     CUDA device, though it is not equal to ``torch.device("cuda:0")`` (its index is None);
     against the device table PyTorch's loader builds on a two-GPU machine."""
