@@ -62,7 +62,14 @@ def test_round_trip_on_the_same_backend(backend, case, tmp_path):
     assert type(loaded) is type(model)
     assert _params(loaded) == _params(model)
     for name, value in _outputs(model, X_in).items():
-        np.testing.assert_array_equal(mlxp.to_numpy(getattr(loaded, name)(X_in)), value)
+        got = mlxp.to_numpy(getattr(loaded, name)(X_in))
+        if value.dtype.kind == "f" and backend.device_name.startswith("cuda"):
+            # A loaded coef_ is contiguous where the fitted one may be a transposed view, for
+            # which a GPU's BLAS may pick another kernel, summing in another order.
+            tol = 8 * np.finfo(value.dtype).eps
+            np.testing.assert_allclose(got, value, rtol=tol, atol=tol * np.abs(value).max())
+        else:
+            np.testing.assert_array_equal(got, value)
     for name in ("coef_", "intercept_"):
         ours, theirs = getattr(loaded, name), getattr(model, name)
         np.testing.assert_array_equal(mlxp.to_numpy(ours), mlxp.to_numpy(theirs))
