@@ -8,7 +8,7 @@ Layout of a file (the safetensors format, https://github.com/huggingface/safeten
       {"__metadata__": {"format": "mlxp-1", "mlxp": "<config>", "mlxp.sha256": "<hex>"},
        "<name>": {"dtype": "F32", "shape": [3, 4], "data_offsets": [begin, end]}, ...}
 
-  ``dtype`` is one of BOOL U8 I8 I16 U16 F16 I32 U32 F32 F64 I64 U64 C64; the offsets
+  ``dtype`` is one of BOOL U8 I8 I16 U16 F16 BF16 I32 U32 F32 F64 I64 U64 C64; the offsets
   count from the first byte after the header, ``end - begin`` is ``prod(shape) * itemsize``
   and the tensors tile the rest of the file exactly, with no gap and no overlap;
 * the tensor data: raw little-endian row-major bytes, widest item size first, then by
@@ -21,6 +21,11 @@ authenticity). A model file also holds ``format`` = ``mlxp-1`` and ``mlxp``, the
 config, whose ``class`` is a name of the model registry (:mod:`mlxp._registry`): loading
 looks it up there and never imports nor runs anything a file names. Any safetensors reader
 (``safetensors.numpy``, ``safetensors.torch``) reads the tensors of an mlxp file.
+
+bfloat16 arrays (PyTorch's, JAX's, ``ml_dtypes``') are written as BF16: the upper 16 bits of
+their float32 values. NumPy has no bfloat16, so :func:`read_arrays` returns them as float32
+(exactly: every bfloat16 is a float32), and :func:`load` casts them back to bfloat16 where
+the backend's library has one (PyTorch, JAX), else keeps float32.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import array_api_compat as aac
 import numpy as np
 
 from mlxp._backend import Backend, get_backend, make_backend, parse_backend_spec
@@ -50,8 +56,9 @@ _MAX_HEADER = 100_000_000  # bytes; the reference reader's limit
 _DTYPES = {  # safetensors dtype -> NumPy type string without its byte-order character
     "BOOL": "b1", "U8": "u1", "I8": "i1", "I16": "i2", "U16": "u2", "F16": "f2", "I32": "i4",
     "U32": "u4", "F32": "f4", "F64": "f8", "I64": "i8", "U64": "u8", "C64": "c8",
+    "BF16": "u2",  # stored as its bits; read as float32
 }  # fmt: skip
-_CODES = {kind: code for code, kind in _DTYPES.items()}
+_CODES = {kind: code for code, kind in _DTYPES.items() if code != "BF16"}
 
 
 # --------------------------------------------------------------------------- model files
@@ -92,7 +99,7 @@ def load(path: str | os.PathLike[str], backend: Backend | str | None = None) -> 
         backend = parse_backend_spec(backend)
     elif not isinstance(backend, Backend):
         raise TypeError(f"backend must be a Backend, a name or None; got {type(backend).__name__}.")
-    arrays, meta = read_arrays(path)
+    arrays, meta, bfloat16 = _read(path)
     where = os.fspath(path)
     if meta.get("format") != FORMAT or "mlxp" not in meta:
         raise ValueError(
@@ -115,7 +122,7 @@ def load(path: str | os.PathLike[str], backend: Backend | str | None = None) -> 
             f"{', '.join(registered_names())}). Loading never imports code a file "
             "names: import the module that registers the class first."
         )
-    moved = {k: move(v, backend.xp, backend.device) for k, v in arrays.items()}
+    moved = {k: _placed(v, backend, k in bfloat16) for k, v in arrays.items()}
     try:  # on the device (CuPy's current one would run the checks of cupy:cuda:1's tensors)
         with device_context(backend.xp, backend.device):
             return cls._from_model_state(config, moved)  # type: ignore[attr-defined]
@@ -145,12 +152,15 @@ def write_arrays(
     for name, array in arrays.items():
         if not isinstance(name, str) or not name or name == "__metadata__":
             raise ValueError(f"Invalid array name {name!r}.")
+        if str(getattr(array, "dtype", "")).endswith("bfloat16"):  # torch.bfloat16 included
+            host[name] = ("BF16", _bfloat16_bits(array), tuple(array.shape))
+            continue
         h = to_numpy(array)
         code = _CODES.get(h.dtype.str[1:])
         if code is None:
             raise TypeError(
                 f"Array {name!r} has dtype {h.dtype}, which a model file cannot hold "
-                f"(supported: {', '.join(np.dtype(k).name for k in _CODES)})."
+                f"(supported: {', '.join(np.dtype(k).name for k in _CODES)}, bfloat16)."
             )
         host[name] = (code, np.ascontiguousarray(h, dtype="<" + _DTYPES[code]), h.shape)
     order = sorted(host, key=lambda n: (-host[n][1].itemsize, n))
@@ -182,15 +192,29 @@ def write_arrays(
         raise
 
 
+def _bfloat16_bits(array: Any) -> np.ndarray:
+    """The bits of a bfloat16 array (PyTorch's, JAX's or ml_dtypes'), as little-endian uint16."""
+    if aac.is_torch_array(array):  # NumPy cannot hold it: its bits as int16 first
+        array = array.view(aac.array_namespace(array).int16)
+    return np.ascontiguousarray(to_numpy(array)).view(np.uint16).astype("<u2")
+
+
 def read_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Read any safetensors file: its arrays (NumPy, writable) and its metadata.
+    """Read any safetensors file: its arrays (NumPy, writable; BF16 tensors as float32) and
+    its metadata.
 
     Validates strictly and raises ``ValueError`` naming the problem; checks the
     ``mlxp.sha256`` checksum when the file has one. Reads the 8-byte header length
     and the header first, and the data only once the header accounts for every byte
-    of the file: memory is bounded by the file's size, and a device or a pipe (no
-    size) is refused rather than read until memory runs out.
+    of the file: memory is bounded by the file's size (twice it for BF16 data, widened),
+    and a device or a pipe (no size) is refused rather than read until memory runs out.
     """
+    arrays, meta, _ = _read(path)
+    return arrays, meta
+
+
+def _read(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, str], set[str]]:
+    """:func:`read_arrays`, and the names of the tensors the file holds as BF16."""
 
     def bad(problem: str) -> ValueError:
         return ValueError(f"{os.fspath(path)} is not a valid safetensors file: {problem}.")
@@ -215,8 +239,19 @@ def read_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], di
         raw = np.frombuffer(data[begin:end], dtype="<" + _DTYPES[code])
         if code == "BOOL" and np.any(raw.view(np.uint8) > 1):
             raise bad(f"boolean tensor {name!r} holds bytes other than 0 and 1")
-        arrays[name] = raw.astype("=" + _DTYPES[code]).reshape(shape)
-    return arrays, meta
+        if code == "BF16":  # the upper half of a float32: exactly one
+            arrays[name] = (raw.astype(np.uint32) << 16).view(np.float32).reshape(shape)
+        else:
+            arrays[name] = raw.astype("=" + _DTYPES[code]).reshape(shape)
+    return arrays, meta, {name for name, code, *_ in entries if code == "BF16"}
+
+
+def _placed(a: np.ndarray, backend: Backend, bfloat16: bool) -> Any:
+    """A tensor read from a file on ``backend``: as bfloat16 if it was one there and the
+    backend's library has that dtype, else as read."""
+    x = move(a, backend.xp, backend.device)
+    narrow = getattr(backend.xp, "bfloat16", None) if bfloat16 else None
+    return x if narrow is None else backend.xp.astype(x, narrow)
 
 
 def _read_header(f: Any, size: int, bad: Any) -> tuple[dict[str, Any], int]:

@@ -4,6 +4,7 @@ atomic writes, and loading on every backend without running stored code."""
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import os
 import sys
@@ -148,6 +149,36 @@ def test_pytorch_reads_model_files(tmp_path):
         assert tensors[name].numpy().dtype == a.dtype
 
 
+def test_bfloat16_is_written_as_bf16_and_read_as_float32(tmp_path):
+    """bfloat16 arrays (PyTorch's, JAX's, ml_dtypes') are written as safetensors' BF16, which
+    PyTorch's safetensors reader reads back bit for bit; read_arrays widens BF16, its own or
+    that reader's, to float32 exactly (NumPy has no bfloat16)."""
+    torch = pytest.importorskip("torch")
+    st_torch = pytest.importorskip("safetensors.torch")
+    special = [1.0, -2.5, 3.140625, 1e-38, 3e38, float("inf"), float("nan"), -0.0]
+    values = torch.tensor(special).to(torch.bfloat16)
+    widened = values.float().numpy()
+    arrays = {"torch": values.reshape(2, 4)}
+    with contextlib.suppress(ImportError):  # the same bits (NaN's too) as NumPy and JAX arrays
+        import ml_dtypes
+
+        arrays["ml_dtypes"] = values.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+        import jax.numpy as jnp
+
+        arrays["jax"] = jnp.asarray(arrays["ml_dtypes"])
+    path = tmp_path / "bf16.safetensors"
+    write_arrays(path, arrays)
+    theirs, (ours, _) = st_torch.load_file(path), read_arrays(path)
+    for name, a in arrays.items():
+        assert theirs[name].dtype == torch.bfloat16 and theirs[name].shape == a.shape
+        assert torch.equal(theirs[name].flatten().view(torch.int16), values.view(torch.int16))
+        assert ours[name].dtype == np.float32 and ours[name].shape == a.shape
+        assert ours[name].tobytes() == widened.tobytes(), name
+    st_torch.save_file({"w": values}, path)
+    w = read_arrays(path)[0]["w"]
+    assert w.dtype == np.float32 and w.tobytes() == widened.tobytes()
+
+
 def test_write_refuses_what_it_cannot_store(tmp_path):
     path = tmp_path / "a.safetensors"
     with pytest.raises(TypeError, match="dtype object"):
@@ -217,7 +248,8 @@ F32 = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
             "starts at data byte 4, not 8 \\(overlap or gap\\)",
         ),
         (_raw({"a": {**F32, "data_offsets": [4, 12]}}, bytes(12)), "overlap or gap"),
-        (_raw({"a": {**F32, "dtype": "BF16"}}, bytes(8)), "unsupported dtype 'BF16'"),
+        (_raw({"a": {**F32, "dtype": "F8_E4M3"}}, bytes(8)), "unsupported dtype 'F8_E4M3'"),
+        (_raw({"a": {**F32, "dtype": "BF16"}}, bytes(8)), "spans 8 bytes, not 4"),
         (_raw({"a": {**F32, "dtype": "X99"}}, bytes(8)), "unsupported dtype 'X99'"),
         (_raw({"a": {**F32, "shape": [3]}}, bytes(8)), "spans 8 bytes, not 12"),
         (_raw({"a": {**F32, "shape": [-2]}}, bytes(8)), "invalid shape"),

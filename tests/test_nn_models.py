@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import array_api_compat as aac
 import numpy as np
 import pytest
@@ -335,6 +337,39 @@ def test_saved_models_load_on_every_backend_with_identical_predictions(
     np.testing.assert_allclose(
         backend.to_numpy(again.predict(backend.asarray(X))), expected, rtol=1e-12
     )
+
+
+def test_bfloat16_networks_load_as_they_were_saved(backend, tmp_path):
+    """A network trained in bfloat16 (PyTorch, JAX) keeps that dtype through its file, bit
+    for bit; on a library without bfloat16 it loads as float32, the same values."""
+    bfloat16 = getattr(backend.xp, "bfloat16", None)
+    if bfloat16 is None:
+        pytest.skip(f"{backend.name} has no bfloat16")
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 4)), rng.integers(0, 3, size=40)
+    X_in = backend.xp.astype(backend.asarray(X), bfloat16)
+    net = _net(seed=3)
+    net.fit(X_in, backend.asarray(y), epochs=2, loss="cross_entropy", progress=False)
+    assert net.dtype == bfloat16
+    path = tmp_path / "bf16.mlxp"
+    mlxp.save(net, path)
+    header = json.loads(path.read_bytes()[8 : 8 + int.from_bytes(path.read_bytes()[:8], "little")])
+    assert {v["dtype"] for k, v in header.items() if k != "__metadata__"} == {"BF16"}
+
+    def bits(w):  # float32 of a bfloat16's bits, comparable on NumPy
+        return backend.to_numpy(backend.xp.astype(w, backend.xp.float32))
+
+    weights = {k: bits(w) for k, w in net.get_weights().items()}
+    again = mlxp.load(path, backend=str(backend))
+    assert again.dtype == bfloat16
+    for name, w in again.get_weights().items():
+        assert w.dtype == bfloat16 and aac.device(w) == backend.device
+        np.testing.assert_array_equal(bits(w), weights[name])
+    np.testing.assert_array_equal(bits(again.predict(X_in)), bits(net.predict(X_in)))
+    on_numpy = mlxp.load(path, backend="numpy")
+    for name, w in on_numpy.get_weights().items():
+        assert w.dtype == np.float32
+        np.testing.assert_array_equal(w, weights[name])
 
 
 def test_damaged_model_files_are_refused(trained_classifier, tmp_path):
