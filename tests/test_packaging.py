@@ -104,6 +104,20 @@ def test_the_cpu_extras_are_installed_and_run(extra):
     assert library in {"jax": ("jax", "jaxlib"), "dask": ("numpy",)}.get(name, (name,)), library
 
 
+@pytest.mark.parametrize("cuda", ["12", "13"])
+def test_the_gpu_recipes_install_the_cuda_builds(cuda):
+    """backends/cudaNN.txt: the CPU matrix, then CuPy and JAX built for that CUDA major
+    (cpu.txt's jax[cpu] alone would leave the jax:cuda cases skipped on a GPU)."""
+    lines = (ROOT / "backends" / f"cuda{cuda}.txt").read_text().splitlines()
+    lines = [line for line in lines if line.strip() and not line.startswith("#")]
+    assert lines[0] == "-r cpu.txt"
+    wanted = {
+        requirements.Requirement(line).name: requirements.Requirement(line) for line in lines[1:]
+    }
+    assert wanted[f"cupy-cuda{cuda}x"].extras == {"ctk"}
+    assert wanted["jax"].extras == {f"cuda{cuda}"}
+
+
 def test_the_test_extra_has_the_test_tools():
     names = {requirements.Requirement(r).name for r in EXTRAS["test"]}
     assert {"mypy", "nbclient", "nbformat", "ipykernel", "ipywidgets", "pandas"} <= names
