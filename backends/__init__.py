@@ -107,6 +107,7 @@ def cases(include_dask: bool = False) -> list[Case]:
         out.extend(_case(name, dev) for dev in row["devices"])
         gpu = _GPU_DEVICES.get(name)
         if gpu and gpu not in row["devices"]:
-            out.append(Case(name, gpu, reason=f"{name}: no CUDA device was found"))
+            note = f" ({row['note']})" if row.get("note") else ""
+            out.append(Case(name, gpu, reason=f"{name}: no CUDA device was found{note}"))
     order = {name: i for i, name in enumerate(BACKEND_NAMES)}
     return sorted(out, key=lambda c: (order[c.name], c.backend is None))

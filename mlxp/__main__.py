@@ -152,6 +152,7 @@ def info() -> str:
     for row in backend_report():
         if row["reason"] is None:
             status = f"{row['version']}  devices: {', '.join(row['devices'])}"
+            status += f"  (no GPU: {row['note']})" if row["note"] else ""
         else:
             status = f"unavailable: {row['reason']}"
         lines.append(f"  {row['name']:<17} {status}")

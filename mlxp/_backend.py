@@ -30,7 +30,7 @@ from typing import Any
 import array_api_compat as aac
 
 from mlxp._compat import move
-from mlxp._gpu_probe import probe_cupy, probe_cupy_device
+from mlxp._gpu_probe import probe_cupy, probe_cupy_device, torch_cuda_devices
 from mlxp.exceptions import BackendUnavailableError
 
 __all__ = [
@@ -86,6 +86,7 @@ class _Library:
     xp: ModuleType
     devices: dict[str, Any]  # device name -> library device object, default first
     check: Callable[[str], None] | None = None  # raises if a device named first fails
+    note: str | None = None  # why the library sees no GPU, where it said
 
 
 # --------------------------------------------------------------------------- the libraries
@@ -107,13 +108,11 @@ def _load_torch() -> _Library:
     import array_api_compat.torch as xp
     import torch
 
-    devices = {"cpu": torch.device("cpu")}
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            devices[f"cuda:{i}"] = torch.device(f"cuda:{i}")
+    cuda, note = torch_cuda_devices(torch)
+    devices = {"cpu": torch.device("cpu"), **cuda}
     if torch.backends.mps.is_available():
         devices["mps"] = torch.device("mps")
-    return _Library(torch.__version__, xp, devices)
+    return _Library(torch.__version__, xp, devices, note=note)
 
 
 def _load_jax() -> _Library:
@@ -200,14 +199,15 @@ def available_backends() -> list[tuple[str, str]]:
 
 
 def backend_report() -> list[dict[str, Any]]:
-    """For every known backend: its version and devices, or why it is unavailable."""
+    """Every known backend's version, devices and note (why no GPU), or why it is unusable."""
     rows = []
     for name in BACKEND_NAMES:
         lib = _library(name)
         if isinstance(lib, _Library):
             row = {"version": lib.version, "devices": list(lib.devices), "reason": None}
+            row["note"] = lib.note
         else:
-            row = {"version": None, "devices": [], "reason": str(lib)}
+            row = {"version": None, "devices": [], "reason": str(lib), "note": None}
         rows.append({"name": name, **row})
     return rows
 

@@ -1,13 +1,16 @@
-"""The first-contact check of a CuPy install: can it compile and launch kernels here?"""
+"""First contact with a GPU: can a CuPy install compile and launch kernels here, and which
+CUDA devices does PyTorch see (and if none, why)?"""
 
 from __future__ import annotations
 
 import functools
+import warnings
 from types import ModuleType
+from typing import Any
 
 from mlxp.exceptions import BackendUnavailableError
 
-__all__ = ["probe_cupy", "probe_cupy_device"]
+__all__ = ["probe_cupy", "probe_cupy_device", "torch_cuda_devices"]
 
 
 def probe_cupy(cupy: ModuleType, index: int) -> None:
@@ -56,3 +59,21 @@ def _device_problem(index: int) -> BackendUnavailableError | None:
     except BackendUnavailableError as problem:
         return problem
     return None
+
+
+def torch_cuda_devices(torch: ModuleType) -> tuple[dict[str, Any], str | None]:
+    """PyTorch's CUDA devices ("cuda:i" -> ``torch.device``), and where there are none, what
+    PyTorch warned while looking (a driver too old for its CUDA build, say): a reason to
+    show, not a warning escaping from the listing of backends (which a test run with
+    warnings as errors would meet while collecting). Warnings beside devices found are
+    issued again."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count:
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    notes = [(str(w.message).strip().splitlines() or [""])[0][:200] for w in caught]
+    return {f"cuda:{i}": torch.device(f"cuda:{i}") for i in range(count)}, (
+        None if count or not notes else "; ".join(notes)
+    )

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import types
+import warnings
 from pathlib import Path
 from typing import ClassVar
 
@@ -173,6 +174,43 @@ def test_a_torch_device_without_an_index_names_pytorchs_current_gpu(monkeypatch,
         assert make_backend("torch", device).device_name == expected
     with pytest.raises(ValueError, match="has no device"):
         make_backend("torch", torch.device("cuda:2"))
+
+
+TOO_OLD = "CUDA initialization: The NVIDIA driver on your system is too old (found version 12080)."
+
+
+def test_a_pytorch_that_cannot_start_cuda_says_why(monkeypatch, fresh_libraries):
+    """Where PyTorch's CUDA start warns and finds no GPU (a driver too old for its CUDA
+    build), the warning is the reason shown by ``mlxp info`` and by the torch:cuda cases'
+    skips. It used to escape from the listing of backends: under warnings as errors, the
+    test run would fail while collecting."""
+    torch = pytest.importorskip("torch")
+    from mlxp.__main__ import info
+
+    def is_available():
+        warnings.warn(TOO_OLD, UserWarning, stacklevel=2)
+        return False
+
+    monkeypatch.setattr(torch.cuda, "is_available", is_available)
+    row = next(r for r in mlxp._backend.backend_report() if r["name"] == "torch")
+    assert row["reason"] is None and row["devices"] == ["cpu"] and row["note"] == TOO_OLD
+    assert f"devices: cpu  (no GPU: {TOO_OLD})" in info()
+    case = next(c for c in backends.cases() if str(c) == "torch:cuda:0")
+    assert case.backend is None and case.reason == f"torch: no CUDA device was found ({TOO_OLD})"
+
+
+def test_pytorch_warnings_beside_its_gpus_are_issued_again():
+    """Warnings PyTorch gives while finding GPUs it can use are not the listing's to keep."""
+
+    def is_available():
+        warnings.warn("a notice", UserWarning, stacklevel=2)
+        return True
+
+    cuda = types.SimpleNamespace(is_available=is_available, device_count=lambda: 2)
+    fake = types.SimpleNamespace(cuda=cuda, device=lambda name: f"device {name}")
+    with pytest.warns(UserWarning, match="a notice"):
+        devices, note = mlxp._gpu_probe.torch_cuda_devices(fake)
+    assert devices == {"cuda:0": "device cuda:0", "cuda:1": "device cuda:1"} and note is None
 
 
 def test_device_context_makes_a_cupy_device_current_and_nothing_else():
