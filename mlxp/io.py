@@ -20,12 +20,14 @@ a changed byte in a tensor, a shape or the config is detected (integrity, not
 authenticity). A model file also holds ``format`` = ``mlxp-1`` and ``mlxp``, the model's
 config, whose ``class`` is a name of the model registry (:mod:`mlxp._registry`): loading
 looks it up there and never imports nor runs anything a file names. Any safetensors reader
-(``safetensors.numpy``, ``safetensors.torch``) reads the tensors of an mlxp file.
+reads the tensors of an mlxp file (``safetensors.torch`` all of them, ``safetensors.numpy``
+all but BF16 ones, for want of a NumPy bfloat16).
 
 bfloat16 arrays (PyTorch's, JAX's, ``ml_dtypes``') are written as BF16: the upper 16 bits of
 their float32 values. NumPy has no bfloat16, so :func:`read_arrays` returns them as float32
-(exactly: every bfloat16 is a float32), and :func:`load` casts them back to bfloat16 where
-the backend's library has one (PyTorch, JAX), else keeps float32.
+(exactly: every bfloat16 is a float32; :func:`write_arrays` writes those back as F32), and
+:func:`load` casts them back to bfloat16 where the backend's library has one (PyTorch,
+JAX), else keeps float32. A model file mixing BF16 with other floating tensors is refused.
 """
 
 from __future__ import annotations
@@ -101,6 +103,11 @@ def load(path: str | os.PathLike[str], backend: Backend | str | None = None) -> 
         raise TypeError(f"backend must be a Backend, a name or None; got {type(backend).__name__}.")
     arrays, meta, bfloat16 = _read(path)
     where = os.fspath(path)
+    if bfloat16 and any(arrays[k].dtype.kind == "f" for k in arrays.keys() - bfloat16):
+        raise ValueError(  # one verdict on every backend, those without bfloat16 included
+            f"{where} is not a valid mlxp model file: it mixes BF16 tensors with other "
+            "floating ones (a model's are of one dtype)."
+        )
     if meta.get("format") != FORMAT or "mlxp" not in meta:
         raise ValueError(
             f"{where} is not an mlxp model file: its metadata lacks format={FORMAT!r} and "
@@ -240,7 +247,9 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str
         if code == "BOOL" and np.any(raw.view(np.uint8) > 1):
             raise bad(f"boolean tensor {name!r} holds bytes other than 0 and 1")
         if code == "BF16":  # the upper half of a float32: exactly one
-            arrays[name] = (raw.astype(np.uint32) << 16).view(np.float32).reshape(shape)
+            wide = raw.astype(np.uint32)
+            wide <<= 16
+            arrays[name] = wide.view(np.float32).reshape(shape)
         else:
             arrays[name] = raw.astype("=" + _DTYPES[code]).reshape(shape)
     return arrays, meta, {name for name, code, *_ in entries if code == "BF16"}

@@ -188,6 +188,19 @@ def test_tensors_are_of_one_real_floating_dtype(backend, saved, name, dtype, mes
     _refused(_write(tmp_path / "a.mlxp", config, arrays), message, backend)
 
 
+@pytest.mark.parametrize("name", ["sequential", "linear"])
+def test_a_file_mixing_bfloat16_with_other_floats_is_refused_everywhere(
+    backend, saved, name, tmp_path
+):
+    """Not only where bfloat16 exists to differ from float32 (PyTorch, JAX): a library
+    without it would widen BF16 to float32 and find one dtype."""
+    torch = pytest.importorskip("torch")
+    _, config, arrays = saved[name]
+    first = sorted(arrays)[0]
+    arrays = {**arrays, first: torch.asarray(arrays[first]).to(torch.bfloat16)}
+    _refused(_write(tmp_path / "a.mlxp", config, arrays), "mixes BF16 tensors with", backend)
+
+
 @pytest.mark.parametrize("name", NETWORKS + LINEAR)
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 def test_non_finite_weights_are_refused(backend, saved, name, value, tmp_path):
