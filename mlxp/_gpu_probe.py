@@ -4,6 +4,7 @@ CUDA devices does PyTorch see (and if none, why)?"""
 from __future__ import annotations
 
 import functools
+import sys
 import warnings
 from types import ModuleType
 from typing import Any
@@ -67,12 +68,18 @@ def torch_cuda_devices(torch: ModuleType) -> tuple[dict[str, Any], str | None]:
     show, not a warning escaping from the listing of backends (which a test run with
     warnings as errors would meet while collecting). Warnings beside devices found are
     issued again."""
+    # Process-wide, as warnings filters are before Python 3.14: run once per process, under
+    # the backend discovery lock, and another thread's warnings meanwhile are caught too.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count:
-        for w in caught:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        for w in caught:  # as issued, with the module filters name
+            module = next(
+                (k for k, m in sys.modules.items() if getattr(m, "__file__", None) == w.filename),
+                None,
+            )
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, module=module)
     notes = [(str(w.message).strip().splitlines() or [""])[0][:200] for w in caught]
     return {f"cuda:{i}": torch.device(f"cuda:{i}") for i in range(count)}, (
         None if count or not notes else "; ".join(notes)

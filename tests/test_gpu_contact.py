@@ -203,7 +203,7 @@ def test_pytorch_warnings_beside_its_gpus_are_issued_again():
     """Warnings PyTorch gives while finding GPUs it can use are not the listing's to keep."""
 
     def is_available():
-        warnings.warn("a notice", UserWarning, stacklevel=2)
+        warnings.warn("a notice", UserWarning, stacklevel=1)  # from this module
         return True
 
     cuda = types.SimpleNamespace(is_available=is_available, device_count=lambda: 2)
@@ -211,6 +211,11 @@ def test_pytorch_warnings_beside_its_gpus_are_issued_again():
     with pytest.warns(UserWarning, match="a notice"):
         devices, note = mlxp._gpu_probe.torch_cuda_devices(fake)
     assert devices == {"cuda:0": "device cuda:0", "cuda:1": "device cuda:1"} and note is None
+    with warnings.catch_warnings(record=True) as seen:  # as issued: filters by module apply
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", "a notice", UserWarning, module=__name__)
+        mlxp._gpu_probe.torch_cuda_devices(fake)
+    assert seen == []
 
 
 def test_device_context_makes_a_cupy_device_current_and_nothing_else():
