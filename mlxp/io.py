@@ -103,11 +103,6 @@ def load(path: str | os.PathLike[str], backend: Backend | str | None = None) -> 
         raise TypeError(f"backend must be a Backend, a name or None; got {type(backend).__name__}.")
     arrays, meta, bfloat16 = _read(path)
     where = os.fspath(path)
-    if bfloat16 and any(arrays[k].dtype.kind == "f" for k in arrays.keys() - bfloat16):
-        raise ValueError(  # one verdict on every backend, those without bfloat16 included
-            f"{where} is not a valid mlxp model file: it mixes BF16 tensors with other "
-            "floating ones (a model's are of one dtype)."
-        )
     if meta.get("format") != FORMAT or "mlxp" not in meta:
         raise ValueError(
             f"{where} is not an mlxp model file: its metadata lacks format={FORMAT!r} and "
@@ -115,6 +110,11 @@ def load(path: str | os.PathLike[str], backend: Backend | str | None = None) -> 
         )
     if _CHECKSUM not in meta:
         raise ValueError(f"{where} is not a valid mlxp model file: it has no checksum.")
+    if bfloat16 and any(arrays[k].dtype.kind == "f" for k in arrays.keys() - bfloat16):
+        raise ValueError(  # one verdict on every backend, those without bfloat16 included
+            f"{where} is not a valid mlxp model file: it mixes BF16 tensors with other "
+            "floating ones (a model's are of one dtype)."
+        )
     try:
         config = json.loads(meta["mlxp"])
     except (ValueError, RecursionError):

@@ -353,7 +353,8 @@ def test_bfloat16_networks_load_as_they_were_saved(backend, tmp_path):
     assert net.dtype == bfloat16
     path = tmp_path / "bf16.mlxp"
     mlxp.save(net, path)
-    header = json.loads(path.read_bytes()[8 : 8 + int.from_bytes(path.read_bytes()[:8], "little")])
+    raw = path.read_bytes()
+    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
     assert {v["dtype"] for k, v in header.items() if k != "__metadata__"} == {"BF16"}
 
     def bits(w):  # float32 of a bfloat16's bits, comparable on NumPy
