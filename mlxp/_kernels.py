@@ -15,6 +15,7 @@ the layers that use them). The math modules import no array library themselves.
 * :func:`log_softmax` -- z − logsumexp(z) along axis 1, and :func:`fuses_log_softmax`;
 * :func:`max_and_argmax` -- the maximum of arrays and the index of the first holding it;
 * :func:`spread_by_index` -- values sent to slot ``index`` of k slots, zeros elsewhere;
+* :func:`strided_view` -- a view of an array with given shape and strides, or None;
 * :func:`conv_transpose2d` -- the library's transposed convolution, or None;
 * :func:`adam_update` -- Adam's step, in the caller's buffers on NumPy if it gives them up;
 * :func:`matmul_into`, :func:`sum_into` -- a product and a sum written into a given array
@@ -24,6 +25,8 @@ the layers that use them). The math modules import no array library themselves.
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Callable
 from typing import Any
 
 from array_api_compat import (
@@ -51,6 +54,7 @@ __all__ = [
     "positive_part",
     "positive_part_grad",
     "spread_by_index",
+    "strided_view",
     "sum_into",
     "writes_in_place",
 ]
@@ -171,14 +175,17 @@ def log_softmax(z: Any, /, *, xp: Any = None) -> Any:
     return _standard_log_softmax(z, axis=1, xp=xp)
 
 
-def max_and_argmax(views: list[Any], /, *, xp: Any = None) -> tuple[Any, Any]:
+def max_and_argmax(
+    views: list[Any], /, *, stacked: Callable[[], Any] | None = None, xp: Any = None
+) -> tuple[Any, Any]:
     """(m, a) for arrays ``views`` of one shape: m their element-wise maximum, a the index
     of the first view holding it (of its first NaN, if any, as ``argmax`` and PyTorch;
     CuPy's argmax, reducing in a tree, may pick a later NaN of a window of several).
-    PyTorch: the views stacked and one ``torch.max``. NumPy, whose argmax along a leading
-    axis is slow: the maximum of the views, then the first view equal to it
-    (:func:`_first_equal`; a is uint8 there, int32 above 256 views). Elsewhere the stack's
-    ``max`` and :func:`mlxp._compat.argmax`."""
+    NumPy, whose argmax along a leading axis is slow: the maximum of the views, then the
+    first view equal to it (:func:`_first_equal`; a is uint8 there, int32 above 256
+    views). Elsewhere the views stacked, by ``stacked()`` where the caller has a faster
+    way than the standard's ``stack`` (``mlxp.nn._windows.window_stack``), then on
+    PyTorch one ``torch.max``, elsewhere ``max`` and :func:`mlxp._compat.argmax`."""
     xp = xp or array_namespace(*views)
     if is_numpy_namespace(xp):
         m = functools.reduce(xp.maximum, views)
@@ -186,7 +193,7 @@ def max_and_argmax(views: list[Any], /, *, xp: Any = None) -> tuple[Any, Any]:
         if xp.any(nan):
             a = xp.where(nan, _first_equal([xp.isnan(v) for v in views], nan, xp), a)
         return m, a
-    x = xp.stack(views, axis=0)
+    x = xp.stack(views, axis=0) if stacked is None else stacked()
     if is_torch_namespace(xp):
         import torch
 
@@ -220,6 +227,35 @@ def spread_by_index(values: Any, index: Any, k: int, /, *, xp: Any = None) -> An
     if is_numpy_namespace(xp) or is_cupy_namespace(xp):  # NumPy's where branches
         return values * hit
     return xp.where(hit, values, 0.0)
+
+
+def strided_view(
+    x: Any, shape: tuple[int, ...], strides: tuple[int, ...], /, *, xp: Any = None
+) -> Any:
+    """The view V of C-contiguous x with V[i₀, i₁, …] = x.flat[Σₖ iₖ·stridesₖ] (strides in
+    elements), where the library makes one: NumPy (read-only) and CuPy ``as_strided``,
+    PyTorch ``Tensor.as_strided``; None elsewhere, or for x not C-contiguous. Its elements
+    may overlap: never write into it. ``ValueError`` for a view reaching outside x."""
+    xp = xp or array_namespace(x)
+    if is_torch_namespace(xp):
+        contiguous = x.is_contiguous()
+    elif is_numpy_namespace(xp) or is_cupy_namespace(xp):
+        contiguous = x.flags.c_contiguous
+    else:
+        return None
+    extent = sum((n - 1) * step for n, step in zip(shape, strides, strict=True))
+    if min(shape, default=1) > 0 and (min(strides, default=0) < 0 or extent >= math.prod(x.shape)):
+        raise ValueError(f"a view of shape {shape}, strides {strides} reaches past {x.shape}")
+    if not contiguous or is_torch_namespace(xp):
+        return x.as_strided(shape, strides) if contiguous else None
+    in_bytes = tuple(step * x.itemsize for step in strides)
+    if is_cupy_namespace(xp):
+        import cupy
+
+        return cupy.lib.stride_tricks.as_strided(x, shape, in_bytes)
+    import numpy as np
+
+    return np.lib.stride_tricks.as_strided(x, shape, in_bytes, writeable=False)
 
 
 def conv_transpose2d(

@@ -13,6 +13,7 @@ from mlxp._kernels import (
     concat_flat,
     matmul_into,
     positive_part,
+    strided_view,
     sum_into,
     writes_in_place,
 )
@@ -206,3 +207,42 @@ def test_torch_writes_in_place_only_where_autograd_and_compiling_allow():
     assert writes_in_place(torch.zeros(3))
     assert not writes_in_place(torch.zeros(3, requires_grad=True))
     assert not writes_in_place(torch.zeros(3, 4).T)  # not contiguous
+
+
+# --------------------------------------------------------------------------- strided_view
+HAS_STRIDED_VIEWS = ("numpy", "torch", "cupy")
+
+
+def test_strided_view_reads_the_flat_positions(backend):
+    """V[i, j, k] = x.flat[6i + 2j + k]: overlapping windows of a C-contiguous x, as NumPy's
+    indexing of the flat positions gives them, where the library has strided views; None
+    where it has none, or for a permuted (not C-contiguous) x."""
+    x = np.arange(24.0).reshape(2, 3, 4)
+    shape, strides = (3, 4, 5), (6, 2, 1)
+    i, j, k = np.indices(shape)
+    positions = 6 * i + 2 * j + k
+    view = strided_view(backend.asarray(x), shape, strides)
+    if backend.name not in HAS_STRIDED_VIEWS:
+        assert view is None
+        return
+    assert tuple(view.shape) == shape
+    np.testing.assert_array_equal(backend.to_numpy(view), x.reshape(-1)[positions])
+    assert (
+        strided_view(backend.xp.permute_dims(backend.asarray(x), (2, 1, 0)), shape, strides) is None
+    )
+    assert strided_view(backend.asarray(x), shape, strides, xp=Unrecognised(backend.xp)) is None
+    if isinstance(view, np.ndarray):  # NumPy's overlapping view cannot be written into
+        assert not view.flags.writeable
+
+
+@pytest.mark.parametrize(("shape", "strides"), [((2, 13), (12, 1)), ((2, 3), (-1, 4))])
+def test_strided_view_refuses_a_view_past_the_array(backend, shape, strides):
+    """A view of x (24,) whose last element is x.flat[1·12 + 12·1] = x.flat[24] reaches past
+    x; so does one with a negative stride (before its start). Only the libraries that make
+    the view check it (the others give None)."""
+    if backend.name not in HAS_STRIDED_VIEWS:
+        pytest.skip(f"{backend.name} has no strided views (strided_view gives None)")
+    x = backend.asarray(np.zeros(24))
+    with pytest.raises(ValueError, match="reaches past"):
+        strided_view(x, shape, strides)
+    assert tuple(strided_view(x, (2, 12), (12, 1)).shape) == (2, 12)  # x.flat[23]: it fits

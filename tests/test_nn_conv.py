@@ -29,6 +29,7 @@ from mlxp.nn import (
     Sequential,
 )
 from mlxp.nn import functional as F
+from mlxp.nn._windows import window_stack
 from tests.conftest import Unrecognised, built, require_float64, widest_float
 
 
@@ -411,6 +412,37 @@ def test_portable_path_matches_the_strided_fast_path():
         F.avg_pool2d_backward(x.shape, R, *pool),
         rtol=1e-12,
     )
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize(
+    ("kernel", "stride", "dilation"), [((2, 3), (2, 1), (1, 2)), ((1, 1), (1, 1), (1, 1))]
+)
+def test_window_stack_matches_loops(backend, axis, kernel, stride, dilation):
+    """S[(i, j)][c, h, w, n] = images[c, i·dh + h·sh, j·dw + w·sw, n], the offsets along
+    ``axis``: one strided copy on NumPy, CuPy and PyTorch, the standard's stack elsewhere
+    and behind an unrecognised namespace; with a 1×1 kernel NumPy's is a view, no copy."""
+    images = np.random.default_rng(3).normal(size=(2, 7, 8, 3))
+    out = tuple(
+        (images.shape[1 + a] - dilation[a] * (kernel[a] - 1) - 1) // stride[a] + 1 for a in (0, 1)
+    )
+    expected = np.stack(
+        [
+            images[:, i * dilation[0] :: stride[0], j * dilation[1] :: stride[1]][
+                :, : out[0], : out[1]
+            ]
+            for i in range(kernel[0])
+            for j in range(kernel[1])
+        ],
+        axis=axis,
+    )
+    on_backend = backend.asarray(images, widest_float(backend)[0])
+    for xp in (backend.xp, Unrecognised(backend.xp)):
+        stacked = window_stack(on_backend, kernel, stride, dilation, out, axis, xp)
+        np.testing.assert_allclose(backend.to_numpy(stacked), expected, rtol=1e-6)
+    if isinstance(on_backend, np.ndarray):
+        one = window_stack(on_backend, kernel, stride, dilation, out, axis, backend.xp)
+        assert np.shares_memory(one, on_backend) == (kernel == (1, 1))
 
 
 # --------------------------------------------------------------------------- chunking

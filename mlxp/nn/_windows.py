@@ -17,6 +17,8 @@ from typing import Any
 
 from array_api_compat import device as _device
 
+from mlxp._kernels import strided_view
+
 __all__ = [
     "Pads",
     "Pair",
@@ -31,9 +33,11 @@ __all__ = [
     "offsets",
     "out_size",
     "pad_images",
+    "padded_images",
     "pair",
     "window_matrix",
     "window_regions",
+    "window_stack",
     "window_views",
 ]
 
@@ -130,26 +134,58 @@ def window_regions(
     ]
 
 
+def padded_images(x: Any, pads: Pads, fill: float, xp: Any) -> Any:
+    """x (N, C, H, W) padded with ``fill`` and stored batch innermost: (C, Hp, Wp, N), so
+    that each window's rows are runs of N (OW·N for stride 1) contiguous values."""
+    return pad_images(batch_last(x, xp), pads, fill, xp, axes=(1, 2))
+
+
 def window_views(
     x: Any, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair, out: Pair, fill: float, xp: Any
 ) -> list[Any]:
     """The windows of x (N, C, H, W) padded with ``fill``: for each kernel offset (i, j),
-    row-major, the (C, OH, OW, N) strided slice x̃[:, i·dh + h·sh, j·dw + w·sw, :].
-
-    The padded input is stored (C, Hp, Wp, N), batch innermost, so each slice's rows are
-    runs of N (OW·N for stride 1) contiguous values: no gather, and long copies."""
-    images = pad_images(batch_last(x, xp), pads, fill, xp, axes=(1, 2))
+    row-major, the (C, OH, OW, N) strided slice x̃[:, i·dh + h·sh, j·dw + w·sw, :] of the
+    padded images (:func:`padded_images`): no gather, and long copies."""
+    images = padded_images(x, pads, fill, xp)
     return [images[region] for region in window_regions(kernel, stride, dilation, out)]
+
+
+def window_stack(
+    images: Any, kernel: Pair, stride: Pair, dilation: Pair, out: Pair, axis: int, xp: Any
+) -> Any:
+    """The window views of the padded images (C, Hp, Wp, N) (:func:`padded_images`) stacked
+    along ``axis``, 0 or 1: S (kh·kw, C, OH, OW, N) or (C, kh·kw, OH, OW, N) with
+    S[.., (i, j), ..][c, h, w, n] = images[c, i·dh + h·sh, j·dw + w·sw, n].
+
+    Where the library has strided views (:func:`mlxp._kernels.strided_view`: NumPy, CuPy,
+    PyTorch), one copy of the 6-D view of every window, on a GPU one kernel where the
+    stack of kh·kw views takes up to one per view (PyTorch copies each view apart above
+    4 dimensions, CuPy's concatenation of more than 8 first copies tables of the views'
+    addresses and strides to the device); a view where no copy is needed (a 1×1 kernel).
+    Elsewhere the standard's ``stack`` of the views."""
+    C, Hp, Wp, N = images.shape
+    (kh, kw), (sh, sw), (dh, dw), (OH, OW) = kernel, stride, dilation, out
+    size = {"c": C, "i": kh, "j": kw, "h": OH, "w": OW, "n": N}
+    step = {"c": Hp * Wp * N, "i": dh * Wp * N, "j": dw * N, "h": sh * Wp * N, "w": sw * N, "n": 1}
+    order = "ijchwn" if axis == 0 else "cijhwn"
+    shape, strides = tuple(size[a] for a in order), tuple(step[a] for a in order)
+    view = strided_view(images, shape, strides, xp=xp)
+    if view is None:
+        regions = window_regions(kernel, stride, dilation, out)
+        return xp.stack([images[region] for region in regions], axis=axis)
+    stacked = (kh * kw, C, OH, OW, N) if axis == 0 else (C, kh * kw, OH, OW, N)
+    return xp.reshape(view, stacked)
 
 
 def window_matrix(
     x: Any, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair, out: Pair, xp: Any
 ) -> Any:
     """X̃ (C·kh·kw, OH·OW·N) of x (N, C, H, W): X̃[(c, i, j), (h, w, n)] = x̃[n, c, h·sh + i·dh,
-    w·sw + j·dw], the kh·kw window views (:func:`window_views`) stacked."""
+    w·sw + j·dw], the kh·kw windows of the zero-padded images stacked (:func:`window_stack`)."""
     N, C = x.shape[0], x.shape[1]
-    views = window_views(x, kernel, stride, pads, dilation, out, 0.0, xp)
-    return xp.reshape(xp.stack(views, axis=1), (C * kernel[0] * kernel[1], out[0] * out[1] * N))
+    images = padded_images(x, pads, 0.0, xp)
+    stacked = window_stack(images, kernel, stride, dilation, out, 1, xp)
+    return xp.reshape(stacked, (C * kernel[0] * kernel[1], out[0] * out[1] * N))
 
 
 def batch_last(x: Any, xp: Any) -> Any:

@@ -33,8 +33,10 @@ from mlxp.nn._windows import (
     nbytes,
     out_size,
     pad_images,
+    padded_images,
     pair,
     window_regions,
+    window_stack,
     window_views,
 )
 from mlxp.nn.convolution import IM2COL_MAX_BYTES
@@ -77,16 +79,22 @@ def max_pool2d(
     an element-wise maximum of strided views, one per offset (i, j). With ``return_indices``,
     (y, a) where a[c, h, w, n] (batch last) is the row-major offset i·kw + j of the
     first maximum of each window (of its first NaN, if any, as PyTorch; on CuPy one of its
-    NaNs), by
-    :func:`mlxp._kernels.max_and_argmax` of the views (one op on PyTorch; uint8 offsets on
-    NumPy, int32 above 256).
+    NaNs), by :func:`mlxp._kernels.max_and_argmax` of the views (on PyTorch one op after
+    their stack, which is one strided copy there and on CuPy,
+    :func:`~mlxp.nn._windows.window_stack`; uint8 offsets on NumPy, int32 above 256).
     """
     xp = xp or array_namespace(x)
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
-    _, views = _pool_windows(x, kernel, stride, pads, -math.inf, xp, "max_pool2d")
+    out = out_size(x, kernel, stride, pads, (1, 1), "max_pool2d")
+    images = padded_images(x, pads, -math.inf, xp)
+    views = [images[region] for region in window_regions(kernel, stride, (1, 1), out)]
     if not return_indices:
         return batch_first(functools.reduce(xp.maximum, views), xp)
-    y, a = max_and_argmax(views, xp=xp)
+
+    def stacked() -> Any:
+        return window_stack(images, kernel, stride, (1, 1), out, 0, xp)
+
+    y, a = max_and_argmax(views, stacked=stacked, xp=xp)
     return batch_first(y, xp), a
 
 
