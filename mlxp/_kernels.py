@@ -16,7 +16,6 @@ the layers that use them). The math modules import no array library themselves.
 * :func:`max_and_argmax` -- the maximum of arrays and the index of the first holding it;
 * :func:`spread_by_index` -- values sent to slot ``index`` of k slots, zeros elsewhere;
 * :func:`strided_view` -- a view of an array with given shape and strides, or None;
-* :func:`conv_transpose2d` -- the library's transposed convolution, or None;
 * :func:`adam_update` -- Adam's step, in the caller's buffers on NumPy if it gives them up;
 * :func:`matmul_into`, :func:`sum_into` -- a product and a sum written into a given array
   (a view of a flat gradient buffer), and :func:`writes_in_place`.
@@ -46,7 +45,6 @@ __all__ = [
     "addmm",
     "all_finite",
     "concat_flat",
-    "conv_transpose2d",
     "fuses_log_softmax",
     "log_softmax",
     "matmul_into",
@@ -256,21 +254,6 @@ def strided_view(
     import numpy as np
 
     return np.lib.stride_tricks.as_strided(x, shape, in_bytes, writeable=False)
-
-
-def conv_transpose2d(
-    g: Any, W: Any, stride: tuple[int, int], dilation: tuple[int, int], extra: tuple[int, int]
-) -> Any:
-    """The transposed convolution of g (N, K, OH, OW) with W (K, C, kh, kw), unpadded, with
-    ``extra`` rows and columns no window reaches, by the library's own kernel; None where
-    it has none (the caller then folds the window gradients in standard operations)."""
-    if not is_torch_namespace(array_namespace(g)):
-        return None
-    import torch
-
-    return torch.nn.functional.conv_transpose2d(
-        g, W, stride=stride, dilation=dilation, output_padding=extra
-    )
 
 
 def adam_update(

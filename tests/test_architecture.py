@@ -32,6 +32,7 @@ FLOORS = [
         "mlxp._compat",
         "mlxp._special",
         "mlxp._kernels",
+        "mlxp._conv_kernels",
         "mlxp._cholesky",
         "mlxp.exceptions",
         "mlxp._gpu_probe",

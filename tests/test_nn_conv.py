@@ -414,6 +414,38 @@ def test_portable_path_matches_the_strided_fast_path():
     )
 
 
+@pytest.mark.parametrize("padding", [((1, 1), (2, 2)), ((0, 1), (1, 0))])
+def test_library_convolution_matches_the_matrix_products(backend, padding):
+    """PyTorch's own convolution (oneDNN, cuDNN: ``mlxp._conv_kernels``), forward and all
+    three gradients in one ``convolution_backward``, against the window matrix and its
+    products (behind an unrecognised namespace); an asymmetric padding, which PyTorch's
+    ``conv2d`` cannot take, goes the products' way there too (X̃ kept for the backward)."""
+    dtype, rtol = widest_float(backend)
+    rng = np.random.default_rng(5)
+    x, W, b = rng.normal(size=(3, 2, 9, 8)), rng.normal(size=(4, 2, 3, 2)), rng.normal(size=4)
+    x, W, b = (backend.asarray(a, dtype) for a in (x, W, b))
+    geometry = ((2, 1), padding, (1, 2))
+    portable = Unrecognised(backend.xp)
+    y, cols = F.conv2d(x, W, b, *geometry)
+    expected, _ = F.conv2d(x, W, b, *geometry, xp=portable)
+    own = backend.name == "torch" and padding[0][0] == padding[0][1]
+    assert (cols is None) is own
+    np.testing.assert_allclose(
+        backend.to_numpy(y), backend.to_numpy(expected), rtol=rtol, atol=rtol
+    )
+    R = backend.asarray(rng.normal(size=tuple(y.shape)), dtype)
+    for input_grad, bias in [(True, True), (False, False)]:
+        flags = {"input_grad": input_grad, "bias": bias}
+        mine = F.conv2d_backward(x, W, R, *geometry, cols=cols, **flags)
+        theirs = F.conv2d_backward(x, W, R, *geometry, xp=portable, **flags)
+        for a, e in zip(mine, theirs, strict=True):
+            assert (a is None) is (e is None)
+            if a is not None:
+                np.testing.assert_allclose(
+                    backend.to_numpy(a), backend.to_numpy(e), rtol=rtol, atol=10 * rtol
+                )
+
+
 @pytest.mark.parametrize("axis", [0, 1])
 @pytest.mark.parametrize(
     ("kernel", "stride", "dilation"), [((2, 3), (2, 1), (1, 2)), ((1, 1), (1, 1), (1, 1))]

@@ -20,14 +20,16 @@ from array_api_compat import (
 )
 from array_api_compat import device as _device
 
+from mlxp import _conv_kernels as own
 from mlxp._compat import index_dtype, slice_add
-from mlxp._kernels import addmm, conv_transpose2d, matmul_into, sum_into, writes_in_place
+from mlxp._kernels import addmm, matmul_into, sum_into, writes_in_place
 from mlxp.nn._windows import (
     Pads,
     Pair,
     as_pads,
     batch_chunks,
     batch_first,
+    batch_last,
     batch_rows,
     concat_batches,
     crop,
@@ -66,11 +68,17 @@ def conv2d(
     (K, C·kh·kw). Returns (y (N, K, OH, OW), X̃); X̃ is None when the batch was processed
     in chunks (see :data:`IM2COL_MAX_BYTES`), and :func:`conv2d_backward` then extracts
     the windows again. ``padding`` is p, (ph, pw) or ((top, bottom), (left, right));
-    ``xp`` overrides the namespace of x. y is a view of Y, stored batch innermost.
+    ``xp`` overrides the namespace of x. y is a view of Y, stored batch innermost. Where
+    the library has its own convolution (:func:`mlxp._conv_kernels.conv2d`: PyTorch, with
+    a symmetric padding), (its y copied to be stored so too, None): the layers after it
+    then read and write one layout (PyTorch's ReLU gradient over two: 6× slower).
     """
     xp = xp or array_namespace(x)
     kernel, stride, pads, dilation = _geometry(W, stride, padding, dilation)
-    out = out_size(x, kernel, stride, pads, dilation, "conv2d")
+    out = out_size(x, kernel, stride, pads, dilation, "conv2d")  # checks the geometry
+    y = own.conv2d(x, W, b, stride, pads, dilation, xp=xp)
+    if y is not None:
+        return batch_first(batch_last(y, xp), xp), None
     N, K = x.shape[0], W.shape[0]
     W2 = xp.reshape(W, (K, -1))
     parts, cols = [], None
@@ -124,10 +132,18 @@ def conv2d_backward(
     buffers are bounded by ``max_bytes`` as in :func:`conv2d`. ``out``: arrays of the
     shapes of W and b that ∂L/∂W and ∂L/∂b are written into, and returned as, where the
     library can (:func:`mlxp._kernels.matmul_into`, :func:`~mlxp._kernels.sum_into`; not
-    ∂L/∂W on NumPy, whose faster product is the transposed one, nor over chunks).
+    ∂L/∂W on NumPy, whose faster product is the transposed one, nor over chunks). Where
+    the library has its own (:func:`mlxp._conv_kernels.conv2d_backward`: PyTorch, with a
+    symmetric padding), its three results, new arrays.
     """
     xp = xp or array_namespace(grad)
     geometry = _geometry(W, stride, padding, dilation)
+    _, steps, pads, dilation = geometry
+    grads = own.conv2d_backward(
+        x, W, grad, steps, pads, dilation, bias=bias, input_grad=input_grad, xp=xp
+    )
+    if grads is not None:
+        return grads
     K, size = W.shape[0], (grad.shape[2], grad.shape[3])
     W2 = xp.reshape(W, (K, -1))
     chunks = [slice(0, x.shape[0])]
@@ -173,15 +189,16 @@ def _input_grad(
 ) -> Any:
     """∂L/∂x (``shape``) = the window gradients W̃ᵀG folded (:func:`_fold`), in chunks
     along N that keep the fold's buffers within ``max_bytes``; or the library's own
-    transposed convolution onto the padded image, cropped (:func:`mlxp._kernels.conv_transpose2d`:
-    PyTorch), the rows and columns no window reaches added as ``extra``."""
+    transposed convolution onto the padded image, cropped
+    (:func:`mlxp._conv_kernels.conv_transpose2d`: PyTorch, where its own ``conv2d_backward``
+    is not used), the rows and columns no window reaches added as ``extra``."""
     kernel, stride, pads, dilation = geometry
     N, C, H, Wd = shape
     K, out = W.shape[0], (grad.shape[2], grad.shape[3])
     padded = (H + sum(pads[0]), Wd + sum(pads[1]))
     reach = [dilation[a] * (kernel[a] - 1) + 1 for a in (0, 1)]
     extra = ((padded[0] - reach[0]) % stride[0], (padded[1] - reach[1]) % stride[1])
-    images = conv_transpose2d(grad, W, stride, dilation, extra)  # the library's, if any
+    images = own.conv_transpose2d(grad, W, stride, dilation, extra)  # the library's, if any
     if images is not None:
         return crop(images, pads)
     # NumPy adds in place with no launch cost, XLA fuses the slice additions of a compiled
