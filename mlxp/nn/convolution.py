@@ -29,7 +29,6 @@ from mlxp.nn._windows import (
     as_pads,
     batch_chunks,
     batch_first,
-    batch_last,
     batch_rows,
     concat_batches,
     crop,
@@ -70,15 +69,14 @@ def conv2d(
     the windows again. ``padding`` is p, (ph, pw) or ((top, bottom), (left, right));
     ``xp`` overrides the namespace of x. y is a view of Y, stored batch innermost. Where
     the library has its own convolution (:func:`mlxp._conv_kernels.conv2d`: PyTorch, with
-    a symmetric padding), (its y copied to be stored so too, None): the layers after it
-    then read and write one layout (PyTorch's ReLU gradient over two: 6× slower).
+    a symmetric padding), (its y, stored so too, None).
     """
     xp = xp or array_namespace(x)
     kernel, stride, pads, dilation = _geometry(W, stride, padding, dilation)
     out = out_size(x, kernel, stride, pads, dilation, "conv2d")  # checks the geometry
     y = own.conv2d(x, W, b, stride, pads, dilation, xp=xp)
     if y is not None:
-        return batch_first(batch_last(y, xp), xp), None
+        return y, None
     N, K = x.shape[0], W.shape[0]
     W2 = xp.reshape(W, (K, -1))
     parts, cols = [], None
