@@ -244,8 +244,10 @@ def strided_view(
     extent = sum((n - 1) * step for n, step in zip(shape, strides, strict=True))
     if min(shape, default=1) > 0 and (min(strides, default=0) < 0 or extent >= math.prod(x.shape)):
         raise ValueError(f"a view of shape {shape}, strides {strides} reaches past {x.shape}")
-    if not contiguous or is_torch_namespace(xp):
-        return x.as_strided(shape, strides) if contiguous else None
+    if not contiguous:
+        return None
+    if is_torch_namespace(xp):
+        return x.as_strided(shape, strides)
     in_bytes = tuple(step * x.itemsize for step in strides)
     if is_cupy_namespace(xp):
         import cupy

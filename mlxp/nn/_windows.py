@@ -38,7 +38,6 @@ __all__ = [
     "window_matrix",
     "window_regions",
     "window_stack",
-    "window_views",
 ]
 
 Pair = tuple[int, int]
@@ -138,16 +137,6 @@ def padded_images(x: Any, pads: Pads, fill: float, xp: Any) -> Any:
     """x (N, C, H, W) padded with ``fill`` and stored batch innermost: (C, Hp, Wp, N), so
     that each window's rows are runs of N (OW·N for stride 1) contiguous values."""
     return pad_images(batch_last(x, xp), pads, fill, xp, axes=(1, 2))
-
-
-def window_views(
-    x: Any, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair, out: Pair, fill: float, xp: Any
-) -> list[Any]:
-    """The windows of x (N, C, H, W) padded with ``fill``: for each kernel offset (i, j),
-    row-major, the (C, OH, OW, N) strided slice x̃[:, i·dh + h·sh, j·dw + w·sw, :] of the
-    padded images (:func:`padded_images`): no gather, and long copies."""
-    images = padded_images(x, pads, fill, xp)
-    return [images[region] for region in window_regions(kernel, stride, dilation, out)]
 
 
 def window_stack(

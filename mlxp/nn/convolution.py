@@ -136,10 +136,7 @@ def conv2d_backward(
     """
     xp = xp or array_namespace(grad)
     geometry = _geometry(W, stride, padding, dilation)
-    _, steps, pads, dilation = geometry
-    grads = own.conv2d_backward(
-        x, W, grad, steps, pads, dilation, bias=bias, input_grad=input_grad, xp=xp
-    )
+    grads = own.conv2d_backward(x, W, grad, *geometry[1:], bias=bias, input_grad=input_grad, xp=xp)
     if grads is not None:
         return grads
     K, size = W.shape[0], (grad.shape[2], grad.shape[3])

@@ -37,7 +37,6 @@ from mlxp.nn._windows import (
     pair,
     window_regions,
     window_stack,
-    window_views,
 )
 from mlxp.nn.convolution import IM2COL_MAX_BYTES
 
@@ -58,10 +57,13 @@ def _pool_geometry(kernel_size: Any, stride: Any, padding: Any) -> tuple[Pair, P
 
 def _pool_windows(
     x: Any, kernel: Pair, stride: Pair, pads: Pads, fill: float, xp: Any, name: str
-) -> tuple[Pair, list[Any]]:
-    """The output size (OH, OW) and the window views (:func:`window_views`) of a pool."""
+) -> tuple[Pair, Any, list[Any]]:
+    """The output size (OH, OW), the padded images (:func:`padded_images`) and their window
+    views: for each offset (i, j), row-major, the (C, OH, OW, N) strided slice of the
+    images it reads (no gather, and long copies)."""
     out = out_size(x, kernel, stride, pads, (1, 1), name)
-    return out, window_views(x, kernel, stride, pads, (1, 1), out, fill, xp)
+    images = padded_images(x, pads, fill, xp)
+    return out, images, [images[region] for region in window_regions(kernel, stride, (1, 1), out)]
 
 
 def max_pool2d(
@@ -85,9 +87,7 @@ def max_pool2d(
     """
     xp = xp or array_namespace(x)
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
-    out = out_size(x, kernel, stride, pads, (1, 1), "max_pool2d")
-    images = padded_images(x, pads, -math.inf, xp)
-    views = [images[region] for region in window_regions(kernel, stride, (1, 1), out)]
+    out, images, views = _pool_windows(x, kernel, stride, pads, -math.inf, xp, "max_pool2d")
     if not return_indices:
         return batch_first(functools.reduce(xp.maximum, views), xp)
 
@@ -149,7 +149,7 @@ def avg_pool2d(
     """
     xp = xp or array_namespace(x)
     kernel, stride, pads = _pool_geometry(kernel_size, stride, padding)
-    _, views = _pool_windows(x, kernel, stride, pads, 0.0, xp, "avg_pool2d")
+    _, _, views = _pool_windows(x, kernel, stride, pads, 0.0, xp, "avg_pool2d")
     return batch_first(functools.reduce(operator.add, views) / (kernel[0] * kernel[1]), xp)
 
 
