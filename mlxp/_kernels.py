@@ -8,7 +8,6 @@ function writes into buffers it owns or is given (``out=``) where the fallback a
 Each fast path is tested against its fallback (``tests/test_kernels.py``, and the tests of
 the layers that use them). The math modules import no array library themselves.
 
-* :func:`addmm` -- c + AB, the bias added into the matrix product;
 * :func:`all_finite` -- whether every value of an array is finite;
 * :func:`concat_flat` -- arrays flattened and laid end to end in one 1-D buffer;
 * :func:`positive_part`, :func:`positive_part_grad` -- max(x, 0) and g ⊙ [x > 0] (ReLU);
@@ -17,8 +16,8 @@ the layers that use them). The math modules import no array library themselves.
 * :func:`spread_by_index` -- values sent to slot ``index`` of k slots, zeros elsewhere;
 * :func:`strided_view` -- a view of an array with given shape and strides, or None;
 * :func:`adam_update` -- Adam's step, in the caller's buffers on NumPy if it gives them up;
-* :func:`matmul_into`, :func:`sum_into` -- a product and a sum written into a given array
-  (a view of a flat gradient buffer), and :func:`writes_in_place`.
+* :func:`sum_into` -- a sum written into a given array (a view of a flat gradient buffer),
+  and :func:`writes_in_place`, :func:`writes_into` (products: :mod:`mlxp._products`).
 """
 
 from __future__ import annotations
@@ -42,12 +41,11 @@ from mlxp._special import log_softmax as _standard_log_softmax
 
 __all__ = [
     "adam_update",
-    "addmm",
     "all_finite",
     "concat_flat",
     "fuses_log_softmax",
+    "host_library",
     "log_softmax",
-    "matmul_into",
     "max_and_argmax",
     "positive_part",
     "positive_part_grad",
@@ -55,26 +53,11 @@ __all__ = [
     "strided_view",
     "sum_into",
     "writes_in_place",
+    "writes_into",
 ]
 
 _BOOL_ARITHMETIC = (is_numpy_namespace, is_cupy_namespace, is_torch_namespace, is_jax_namespace)
 """The libraries whose arithmetic takes a boolean array as 0/1 (the standard does not)."""
-
-
-def addmm(c: Any, A: Any, B: Any, /, *, xp: Any = None) -> Any:
-    """c + AB for A (m, k), B (k, n) and c broadcasting to (m, n). PyTorch: ``addmm``, one
-    kernel; NumPy: c added into the fresh product in place (no second (m, n) buffer);
-    elsewhere AB + c."""
-    xp = xp or array_namespace(A)
-    if is_torch_namespace(xp):
-        import torch
-
-        return torch.addmm(c, A, B)
-    product = A @ B
-    if is_numpy_namespace(xp) and product.dtype == c.dtype:
-        product += c
-        return product
-    return product + c
 
 
 def all_finite(x: Any, /, *, xp: Any = None) -> Any:
@@ -327,7 +310,7 @@ def writes_in_place(x: Any, /, *, xp: Any = None) -> bool:
     return False
 
 
-def _into(xp: Any, out: Any, shape: tuple[int, ...], *arrays: Any) -> bool:
+def writes_into(xp: Any, out: Any, shape: tuple[int, ...], *arrays: Any) -> bool:
     """Whether a result of ``shape`` computed from ``arrays`` can be written into ``out``:
     of that shape, the arrays' dtype and library (not a library's scalar or subclass)."""
     return (
@@ -338,25 +321,6 @@ def _into(xp: Any, out: Any, shape: tuple[int, ...], *arrays: Any) -> bool:
     )
 
 
-def matmul_into(A: Any, B: Any, out: Any, /, *, xp: Any = None) -> Any:
-    """AB for A (m, k), B (k, n): written into ``out`` (m, n), which is returned, where the
-    library writes a product in place (:func:`writes_in_place`; PyTorch ``mm(out=)``,
-    NumPy and CuPy ``matmul(out=)``) and ``out`` is of its shape and dtype; else, or for
-    ``out`` None, the standard's A @ B, a new array. The caller tells which by identity.
-    The values are A @ B's to rounding: NumPy's OpenBLAS gives the same bits, PyTorch's
-    MKL may not where ``out`` starts off a 16-byte boundary (it picks its kernel by
-    alignment; 1e-16 relative in float64)."""
-    xp = xp or array_namespace(A, B)
-    shape = (A.shape[0], B.shape[1])
-    if not _into(xp, out, shape, A, B):
-        return A @ B
-    if is_torch_namespace(xp):
-        import torch
-
-        return torch.mm(A, B, out=out)
-    return _library(xp).matmul(A, B, out=out)
-
-
 def sum_into(x: Any, axis: int | tuple[int, ...], out: Any, /, *, xp: Any = None) -> Any:
     """Σ x along ``axis``: written into ``out``, which is returned, where the library sums
     into a given array (:func:`writes_in_place`; the same reduction, so the same values)
@@ -364,16 +328,16 @@ def sum_into(x: Any, axis: int | tuple[int, ...], out: Any, /, *, xp: Any = None
     xp = xp or array_namespace(x)
     axes = tuple(a % x.ndim for a in ((axis,) if isinstance(axis, int) else axis))
     shape = tuple(n for i, n in enumerate(x.shape) if i not in axes)
-    if not _into(xp, out, shape, x):
+    if not writes_into(xp, out, shape, x):
         return xp.sum(x, axis=axis)
     if is_torch_namespace(xp):
         import torch
 
         return torch.sum(x, dim=axes, out=out)
-    return _library(xp).sum(x, axis=axis, out=out)
+    return host_library(xp).sum(x, axis=axis, out=out)
 
 
-def _library(xp: Any) -> Any:
+def host_library(xp: Any) -> Any:
     """NumPy or CuPy itself, for ``out=`` (which the compat namespaces need not pass on)."""
     if is_numpy_namespace(xp):
         import numpy

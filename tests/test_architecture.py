@@ -32,6 +32,8 @@ FLOORS = [
         "mlxp._compat",
         "mlxp._special",
         "mlxp._kernels",
+        "mlxp._cublas",
+        "mlxp._products",
         "mlxp._conv_kernels",
         "mlxp._cholesky",
         "mlxp.exceptions",

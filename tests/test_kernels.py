@@ -8,30 +8,15 @@ import pytest
 from mlxp._compat import to_numpy
 from mlxp._kernels import (
     adam_update,
-    addmm,
     all_finite,
     concat_flat,
-    matmul_into,
     positive_part,
     strided_view,
     sum_into,
     writes_in_place,
 )
+from mlxp._products import matmul_into
 from tests.conftest import Unrecognised, rtol_for
-
-
-# --------------------------------------------------------------------------- addmm
-@pytest.mark.parametrize("bias", ["row", "column"])
-def test_addmm_matches_the_standard_product_and_sum(backend, dtype, bias, rng):
-    A, B = rng.standard_normal((4, 3)).astype(dtype), rng.standard_normal((3, 5)).astype(dtype)
-    c = rng.standard_normal((5,) if bias == "row" else (4, 1)).astype(dtype)
-    args = [backend.asarray(a) for a in (c, A, B)]
-    fast, fallback = addmm(*args), addmm(*args, xp=Unrecognised(backend.xp))
-    expected = A @ B + c
-    for out in (fast, fallback):
-        assert out.dtype == args[1].dtype and tuple(out.shape) == (4, 5)
-        np.testing.assert_allclose(to_numpy(out), expected, rtol=rtol_for(dtype), atol=1e-6)
-    np.testing.assert_allclose(to_numpy(fast), to_numpy(fallback), rtol=rtol_for(dtype))
 
 
 # --------------------------------------------------------------------------- positive_part

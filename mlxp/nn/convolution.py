@@ -22,7 +22,8 @@ from array_api_compat import device as _device
 
 from mlxp import _conv_kernels as own
 from mlxp._compat import index_dtype, slice_add
-from mlxp._kernels import addmm, matmul_into, sum_into, writes_in_place
+from mlxp._kernels import sum_into, writes_in_place
+from mlxp._products import addmm, matmul, matmul_into
 from mlxp.nn._windows import (
     Pads,
     Pair,
@@ -88,9 +89,9 @@ def conv2d(
 
 
 def _matmul_add(A: Any, B: Any, b: Any, xp: Any) -> Any:
-    """AB + b[:, None] (b None: AB), by :func:`mlxp._kernels.addmm`: one kernel on PyTorch,
+    """AB + b[:, None] (b None: AB), by :func:`mlxp._products.addmm`: one kernel on PyTorch,
     b added in place on NumPy."""
-    return A @ B if b is None else addmm(xp.reshape(b, (-1, 1)), A, B, xp=xp)
+    return matmul(A, B, xp=xp) if b is None else addmm(xp.reshape(b, (-1, 1)), A, B, xp=xp)
 
 
 def _geometry(W: Any, stride: Any, padding: Any, dilation: Any) -> tuple[Pair, Pair, Pads, Pair]:
@@ -129,7 +130,7 @@ def conv2d_backward(
     again). ∂L/∂x is None with ``input_grad=False``, ∂L/∂b None with ``bias=False``;
     buffers are bounded by ``max_bytes`` as in :func:`conv2d`. ``out``: arrays of the
     shapes of W and b that ∂L/∂W and ∂L/∂b are written into, and returned as, where the
-    library can (:func:`mlxp._kernels.matmul_into`, :func:`~mlxp._kernels.sum_into`; not
+    library can (:func:`mlxp._products.matmul_into`, :func:`mlxp._kernels.sum_into`; not
     ∂L/∂W on NumPy, whose faster product is the transposed one, nor over chunks). Where
     the library has its own (:func:`mlxp._conv_kernels.conv2d_backward`: PyTorch, with a
     symmetric padding), its three results, new arrays.
@@ -162,7 +163,7 @@ def conv2d_backward(
 def _weight_product(G: Any, X: Any, xp: Any, into: Any = None) -> Any:
     """G X̃ᵀ (K, C·kh·kw). NumPy's BLAS is faster on (X̃ Gᵀ)ᵀ (X̃, the larger operand, read
     untransposed); elsewhere G X̃ᵀ, stored in the shape of W (no copy to reshape it), and
-    written into ``into`` where the library can (:func:`mlxp._kernels.matmul_into`)."""
+    written into ``into`` where the library can (:func:`mlxp._products.matmul_into`)."""
     if is_numpy_namespace(xp):
         return xp.matrix_transpose(X @ xp.matrix_transpose(G))
     return matmul_into(G, xp.matrix_transpose(X), into, xp=xp)
@@ -206,7 +207,8 @@ def _input_grad(
     parts = []
     for rows in batch_chunks(N, per_image * nbytes(xp, grad.dtype), max_bytes):
         G = _grad_matrix(batch_rows(grad, rows), xp)
-        images = fold(xp.matrix_transpose(Wt) @ G, C, kernel, stride, dilation, out, padded, xp)
+        windows = matmul(xp.matrix_transpose(Wt), G, xp=xp)
+        images = fold(windows, C, kernel, stride, dilation, out, padded, xp)
         parts.append(crop(batch_first(images, xp), pads))
     return concat_batches(parts, xp)
 

@@ -21,15 +21,9 @@ from typing import Any
 from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
-from mlxp._kernels import (
-    addmm,
-    fuses_log_softmax,
-    matmul_into,
-    positive_part,
-    positive_part_grad,
-    sum_into,
-)
+from mlxp._kernels import fuses_log_softmax, positive_part, positive_part_grad, sum_into
 from mlxp._kernels import log_softmax as kernel_log_softmax
+from mlxp._products import addmm, matmul, matmul_into
 from mlxp._special import log_softmax, sigmoid, softmax, softplus
 from mlxp.nn.convolution import IM2COL_MAX_BYTES, conv2d, conv2d_backward
 from mlxp.nn.pooling import (
@@ -86,11 +80,11 @@ __all__ = [
 def dense(x: Any, W: Any, b: Any, /, *, xp: Any = None) -> Any:
     """y = xW + b for x (n, in), W (in, out), b (out,); y is (n, out).
 
-    b is added into the product (:func:`mlxp._kernels.addmm`: one kernel on PyTorch, in
+    b is added into the product (:func:`mlxp._products.addmm`: one kernel on PyTorch, in
     place on NumPy).
     """
     xp = xp or array_namespace(x)
-    return addmm(b, x, W, xp=xp) if x.ndim == 2 else x @ W + b
+    return addmm(b, x, W, xp=xp) if x.ndim == 2 else matmul(x, W, xp=xp) + b
 
 
 def dense_backward(
@@ -107,10 +101,10 @@ def dense_backward(
 
     With ``input_grad=False`` the first term is skipped (returned as None). ``out``: arrays
     (in, out) and (out,) that ∂L/∂W and ∂L/∂b are written into, and returned as, where the
-    library can (:func:`mlxp._kernels.matmul_into`, :func:`~mlxp._kernels.sum_into`)."""
+    library can (:func:`mlxp._products.matmul_into`, :func:`mlxp._kernels.sum_into`)."""
     xp = xp or array_namespace(grad)
     dW, db = matmul_into(x.T, grad, out[0], xp=xp), sum_into(grad, 0, out[1], xp=xp)
-    return (grad @ W.T if input_grad else None), dW, db
+    return (matmul(grad, W.T, xp=xp) if input_grad else None), dW, db
 
 
 # --------------------------------------------------------------------------- activations
@@ -353,8 +347,8 @@ def softmax_cross_entropy(
     losses = xp.reshape(xp.log(total) - s, (-1,))  # −log softmax; ℓᵢ = ⟨Yᵢ, that⟩
     if weights is not None:
         w = weights[:, None]
-        return xp.reshape(w * Y, (-1,)) @ losses, (e / total - Y) * w
-    return xp.reshape(Y, (-1,)) @ losses, e / total - Y
+        return matmul(xp.reshape(w * Y, (-1,)), losses, xp=xp), (e / total - Y) * w
+    return matmul(xp.reshape(Y, (-1,)), losses, xp=xp), e / total - Y
 
 
 def _cross_entropy_from_log_softmax(
@@ -366,7 +360,7 @@ def _cross_entropy_from_log_softmax(
     log_p = kernel_log_softmax(logits, xp=xp)
     Y = one_hot(target, logits.shape[1], logits.dtype, xp=xp)
     rows = Y if weights is None else weights[:, None] * Y
-    value = -(xp.reshape(rows, (-1,)) @ xp.reshape(log_p, (-1,)))
+    value = -matmul(xp.reshape(rows, (-1,)), xp.reshape(log_p, (-1,)), xp=xp)
     residual = xp.exp(log_p) - Y
     return value, residual if weights is None else residual * weights[:, None]
 
