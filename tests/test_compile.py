@@ -525,19 +525,32 @@ def test_torch_compile_traces_each_step_whole(monkeypatch, case_name):
     _assert_same(_fit(make(), case, data, True, epochs=2, **kwargs()), eager, rtol=1e-6)
 
 
-def test_cupy_cuda_graph_step_equals_the_uncompiled_step_or_is_refused():
-    """compile=True on CuPy: the step replayed from a CUDA graph gives the eager step's
-    results; or, where CuPy refuses cuBLAS calls during capture (CuPy 14), a ValueError
-    before any work. GPU only (the logic is tested on the CPU in test_cuda_graph.py)."""
+CUDA_GRAPH_CASES = {
+    "mlp-batchnorm": (lambda: _mlp(batch_norm=True), (X, Y), {}),
+    "mlp-dropout": (_mlp, (X, Y), {}),
+    "cnn-dropout": (_cnn_dropout, (MORE_IMAGES, Y[:45]), {}),
+    "cnn-batchnorm": (lambda: _cnn(batch_norm=True), (MORE_IMAGES, Y[:45]), {"batch_size": 8}),
+}
+
+
+@pytest.mark.parametrize("case_name", CUDA_GRAPH_CASES)
+def test_cupy_cuda_graph_step_equals_the_uncompiled_step_or_is_refused(case_name):
+    """compile=True on CuPy: the step replayed from a CUDA graph, its products by direct
+    cuBLAS calls (mlxp._cublas), gives the eager step's results, for networks with dense
+    and convolution layers, pooling, BatchNorm and Dropout, and a short last batch (a
+    graph of its own); or, where the capture is refused (capture_refusal's reason), a
+    ValueError before any work. GPU only (the logic is tested on the CPU in
+    test_cuda_graph.py and test_cublas.py)."""
     case = case_named("cupy:cuda:0")
     from mlxp.nn.cuda_graph import capture_refusal
 
+    make, data, kwargs = CUDA_GRAPH_CASES[case_name]
     if capture_refusal() is not None:
         with pytest.raises(ValueError, match="does not capture matrix products"):
-            _fit(_mlp(), case, (X, Y), True)
-        return
-    compiled = _fit(_mlp(batch_norm=True), case, (X, Y), True, epochs=2)
-    _assert_same(compiled, _fit(_mlp(batch_norm=True), case, (X, Y), False, epochs=2), 1e-5)
+            _fit(make(), case, data, True, **kwargs)
+        pytest.fail(f"CuPy refused the capture: {capture_refusal()}")
+    compiled = _fit(make(), case, data, True, epochs=2, **kwargs)
+    _assert_same(compiled, _fit(make(), case, data, False, epochs=2, **kwargs), 1e-5)
 
 
 def test_a_layer_that_writes_its_buffer_in_forward_keeps_the_writes():

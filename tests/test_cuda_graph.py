@@ -20,12 +20,13 @@ class FakeCuPy(types.ModuleType):
 
     ndarray = np.ndarray
 
-    def __init__(self, refuse_products: bool = False) -> None:
+    def __init__(self) -> None:
         super().__init__("cupy")
         self.capturing = None  # the stream capturing, if any
         self.recorded: list = []
         self.allocator = self.allocations = None
-        self.refuse = refuse_products
+        self.refuse = False  # refuse kernels while capturing, as CuPy's cuBLAS calls
+        self.replays_wrong = False  # a captured product replayed as AB + 1
         self.cuda = types.SimpleNamespace(
             Stream=lambda non_blocking=False: FakeStream(self),
             get_allocator=lambda: self._allocate,
@@ -37,7 +38,17 @@ class FakeCuPy(types.ModuleType):
         return np.array(a, copy=copy)
 
     def ones(self, shape, dtype):
-        return FakeProduct(self, np.ones(shape, dtype))
+        return np.ones(shape, dtype)
+
+    def matmul(self, A, B, xp):
+        """mlxp._cublas.matmul's stand-in: one "gemm" kernel into a fresh array."""
+        C, capturing = np.empty((A.shape[0], B.shape[1])), self.capturing is not None
+
+        def run():
+            C[...] = A @ B + (1 if capturing and self.replays_wrong else 0)
+
+        self.kernel(run)
+        return C
 
     def kernel(self, run):
         """Launch ``run`` (it writes its outputs in place): now, or into the capture."""
@@ -70,17 +81,6 @@ class FakeCuPy(types.ModuleType):
         return Using()
 
 
-class FakeProduct:
-    """An array whose @ is a cuBLAS call: refused during capture when asked."""
-
-    def __init__(self, fake, a):
-        self.fake, self.a = fake, a
-
-    def __matmul__(self, other):
-        self.fake.kernel(lambda: None)
-        return self
-
-
 class FakeStream:
     def __init__(self, fake):
         self.fake = fake
@@ -94,6 +94,9 @@ class FakeStream:
     def begin_capture(self):
         assert self.fake.capturing is None
         self.fake.capturing, self.fake.recorded = self, []
+
+    def synchronize(self):
+        pass
 
     def end_capture(self):
         assert self.fake.capturing is self
@@ -115,6 +118,7 @@ def fake(monkeypatch):
     cupy = FakeCuPy()
     cupy.allocations = []
     monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setattr(cuda_graph._cublas, "matmul", cupy.matmul)
     capture_refusal.cache_clear()
     yield cupy
     capture_refusal.cache_clear()
@@ -216,3 +220,31 @@ def test_capture_refusal_reports_cupy_reason_and_compile_step_raises(fake, refus
         assert isinstance(step, CudaGraphStep) and compiler == "cuda-graph"
     assert mlxp.nn.step.compile_step(print, xp, "auto") == (print, None)
     assert cuda_graph.CAPTURE_ISSUE.endswith("6290")
+
+
+def test_capture_refusal_checks_the_replayed_product_and_the_route_itself(fake, monkeypatch):
+    """A captured product that replays wrong is refused, with what it gave; so is a route
+    that fails outside any capture (no libcublas found), with its reason."""
+    fake.replays_wrong = True
+    assert capture_refusal().startswith("a captured product of ones (2, 2) replayed as")
+    capture_refusal.cache_clear()
+
+    def missing(A, B, xp):
+        raise RuntimeError("no libcublas.so among the libraries this process has loaded")
+
+    monkeypatch.setattr(cuda_graph._cublas, "matmul", missing)
+    reason = "RuntimeError: no libcublas.so among the libraries this process has loaded"
+    assert capture_refusal() == reason
+    assert fake.capturing is None
+
+
+def test_the_eager_run_and_the_capture_make_products_by_direct_cublas_calls(fake):
+    """Both runs of a step before its replays are inside direct_products, so a capture
+    meets the cuBLAS calls its eager run made; outside a step, products are CuPy's own."""
+    from mlxp._cublas import _DIRECT
+
+    inside = []
+    graphs = CudaGraphStep(lambda x: (inside.append(_DIRECT.get()), x)[1])
+    for _ in range(3):
+        graphs(np.ones(2))
+    assert inside == [True, True] and not _DIRECT.get()

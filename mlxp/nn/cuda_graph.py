@@ -1,11 +1,13 @@
 """CUDA graphs on CuPy: a training step captured once per input shape, then replayed
 (:func:`mlxp.nn.step.compile_step` with ``compile=True``).
 
-Not yet run on a GPU: written from CuPy's source (14.x) and tested on the CPU against a
-stand-in for CuPy (``tests/test_cuda_graph.py``). CuPy 14 refuses every cuBLAS call while
-a stream is capturing (``NotImplementedError``, :data:`CAPTURE_ISSUE`), so a step with a
-matrix product cannot be captured there: :func:`capture_refusal` finds out once per
-process, and ``compile=True`` on CuPy then raises before any work.
+CuPy refuses every cuBLAS call while a stream is capturing (``NotImplementedError``,
+:data:`CAPTURE_ISSUE`), so the step's matrix products, which the math makes through
+:mod:`mlxp._products`, call cuBLAS directly while a step runs here
+(:func:`mlxp._cublas.direct_products`), eagerly and captured alike. :func:`capture_refusal`
+checks once per process that a product so made is captured and replayed right, and
+``compile=True`` on CuPy raises before any work where it is not. Tested on the CPU against
+a stand-in for CuPy (``tests/test_cuda_graph.py``); on a GPU by ``bench/gpu_check.sh``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from mlxp import _cublas
+from mlxp._cublas import direct_products
+
 __all__ = ["CAPTURE_ISSUE", "CudaGraphStep", "capture_refusal"]
 
 CAPTURE_ISSUE = "https://github.com/cupy/cupy/issues/6290"
@@ -23,26 +28,36 @@ CAPTURE_ISSUE = "https://github.com/cupy/cupy/issues/6290"
 
 @functools.cache
 def capture_refusal() -> str | None:
-    """None where CuPy captures a matrix product into a CUDA graph; else CuPy's reason.
+    """None where CuPy captures a matrix product made by :func:`mlxp._cublas.matmul` into
+    a CUDA graph and the graph's replay computes it right; else the reason.
 
-    The product is made once outside the capture (the cuBLAS handle, the kernel), then
-    captured on a stream of its own; the capture is ended either way, its graph dropped."""
+    The product is made once outside the capture (the library, the handle, the kernel),
+    then captured on a stream of its own, the capture ended either way; the graph is then
+    launched and its result read back (one host read, once per process)."""
     import cupy
 
     a = cupy.ones((2, 2), dtype=cupy.float32)
-    a @ a
+    try:
+        with direct_products():
+            _cublas.matmul(a, a, xp=cupy)
+    except Exception as reason:
+        return f"{type(reason).__name__}: {reason}"
     stream = cupy.cuda.Stream(non_blocking=True)
-    with stream:
+    with stream, direct_products():
         try:
             stream.begin_capture()
-            a @ a
+            c = _cublas.matmul(a, a, xp=cupy)
         except Exception as reason:
             _end_capture(stream)
             return f"{type(reason).__name__}: {reason}"
         try:
-            stream.end_capture()  # an invalidated capture raises here
+            graph = stream.end_capture()  # an invalidated capture raises here
         except Exception as reason:
             return f"{type(reason).__name__}: {reason}"
+        graph.launch()  # on the capturing stream, which the check below does not wait for
+        stream.synchronize()
+    if not bool((c == 2).all()):
+        return f"a captured product of ones (2, 2) replayed as {c.tolist()}, not all 2"
     return None
 
 
@@ -52,9 +67,11 @@ class CudaGraphStep:
     outputs copied out of the graph's, all on the current stream, so each replay runs
     after the work that made its inputs and before the work that reads its outputs.
 
-    The first call of a shape runs the step eagerly (allocations and kernel compilation
-    happen outside the capture), the second captures it (:func:`_capture`), later calls
-    replay it. Python numbers among the arguments are part of the graph, so they are part
+    The first call of a shape runs the step eagerly (allocations, kernel compilation and
+    cuBLAS's choice of kernels happen outside the capture), the second captures it
+    (:func:`_capture`), later calls replay it; both make their products by direct cuBLAS
+    calls (:func:`mlxp._cublas.direct_products`), so the capture meets the calls the eager
+    run made. Python numbers among the arguments are part of the graph, so they are part
     of the key with the shapes and dtypes of the arrays."""
 
     graphs: dict[Any, tuple[Any, list[Any], Any, Any]]  # key: (graph, inputs, outputs, kept)
@@ -67,7 +84,8 @@ class CudaGraphStep:
         leaves = _leaves(args)
         key = (_structure(args), tuple((tuple(a.shape), str(a.dtype)) for a in leaves))
         if key not in self.seen:
-            outputs = self.step(*args)
+            with direct_products():
+                outputs = self.step(*args)
             self.seen.add(key)  # once the eager run got through
             return outputs
         if key not in self.graphs:
@@ -97,7 +115,7 @@ def _capture(step: Callable[..., Any], args: Any, leaves: list[Any]) -> tuple[An
         return memory
 
     stream = cupy.cuda.Stream(non_blocking=True)
-    with cupy.cuda.using_allocator(keeping), stream:
+    with cupy.cuda.using_allocator(keeping), stream, direct_products():
         try:
             stream.begin_capture()
             outputs = step(*_rebuild(args, iter(inputs)))

@@ -299,8 +299,8 @@ class Sequential(OnComputeDevice):
         ``schedule`` (from :mod:`mlxp.optim`) sets the learning rate of each epoch; a
         ``ReduceLROnPlateau`` is stepped with the epoch's validation loss (else its loss).
         ``compile``: "auto" runs the step as one ``jax.jit`` program on JAX (falling back,
-        with a warning, if that fails); True also uses CUDA graphs on CuPy (where CuPy can
-        capture matrix products: not CuPy 14) and ``torch.compile`` on PyTorch, or raises;
+        with a warning, if that fails); True also uses CUDA graphs on CuPy (products by
+        direct cuBLAS calls) and ``torch.compile`` on PyTorch, or raises;
         False never compiles. A compiled step gives the uncompiled step's results to float
         tolerance (on JAX, with :mod:`mlxp.nn.evaluation`'s compiled metrics and validation
         passes, unless False).

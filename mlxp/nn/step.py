@@ -291,8 +291,9 @@ def compile_step(
     """(the step to run, what compiled it: "jax.jit", "cuda-graph", "torch.compile" or None).
 
     ``mode`` as :data:`COMPILE_OPTIONS`. "auto" compiles on JAX only (eager dispatch is
-    what costs there); True also captures CUDA graphs on CuPy (a ValueError where CuPy
-    cannot capture a matrix product: :func:`mlxp.nn.cuda_graph.capture_refusal`) and uses
+    what costs there); True also captures CUDA graphs on CuPy, the step's products made
+    by direct cuBLAS calls (a ValueError where such a product is not captured and replayed
+    right: :func:`mlxp.nn.cuda_graph.capture_refusal`), and uses
     ``torch.compile`` on PyTorch; other libraries, or False, run the step as it is. On
     JAX, a ``key`` (:func:`step_key`) seen in one of the last :data:`mlxp._jit.JIT_CACHE_SIZE`
     fits gives that fit's jitted step back, already compiled for the shapes it saw: a
