@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # bench/gpu_check.sh OUTDIR: mlxp's first run on a GPU, in under 8 minutes (issue 11).
 #
-# Phases, each under its own time limit (the limits sum to 450 s): install the wheels found in
+# Phases, each under its own time limit (the limits sum to 447 s): install the wheels found in
 # .whl/ beside the checkout (bench/gpu_wheels.sh fetches them; the GPU machine has no network)
 # into a private folder put first on PYTHONPATH; report the environment; run the test suite on
 # the CuPy cases, then on the other CUDA cases (torch:cuda, jax:cuda: pytest -k on the backend
 # fixture's ids, e.g. test_x[cupy:cuda:0-float32]); time bench/run.py on cupy and torch:cuda:0
 # for OLS and logistic 1e6×100, and with numpy, PyTorch's own network (CUDA, CPU) and
 # scikit-learn beside them for MLP epochs of 50 000 samples and CNN epochs of 8 192 images;
-# a CPU reference (numpy, scikit-learn) for OLS and logistic at 1e5×100. Writes the logs, each
+# a CPU reference (numpy, scikit-learn) for OLS and logistic at 1e5×100; CuPy's MLP and CNN
+# epochs at batches 32 and 128 with the step replayed from CUDA graphs against eager steps. Writes the logs, each
 # run's results.json/.md/plots under OUTDIR/bench/NAME/ and OUTDIR/summary.md, printed at the
 # end. Exit status: 0 if every phase succeeded.
 #
@@ -42,7 +43,7 @@ summary() { # OUTDIR/summary.md as it stands, rewritten after every phase
             echo
             echo "$(basename "$log" .log): $(grep -E '[0-9]+ (passed|failed|error)' "$log" | tail -n 1)"
         done
-        for md in "$OUT"/bench/*/results.md; do
+        for md in "$OUT"/bench/*/results.md "$OUT"/bench/graphs.md; do
             [ -f "$md" ] || continue
             echo
             cat "$md"
@@ -109,8 +110,8 @@ PYTEST=("$PY" -m pytest -v -p no:cacheprovider -rfE --durations=15 --continue-on
 "$PY" -c "import xdist" 2>/dev/null && [ "$DRY" = 0 ] && PYTEST+=(-n 8)
 "$PY" -c "import pytest_timeout" 2>/dev/null && PYTEST+=(--timeout 120)
 if [ "$DRY" = 0 ]; then
-    phase tests-cupy 97 "${PYTEST[@]}" -k "cupy"
-    phase tests-cuda 101 "${PYTEST[@]}" -k "cuda and not cupy" # ~1040 tests, JAX compiling for the GPU
+    phase tests-cupy 94 "${PYTEST[@]}" -k "cupy"
+    phase tests-cuda 98 "${PYTEST[@]}" -k "cuda and not cupy" # ~1040 tests, JAX compiling for the GPU
 else
     phase tests-cupy 60 "${PYTEST[@]}" tests/test_gpu_contact.py -k "cupy"
 fi
@@ -128,11 +129,15 @@ if [ "$DRY" = 0 ]; then
     bench linear 35 --models linear --backends "$GPUS" --sizes linear=1000000x100 --repeat 2 --no-peers
     bench logistic 45 --models logistic --backends "$GPUS" --sizes logistic=1000000x100 --repeat 2 --no-peers
     # Epochs on the GPUs and NumPy, beside PyTorch's own network (CUDA and CPU) and scikit-learn.
-    bench mlp 45 --models mlp --backends "$GPUS,numpy" --sizes mlp=50000x256 --repeat 2
-    bench cnn 45 --models cnn --backends "$GPUS,numpy" --sizes cnn=8192x8 --repeat 2
-    bench cpu-reference 27 --models linear,logistic --backends numpy --sizes 100000x100 --repeat 1
+    bench mlp 40 --models mlp --backends "$GPUS,numpy" --sizes mlp=50000x256 --repeat 2
+    bench cnn 40 --models cnn --backends "$GPUS,numpy" --sizes cnn=8192x8 --repeat 2
+    bench cpu-reference 20 --models linear,logistic --backends numpy --sizes 100000x100 --repeat 1
+    # CuPy's steps replayed from CUDA graphs (compile=True) against eager ones, at small batches
+    phase bench-graphs 20 "$PY" bench/compiled_steps.py cupy:cuda:0 --n 4096 --repeat 2 --out "$OUT/bench/graphs.md"
 else
     bench linear 60 --models linear --backends numpy --quick --repeat 1 --no-peers
+    phase bench-graphs 60 "$PY" bench/compiled_steps.py jax:cpu --models mlp --n 256 --batches 32 \
+        --epochs 1 --repeat 1 --out "$OUT/bench/graphs.md"
 fi
 
 summary
