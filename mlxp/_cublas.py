@@ -5,7 +5,10 @@ Ground floor. CuPy refuses every cuBLAS call while its current stream is capturi
 capture (the cuBLAS guide, "CUDA Graphs Support"; PyTorch captures its products so).
 Inside :func:`direct_products`, :mod:`mlxp._products` sends CuPy's float32 and float64
 products here: ``cublas{S,D}gemm_v2`` called through ctypes with CuPy's own handle, on
-CuPy's current stream, from the ``libcublas`` CuPy loaded. Outside it, nothing changes.
+CuPy's current stream, from the ``libcublas`` CuPy loaded (the one of CuPy's cuBLAS
+version, among those in ``/proc/self/maps``), and, while a graph is captured, into a
+workspace kept with that graph (``cublasSetWorkspace``), so that cuBLAS allocates nothing
+during the capture. Outside it, nothing changes.
 
 A row-major C (m, n) = A (m, k) B (k, n) is, read column-major, Cᵀ = Bᵀ Aᵀ: one ``gemm``
 with the operands swapped (:func:`plan`). A row-major operand read column-major is its
@@ -20,21 +23,39 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["direct_products", "find_loaded", "matmul", "plan", "product", "routes"]
+__all__ = [
+    "WORKSPACE_BYTES",
+    "direct_products",
+    "loaded_paths",
+    "matching_library",
+    "matmul",
+    "plan",
+    "product",
+    "routes",
+]
 
-_DIRECT = contextvars.ContextVar("mlxp_direct_products", default=False)
+WORKSPACE_BYTES = 32 * 2**20
+"""The cuBLAS workspace of one captured graph (PyTorch's default on Hopper GPUs)."""
+
+_DIRECT: contextvars.ContextVar[tuple[bool, Any]] = contextvars.ContextVar(
+    "mlxp_direct_products", default=(False, None)
+)  # (on, the workspace or None)
+_INT_MAX = 2**31 - 1  # gemm's sizes and leading dimensions are C ints
 _NO_OP, _TRANSPOSE = 0, 1  # cublasOperation_t: CUBLAS_OP_N, CUBLAS_OP_T
 _HOST_POINTERS = 0  # cublasPointerMode_t: CUBLAS_POINTER_MODE_HOST (alpha, beta)
 
 
 @contextlib.contextmanager
-def direct_products() -> Iterator[None]:
+def direct_products(workspace: Any = None) -> Iterator[None]:
     """Within it, CuPy's products made through :mod:`mlxp._products` call cuBLAS
-    directly (:func:`product`), so that a stream capture can take them in."""
-    token = _DIRECT.set(True)
+    directly (:func:`product`), so that a stream capture can take them in; with a
+    ``workspace`` (a CuPy buffer of :data:`WORKSPACE_BYTES`, kept as long as what is
+    captured), cuBLAS works in it instead of its own pool."""
+    token = _DIRECT.set((True, workspace))
     try:
         yield
     finally:
@@ -44,7 +65,7 @@ def direct_products() -> Iterator[None]:
 def routes(xp: Any) -> bool:
     """Whether a product on the library ``xp`` goes to :func:`product` here: CuPy, inside
     :func:`direct_products`."""
-    return xp.__name__.endswith("cupy") and _DIRECT.get()  # the name first: Dynamo traces it
+    return xp.__name__.endswith("cupy") and _DIRECT.get()[0]  # the name first: Dynamo traces it
 
 
 def matmul(A: Any, B: Any, *, xp: Any) -> Any:
@@ -53,7 +74,7 @@ def matmul(A: Any, B: Any, *, xp: Any) -> Any:
     library's own ``@``."""
     if A.ndim == 0 or B.ndim == 0 or B.ndim > 2 or A.dtype != B.dtype:
         return A @ B
-    A2 = xp.reshape(A, (1, -1) if A.ndim == 1 else (-1, A.shape[-1]))
+    A2 = xp.reshape(A, (1, A.shape[0]) if A.ndim == 1 else (math.prod(A.shape[:-1]), A.shape[-1]))
     B2 = xp.reshape(B, (-1, 1)) if B.ndim == 1 else B
     if A2.shape[1] != B2.shape[0]:
         return A @ B  # the library's own error
@@ -76,7 +97,11 @@ def product(
     :func:`plan` describes (default: cuBLAS through ctypes; the tests pass a NumPy BLAS)."""
     if str(A.dtype) not in ("float32", "float64") or A.dtype != B.dtype:
         return A @ B if add is None else A @ B + add
+    if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[0]:
+        raise ValueError(f"a product of 2-D arrays (m, k) (k, n), not {A.shape} {B.shape}")
     m, n = A.shape[0], B.shape[1]
+    if out is not None and (tuple(out.shape) != (m, n) or out.dtype != A.dtype):
+        raise ValueError(f"out must be {(m, n)} {A.dtype}, not {tuple(out.shape)} {out.dtype}")
     C = xp.empty((m, n), dtype=A.dtype) if out is None else out  # on the current device
     beta = 0.0
     if add is not None:
@@ -94,8 +119,9 @@ def layout(x: Any) -> tuple[int, int] | None:
     """(op, ld) such that ``op`` of the column-major matrix at x's first element with
     leading dimension ``ld`` is xᵀ, for a 2-D x (r, c): a row-major x is stored as xᵀ
     (op N, ld its row stride), a column-major one as x (op T, ld its column stride);
-    None for any other layout (negative, zero or interleaved strides). In elements;
-    the stride of an axis of length 1 is not read."""
+    None for any other layout (negative, zero, overlapping or interleaved strides). In
+    elements;
+    the stride of an axis of length 1 is not read, whatever it is."""
     (r, c), size = x.shape, x.itemsize
     s0, s1 = (s // size if s % size == 0 else -1 for s in x.strides)
     if (c == 1 or s1 == 1) and (r == 1 or s0 >= max(1, c)):
@@ -114,6 +140,8 @@ def plan(A: Any, B: Any, C: Any) -> tuple[Any, ...]:
     ldc = max(1, n) if m == 1 else C.strides[0] // C.itemsize
     if (C.strides[1] != C.itemsize and n > 1) or ldc < max(1, n):
         raise ValueError(f"C must be row-major with unit column stride, not {C.strides}")
+    if max(m, n, k, ld_a, ld_b, ldc) > _INT_MAX:
+        raise ValueError(f"gemm takes sizes below 2**31, not {(m, k, n)} (ld {ld_a, ld_b, ldc})")
     return op_b, op_a, n, m, k, B, ld_b, A, ld_a, C, ldc
 
 
@@ -121,27 +149,34 @@ def _launch(
     opa: int, opb: int, m: int, n: int, k: int, a: Any, lda: int, b: Any, ldb: int,
     c: Any, ldc: int, beta: float,
 ) -> None:  # fmt: skip
-    """cublas{S,D}gemm_v2 on CuPy's handle and current stream, α = 1 and β host values."""
+    """cublas{S,D}gemm_v2 on CuPy's handle and current stream (in the workspace of
+    :func:`direct_products`, if given), α = 1 and β host values; the handle's pointer mode
+    is put back as it was (CuPy sets its stream again before each call of its own)."""
     import ctypes
 
     import cupy
 
     lib, handle = _library(), cupy.cuda.device.get_cublas_handle()
-    scalar = ctypes.c_float if str(c.dtype) == "float32" else ctypes.c_double
-    gemm = lib.cublasSgemm_v2 if scalar is ctypes.c_float else lib.cublasDgemm_v2
+    name = "cublasSgemm_v2" if str(c.dtype) == "float32" else "cublasDgemm_v2"
+    scalar = ctypes.c_float if name == "cublasSgemm_v2" else ctypes.c_double
     _check(lib.cublasSetStream_v2(handle, cupy.cuda.get_current_stream().ptr), "SetStream")
+    workspace = _DIRECT.get()[1]
+    if workspace is not None:  # after SetStream, which resets it
+        status = lib.cublasSetWorkspace_v2(handle, workspace.data.ptr, workspace.nbytes)
+        _check(status, "SetWorkspace")
     mode = ctypes.c_int()
     _check(lib.cublasGetPointerMode_v2(handle, ctypes.byref(mode)), "GetPointerMode")
     if mode.value != _HOST_POINTERS:
         _check(lib.cublasSetPointerMode_v2(handle, _HOST_POINTERS), "SetPointerMode")
     try:
         alpha, beta_value = scalar(1.0), scalar(beta)
-        status = gemm(handle, opa, opb, m, n, k, ctypes.byref(alpha), a.data.ptr, lda,
-                      b.data.ptr, ldb, ctypes.byref(beta_value), c.data.ptr, ldc)  # fmt: skip
-        _check(status, "gemm")
+        status = getattr(lib, name)(handle, opa, opb, m, n, k, ctypes.byref(alpha), a.data.ptr,
+                                    lda, b.data.ptr, ldb, ctypes.byref(beta_value), c.data.ptr,
+                                    ldc)  # fmt: skip
+        _check(status, name.removeprefix("cublas").removesuffix("_v2"))
     finally:
         if mode.value != _HOST_POINTERS:
-            lib.cublasSetPointerMode_v2(handle, mode.value)
+            _check(lib.cublasSetPointerMode_v2(handle, mode.value), "SetPointerMode")
 
 
 def _check(status: int, call: str) -> None:
@@ -151,23 +186,26 @@ def _check(status: int, call: str) -> None:
 
 @functools.cache
 def _library() -> Any:
-    """The libcublas CuPy loaded (its handle made first, so that it is loaded), with the
-    argument types of the calls :func:`_launch` makes."""
+    """The libcublas CuPy calls, with the argument types of the calls :func:`_launch`
+    makes: among the libcublas this process has loaded (CuPy's handle made first, so
+    that CuPy's is), the one whose version is CuPy's cuBLAS version; a RuntimeError
+    where there is none, or several of that version (a handle of one library must not
+    reach another)."""
     import ctypes
 
     import cupy
+    from cupy_backends.cuda.libs import cublas
 
-    cupy.cuda.device.get_cublas_handle()
+    wanted = cublas.getVersion(cupy.cuda.device.get_cublas_handle())
     try:
         with open("/proc/self/maps") as maps:
-            path = find_loaded(maps.read(), "libcublas.so")
+            paths = loaded_paths(maps.read(), "libcublas.so")
     except OSError:
-        path = None
-    if path is None:
-        raise RuntimeError("no libcublas.so among the libraries this process has loaded")
-    lib = ctypes.CDLL(path)
+        paths = []
+    lib = ctypes.CDLL(matching_library(paths, wanted, lambda path: _versions(ctypes.CDLL(path))))
     p, i = ctypes.c_void_p, ctypes.c_int
     lib.cublasSetStream_v2.argtypes = [p, p]
+    lib.cublasSetWorkspace_v2.argtypes = [p, p, ctypes.c_size_t]
     lib.cublasGetPointerMode_v2.argtypes = [p, ctypes.POINTER(i)]
     lib.cublasSetPointerMode_v2.argtypes = [p, i]
     for name in ("cublasSgemm_v2", "cublasDgemm_v2"):
@@ -175,13 +213,48 @@ def _library() -> Any:
     return lib
 
 
-def find_loaded(maps: str, stem: str) -> str | None:
-    """The path of the first library named ``stem`` or ``stem.N…`` in the text of
-    ``/proc/self/maps`` (its last column), or None."""
+def matching_library(
+    paths: list[str], wanted: int, versions: Callable[[str], tuple[int, ...]]
+) -> str:
+    """The one path among ``paths`` whose ``versions`` include ``wanted``; a RuntimeError
+    naming them where none does, or several (a handle of one library must not reach
+    another)."""
+    matching = [path for path in paths if wanted in versions(path)]
+    if len(matching) != 1:
+        raise RuntimeError(
+            f"{len(matching)} libcublas of CuPy's cuBLAS version {wanted} among the "
+            f"libraries this process has loaded ({paths or 'none'}): cannot tell CuPy's"
+        )
+    return matching[0]
+
+
+def _versions(lib: Any) -> tuple[int, ...]:
+    """A libcublas's version as cublasGetVersion may give it: major·10⁴ + minor·10² + patch
+    (cuBLAS 12 on) or major·10³ + minor·10² + patch (cuBLAS 11), from cublasGetProperty
+    (MAJOR_VERSION, MINOR_VERSION, PATCH_LEVEL); () where unreadable."""
+    import ctypes
+
+    parts = []
+    for kind in (0, 1, 2):
+        value = ctypes.c_int()
+        if lib.cublasGetProperty(kind, ctypes.byref(value)) != 0:
+            return ()
+        parts.append(value.value)
+    major, minor, patch = parts
+    return (major * 10000 + minor * 100 + patch, major * 1000 + minor * 100 + patch)
+
+
+def loaded_paths(maps: str, stem: str) -> list[str]:
+    """The distinct paths, in order, of the libraries named ``stem`` or ``stem.N…`` in the
+    text of ``/proc/self/maps`` (its last column); a file deleted since it was mapped (its
+    path marked " (deleted)") is left out."""
+    paths: list[str] = []
     for line in maps.splitlines():
         fields = line.split(maxsplit=5)  # address, perms, offset, dev, inode, path
         path = fields[5].strip() if len(fields) == 6 else ""
         name = path.rsplit("/", 1)[-1]
-        if name == stem or name.startswith(stem + "."):
-            return path
-    return None
+        if path.endswith(" (deleted)"):
+            continue
+        if (name == stem or name.startswith(stem + ".")) and path not in paths:
+            paths.append(path)
+    return paths

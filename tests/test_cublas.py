@@ -14,7 +14,14 @@ from array_api_compat import is_numpy_namespace
 from numpy.lib.stride_tricks import as_strided
 
 from mlxp import _cublas, nn
-from mlxp._cublas import direct_products, find_loaded, layout, plan, product
+from mlxp._cublas import (
+    direct_products,
+    layout,
+    loaded_paths,
+    matching_library,
+    plan,
+    product,
+)
 from mlxp._products import addmm, matmul, matmul_into
 from mlxp.optim import Adam
 
@@ -62,10 +69,13 @@ def _operand(shape, kind, dtype):
         return RNG.standard_normal((c, r + 2)).astype(dtype)[:, :r].T
     if kind == "every other":
         return RNG.standard_normal((2 * r, 2 * c)).astype(dtype)[::2, ::2]
+    if kind == "overlapping rows":  # row i starts one element after row i − 1
+        flat = RNG.standard_normal(r + c).astype(dtype)
+        return as_strided(flat, (r, c), (flat.itemsize, flat.itemsize), writeable=False)
     return RNG.standard_normal((r, c)).astype(dtype)[::-1]
 
 
-KINDS = ["C", "F", "padded rows", "padded columns", "every other", "reversed"]
+KINDS = ["C", "F", "padded rows", "padded columns", "every other", "overlapping rows", "reversed"]
 SIZES = [(4, 3, 5), (1, 3, 5), (4, 1, 5), (4, 3, 1), (1, 1, 1), (1, 7, 1), (4, 0, 5)]
 
 
@@ -73,13 +83,15 @@ SIZES = [(4, 3, 5), (1, 3, 5), (4, 1, 5), (4, 3, 1), (1, 1, 1), (1, 7, 1), (4, 0
 @pytest.mark.parametrize("b_kind", KINDS)
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: "x".join(map(str, s)))
 def test_the_planned_gemm_is_the_row_major_product(a_kind, b_kind, size):
-    """Every layout pair and degenerate size: the planned column-major gemm writes A @ B
-    into a new row-major C, reading and writing only the arrays' own elements."""
+    """Every layout pair and degenerate size, in both dtypes: the planned column-major
+    gemm writes A @ B into a new row-major C, reading and writing only the arrays' own
+    elements."""
     m, k, n = size
-    A, B = _operand((m, k), a_kind, np.float64), _operand((k, n), b_kind, np.float64)
-    got = product(A, B, xp=xp, launch=reference_gemm)
-    assert got.shape == (m, n) and got.flags.c_contiguous and got.dtype == np.float64
-    np.testing.assert_allclose(got, A @ B, rtol=1e-13, atol=1e-13)
+    for dtype, tol in ((np.float64, 1e-13), (np.float32, 1e-5)):
+        A, B = _operand((m, k), a_kind, dtype), _operand((k, n), b_kind, dtype)
+        got = product(A, B, xp=xp, launch=reference_gemm)
+        assert got.shape == (m, n) and got.flags.c_contiguous and got.dtype == dtype
+        np.testing.assert_allclose(got, A @ B, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -108,15 +120,24 @@ def test_layout_reads_strides_in_elements_and_skips_length_one_axes():
     assert layout(np.broadcast_to(np.zeros(4), (3, 4))) is None  # zero stride
 
 
-def test_plan_refuses_an_output_gemm_cannot_write():
+def test_plan_and_product_refuse_what_gemm_cannot_take():
+    """An output of another layout, shape or dtype, operands whose inner sizes differ:
+    ValueErrors before any gemm (cuBLAS would read past B's end)."""
     A, B = np.zeros((3, 2)), np.zeros((2, 4))
     with pytest.raises(ValueError, match="row-major"):
         plan(A, B, np.zeros((4, 3)).T)
+    for out in (np.zeros((3, 5)), np.zeros((3, 4), np.float32)):
+        with pytest.raises(ValueError, match=r"out must be \(3, 4\) float64"):
+            product(A, B, out=out, xp=xp, launch=reference_gemm)
+    with pytest.raises(ValueError, match=r"\(m, k\) \(k, n\), not \(3, 2\) \(3, 4\)"):
+        product(A, np.zeros((3, 4)), xp=xp, launch=reference_gemm)
 
 
 @pytest.mark.parametrize(
-    "shapes", [((4, 3), (3, 5)), ((3,), (3,)), ((3,), (3, 5)), ((4, 3), (3,)), ((2, 4, 3), (3, 5))]
-)
+    "shapes",
+    [((4, 3), (3, 5)), ((3,), (3,)), ((3,), (3, 5)), ((4, 3), (3,)), ((2, 4, 3), (3, 5)),
+     ((3, 0), (0, 4)), ((2, 3, 0), (0,))],
+)  # fmt: skip
 def test_matmul_takes_vectors_and_a_batch_by_a_matrix(shapes, monkeypatch):
     """1-D operands as a row or a column, a batch's leading axes as rows: one planned gemm
     each, the standard product's shape and values; a batch by a batch, and integers, by
@@ -125,11 +146,12 @@ def test_matmul_takes_vectors_and_a_batch_by_a_matrix(shapes, monkeypatch):
     monkeypatch.setattr(_cublas, "_launch", lambda *args: reference_gemm(*args, calls=calls))
     A, B = (RNG.standard_normal(s) for s in shapes)
     got = _cublas.matmul(A, B, xp=xp)
-    assert got.shape == (A @ B).shape and len(calls) == 1
+    launched = 0 if 0 in A.shape else 1  # an empty sum is zeros, without gemm
+    assert got.shape == (A @ B).shape and len(calls) == launched
     np.testing.assert_allclose(got, A @ B, rtol=1e-13)
     _cublas.matmul(np.ones((2, 3, 4)), np.ones((2, 4, 5)), xp=xp)
     _cublas.matmul(np.ones((3, 4), int), np.ones((4, 2), int), xp=xp)
-    assert len(calls) == 1
+    assert len(calls) == launched
 
 
 def test_products_route_to_cublas_only_on_cupy_inside_direct_products(monkeypatch):
@@ -205,19 +227,32 @@ def test_a_fit_with_every_product_by_the_planned_gemm_equals_the_fit(name, monke
         np.testing.assert_allclose(routed.get_weights()[key], value, rtol=1e-10, atol=1e-12)
 
 
-def test_find_loaded_reads_the_path_column_of_proc_maps():
+def test_loaded_paths_reads_the_path_column_of_proc_maps():
+    """Each library once, in order, a path with a space whole; deleted files left out."""
     maps = (
         "7f01-7f02 r--p 00000000 08:01 123   /usr/lib/libc.so.6\n"
         "7f03-7f04 r-xp 00000000 00:00 0 \n"
-        "7f05-7f06 r--p 00000000 08:01 456   /opt/nvidia/cu13/lib/libcublasLt.so.13\n"
-        "7f07-7f08 r--p 00000000 08:01 789   /opt/nvidia/cu13/lib/libcublas.so.13.1.0\n"
+        "7f05-7f06 r--p 00000000 08:01 456   /opt/cu13/lib/libcublasLt.so.13\n"
+        "7f07-7f08 r--p 00000000 08:01 789   /opt/cu13/lib/libcublas.so.13.1.0\n"
+        "7f09-7f0a r-xp 00001000 08:01 789   /opt/cu13/lib/libcublas.so.13.1.0\n"
+        "7f0b-7f0c r--p 00000000 08:01 790   /tmp/old/libcublas.so.12 (deleted)\n"
+        "7f0d-7f0e r--p 00000000 08:01 791   /a b/libcublas.so\n"
     )
-    assert find_loaded(maps, "libcublas.so") == "/opt/nvidia/cu13/lib/libcublas.so.13.1.0"
-    assert find_loaded(maps, "libcusolver.so") is None
-    assert (
-        find_loaded("7f0-7f1 r--p 0 0:0 1 /a b/libcublas.so\n", "libcublas.so")
-        == "/a b/libcublas.so"
-    )
+    want = ["/opt/cu13/lib/libcublas.so.13.1.0", "/a b/libcublas.so"]
+    assert loaded_paths(maps, "libcublas.so") == want
+    assert loaded_paths(maps, "libcusolver.so") == []
+
+
+def test_matching_library_is_the_one_of_cupys_version_or_none():
+    versions = {"/a/libcublas.so.12": (120901, 12901), "/b/libcublas.so.13": (130100, 13100)}
+    assert matching_library(list(versions), 130100, versions.get) == "/b/libcublas.so.13"
+    assert matching_library(list(versions), 12901, versions.get) == "/a/libcublas.so.12"
+    with pytest.raises(RuntimeError, match="0 libcublas of CuPy's cuBLAS version 110000"):
+        matching_library(list(versions), 110000, versions.get)
+    with pytest.raises(RuntimeError, match=r"2 libcublas .* cannot tell CuPy's"):
+        matching_library(["/a", "/b"], 7, lambda path: (7,))
+    with pytest.raises(RuntimeError, match=r"\(none\)"):
+        matching_library([], 7, versions.get)
 
 
 def test_the_weighted_cross_entropy_makes_its_dot_product_by_the_planned_gemm(monkeypatch):

@@ -32,7 +32,7 @@ class FakeCuPy(types.ModuleType):
             get_allocator=lambda: self._allocate,
             using_allocator=self._using,
         )
-        self.float32 = np.float32
+        self.float32, self.uint8, self.arange = np.float32, np.uint8, np.arange
 
     def array(self, a, copy=True):
         return np.array(a, copy=copy)
@@ -59,10 +59,10 @@ class FakeCuPy(types.ModuleType):
         else:
             run()
 
-    def empty(self, shape):
+    def empty(self, shape, dtype=np.float64):
         allocate = self.allocator or self._allocate
-        allocate(int(np.prod(shape)) * 8)
-        return np.empty(shape)
+        allocate(int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        return np.empty(shape, dtype)
 
     def _allocate(self, size):
         self.allocations.append(size)
@@ -165,7 +165,8 @@ def test_replays_equal_the_eager_step_on_new_inputs(fake):
     for new, want in returned:
         np.testing.assert_allclose(new, want)
     ((graph, inputs, _, (_, kept)),) = graphs.graphs.values()
-    assert len(graph.kernels) == 2 and len(inputs) == 3 and len(kept) == 2
+    assert len(graph.kernels) == 2 and len(inputs) == 3 and len(kept) == 3  # and a workspace
+    assert kept[0].nbytes == cuda_graph._cublas.WORKSPACE_BYTES
 
 
 def test_python_numbers_and_shapes_key_their_own_graph(fake):
@@ -226,7 +227,7 @@ def test_capture_refusal_checks_the_replayed_product_and_the_route_itself(fake, 
     """A captured product that replays wrong is refused, with what it gave; so is a route
     that fails outside any capture (no libcublas found), with its reason."""
     fake.replays_wrong = True
-    assert capture_refusal().startswith("a captured product of ones (2, 2) replayed as")
+    assert capture_refusal().startswith("captured products replayed as [[[")
     capture_refusal.cache_clear()
 
     def missing(A, B, xp):
@@ -240,11 +241,16 @@ def test_capture_refusal_checks_the_replayed_product_and_the_route_itself(fake, 
 
 def test_the_eager_run_and_the_capture_make_products_by_direct_cublas_calls(fake):
     """Both runs of a step before its replays are inside direct_products, so a capture
-    meets the cuBLAS calls its eager run made; outside a step, products are CuPy's own."""
+    meets the cuBLAS calls its eager run made, the capture with a workspace kept with the
+    graph; outside a step, products are CuPy's own."""
     from mlxp._cublas import _DIRECT
 
     inside = []
     graphs = CudaGraphStep(lambda x: (inside.append(_DIRECT.get()), x)[1])
     for _ in range(3):
         graphs(np.ones(2))
-    assert inside == [True, True] and not _DIRECT.get()
+    (eager_on, eager_workspace), (captured_on, workspace) = inside
+    assert eager_on and eager_workspace is None  # eagerly: cuBLAS's own pool
+    assert captured_on and workspace.nbytes == cuda_graph._cublas.WORKSPACE_BYTES
+    ((*_, (_, kept)),) = graphs.graphs.values()
+    assert kept[0] is workspace and _DIRECT.get() == (False, None)

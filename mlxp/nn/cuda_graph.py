@@ -28,25 +28,29 @@ CAPTURE_ISSUE = "https://github.com/cupy/cupy/issues/6290"
 
 @functools.cache
 def capture_refusal() -> str | None:
-    """None where CuPy captures a matrix product made by :func:`mlxp._cublas.matmul` into
-    a CUDA graph and the graph's replay computes it right; else the reason.
+    """None where CuPy captures the products of :func:`mlxp._cublas.matmul` into a CUDA
+    graph and the graph's replay computes them as CuPy's own ``@`` does; else the reason.
 
-    The product is made once outside the capture (the library, the handle, the kernel),
-    then captured on a stream of its own, the capture ended either way; the graph is then
-    launched and its result read back (one host read, once per process)."""
+    A (2, 3) by a (3, 4) stored column-major (op N and op T) and the transposed product:
+    made once outside the capture (the library, the handle, the kernels), then captured on
+    a stream of its own into a workspace kept with the graph, the capture ended either
+    way; the graph is then launched on the current stream, after the work that made the
+    operands, and its results compared with CuPy's (one host read, once per process)."""
     import cupy
 
-    a = cupy.ones((2, 2), dtype=cupy.float32)
+    a = cupy.arange(6, dtype=cupy.float32).reshape(2, 3) - 2
+    b = (cupy.arange(12, dtype=cupy.float32).reshape(4, 3) % 5).T  # column-major (3, 4)
+    expected = (a @ b, b.T @ a.T)
     try:
         with direct_products():
-            _cublas.matmul(a, a, xp=cupy)
+            _cublas.matmul(a, b, xp=cupy)
     except Exception as reason:
         return f"{type(reason).__name__}: {reason}"
-    stream = cupy.cuda.Stream(non_blocking=True)
-    with stream, direct_products():
+    stream, workspace = cupy.cuda.Stream(non_blocking=True), _workspace(cupy)
+    with stream, direct_products(workspace):
         try:
             stream.begin_capture()
-            c = _cublas.matmul(a, a, xp=cupy)
+            got = (_cublas.matmul(a, b, xp=cupy), _cublas.matmul(b.T, a.T, xp=cupy))
         except Exception as reason:
             _end_capture(stream)
             return f"{type(reason).__name__}: {reason}"
@@ -54,11 +58,18 @@ def capture_refusal() -> str | None:
             graph = stream.end_capture()  # an invalidated capture raises here
         except Exception as reason:
             return f"{type(reason).__name__}: {reason}"
-        graph.launch()  # on the capturing stream, which the check below does not wait for
-        stream.synchronize()
-    if not bool((c == 2).all()):
-        return f"a captured product of ones (2, 2) replayed as {c.tolist()}, not all 2"
+    graph.launch()  # on the current stream, as the operands were made and as they are read
+    if not all(bool((g == e).all()) for g, e in zip(got, expected, strict=True)):
+        return (
+            f"captured products replayed as {[g.tolist() for g in got]}, "
+            f"not as CuPy's {[e.tolist() for e in expected]}"
+        )
     return None
+
+
+def _workspace(cupy: Any) -> Any:
+    """A cuBLAS workspace for one graph (:data:`mlxp._cublas.WORKSPACE_BYTES`)."""
+    return cupy.empty(_cublas.WORKSPACE_BYTES, dtype=cupy.uint8)
 
 
 class CudaGraphStep:
@@ -99,14 +110,16 @@ class CudaGraphStep:
 
 def _capture(step: Callable[..., Any], args: Any, leaves: list[Any]) -> tuple[Any, ...]:
     """(graph, input buffers, outputs, what the graph holds): ``step`` captured on a stream
-    of its own. Each block allocated while capturing is kept with the graph, which refers
-    to it by address: back in the pool it could be handed out again, or released by
+    of its own, its products' cuBLAS workspace allocated before the capture. That and each
+    block allocated while capturing are kept with the graph, which refers to them by
+    address: back in the pool a block could be handed out again, or released by
     ``free_all_blocks``, while replays still write it. A failed capture is ended (the
     stream leaves capture mode) and raised as a RuntimeError naming CuPy's reason."""
     import cupy
 
     inputs = [cupy.array(a, copy=True) for a in leaves]
-    kept: list[Any] = []
+    workspace = _workspace(cupy)
+    kept: list[Any] = [workspace]
     allocate = cupy.cuda.get_allocator()
 
     def keeping(size: int) -> Any:
@@ -115,7 +128,7 @@ def _capture(step: Callable[..., Any], args: Any, leaves: list[Any]) -> tuple[An
         return memory
 
     stream = cupy.cuda.Stream(non_blocking=True)
-    with cupy.cuda.using_allocator(keeping), stream, direct_products():
+    with cupy.cuda.using_allocator(keeping), stream, direct_products(workspace):
         try:
             stream.begin_capture()
             outputs = step(*_rebuild(args, iter(inputs)))
