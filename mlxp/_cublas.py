@@ -120,8 +120,7 @@ def layout(x: Any) -> tuple[int, int] | None:
     leading dimension ``ld`` is xᵀ, for a 2-D x (r, c): a row-major x is stored as xᵀ
     (op N, ld its row stride), a column-major one as x (op T, ld its column stride);
     None for any other layout (negative, zero, overlapping or interleaved strides). In
-    elements;
-    the stride of an axis of length 1 is not read, whatever it is."""
+    elements; the stride of an axis of length 1 is not read, whatever it is."""
     (r, c), size = x.shape, x.itemsize
     s0, s1 = (s // size if s % size == 0 else -1 for s in x.strides)
     if (c == 1 or s1 == 1) and (r == 1 or s0 >= max(1, c)):

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from mlxp import _cublas
-from mlxp._cublas import direct_products
 
 __all__ = ["CAPTURE_ISSUE", "CudaGraphStep", "capture_refusal"]
 
@@ -42,12 +41,12 @@ def capture_refusal() -> str | None:
     b = (cupy.arange(12, dtype=cupy.float32).reshape(4, 3) % 5).T  # column-major (3, 4)
     expected = (a @ b, b.T @ a.T)
     try:
-        with direct_products():
+        with _cublas.direct_products():
             _cublas.matmul(a, b, xp=cupy)
     except Exception as reason:
         return f"{type(reason).__name__}: {reason}"
     stream, workspace = cupy.cuda.Stream(non_blocking=True), _workspace(cupy)
-    with stream, direct_products(workspace):
+    with stream, _cublas.direct_products(workspace):
         try:
             stream.begin_capture()
             got = (_cublas.matmul(a, b, xp=cupy), _cublas.matmul(b.T, a.T, xp=cupy))
@@ -95,7 +94,7 @@ class CudaGraphStep:
         leaves = _leaves(args)
         key = (_structure(args), tuple((tuple(a.shape), str(a.dtype)) for a in leaves))
         if key not in self.seen:
-            with direct_products():
+            with _cublas.direct_products():
                 outputs = self.step(*args)
             self.seen.add(key)  # once the eager run got through
             return outputs
@@ -128,7 +127,7 @@ def _capture(step: Callable[..., Any], args: Any, leaves: list[Any]) -> tuple[An
         return memory
 
     stream = cupy.cuda.Stream(non_blocking=True)
-    with cupy.cuda.using_allocator(keeping), stream, direct_products(workspace):
+    with cupy.cuda.using_allocator(keeping), stream, _cublas.direct_products(workspace):
         try:
             stream.begin_capture()
             outputs = step(*_rebuild(args, iter(inputs)))
